@@ -1,0 +1,88 @@
+# mpfarm - build, test, bench, install.  `make` and `make check` first run
+# `make deps`, which apt-get installs whatever build dependency is missing,
+# so a fresh Debian 12 machine needs nothing else.
+
+PREFIX  ?= /usr/local
+DESTDIR ?=
+BINDIR   = $(PREFIX)/bin
+MANDIR   = $(PREFIX)/share/man
+SHAREDIR = $(PREFIX)/share/mpfarm
+
+CC      ?= cc
+PKGS     = sqlite3 libcurl msgpack jansson inih
+CFLAGS  ?= -O2 -g
+WARN     = -std=c11 -Wall -Wextra -Werror -Wshadow -Wno-missing-field-initializers
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+LIBS     = $(PKG_LIBS) -lev -lm
+CPPFLAGS += -D_GNU_SOURCE -Icommon -Iipc -Iworker -Imaster
+
+SRCS     = $(wildcard common/*.c) $(wildcard ipc/*.c) $(wildcard worker/*.c) $(wildcard master/*.c)
+LIBSRCS  = $(filter-out master/master_main.c,$(SRCS))
+HDRS     = $(wildcard common/*.h) $(wildcard ipc/*.h) $(wildcard worker/*.h) $(wildcard master/*.h)
+UNITSRCS = $(wildcard tests/unit/test_*.c)
+
+B        ?= build
+OBJS      = $(patsubst %.c,$(B)/%.o,$(SRCS))
+LIBOBJS   = $(patsubst %.c,$(B)/%.o,$(LIBSRCS))
+UNITBINS  = $(patsubst tests/unit/%.c,$(B)/tests/%,$(UNITSRCS))
+
+SAN_FLAGS = -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+
+PYTEST   = /usr/bin/python3 -m pytest
+
+DEB_PKGS = build-essential pkg-config libsqlite3-dev sqlite3 libcurl4-openssl-dev \
+	   libev-dev libmsgpack-dev libjansson-dev libinih-dev libcmocka-dev \
+	   python3 python3-pytest man-db groff-base
+
+.PHONY: all deps check unit integration sanitize demo bench install uninstall clean
+
+all: deps
+	@$(MAKE) --no-print-directory mpfarm
+
+mpfarm: $(B)/mpfarm
+	cp $(B)/mpfarm mpfarm
+
+# Installs only what is missing; silent when everything is there.
+deps:
+	@missing=""; for p in $(DEB_PKGS) $(EXTRA_PKGS); do \
+	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+$(B)/mpfarm: $(OBJS)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(OBJS) $(LIBS)
+
+$(B)/%.o: %.c $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(WARN) $(CFLAGS) $(PKG_CFLAGS) -c -o $@ $<
+
+$(B)/tests/%: tests/unit/%.c $(LIBOBJS) $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(WARN) $(CFLAGS) $(PKG_CFLAGS) -o $@ $< $(LIBOBJS) $(LIBS) -lcmocka
+
+unit: $(UNITBINS)
+	@set -e; for t in $(UNITBINS); do echo "== $$t"; $$t; done
+
+integration: $(B)/mpfarm
+	MPFARM_BIN=$(abspath $(B)/mpfarm) $(PYTEST) -q -x -p no:cacheprovider tests/integration $(PYTEST_ARGS)
+
+# The whole suite, then again under AddressSanitizer + UBSan in build-san/.
+check: deps
+	@$(MAKE) --no-print-directory B=build build/mpfarm
+	@$(MAKE) --no-print-directory B=build unit
+	@$(MAKE) --no-print-directory B=build integration
+	@$(MAKE) --no-print-directory sanitize
+
+sanitize:
+	@$(MAKE) --no-print-directory B=build-san CFLAGS="$(SAN_FLAGS)" LDFLAGS="-fsanitize=address,undefined" build-san/mpfarm
+	@$(MAKE) --no-print-directory B=build-san CFLAGS="$(SAN_FLAGS)" LDFLAGS="-fsanitize=address,undefined" unit
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=99 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  MPFARM_SANITIZED=1 MPFARM_BIN=$(abspath build-san/mpfarm) $(PYTEST) -q -x -p no:cacheprovider tests/integration $(PYTEST_ARGS)
+
+clean:
+	rm -rf build build-san mpfarm

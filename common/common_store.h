@@ -1,0 +1,239 @@
+/*
+ * common_store.h - the job store: media files, jobs and the attempts log in
+ * SQLite.  Every process opens its own store_t (workers after fork); a
+ * store_t is never shared across fork.  All writes are short BEGIN
+ * IMMEDIATE transactions.  Status strings are exactly SPEC's.
+ */
+#ifndef MPFARM_COMMON_STORE_H
+#define MPFARM_COMMON_STORE_H
+
+#include <sqlite3.h>
+#include "common.h"
+#include "common_config.h"
+
+#define STORE_SCHEMA_VERSION 1
+
+#define JOB_NOT_STARTED "not_started"
+#define JOB_IN_PROGRESS "in-progress"
+#define JOB_COMPLETED   "completed"
+#define JOB_FAILED      "failed"
+
+enum job_status {
+	JOB_ST_NOT_STARTED = 0, JOB_ST_IN_PROGRESS, JOB_ST_COMPLETED,
+	JOB_ST_FAILED, JOB_ST_COUNT
+};
+const char *job_status_name(enum job_status st);
+const char *job_stage_name(int stage);         /* "transcribe" / "translate" */
+int         job_stage_parse(const char *s);     /* -1 if unknown */
+
+/* What happened in one attempt; the attempts log keeps the name. */
+enum job_outcome {
+	OUT_COMPLETED = 0,
+	OUT_TRANSIENT,      /* retry after backoff; counts an attempt */
+	OUT_RATE_LIMITED,   /* 429 and friends; retry, does NOT count */
+	OUT_PERMANENT,      /* fail at once */
+	OUT_CRASHED,        /* worker died (exit code or signal) */
+	OUT_TIMEOUT,        /* hung: killed by the master */
+	OUT_INTERRUPTED,    /* farm stopped or master died; does not count */
+	OUT_COUNT
+};
+const char *job_outcome_name(enum job_outcome o);
+
+#define STORE_DURABLE  0x01   /* synchronous=FULL */
+#define STORE_READONLY 0x02   /* status/check: never writes, never migrates */
+
+typedef struct store store_t;
+
+struct store_open_opts {
+	int flags;
+	int busy_timeout_ms;      /* 0 = default 10000 */
+};
+
+/* Open (creating and migrating if needed, each migration in one
+ * transaction) the database at `path`.  WAL mode, foreign keys on, the
+ * busy handler of the store (short spins, then sleeps, bounded by the busy
+ * timeout).  On failure writes a one-line message naming the file into err
+ * (e.g. "media_tracking.db: file is not a database") and returns -1. */
+int  store_open(store_t **out, const char *path,
+		const struct store_open_opts *opts, char *err, size_t errlen);
+void store_close(store_t *st);
+sqlite3 *store_db(store_t *st);
+/* The message of the last failed call on this store (never NULL). */
+const char *store_errmsg(store_t *st);
+
+/* Record the configured target languages: creates the missing translation
+ * jobs of every file for new languages (ready if the transcript is
+ * completed) and rebuilds the processing_status view when the set changed.
+ * Languages are never removed from jobs; the view shows the configured
+ * ones. */
+int  store_langs_sync(store_t *st, const char (*langs)[CONFIG_LANG_MAX],
+		      int nlangs);
+
+/* ---- scan ------------------------------------------------------------ */
+struct media_file {
+	const char *root;       /* scan root, absolute, as given (realpath) */
+	const char *rel;        /* path relative to root: the output name */
+	const char *abs;        /* absolute path */
+	int64_t     size;
+	int64_t     mtime_ns;
+};
+enum store_add_result {
+	STORE_ADDED = 0,        /* new file, jobs created */
+	STORE_UNCHANGED,        /* already known, same size and mtime */
+	STORE_CHANGED,          /* known, size or mtime differ (recorded anew) */
+	STORE_CONFLICT,         /* another file already maps to that rel path */
+};
+/* Inside store_tx_begin/commit.  *conflict_abs gets the other file's
+ * absolute path (malloc'd) on STORE_CONFLICT. */
+int  store_file_add(store_t *st, const struct media_file *mf,
+		    const char (*langs)[CONFIG_LANG_MAX], int nlangs,
+		    enum store_add_result *res, char **conflict_abs);
+int  store_tx_begin(store_t *st);     /* BEGIN IMMEDIATE */
+int  store_tx_commit(store_t *st);
+int  store_tx_rollback(store_t *st);
+
+/* ---- the farm -------------------------------------------------------- */
+struct job_ref {                /* what the master queues */
+	int64_t job_id;
+	int     stage;
+	char    lang[CONFIG_LANG_MAX];
+};
+
+/* Up to `max` runnable jobs (not_started, ready, run_after <= now_ms) that
+ * cfg wants (stage mask, run languages), oldest first, skipping the ids in
+ * `skip` (jobs the master already holds).  Read only. */
+int  store_runnable_fetch(store_t *st, const struct config *cfg,
+			  int64_t now_ms, const int64_t *skip, int nskip,
+			  struct job_ref *out, int max, int *nout);
+/* Earliest run_after among not_started, ready jobs cfg wants that are not
+ * yet due (0 if none): how long the master may sleep. */
+int  store_next_due(store_t *st, const struct config *cfg, int64_t *due_ms);
+
+struct job {
+	int64_t job_id;
+	int64_t file_id;
+	int64_t lease;          /* fencing token: bumped at every claim */
+	int     stage;
+	char    lang[CONFIG_LANG_MAX];
+	int     attempts;       /* attempts counted so far, this one included */
+	char   *abs_path;       /* media file */
+	char   *rel_path;       /* output name */
+};
+void job_clear(struct job *j);
+
+/* Worker: not_started -> in-progress with a new lease, owner = worker pid
+ * and master pid, started_at = now; opens an attempts-log row.  Returns 0
+ * and fills *j; 1 when the job is not claimable any more (taken, finished,
+ * not due); -1 on error. */
+int  store_job_claim(store_t *st, int64_t job_id, pid_t worker,
+		     pid_t master, struct job *j);
+
+/* Worker, on success: in one BEGIN IMMEDIATE transaction, checks that the
+ * lease still holds, renames each tmp[i] to final[i] (fsyncing the folders
+ * first when durable), marks the job completed, closes its attempt row,
+ * and for a transcript makes the file's translation jobs ready.  Returns 0;
+ * 1 when the lease was lost (temps are unlinked, nothing is renamed); -1
+ * on error (temps unlinked). */
+int  store_job_complete(store_t *st, const struct job *j,
+			char *const *tmp, char *const *final, int n,
+			bool durable);
+
+/* Worker, on failure of its own job (fenced by lease):
+ *  OUT_TRANSIENT: attempts already counted; if attempts >= max_attempts
+ *                 -> failed, else not_started with run_after = retry_at_ms;
+ *  OUT_RATE_LIMITED: the attempt is given back (attempts - 1), not_started,
+ *                 run_after = retry_at_ms;
+ *  OUT_PERMANENT: failed at once.
+ * msg becomes last_error (and the attempt row's message).  Returns 0, 1 if
+ * the lease was lost, -1 on error.  *final_status (may be NULL) gets the
+ * status the job ended in. */
+struct job_result {
+	enum job_outcome outcome;
+	int   http_status;      /* 0 if none */
+	int   exit_code;        /* -1 if none */
+	int   signal;           /* 0 if none */
+	int64_t retry_at_ms;    /* wall clock */
+	const char *msg;
+};
+int  store_job_fail(store_t *st, const struct job *j,
+		    const struct job_result *r, int max_attempts,
+		    enum job_status *final_status);
+
+/* Master, when the worker `owner` holding job_id died, hung or was stopped
+ * with the farm: if the job is still in-progress and owned by that pid,
+ * records the attempt's outcome (OUT_CRASHED / OUT_TIMEOUT count an
+ * attempt, OUT_INTERRUPTED gives it back) and returns the job to
+ * not_started at retry_at_ms, or failed when attempts >= max_attempts
+ * (last_error then carries the history, e.g. "worker killed by signal 9 in
+ * 3 attempts").  Returns 0, 1 if the job was not held by that pid, -1. */
+int  store_job_release(store_t *st, int64_t job_id, pid_t owner,
+		       const struct job_result *r, int max_attempts,
+		       enum job_status *final_status);
+
+/* Master start-up (holding the farm lock, so every in-progress job belongs
+ * to a master that is gone): each in-progress job is returned to
+ * not_started (or failed at max_attempts), counting the attempt, with an
+ * attempts row "interrupted: master pid N is gone".  *n gets the count. */
+int  store_recover_orphans(store_t *st, int max_attempts, int *n);
+
+/* ---- reports --------------------------------------------------------- */
+struct store_stage_counts {
+	int     stage;
+	char    lang[CONFIG_LANG_MAX];      /* "" for transcribe */
+	int64_t n[JOB_ST_COUNT];
+	int64_t waiting;        /* translate: not_started, transcript not done */
+	int64_t delayed;        /* not_started, ready, run_after in the future */
+};
+struct store_counts {
+	int64_t files;
+	struct store_stage_counts *stages;  /* transcribe first, then by lang */
+	int     nstages;
+	int64_t oldest_in_progress_ms;      /* started_at of the oldest, 0 */
+};
+int  store_counts_get(store_t *st, struct store_counts *c);
+void store_counts_free(struct store_counts *c);
+
+/* failed -> not_started, attempts reset, for the stage (-1 = all) and
+ * language ("" or NULL = all).  *n gets how many. */
+int  store_retry_failed(store_t *st, int stage, const char *lang, int64_t *n);
+
+/* ---- internal to common_store*.c ---------------------------------------
+ * The store is split over three files that share store_t through these
+ * few helpers; define MPFARM_STORE_INTERNAL to see them.  Nothing outside
+ * common_store*.c should need them. */
+#ifdef MPFARM_STORE_INTERNAL
+/* A statement the store prepares once (SQLITE_PREPARE_PERSISTENT) and
+ * keeps for the life of the store_t; slot is assigned on first use. */
+struct store_sql {
+	const char *text;
+	int         slot;
+};
+#define STORE_SQL(s) { (s), 0 }
+/* The cached statement, reset with its bindings cleared; NULL on error. */
+sqlite3_stmt *store_stmt(store_t *st, struct store_sql *q);
+/* Step once: SQLITE_ROW or SQLITE_DONE (the statement is then reset), or
+ * -1 with the error recorded and the statement reset. */
+int  store_step(store_t *st, sqlite3_stmt *s);
+/* Step to the end and reset: 0 or -1. */
+int  store_run(store_t *st, sqlite3_stmt *s);
+/* Record "PATH: <sqlite error>" (or the locked message); returns -1. */
+int  store_fail_db(store_t *st);
+/* Record "PATH: <message>"; returns -1. */
+int  store_fail(store_t *st, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+/* Begin IMMEDIATE only when not already inside a transaction; leave
+ * commits (rc == 0) or rolls back what enter began.  leave returns rc, or
+ * -1 when the commit fails. */
+int  store_tx_enter(store_t *st, bool *own);
+int  store_tx_leave(store_t *st, bool own, int rc);
+/* Lower-case and check a language code ([a-z0-9_-]{1,15}): 0 or -1. */
+int  store_lang_norm(const char *in, char out[CONFIG_LANG_MAX]);
+/* The target languages recorded by the last store_langs_sync. */
+int  store_langs_load(store_t *st, char (*langs)[CONFIG_LANG_MAX], int max,
+		      int *n);
+/* Paths are kept as BLOBs so that any byte sequence survives. */
+int  store_bind_path(sqlite3_stmt *s, int idx, const char *path);
+char *store_column_path(sqlite3_stmt *s, int col);
+#endif
+
+#endif

@@ -1,0 +1,297 @@
+/*
+ * ipc_frame.c - encoding, decoding and transport of master<->worker frames.
+ * A frame is a 4-byte big-endian length and a msgpack array whose first
+ * element is the message type; each type has a fixed field list checked on
+ * decode, so a peer that sends anything else is detected as broken rather
+ * than half-understood.  msgpack-c does the (un)packing.
+ */
+#include "ipc_frame.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <msgpack.h>
+#include <poll.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+/* Field layouts: 'i' integer, 's' string.  Index = message type. */
+static const char *const ipc_layouts[IPC_MSG_MAX] = {
+	[IPC_MSG_READY]          = "i",
+	[IPC_MSG_JOB]            = "i",
+	[IPC_MSG_DONE]           = "iiiiiss",
+	[IPC_MSG_HEARTBEAT]      = "i",
+	[IPC_MSG_SHUTDOWN]       = "",
+	[IPC_MSG_TOKEN_REQ]      = "s",
+	[IPC_MSG_TOKEN_GRANT]    = "s",
+	[IPC_MSG_PROVIDER_EVENT] = "siiis",
+};
+
+struct ipc_wbuf {
+	char  *p;
+	size_t len;
+	size_t cap;
+	bool   overflow;
+};
+
+static int
+ipc_wbuf_write(void *data, const char *buf, size_t len)
+{
+	struct ipc_wbuf *w = data;
+
+	if (w->len + len > w->cap) {
+		w->overflow = true;
+		return -1;
+	}
+	memcpy(w->p + w->len, buf, len);
+	w->len += len;
+	return 0;
+}
+
+static void
+ipc_pack_str(msgpack_packer *pk, const char *s, size_t max)
+{
+	size_t n = strnlen(s, max - 1);
+	msgpack_pack_str(pk, n);
+	msgpack_pack_str_body(pk, s, n);
+}
+
+int
+ipc_frame_encode(const struct ipc_msg *m, char *buf, size_t cap)
+{
+	struct ipc_wbuf w = { buf + 4, 0, cap > 4 ? cap - 4 : 0, false };
+	msgpack_packer pk;
+	const char *lay;
+	uint32_t be;
+
+	if (m->type <= 0 || m->type >= IPC_MSG_MAX || cap < 4)
+		return -1;
+	lay = ipc_layouts[m->type];
+	msgpack_packer_init(&pk, &w, ipc_wbuf_write);
+	msgpack_pack_array(&pk, 1 + strlen(lay));
+	msgpack_pack_int(&pk, m->type);
+	switch (m->type) {
+	case IPC_MSG_READY:
+		msgpack_pack_int64(&pk, m->pid);
+		break;
+	case IPC_MSG_JOB:
+	case IPC_MSG_HEARTBEAT:
+		msgpack_pack_int64(&pk, m->job_id);
+		break;
+	case IPC_MSG_DONE:
+		msgpack_pack_int64(&pk, m->job_id);
+		msgpack_pack_int(&pk, m->outcome);
+		msgpack_pack_int(&pk, m->status);
+		msgpack_pack_int(&pk, m->http);
+		msgpack_pack_int64(&pk, m->ms);
+		ipc_pack_str(&pk, m->provider, sizeof(m->provider));
+		ipc_pack_str(&pk, m->text, sizeof(m->text));
+		break;
+	case IPC_MSG_SHUTDOWN:
+		break;
+	case IPC_MSG_TOKEN_REQ:
+	case IPC_MSG_TOKEN_GRANT:
+		ipc_pack_str(&pk, m->provider, sizeof(m->provider));
+		break;
+	case IPC_MSG_PROVIDER_EVENT:
+		ipc_pack_str(&pk, m->provider, sizeof(m->provider));
+		msgpack_pack_int(&pk, m->kind);
+		msgpack_pack_int64(&pk, m->ms);
+		msgpack_pack_int(&pk, m->http);
+		ipc_pack_str(&pk, m->text, sizeof(m->text));
+		break;
+	}
+	if (w.overflow || w.len > IPC_FRAME_MAX)
+		return -1;
+	be = htonl((uint32_t)w.len);
+	memcpy(buf, &be, 4);
+	return (int)(w.len + 4);
+}
+
+static int
+ipc_get_int(const msgpack_object *o, int64_t *out)
+{
+	if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
+		if (o->via.u64 > INT64_MAX)
+			return -1;
+		*out = (int64_t)o->via.u64;
+	} else if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER) {
+		*out = o->via.i64;
+	} else {
+		return -1;
+	}
+	return 0;
+}
+
+static int
+ipc_get_str(const msgpack_object *o, char *dst, size_t cap)
+{
+	if (o->type != MSGPACK_OBJECT_STR || o->via.str.size >= cap ||
+	    memchr(o->via.str.ptr, '\0', o->via.str.size) != NULL)
+		return -1;
+	memcpy(dst, o->via.str.ptr, o->via.str.size);
+	dst[o->via.str.size] = '\0';
+	return 0;
+}
+
+int
+ipc_frame_decode(const char *payload, size_t len, struct ipc_msg *m)
+{
+	msgpack_unpacked up;
+	size_t off = 0;
+	int64_t v[8] = { 0 };
+	char *strs[2];
+	int nint = 0, nstr = 0, rc = -1;
+	const char *lay;
+
+	memset(m, 0, sizeof(*m));
+	strs[0] = m->provider;
+	strs[1] = m->text;
+	msgpack_unpacked_init(&up);
+	if (msgpack_unpack_next(&up, payload, len, &off) != MSGPACK_UNPACK_SUCCESS)
+		goto fail;
+	if (off != len || up.data.type != MSGPACK_OBJECT_ARRAY ||
+	    up.data.via.array.size < 1)
+		goto fail;
+	const msgpack_object *el = up.data.via.array.ptr;
+	int64_t type;
+	if (ipc_get_int(&el[0], &type) < 0 || type <= 0 || type >= IPC_MSG_MAX)
+		goto fail;
+	lay = ipc_layouts[type];
+	if (up.data.via.array.size != 1 + strlen(lay))
+		goto fail;
+	m->type = (int)type;
+	for (size_t i = 0; lay[i]; i++) {
+		if (lay[i] == 'i') {
+			if (ipc_get_int(&el[i + 1], &v[nint++]) < 0)
+				goto fail;
+		} else {
+			size_t cap = nstr == 0 ? sizeof(m->provider) : sizeof(m->text);
+			if (ipc_get_str(&el[i + 1], strs[nstr++], cap) < 0)
+				goto fail;
+		}
+	}
+	switch (m->type) {
+	case IPC_MSG_READY:
+		m->pid = v[0];
+		break;
+	case IPC_MSG_JOB:
+	case IPC_MSG_HEARTBEAT:
+		m->job_id = v[0];
+		break;
+	case IPC_MSG_DONE:
+		m->job_id = v[0];
+		m->outcome = (int)v[1];
+		m->status = (int)v[2];
+		m->http = (int)v[3];
+		m->ms = v[4];
+		break;
+	case IPC_MSG_PROVIDER_EVENT:
+		m->kind = (int)v[0];
+		m->ms = v[1];
+		m->http = (int)v[2];
+		break;
+	}
+	rc = 0;
+fail:
+	msgpack_unpacked_destroy(&up);
+	return rc;
+}
+
+void
+ipc_reader_init(struct ipc_reader *r)
+{
+	r->len = 0;
+}
+
+ssize_t
+ipc_reader_fill(struct ipc_reader *r, int fd)
+{
+	ssize_t n;
+
+	if (r->len >= sizeof(r->buf)) {
+		errno = EMSGSIZE;
+		return -1;
+	}
+	do
+		n = read(fd, r->buf + r->len, sizeof(r->buf) - r->len);
+	while (n < 0 && errno == EINTR);
+	if (n > 0)
+		r->len += (size_t)n;
+	return n;
+}
+
+int
+ipc_reader_next(struct ipc_reader *r, struct ipc_msg *m)
+{
+	uint32_t be;
+	size_t plen;
+
+	if (r->len < 4)
+		return 0;
+	memcpy(&be, r->buf, 4);
+	plen = ntohl(be);
+	if (plen == 0 || plen > IPC_FRAME_MAX)
+		return -1;
+	if (r->len < 4 + plen)
+		return 0;
+	if (ipc_frame_decode(r->buf + 4, plen, m) < 0)
+		return -1;
+	memmove(r->buf, r->buf + 4 + plen, r->len - 4 - plen);
+	r->len -= 4 + plen;
+	return 1;
+}
+
+int
+ipc_frame_send(int fd, const struct ipc_msg *m)
+{
+	char buf[IPC_FRAME_MAX + 4];
+	int n = ipc_frame_encode(m, buf, sizeof(buf));
+	const char *p = buf;
+
+	if (n < 0) {
+		errno = EMSGSIZE;
+		return -1;
+	}
+	while (n > 0) {
+		ssize_t w = write(fd, p, (size_t)n);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN) {
+				struct pollfd pfd = { fd, POLLOUT, 0 };
+				(void)poll(&pfd, 1, 1000);
+				continue;
+			}
+			return -1;
+		}
+		p += w;
+		n -= (int)w;
+	}
+	return 0;
+}
+
+int
+ipc_frame_recv(int fd, struct ipc_reader *r, struct ipc_msg *m, int timeout_ms)
+{
+	for (;;) {
+		int rc = ipc_reader_next(r, m);
+		if (rc != 0)
+			return rc;
+		if (timeout_ms >= 0) {
+			struct pollfd pfd = { fd, POLLIN, 0 };
+			int p = poll(&pfd, 1, timeout_ms);
+			if (p < 0 && errno == EINTR)
+				continue;
+			if (p <= 0) {
+				errno = p == 0 ? ETIMEDOUT : errno;
+				return -1;
+			}
+		}
+		ssize_t n = ipc_reader_fill(r, fd);
+		if (n == 0)
+			return r->len == 0 ? 0 : -1;
+		if (n < 0)
+			return -1;
+	}
+}

@@ -1,0 +1,444 @@
+/*
+ * master_farm.c - `mpfarm run`: start-up checks (before any worker, so a
+ * usage or config error exits 2 with nothing started), the farm lock, crash
+ * recovery, the libev loop with its signals and tick, the job queue refill
+ * and the decision to stop.  Workers, the channel and reaping live in their
+ * own files.
+ */
+#include "master_farm.h"
+#include "worker_provider.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+struct farm farm;
+
+#define FARM_TICK_S 0.1
+
+/* Refill the queue from the store when it is empty and it may help. */
+static void
+farm_refill(int64_t now)
+{
+	int64_t *skip = NULL;
+	int nskip = 0, n = 0;
+
+	if (farm.stopping || farm.qlen > 0)
+		return;
+	if (!farm.dirty && now < farm.next_fetch)
+		return;
+	if (farm.st == NULL)
+		return;
+	skip = xcalloc((size_t)farm.nslots + 1, sizeof(*skip));
+	for (int i = 0; i < farm.nslots; i++)
+		if (farm.slots[i]->state == SLOT_BUSY)
+			skip[nskip++] = farm.slots[i]->job.job_id;
+	farm.qhead = 0;
+	if (store_runnable_fetch(farm.st, farm.cfg, time_wall_ms(), skip, nskip,
+	    farm.queue, farm.qcap, &n) < 0) {
+		log_error("queue_refill_failed", "error=%s",
+		    log_quote(store_errmsg(farm.st)));
+		n = 0;
+		farm.next_fetch = now + 1000;
+	}
+	free(skip);
+	farm.qlen = n;
+	farm.dirty = false;
+	if (n == 0) {
+		int64_t due = 0;
+		/* nothing runnable now: look again at the next retry time, or
+		 * at the watch interval */
+		farm.next_fetch = now + (farm.cfg->watch ?
+		    (int64_t)farm.cfg->check_interval * 1000 : 3600 * 1000);
+		if (store_next_due(farm.st, farm.cfg, &due) == 0 && due > 0) {
+			int64_t wait = due - time_wall_ms();
+			if (wait < 0)
+				wait = 0;
+			if (now + wait < farm.next_fetch)
+				farm.next_fetch = now + wait;
+		}
+	}
+}
+
+void
+farm_refill_now(void)
+{
+	farm_refill(time_mono_ms());
+	farm_dispatch();
+}
+
+/* The loop is done when nothing is in flight and nothing is left. */
+static bool
+farm_finished(void)
+{
+	int64_t due = 0;
+
+	if (farm.cfg->watch || farm.qlen > 0 || farm_busy_count() > 0)
+		return false;
+	if (farm.dirty)
+		return false;
+	if (store_next_due(farm.st, farm.cfg, &due) == 0 && due > 0)
+		return false;
+	return true;
+}
+
+static void
+farm_stop_begin(bool quit, const char *why)
+{
+	int64_t now = time_mono_ms();
+
+	if (!farm.stopping) {
+		farm.stopping = true;
+		farm.stop_deadline = now + (int64_t)farm.cfg->grace * 1000;
+		log_info("farm_stopping", "reason=%s grace_s=%d busy=%d", why,
+		    farm.cfg->grace, farm_busy_count());
+	}
+	if (quit && !farm.quitting) {
+		farm.quitting = true;
+		log_info("farm_quitting", "reason=%s busy=%d", why, farm_busy_count());
+	}
+	farm.qlen = 0;
+	farm_shutdown_idle();
+}
+
+static void
+farm_tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	int64_t now = time_mono_ms();
+
+	(void)w;
+	(void)revents;
+	farm_hung_check(now);
+	farm_prov_tick(now);
+	if (farm.stopping) {
+		if (!farm.quitting && now >= farm.stop_deadline) {
+			log_warn("grace_over", "busy=%d", farm_busy_count());
+			farm.quitting = true;
+		}
+		if (farm.quitting) {
+			for (int i = 0; i < farm.nslots; i++)
+				if (farm.slots[i]->pid > 0 &&
+				    !(farm.slots[i]->flags & SLOT_F_STOPPED))
+					farm_slot_kill(farm.slots[i], SIGKILL,
+					    SLOT_F_STOPPED);
+		}
+		farm_shutdown_idle();
+		if (farm_live_count() == 0 && farm.nretirees == 0)
+			ev_break(loop, EVBREAK_ALL);
+		return;
+	}
+	farm_slots_adjust();
+	farm_refill(now);
+	farm_dispatch();
+	if (farm_finished()) {
+		farm_stop_begin(false, "done");
+		return;
+	}
+	farm_progress_show(false);
+	farm_status_write(false);
+}
+
+static void
+farm_signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
+{
+	(void)loop;
+	(void)revents;
+	switch (w->signum) {
+	case SIGTERM:
+	case SIGINT:
+		/* a second TERM/INT means: do not wait */
+		farm_stop_begin(farm.stopping, w->signum == SIGTERM ? "TERM" : "INT");
+		break;
+	case SIGQUIT:
+		farm_stop_begin(true, "QUIT");
+		break;
+	case SIGUSR1:
+		farm_stats_log();
+		break;
+	case SIGHUP:
+		if (config_reload(farm.cfg, farm.argc, farm.argv) == 0) {
+			farm.target = farm.cfg->workers;
+			log_info("config_reloaded", "workers=%d job_timeout=%d",
+			    farm.cfg->workers, farm.cfg->job_timeout);
+		}
+		if (farm.cfg->log_file != NULL) {
+			int fd = open(farm.cfg->log_file, O_WRONLY | O_APPEND |
+			    O_CREAT | O_CLOEXEC, 0644);
+			if (fd < 0) {
+				log_error("log_reopen_failed", "file=%s error=%s",
+				    log_quote(farm.cfg->log_file), strerror(errno));
+			} else {
+				int old = log_get_fd();
+				log_set_fd(fd);
+				if (old > 2)
+					close(old);
+				log_info("log_reopened", "file=%s",
+				    log_quote(farm.cfg->log_file));
+			}
+		}
+		break;
+	case SIGTTIN:
+		farm.target++;
+		log_info("workers_target", "target=%d by=TTIN", farm.target);
+		farm_slots_adjust();
+		break;
+	case SIGTTOU:
+		if (farm.target > 1)
+			farm.target--;
+		log_info("workers_target", "target=%d by=TTOU", farm.target);
+		farm_slots_adjust();
+		break;
+	}
+}
+
+/* Worker log lines come through one pipe; forward whole lines only, so
+ * they are never split across a log reopen. */
+static void
+farm_log_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+	char chunk[8192];
+	ssize_t n;
+
+	(void)loop;
+	(void)revents;
+	while ((n = read(w->fd, chunk, sizeof(chunk))) > 0) {
+		buf_append(&farm.log_partial, chunk, (size_t)n);
+		char *nl = memrchr(farm.log_partial.data, '\n', farm.log_partial.len);
+		if (nl == NULL)
+			continue;
+		size_t whole = (size_t)(nl - farm.log_partial.data) + 1;
+		farm_progress_clear();
+		for (size_t off = 0; off < whole; ) {
+			ssize_t k = write(log_get_fd(), farm.log_partial.data + off,
+			    whole - off);
+			if (k <= 0 && errno != EINTR)
+				break;
+			if (k > 0)
+				off += (size_t)k;
+		}
+		memmove(farm.log_partial.data, farm.log_partial.data + whole,
+		    farm.log_partial.len - whole);
+		farm.log_partial.len -= whole;
+	}
+}
+
+/* Everything that can make the run fail is checked here, before any
+ * worker exists: exit 2 on usage and config errors. */
+static int
+farm_preflight(void)
+{
+	struct config *cfg = farm.cfg;
+	char err[512];
+	struct stat sb;
+
+	for (int stage = 0; stage < 2; stage++) {
+		int n = stage == STAGE_TRANSCRIBE ? 1 : cfg->nlangs;
+		for (int i = 0; i < n; i++) {
+			const char *lang = stage == STAGE_TRANSCRIBE ? "" : cfg->langs[i];
+			const char *name = config_provider(cfg, stage, lang);
+			const struct provider_ops *ops = provider_find(name);
+			if (!config_wants(cfg, stage, lang))
+				continue;
+			if (ops == NULL) {
+				say_err("provider %s is not built into this mpfarm", name);
+				return -1;
+			}
+			if (ops->check != NULL && ops->check(cfg, stage, lang, err,
+			    sizeof(err)) < 0) {
+				say_err("%s", err);
+				return -1;
+			}
+		}
+	}
+	if (stat(cfg->output, &sb) == 0 && !S_ISDIR(sb.st_mode)) {
+		say_err("output %s is not a folder", cfg->output);
+		return -1;
+	}
+	char *probe = xasprintf("%s/x", cfg->output);
+	int rc = file_mkdirs_parent(probe, err, sizeof(err));
+	free(probe);
+	if (rc < 0) {
+		say_err("output: %s", err);
+		return -1;
+	}
+	if (cfg->workers < 1) {
+		say_err("--workers must be at least 1");
+		return -1;
+	}
+	return 0;
+}
+
+static void
+farm_signals_start(void)
+{
+	static const int sigs[] = {
+		SIGTERM, SIGINT, SIGQUIT, SIGUSR1, SIGHUP, SIGTTIN, SIGTTOU
+	};
+	signal(SIGPIPE, SIG_IGN);
+	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
+		ev_signal_init(&farm.sigs[i], farm_signal_cb, sigs[i]);
+		ev_signal_start(farm.loop, &farm.sigs[i]);
+	}
+	farm.nsigs = (int)(sizeof(sigs) / sizeof(sigs[0]));
+}
+
+static int
+farm_log_open(void)
+{
+	if (farm.cfg->log_file != NULL) {
+		int fd = open(farm.cfg->log_file, O_WRONLY | O_APPEND | O_CREAT |
+		    O_CLOEXEC, 0644);
+		if (fd < 0) {
+			say_err("cannot open log file %s: %s", farm.cfg->log_file,
+			    strerror(errno));
+			return -1;
+		}
+		log_set_fd(fd);
+	}
+	if (pipe2(farm.log_pipe, O_CLOEXEC) < 0) {
+		say_err("pipe: %s", strerror(errno));
+		return -1;
+	}
+	fd_set_nonblock(farm.log_pipe[0], true);
+	ev_io_init(&farm.log_io, farm_log_cb, farm.log_pipe[0], EV_READ);
+	ev_io_start(farm.loop, &farm.log_io);
+	return 0;
+}
+
+/* What the user should know when the run ends with nothing done. */
+static void
+farm_explain_idle(void)
+{
+	struct store_counts c;
+	int64_t waiting = 0, failed = 0, done = 0;
+
+	if (store_counts_get(farm.st, &c) < 0)
+		return;
+	for (int i = 0; i < c.nstages; i++) {
+		struct store_stage_counts *s = &c.stages[i];
+		if (!config_wants(farm.cfg, s->stage, s->lang))
+			continue;
+		waiting += s->waiting;
+		failed += s->n[JOB_ST_FAILED];
+		done += s->n[JOB_ST_COMPLETED];
+	}
+	if (c.files == 0)
+		say_err("nothing to do: no media files registered yet "
+		    "(mpfarm scan DIR adds them)");
+	else
+		say_err("nothing to do: %lld completed, %lld translations wait "
+		    "for their transcripts, %lld jobs failed%s",
+		    (long long)done, (long long)waiting, (long long)failed,
+		    failed ? " (mpfarm retry runs them again)" : "");
+	store_counts_free(&c);
+}
+
+int
+master_farm_run(struct config *cfg, int argc, char **argv)
+{
+	pid_t holder = 0;
+	int n = 0, done_total;
+
+	memset(&farm, 0, sizeof(farm));
+	farm.cfg = cfg;
+	farm.argc = argc;
+	farm.argv = argv;
+	farm.pid = getpid();
+	farm.lock_fd = -1;
+	farm.log_pipe[0] = farm.log_pipe[1] = -1;
+	farm.exit_code = EXIT_OK;
+	if (farm_preflight() < 0)
+		return EXIT_USAGE;
+	if (master_lock_acquire(cfg->db, &farm.lock_fd, &holder) < 0) {
+		if (holder > 0)
+			say_err("another mpfarm (pid %d) is running on %s",
+			    (int)holder, cfg->db);
+		else
+			say_err("cannot lock %s.lock: %s", cfg->db, strerror(errno));
+		return EXIT_FATAL;
+	}
+	farm.st = master_store_open(cfg, 0);
+	if (farm.st == NULL)
+		goto fail;
+	if (store_langs_sync(farm.st, (const char (*)[CONFIG_LANG_MAX])cfg->langs,
+	    cfg->nlangs) < 0 || store_recover_orphans(farm.st, cfg->max_attempts,
+	    &n) < 0) {
+		say_err("%s: %s", cfg->db, store_errmsg(farm.st));
+		goto fail;
+	}
+	farm.loop = ev_default_loop(EVFLAG_AUTO);
+	if (farm.loop == NULL || farm_log_open() < 0)
+		goto fail;
+	if (n > 0)
+		log_info("recovered", "jobs=%d note=in-progress-from-a-gone-master", n);
+	farm.qcap = cfg->batch_size;
+	farm.queue = xcalloc((size_t)farm.qcap, sizeof(*farm.queue));
+	farm.dirty = true;
+	farm.target = cfg->workers;
+	farm.started_mono = time_mono_ms();
+	farm.progress = isatty(2) && cfg->log_file == NULL;
+	farm_prov_init();
+	farm_signals_start();
+	ev_child_init(&farm.child, farm_child_cb, 0, 0);
+	ev_child_start(farm.loop, &farm.child);
+	ev_timer_init(&farm.tick, farm_tick_cb, FARM_TICK_S, FARM_TICK_S);
+	ev_timer_start(farm.loop, &farm.tick);
+	log_info("farm_start", "pid=%d workers=%d db=%s output=%s stage=%s",
+	    (int)farm.pid, farm.target, log_quote(cfg->db), log_quote(cfg->output),
+	    cfg->stage_mask == STAGE_MASK_ALL ? "all" :
+	    cfg->stage_mask == STAGE_MASK_TRANSCRIBE ? "transcribe" : "translate");
+	farm_slots_adjust();
+	ev_run(farm.loop, 0);
+
+	farm_progress_show(true);
+	done_total = (int)(farm.stage[0].done + farm.stage[1].done);
+	log_info("farm_exit", "completed=%lld failed=%lld retried=%lld respawns=%lld "
+	    "hung_kills=%lld", (long long)done_total,
+	    (long long)(farm.stage[0].failed + farm.stage[1].failed),
+	    (long long)(farm.stage[0].retried + farm.stage[1].retried),
+	    (long long)farm.respawns, (long long)farm.hung_kills);
+	if (done_total == 0 && !farm.any_failed && farm.st != NULL &&
+	    !farm.quitting && farm.exit_code == EXIT_OK)
+		farm_explain_idle();
+	if (farm.exit_code == EXIT_OK && farm.any_failed)
+		farm.exit_code = EXIT_JOBFAIL;
+	goto out;
+fail:
+	farm.exit_code = EXIT_FATAL;
+out:
+	if (farm.loop != NULL && farm.log_pipe[0] >= 0)
+		farm_log_cb(farm.loop, &farm.log_io, 0);   /* drain */
+	if (farm.lock_fd >= 0) {
+		char *sp = master_status_path(cfg->db);
+		unlink(sp);
+		free(sp);
+	}
+	if (farm.st != NULL)
+		store_close(farm.st);
+	for (int i = 0; i < farm.nslots; i++) {
+		if (farm.slots[i]->fd >= 0)
+			close(farm.slots[i]->fd);
+		free(farm.slots[i]);
+	}
+	free(farm.slots);
+	free(farm.retirees);
+	free(farm.queue);
+	buf_free(&farm.log_partial);
+	for (int i = 0; i < 2; i++)
+		if (farm.log_pipe[i] >= 0)
+			close(farm.log_pipe[i]);
+	if (log_get_fd() > 2) {
+		close(log_get_fd());
+		log_set_fd(2);
+	}
+	if (farm.lock_fd >= 0)
+		close(farm.lock_fd);
+	if (farm.loop != NULL)
+		ev_loop_destroy(farm.loop);
+	return farm.exit_code;
+}

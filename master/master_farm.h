@@ -1,0 +1,153 @@
+/*
+ * master_farm.h - the master's private state for `mpfarm run`: the table of
+ * worker slots (stable across respawns), the job queue, counters, and the
+ * functions the farm's files call on each other.  Everything here is
+ * touched only from the libev loop, never from a signal handler.
+ */
+#ifndef MPFARM_MASTER_FARM_H
+#define MPFARM_MASTER_FARM_H
+
+#include <ev.h>
+#include "master.h"
+
+enum slot_state {
+	SLOT_EMPTY = 0,     /* no process (waiting to respawn, or unused) */
+	SLOT_STARTING,      /* forked, READY not seen yet */
+	SLOT_IDLE,
+	SLOT_BUSY,
+};
+
+#define SLOT_F_HUNG     0x01  /* killed by us: job timeout or no heartbeat */
+#define SLOT_F_STOPPED  0x02  /* killed by us: farm stopping (QUIT/grace) */
+#define SLOT_F_BROKEN   0x04  /* sent a bad frame: killed by us */
+#define SLOT_F_RETIRE   0x08  /* leave after the current job (TTOU) */
+
+struct slot {
+	int      idx;
+	pid_t    pid;
+	unsigned gen;           /* incremented at every spawn into this slot */
+	int      fd;            /* channel, -1 when none */
+	ev_io    io;
+	struct ipc_reader rd;
+	enum slot_state state;
+	int      flags;
+	struct job_ref job;     /* current job when BUSY */
+	int      prov;          /* provider index of the job, -1 */
+	int64_t  job_started;   /* mono ms */
+	int64_t  last_beat;     /* mono ms */
+	int64_t  kill_at;       /* mono ms: SIGKILL after SIGTERM, 0 */
+	int64_t  spawned_at;    /* mono ms */
+	int64_t  respawn_at;    /* mono ms, when EMPTY */
+	int      jobs_done;     /* by the current process */
+	int      jobs_limit;    /* recycle after this many (0 = never) */
+	int      fails;         /* consecutive abnormal deaths of this slot */
+	bool     waiting_token;
+};
+
+struct retiree {                /* an old worker leaving after recycling */
+	pid_t pid;
+	int   slot;
+};
+
+#define FARM_RATE_SECS 60
+#define FARM_MAX_PROVIDERS 8
+
+struct farm_stage_stats {
+	int64_t done, failed, retried;
+};
+
+struct farm {
+	struct config *cfg;
+	int     argc;
+	char  **argv;
+	struct ev_loop *loop;
+	store_t *st;            /* closed around every fork */
+	int     lock_fd;
+	pid_t   pid;
+
+	struct slot **slots;
+	int     nslots;         /* allocated */
+	int     target;         /* workers wanted */
+	struct retiree *retirees;
+	int     nretirees;
+
+	struct job_ref *queue;
+	int     qhead, qlen, qcap;
+	bool    dirty;          /* something changed: refill may find work */
+	int64_t next_fetch;     /* mono ms: earliest next refill when !dirty */
+
+	ev_timer tick;
+	ev_child child;
+	ev_signal sigs[8];
+	int     nsigs;
+	int     log_pipe[2];
+	ev_io   log_io;
+	struct buf log_partial;
+
+	/* stop state */
+	bool    stopping;       /* TERM: no new jobs */
+	bool    quitting;       /* QUIT or grace over: kill */
+	int64_t stop_deadline;
+	int     exit_code;
+	bool    any_failed;
+
+	/* counters for USR1, status file and the end summary */
+	int64_t started_mono;
+	struct farm_stage_stats stage[2];
+	int64_t respawns, hung_kills, deaths_signal, deaths_exit, broken;
+	int64_t skipped;
+	int64_t rate_ring[FARM_RATE_SECS];
+	int64_t rate_sec;       /* mono second of rate_ring's newest bucket */
+	int64_t spawn_block_until;   /* farm-wide throttle, mono ms */
+	int     early_deaths;        /* consecutive deaths before READY */
+	bool    all_ready_logged;
+	int64_t total_jobs;     /* for the progress line */
+	bool    progress;       /* stderr is a terminal */
+	int64_t last_status_write;
+};
+
+extern struct farm farm;
+
+/* master_spawn.c */
+int  farm_slot_spawn(struct slot *s);
+struct slot *farm_slot_get(int idx);
+void farm_slots_adjust(void);               /* spawn/retire toward target */
+int  farm_store_reopen(void);
+
+/* master_reap.c */
+void farm_child_cb(struct ev_loop *loop, ev_child *w, int revents);
+void farm_slot_kill(struct slot *s, int sig, int flag);
+void farm_hung_check(int64_t now);
+
+/* master_farm.c */
+void farm_refill_now(void);
+
+/* master_chan.c */
+void farm_chan_cb(struct ev_loop *loop, ev_io *w, int revents);
+int  farm_job_send(struct slot *s, const struct job_ref *j);
+void farm_dispatch(void);
+void farm_shutdown_idle(void);
+
+/* master_stats.c */
+void farm_stats_log(void);
+void farm_rate_add(int64_t n);
+double farm_rate_get(void);
+void farm_progress_show(bool final);
+void farm_progress_clear(void);
+void farm_status_write(bool force);
+int  farm_busy_count(void);
+int  farm_live_count(void);
+
+/* master_provider.c: farm-wide provider limits */
+int  farm_prov_index(const char *name);      /* -1 if not limited */
+void farm_prov_init(void);
+bool farm_prov_may_start(int prov);          /* concurrency and pause */
+void farm_prov_job_start(int prov);
+void farm_prov_job_end(int prov);
+void farm_prov_token_req(struct slot *s, const char *provider);
+void farm_prov_event(const struct ipc_msg *m);
+void farm_prov_tick(int64_t now);
+void farm_prov_slot_gone(struct slot *s);
+void farm_prov_stats(struct buf *b);
+
+#endif

@@ -1,0 +1,100 @@
+/*
+ * master_lock.c - one master per database.  The farm lock is a flock on
+ * "<db>.lock" holding the master's pid; it is what lets a new master treat
+ * every in-progress job as an orphan of a dead one, and lets `status`,
+ * `fix` and `check` tell a live farm from a stale one.  flock dies with the
+ * process that holds it, so a kill -9 never leaves a stale lock.  Workers
+ * never hold it (the master closes it in every child).
+ */
+#include "master.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+static pid_t
+master_lock_read_pid(int fd)
+{
+	char buf[32] = "";
+	ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
+
+	if (n <= 0)
+		return 0;
+	buf[n] = '\0';
+	return (pid_t)strtol(buf, NULL, 10);
+}
+
+int
+master_lock_acquire(const char *db, int *fd_out, pid_t *holder)
+{
+	char *path = xasprintf("%s.lock", db);
+	char pid[32];
+	int fd, n;
+
+	*holder = 0;
+	*fd_out = -1;
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+	free(path);
+	if (fd < 0)
+		return -1;
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		*holder = master_lock_read_pid(fd);
+		close(fd);
+		errno = EWOULDBLOCK;
+		return -1;
+	}
+	n = snprintf(pid, sizeof(pid), "%d\n", (int)getpid());
+	if (ftruncate(fd, 0) < 0 || pwrite(fd, pid, (size_t)n, 0) != n) {
+		close(fd);
+		return -1;
+	}
+	*fd_out = fd;
+	return 0;
+}
+
+pid_t
+master_lock_holder(const char *db)
+{
+	char *path = xasprintf("%s.lock", db);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	pid_t pid = 0;
+
+	free(path);
+	if (fd < 0)
+		return 0;
+	if (flock(fd, LOCK_SH | LOCK_NB) < 0 && errno == EWOULDBLOCK) {
+		pid = master_lock_read_pid(fd);
+		if (pid <= 0)
+			pid = -1;   /* held, pid unknown */
+	} else {
+		flock(fd, LOCK_UN);
+	}
+	close(fd);
+	return pid;
+}
+
+char *
+master_status_path(const char *db)
+{
+	return xasprintf("%s.status", db);
+}
+
+store_t *
+master_store_open(const struct config *cfg, int flags)
+{
+	struct store_open_opts opts = { 0 };
+	store_t *st = NULL;
+	char err[600];
+
+	opts.flags = flags | (cfg->durable ? STORE_DURABLE : 0);
+	opts.busy_timeout_ms = cfg->busy_timeout_ms;
+	if (store_open(&st, cfg->db, &opts, err, sizeof(err)) < 0) {
+		say_err("%s", err);
+		return NULL;
+	}
+	return st;
+}

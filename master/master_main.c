@@ -1,0 +1,32 @@
+/*
+ * master_main.c - the mpfarm binary's entry: read the settings (exit 2 on a
+ * usage or config error, before anything starts) and run the command.
+ */
+#include "master.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+int
+main(int argc, char **argv)
+{
+	struct config cfg;
+	int rc;
+
+	rc = config_load(&cfg, argc, argv);
+	if (rc != 0) {
+		config_free(&cfg);
+		return rc > 0 ? EXIT_OK : EXIT_USAGE;
+	}
+	switch (cfg.cmd) {
+	case CMD_SCAN:   rc = master_scan_run(&cfg); break;
+	case CMD_STATUS: rc = master_status_run(&cfg); break;
+	case CMD_RETRY:  rc = master_retry_run(&cfg); break;
+	case CMD_FIX:    rc = master_fix_run(&cfg); break;
+	case CMD_CHECK:  rc = master_check_run(&cfg); break;
+	case CMD_RUN:
+	default:         rc = master_farm_run(&cfg, argc, argv); break;
+	}
+	config_free(&cfg);
+	return rc;
+}

@@ -1,0 +1,310 @@
+/*
+ * master_provider.c - farm-wide limits for the paid APIs.  Only the master
+ * sees every worker, so it holds, per provider: the jobs in flight against
+ * `max_concurrency` (lowered multiplicatively when ElevenLabs says too many
+ * concurrent requests, raised additively as requests succeed), a token
+ * bucket for `rate` requests/s that workers draw from before each request,
+ * and a pause after a 429 that holds every worker until Retry-After (or a
+ * backoff) passes.  A rejected key stops the provider for this run: its
+ * remaining jobs fail at once, with one log line, instead of one by one.
+ */
+#include "master_farm.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#define PROV_BACKOFF_MIN_MS 1000
+#define PROV_BACKOFF_MAX_MS 60000
+
+struct prov {
+	const char *name;
+	int     max_conc;       /* 0 = unlimited */
+	double  limit;          /* AIMD-adjusted concurrency */
+	int     inflight;
+	double  rate;           /* requests/s, 0 = unlimited */
+	double  tokens;
+	int64_t tokens_at;      /* mono ms of the last refill */
+	int64_t paused_until;   /* mono ms */
+	int64_t backoff_ms;
+	bool    disabled;
+	int     waiters[256];   /* slot indexes waiting for a token, FIFO */
+	int     nwait;
+	int64_t granted, rate_limited;
+	ev_timer timer;
+};
+
+static struct prov provs[] = {
+	{ .name = "elevenlabs" }, { .name = "openai" }, { .name = "deepl" },
+};
+#define NPROVS ((int)(sizeof(provs) / sizeof(provs[0])))
+
+int
+farm_prov_index(const char *name)
+{
+	for (int i = 0; i < NPROVS; i++)
+		if (strcmp(provs[i].name, name) == 0)
+			return i;
+	return -1;
+}
+
+static void prov_pump(struct prov *p);
+
+static void
+prov_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)loop;
+	(void)revents;
+	prov_pump(w->data);
+	farm_dispatch();
+}
+
+void
+farm_prov_init(void)
+{
+	for (int i = 0; i < NPROVS; i++) {
+		struct prov *p = &provs[i];
+		p->max_conc = (int)config_get_long(farm.cfg, p->name,
+		    "max_concurrency", 0);
+		p->limit = p->max_conc;
+		p->rate = config_get_double(farm.cfg, p->name, "rate", 0);
+		p->tokens = 1;
+		p->tokens_at = time_mono_ms();
+		p->paused_until = 0;
+		p->backoff_ms = PROV_BACKOFF_MIN_MS;
+		p->disabled = false;
+		p->inflight = p->nwait = 0;
+		ev_timer_init(&p->timer, prov_timer_cb, 0, 0);
+		p->timer.data = p;
+	}
+}
+
+bool
+farm_prov_may_start(int i)
+{
+	struct prov *p = &provs[i];
+
+	if (p->disabled || time_mono_ms() < p->paused_until)
+		return false;
+	return p->max_conc == 0 || p->inflight < (int)floor(p->limit);
+}
+
+void farm_prov_job_start(int i) { provs[i].inflight++; }
+
+void
+farm_prov_job_end(int i)
+{
+	if (provs[i].inflight > 0)
+		provs[i].inflight--;
+}
+
+static bool
+prov_slot_valid(int idx)
+{
+	return idx < farm.nslots && farm.slots[idx]->state == SLOT_BUSY &&
+	    farm.slots[idx]->waiting_token;
+}
+
+/* Grant what the bucket and the pause allow; re-arm for the rest. */
+static void
+prov_pump(struct prov *p)
+{
+	int64_t now = time_mono_ms();
+	double wait_s = 0;
+
+	if (p->rate > 0) {
+		p->tokens += (double)(now - p->tokens_at) * p->rate / 1000.0;
+		if (p->tokens > 1)      /* burst of one: pace, don't bunch */
+			p->tokens = 1;
+	}
+	p->tokens_at = now;
+	while (p->nwait > 0 && now >= p->paused_until && !p->disabled &&
+	    (p->rate <= 0 || p->tokens >= 1)) {
+		int idx = p->waiters[0];
+		memmove(p->waiters, p->waiters + 1, sizeof(int) * (size_t)--p->nwait);
+		if (!prov_slot_valid(idx))
+			continue;
+		struct slot *s = farm.slots[idx];
+		struct ipc_msg m = { .type = IPC_MSG_TOKEN_GRANT };
+		snprintf(m.provider, sizeof(m.provider), "%s", p->name);
+		s->waiting_token = false;
+		s->last_beat = now;
+		if (ipc_frame_send(s->fd, &m) < 0)
+			continue;
+		p->granted++;
+		if (p->rate > 0)
+			p->tokens -= 1;
+	}
+	ev_timer_stop(farm.loop, &p->timer);
+	if (p->nwait == 0 || p->disabled)
+		return;
+	if (now < p->paused_until)
+		wait_s = (double)(p->paused_until - now) / 1000.0;
+	else if (p->rate > 0)
+		wait_s = (1 - p->tokens) / p->rate;
+	ev_timer_set(&p->timer, wait_s > 0.001 ? wait_s : 0.001, 0);
+	ev_timer_start(farm.loop, &p->timer);
+}
+
+void
+farm_prov_token_req(struct slot *s, const char *provider)
+{
+	int i = farm_prov_index(provider);
+	struct ipc_msg m = { .type = IPC_MSG_TOKEN_GRANT };
+
+	if (i < 0) {            /* not a limited provider: go ahead */
+		snprintf(m.provider, sizeof(m.provider), "%s", provider);
+		(void)ipc_frame_send(s->fd, &m);
+		return;
+	}
+	struct prov *p = &provs[i];
+	if (p->nwait >= (int)(sizeof(p->waiters) / sizeof(p->waiters[0]))) {
+		farm_slot_kill(s, 9, SLOT_F_BROKEN);
+		return;
+	}
+	s->waiting_token = true;
+	p->waiters[p->nwait++] = s->idx;
+	prov_pump(p);
+}
+
+/* Every job this provider would still run fails now, with the reason. */
+static void
+prov_disable(struct prov *p, const char *why)
+{
+	sqlite3 *db;
+	int64_t n = 0;
+
+	p->disabled = true;
+	if (farm_store_reopen() < 0)
+		return;
+	db = store_db(farm.st);
+	if (store_tx_begin(farm.st) < 0)
+		return;
+	for (int stage = 0; stage < 2; stage++) {
+		int nl = stage == STAGE_TRANSCRIBE ? 1 : farm.cfg->nlangs;
+		for (int k = 0; k < nl; k++) {
+			const char *lang = stage ? farm.cfg->langs[k] : "";
+			sqlite3_stmt *q = NULL;
+			if (strcmp(config_provider(farm.cfg, stage, lang), p->name) != 0 ||
+			    !config_wants(farm.cfg, stage, lang))
+				continue;
+			if (sqlite3_prepare_v2(db, "UPDATE jobs SET status='failed', "
+			    "last_error=?1 WHERE status='not_started' AND stage=?2 "
+			    "AND lang=?3", -1, &q, NULL) != SQLITE_OK)
+				continue;
+			sqlite3_bind_text(q, 1, why, -1, SQLITE_TRANSIENT);
+			sqlite3_bind_text(q, 2, job_stage_name(stage), -1, SQLITE_STATIC);
+			sqlite3_bind_text(q, 3, lang, -1, SQLITE_STATIC);
+			if (sqlite3_step(q) == SQLITE_DONE)
+				n += sqlite3_changes(db);
+			sqlite3_finalize(q);
+			farm.stage[stage].failed += sqlite3_changes(db);
+		}
+	}
+	if (store_tx_commit(farm.st) < 0) {
+		store_tx_rollback(farm.st);
+		return;
+	}
+	if (n > 0)
+		farm.any_failed = true;
+	farm.qlen = 0;          /* the queue may hold them; refetch */
+	farm.dirty = true;
+	log_error("provider_disabled", "provider=%s jobs_failed=%lld reason=%s "
+	    "note=fix-the-key-or-quota-then-mpfarm-retry", p->name, (long long)n,
+	    log_quote(why));
+}
+
+void
+farm_prov_event(const struct ipc_msg *m)
+{
+	int i = farm_prov_index(m->provider);
+	int64_t now = time_mono_ms();
+
+	if (i < 0)
+		return;
+	struct prov *p = &provs[i];
+	switch (m->kind) {
+	case IPC_PROV_OK:
+		p->backoff_ms = PROV_BACKOFF_MIN_MS;
+		if (p->max_conc > 0 && p->limit < p->max_conc)
+			p->limit += 1.0 / (p->limit > 1 ? p->limit : 1);
+		if (p->limit > p->max_conc)
+			p->limit = p->max_conc;
+		break;
+	case IPC_PROV_CONCURRENCY:
+		if (p->max_conc > 0) {
+			p->limit = p->limit / 2 < 1 ? 1 : p->limit / 2;
+			log_warn("provider_concurrency", "provider=%s limit=%.1f",
+			    p->name, p->limit);
+		}
+		/* FALLTHROUGH */
+	case IPC_PROV_RATE_LIMITED: {
+		int64_t ms = m->ms > 0 ? m->ms : p->backoff_ms;
+		if (ms > farm.cfg->retry_max_delay_ms)
+			ms = farm.cfg->retry_max_delay_ms;
+		p->rate_limited++;
+		if (now + ms > p->paused_until) {
+			bool was = now < p->paused_until;
+			p->paused_until = now + ms;
+			if (!was)
+				log_warn("provider_paused", "provider=%s for_ms=%lld "
+				    "http=%d retry_after=%s", p->name, (long long)ms,
+				    m->http, m->ms > 0 ? "yes" : "no");
+		}
+		if (m->ms <= 0 && p->backoff_ms < PROV_BACKOFF_MAX_MS)
+			p->backoff_ms *= 2;
+		break;
+	}
+	case IPC_PROV_QUOTA:
+		if (!p->disabled && farm.cfg->watch) {
+			int64_t ms = config_get_long(farm.cfg, p->name, "quota_pause",
+			    3600) * 1000;
+			p->paused_until = now + ms;
+			log_error("provider_paused", "provider=%s for_ms=%lld "
+			    "reason=%s", p->name, (long long)ms, log_quote(m->text));
+		} else if (!p->disabled) {
+			prov_disable(p, m->text);
+		}
+		break;
+	}
+	prov_pump(p);
+}
+
+void
+farm_prov_tick(int64_t now)
+{
+	(void)now;
+	for (int i = 0; i < NPROVS; i++)
+		if (provs[i].nwait > 0)
+			prov_pump(&provs[i]);
+}
+
+void
+farm_prov_slot_gone(struct slot *s)
+{
+	if (s->prov >= 0) {
+		farm_prov_job_end(s->prov);
+		s->prov = -1;
+	}
+	s->waiting_token = false;   /* prov_pump skips it */
+}
+
+void
+farm_prov_stats(struct buf *b)
+{
+	int64_t now = time_mono_ms();
+
+	for (int i = 0; i < NPROVS; i++) {
+		struct prov *p = &provs[i];
+		if (p->granted == 0 && p->inflight == 0 && p->max_conc == 0 &&
+		    p->rate == 0)
+			continue;
+		buf_printf(b, "%s%s_inflight=%d %s_limit=%.1f %s_requests=%lld "
+		    "%s_rate_limited=%lld %s_paused_s=%lld%s", b->len ? " " : "",
+		    p->name, p->inflight, p->name, p->limit, p->name,
+		    (long long)p->granted, p->name, (long long)p->rate_limited,
+		    p->name, (long long)(p->paused_until > now ?
+		    (p->paused_until - now) / 1000 : 0),
+		    p->disabled ? " disabled=1" : "");
+	}
+}

@@ -1,0 +1,222 @@
+/*
+ * master_reap.c - what happens when a worker dies, and making hung workers
+ * die.  libev's child watcher reaps in the loop (never in a handler); here
+ * the dead worker's job is attributed from its slot, its attempt recorded
+ * with the cause (exit code, or a signal mpfarm did not send: usually the
+ * OOM killer), and the slot scheduled for a respawn with backoff.  A worker
+ * that dies before READY throttles the whole farm; one that exits with
+ * WORKER_EXIT_CONFIG stops it.
+ */
+#include "master_farm.h"
+#include "worker.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define FARM_TERM_GRACE_MS 2000
+#define FARM_RESPAWN_MIN_MS 50
+#define FARM_RESPAWN_MAX_MS 10000
+
+void
+farm_slot_kill(struct slot *s, int sig, int flag)
+{
+	if (s->pid <= 0)
+		return;
+	s->flags |= flag;
+	if (kill(s->pid, sig) == 0 && sig == SIGTERM)
+		s->kill_at = time_mono_ms() + FARM_TERM_GRACE_MS;
+	log_info("worker_kill", "slot=%d pid=%d signal=%d reason=%s", s->idx,
+	    (int)s->pid, sig, flag == SLOT_F_HUNG ? "hung" : flag == SLOT_F_BROKEN
+	    ? "broken" : "stop");
+}
+
+void
+farm_hung_check(int64_t now)
+{
+	for (int i = 0; i < farm.nslots; i++) {
+		struct slot *s = farm.slots[i];
+		if (s->pid <= 0)
+			continue;
+		if (s->kill_at > 0 && now >= s->kill_at) {
+			kill(s->pid, SIGKILL);
+			s->kill_at = 0;
+			continue;
+		}
+		if (s->state != SLOT_BUSY || (s->flags & SLOT_F_HUNG))
+			continue;
+		if (now - s->job_started > (int64_t)farm.cfg->job_timeout * 1000) {
+			log_warn("job_hung", "slot=%d pid=%d job=%lld age_s=%lld",
+			    s->idx, (int)s->pid, (long long)s->job.job_id,
+			    (long long)(now - s->job_started) / 1000);
+			farm.hung_kills++;
+			farm_slot_kill(s, SIGTERM, SLOT_F_HUNG);
+		} else if (!s->waiting_token && now - s->last_beat >
+		    (int64_t)farm.cfg->heartbeat_timeout * 1000) {
+			/* no heartbeat: stopped (SIGSTOP) or wedged; TERM would
+			 * not be delivered to a stopped process */
+			log_warn("worker_silent", "slot=%d pid=%d job=%lld silent_s=%lld",
+			    s->idx, (int)s->pid, (long long)s->job.job_id,
+			    (long long)(now - s->last_beat) / 1000);
+			farm.hung_kills++;
+			farm_slot_kill(s, SIGKILL, SLOT_F_HUNG);
+		}
+	}
+}
+
+static void
+farm_cause(int status, int flags, char *buf, size_t len)
+{
+	if (WIFSIGNALED(status)) {
+		int sig = WTERMSIG(status);
+		if (flags & (SLOT_F_HUNG | SLOT_F_STOPPED | SLOT_F_BROKEN))
+			snprintf(buf, len, "killed by signal %d (sent by mpfarm)", sig);
+		else
+			snprintf(buf, len, "killed by signal %d (%s)", sig,
+			    sig == SIGKILL ? "not sent by mpfarm: the OOM killer?"
+			    : strsignal(sig));
+	} else {
+		snprintf(buf, len, "exited with code %d", WEXITSTATUS(status));
+	}
+}
+
+/* The job a dead worker held goes back to be run (or ends failed). */
+static void
+farm_job_attribute(struct slot *s, const char *cause)
+{
+	struct job_result jr = { 0 };
+	enum job_status final = JOB_ST_NOT_STARTED;
+	char msg[300];
+	int rc, st = s->job.stage;
+
+	if (s->flags & SLOT_F_STOPPED) {
+		jr.outcome = OUT_INTERRUPTED;
+		snprintf(msg, sizeof(msg), "farm stopped: worker %s", cause);
+	} else if (s->flags & SLOT_F_HUNG) {
+		jr.outcome = OUT_TIMEOUT;
+		snprintf(msg, sizeof(msg), "hung (no progress within the timeout): "
+		    "worker %s", cause);
+	} else {
+		jr.outcome = OUT_CRASHED;
+		snprintf(msg, sizeof(msg), "worker %s%s", cause,
+		    (s->flags & SLOT_F_BROKEN) ? " after a malformed frame" : "");
+	}
+	jr.exit_code = -1;
+	jr.msg = msg;
+	if (farm_store_reopen() < 0)
+		return;
+	/* the attempt that died is already counted: backoff from it */
+	jr.retry_at_ms = jr.outcome == OUT_INTERRUPTED ? 0 :
+	    worker_retry_at(farm.cfg, s->fails + 1, 0);
+	rc = store_job_release(farm.st, s->job.job_id, s->pid, &jr,
+	    farm.cfg->max_attempts, &final);
+	if (rc < 0) {
+		log_error("job_release_failed", "job=%lld error=%s",
+		    (long long)s->job.job_id, log_quote(store_errmsg(farm.st)));
+		return;
+	}
+	if (rc == 1)            /* never claimed, or finished before dying */
+		return;
+	farm.dirty = true;
+	if (final == JOB_ST_FAILED) {
+		farm.stage[st].failed++;
+		farm.any_failed = true;
+	} else if (jr.outcome != OUT_INTERRUPTED) {
+		farm.stage[st].retried++;
+	}
+	log_info("job_released", "job=%lld outcome=%s status=%s reason=%s",
+	    (long long)s->job.job_id, job_outcome_name(jr.outcome),
+	    job_status_name(final), log_quote(msg));
+}
+
+static bool
+farm_retiree_reap(pid_t pid)
+{
+	for (int i = 0; i < farm.nretirees; i++) {
+		if (farm.retirees[i].pid != pid)
+			continue;
+		log_info("worker_retired", "slot=%d pid=%d", farm.retirees[i].slot,
+		    (int)pid);
+		farm.retirees[i] = farm.retirees[--farm.nretirees];
+		return true;
+	}
+	return false;
+}
+
+void
+farm_child_cb(struct ev_loop *loop, ev_child *w, int revents)
+{
+	struct slot *s = NULL;
+	char cause[160];
+	int status = w->rstatus;
+
+	(void)loop;
+	(void)revents;
+	if (farm_retiree_reap(w->rpid))
+		return;
+	for (int i = 0; i < farm.nslots; i++)
+		if (farm.slots[i]->pid == w->rpid)
+			s = farm.slots[i];
+	if (s == NULL)
+		return;
+	farm_cause(status, s->flags, cause, sizeof(cause));
+	bool clean = WIFEXITED(status) && WEXITSTATUS(status) == 0 &&
+	    s->state != SLOT_BUSY;
+	bool ours = (s->flags & (SLOT_F_HUNG | SLOT_F_STOPPED | SLOT_F_BROKEN)) != 0;
+	if (!clean && !ours) {
+		if (WIFSIGNALED(status))
+			farm.deaths_signal++;
+		else
+			farm.deaths_exit++;
+	}
+	log_event(clean || (s->flags & SLOT_F_STOPPED) ? LOG_INFO : LOG_WARN,
+	    "worker_exit", "slot=%d pid=%d cause=%s job=%lld", s->idx,
+	    (int)s->pid, log_quote(cause),
+	    s->state == SLOT_BUSY ? (long long)s->job.job_id : 0LL);
+	if (s->state == SLOT_BUSY) {
+		farm_job_attribute(s, cause);
+		farm_prov_slot_gone(s);
+	}
+	if (s->state == SLOT_STARTING && !farm.stopping) {
+		/* died before taking a job: a broken install or config must
+		 * not become a fork storm */
+		int64_t d = FARM_RESPAWN_MIN_MS << (farm.early_deaths < 8 ?
+		    farm.early_deaths : 8);
+		farm.early_deaths++;
+		farm.spawn_block_until = time_mono_ms() + (d < FARM_RESPAWN_MAX_MS
+		    ? d : FARM_RESPAWN_MAX_MS);
+		log_warn("worker_early_death", "slot=%d consecutive=%d throttle_ms=%lld",
+		    s->idx, farm.early_deaths, (long long)d);
+	}
+	if (WIFEXITED(status) && WEXITSTATUS(status) == WORKER_EXIT_CONFIG &&
+	    !farm.stopping) {
+		say_err("worker cannot start (database %s or output %s unusable); "
+		    "stopping the farm", farm.cfg->db, farm.cfg->output);
+		farm.exit_code = EXIT_FATAL;
+		farm.stopping = farm.quitting = true;
+	}
+	if (s->fd >= 0) {
+		ev_io_stop(farm.loop, &s->io);
+		close(s->fd);
+		s->fd = -1;
+	}
+	if (!clean && !(s->flags & SLOT_F_STOPPED)) {
+		/* per-slot backoff with jitter */
+		int64_t d = FARM_RESPAWN_MIN_MS << (s->fails < 8 ? s->fails : 8);
+		if (d > FARM_RESPAWN_MAX_MS)
+			d = FARM_RESPAWN_MAX_MS;
+		s->fails++;
+		s->respawn_at = time_mono_ms() + d / 2 + random() % (d / 2 + 1);
+	} else {
+		s->respawn_at = 0;
+	}
+	s->pid = 0;
+	s->state = SLOT_EMPTY;
+	s->flags = 0;
+	s->waiting_token = false;
+	if (!farm.stopping)
+		farm_slots_adjust();
+}

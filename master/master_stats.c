@@ -1,0 +1,206 @@
+/*
+ * master_stats.c - what the farm tells people while it runs: the USR1
+ * key=value line, the one-line progress display on a terminal, the jobs/s
+ * rate over the last minute, and the live status file "<db>.status" that
+ * `mpfarm status` reads (JSON, replaced atomically about once a second).
+ */
+#include "master_farm.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static bool progress_shown;
+
+int
+farm_busy_count(void)
+{
+	int n = 0;
+	for (int i = 0; i < farm.nslots; i++)
+		n += farm.slots[i]->state == SLOT_BUSY;
+	return n;
+}
+
+int
+farm_live_count(void)
+{
+	int n = 0;
+	for (int i = 0; i < farm.nslots; i++)
+		n += farm.slots[i]->pid > 0;
+	return n;
+}
+
+static void
+farm_rate_roll(void)
+{
+	int64_t sec = time_mono_ms() / 1000;
+
+	if (farm.rate_sec == 0)
+		farm.rate_sec = sec;
+	while (farm.rate_sec < sec) {
+		farm.rate_sec++;
+		farm.rate_ring[farm.rate_sec % FARM_RATE_SECS] = 0;
+		if (sec - farm.rate_sec > FARM_RATE_SECS)
+			farm.rate_sec = sec - FARM_RATE_SECS;
+	}
+}
+
+void
+farm_rate_add(int64_t n)
+{
+	farm_rate_roll();
+	farm.rate_ring[farm.rate_sec % FARM_RATE_SECS] += n;
+}
+
+/* Jobs per second over the last minute (or since start, if shorter). */
+double
+farm_rate_get(void)
+{
+	int64_t sum = 0, up = (time_mono_ms() - farm.started_mono) / 1000;
+
+	farm_rate_roll();
+	for (int i = 0; i < FARM_RATE_SECS; i++)
+		sum += farm.rate_ring[i];
+	if (up < 1)
+		up = 1;
+	return (double)sum / (double)(up < FARM_RATE_SECS ? up : FARM_RATE_SECS);
+}
+
+void
+farm_stats_log(void)
+{
+	struct buf pb;
+	int busy = farm_busy_count(), live = farm_live_count();
+
+	buf_init(&pb);
+	farm_prov_stats(&pb);
+	log_info("stats", "uptime_s=%lld workers_target=%d workers_live=%d "
+	    "workers_busy=%d workers_idle=%d "
+	    "transcribe_done=%lld transcribe_failed=%lld transcribe_retried=%lld "
+	    "translate_done=%lld translate_failed=%lld translate_retried=%lld "
+	    "in_flight=%d queue_depth=%d respawns=%lld deaths_signal=%lld "
+	    "deaths_exit=%lld broken=%lld hung_kills=%lld rate_per_s=%.2f%s%s",
+	    (long long)(time_mono_ms() - farm.started_mono) / 1000, farm.target,
+	    live, busy, live - busy,
+	    (long long)farm.stage[0].done, (long long)farm.stage[0].failed,
+	    (long long)farm.stage[0].retried, (long long)farm.stage[1].done,
+	    (long long)farm.stage[1].failed, (long long)farm.stage[1].retried,
+	    busy, farm.qlen, (long long)farm.respawns,
+	    (long long)farm.deaths_signal, (long long)farm.deaths_exit,
+	    (long long)farm.broken, (long long)farm.hung_kills, farm_rate_get(),
+	    pb.len ? " " : "", pb.len ? pb.data : "");
+	buf_free(&pb);
+}
+
+void
+farm_progress_clear(void)
+{
+	if (progress_shown) {
+		(void)!write(2, "\r\033[K", 4);
+		progress_shown = false;
+	}
+}
+
+/* done/total, rate and ETA on one terminal line, redrawn in place. */
+void
+farm_progress_show(bool final)
+{
+	static int64_t last;
+	int64_t now = time_mono_ms(), done;
+	struct store_counts c;
+	char line[200];
+	double rate;
+
+	if (!farm.progress || (!final && now - last < 1000))
+		return;
+	last = now;
+	if (farm.total_jobs == 0 && farm.st != NULL &&
+	    store_counts_get(farm.st, &c) == 0) {
+		for (int i = 0; i < c.nstages; i++)
+			if (config_wants(farm.cfg, c.stages[i].stage, c.stages[i].lang))
+				farm.total_jobs += c.stages[i].n[JOB_ST_NOT_STARTED] +
+				    c.stages[i].n[JOB_ST_IN_PROGRESS];
+		store_counts_free(&c);
+	}
+	done = farm.stage[0].done + farm.stage[1].done;
+	rate = farm_rate_get();
+	if (rate > 0 && farm.total_jobs > done)
+		snprintf(line, sizeof(line), "\r\033[K%lld/%lld jobs, %.1f/s, ETA %llds",
+		    (long long)done, (long long)farm.total_jobs, rate,
+		    (long long)((double)(farm.total_jobs - done) / rate));
+	else
+		snprintf(line, sizeof(line), "\r\033[K%lld/%lld jobs",
+		    (long long)done, (long long)farm.total_jobs);
+	(void)!write(2, line, strlen(line));
+	progress_shown = true;
+	if (final) {
+		(void)!write(2, "\n", 1);
+		progress_shown = false;
+	}
+}
+
+static const char *const slot_state_names[] = {
+	"empty", "starting", "idle", "busy"
+};
+
+void
+farm_status_write(bool force)
+{
+	int64_t now = time_mono_ms();
+	json_t *o, *slots, *stages;
+	char *path, *tmp;
+	struct buf pb;
+
+	if (!force && now - farm.last_status_write < 1000)
+		return;
+	farm.last_status_write = now;
+	o = json_object();
+	json_object_set_new(o, "pid", json_integer(farm.pid));
+	json_object_set_new(o, "updated_at_ms", json_integer(time_wall_ms()));
+	json_object_set_new(o, "uptime_s",
+	    json_integer((now - farm.started_mono) / 1000));
+	json_object_set_new(o, "workers_target", json_integer(farm.target));
+	json_object_set_new(o, "workers_live", json_integer(farm_live_count()));
+	json_object_set_new(o, "workers_busy", json_integer(farm_busy_count()));
+	json_object_set_new(o, "queue_depth", json_integer(farm.qlen));
+	json_object_set_new(o, "respawns", json_integer(farm.respawns));
+	json_object_set_new(o, "hung_kills", json_integer(farm.hung_kills));
+	json_object_set_new(o, "rate_per_s", json_real(farm_rate_get()));
+	json_object_set_new(o, "stopping", json_boolean(farm.stopping));
+	stages = json_object();
+	for (int st = 0; st < 2; st++)
+		json_object_set_new(stages, job_stage_name(st), json_pack("{sIsIsI}",
+		    "done", (json_int_t)farm.stage[st].done,
+		    "failed", (json_int_t)farm.stage[st].failed,
+		    "retried", (json_int_t)farm.stage[st].retried));
+	json_object_set_new(o, "stages", stages);
+	slots = json_array();
+	for (int i = 0; i < farm.nslots; i++) {
+		struct slot *s = farm.slots[i];
+		json_t *so = json_pack("{sisIsssi}", "slot", s->idx,
+		    "pid", (json_int_t)s->pid, "state", slot_state_names[s->state],
+		    "jobs_done", s->jobs_done);
+		if (s->state == SLOT_BUSY) {
+			json_object_set_new(so, "job", json_integer(s->job.job_id));
+			json_object_set_new(so, "job_age_s",
+			    json_integer((now - s->job_started) / 1000));
+		}
+		json_array_append_new(slots, so);
+	}
+	json_object_set_new(o, "slots", slots);
+	buf_init(&pb);
+	farm_prov_stats(&pb);
+	json_object_set_new(o, "providers", json_string(pb.data ? pb.data : ""));
+	buf_free(&pb);
+	path = master_status_path(farm.cfg->db);
+	tmp = xasprintf("%s.tmp", path);
+	if (json_dump_file(o, tmp, JSON_COMPACT) == 0)
+		(void)rename(tmp, path);
+	else
+		unlink(tmp);
+	free(tmp);
+	free(path);
+	json_decref(o);
+}

@@ -1,0 +1,327 @@
+/*
+ * worker_exec.c - the `exec` provider: a local engine (whisper.cpp,
+ * pocketsphinx, apertium, a script) run as a child process.  The command is
+ * split into words like a shell would (quotes and backslashes), without a
+ * shell; {input} and {lang} are substituted inside words, so each stays one
+ * word whatever bytes the path holds.  The engine dies with its worker
+ * (PR_SET_PDEATHSIG), so a killed worker never leaves it running.
+ * Exit 0 = success, 75 (EX_TEMPFAIL) = retry, anything else = permanent.
+ */
+#include "worker_provider.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define EXEC_OUT_MAX   (256L * 1024 * 1024)
+#define EXEC_ERR_TAIL  400
+#define EXEC_TEMPFAIL  75
+
+/* Split `cmd` into words; NULL on unbalanced quotes.  Substitutes {input}
+ * and {lang}. */
+char **
+worker_exec_split(const char *cmd, const char *input, const char *lang)
+{
+	char **argv = NULL;
+	int argc = 0;
+	const char *p = cmd;
+
+	for (;;) {
+		struct buf word;
+		bool have = false;
+
+		while (*p == ' ' || *p == '\t' || *p == '\n')
+			p++;
+		if (*p == '\0')
+			break;
+		buf_init(&word);
+		while (*p && *p != ' ' && *p != '\t' && *p != '\n') {
+			char q = *p;
+			have = true;
+			if (q == '\'' || q == '"') {
+				const char *end = p + 1;
+				while (*end && *end != q) {
+					if (q == '"' && *end == '\\' && end[1])
+						end++;
+					end++;
+				}
+				if (*end != q) {
+					buf_free(&word);
+					goto fail;
+				}
+				for (const char *s = p + 1; s < end; s++) {
+					if (q == '"' && *s == '\\' && (s[1] == '"' || s[1] == '\\'))
+						s++;
+					buf_append(&word, s, 1);
+				}
+				p = end + 1;
+			} else if (q == '\\' && p[1]) {
+				buf_append(&word, p + 1, 1);
+				p += 2;
+			} else if (strncmp(p, "{input}", 7) == 0) {
+				buf_append(&word, input, strlen(input));
+				p += 7;
+			} else if (strncmp(p, "{lang}", 6) == 0) {
+				buf_append(&word, lang, strlen(lang));
+				p += 6;
+			} else {
+				buf_append(&word, p++, 1);
+			}
+		}
+		if (have) {
+			buf_terminate(&word);
+			argv = xrealloc(argv, sizeof(char *) * (size_t)(argc + 2));
+			argv[argc++] = word.data;
+			argv[argc] = NULL;
+		}
+	}
+	return argv;
+fail:
+	for (int i = 0; i < argc; i++)
+		free(argv[i]);
+	free(argv);
+	return NULL;
+}
+
+void
+worker_exec_free(char **argv)
+{
+	if (argv == NULL)
+		return;
+	for (int i = 0; argv[i]; i++)
+		free(argv[i]);
+	free(argv);
+}
+
+static pid_t
+exec_spawn(char **argv, int *in_fd, int *out_fd, int *err_fd)
+{
+	int pin[2] = { -1, -1 }, pout[2] = { -1, -1 }, perr[2] = { -1, -1 };
+	pid_t pid;
+
+	if (pipe2(pin, O_CLOEXEC) < 0 || pipe2(pout, O_CLOEXEC) < 0 ||
+	    pipe2(perr, O_CLOEXEC) < 0)
+		goto fail;
+	pid = fork();
+	if (pid < 0)
+		goto fail;
+	if (pid == 0) {
+		(void)prctl(PR_SET_PDEATHSIG, SIGKILL);
+		dup2(pin[0], 0);
+		dup2(pout[1], 1);
+		dup2(perr[1], 2);
+		signal(SIGPIPE, SIG_DFL);
+		signal(SIGINT, SIG_DFL);
+		signal(SIGQUIT, SIG_DFL);
+		signal(SIGHUP, SIG_DFL);
+		execvp(argv[0], argv);
+		dprintf(2, "cannot run %s: %s\n", argv[0], strerror(errno));
+		_exit(127);
+	}
+	close(pin[0]);
+	close(pout[1]);
+	close(perr[1]);
+	*in_fd = pin[1];
+	*out_fd = pout[0];
+	*err_fd = perr[0];
+	return pid;
+fail:
+	for (int i = 0; i < 2; i++) {
+		if (pin[i] >= 0) close(pin[i]);
+		if (pout[i] >= 0) close(pout[i]);
+		if (perr[i] >= 0) close(perr[i]);
+	}
+	return -1;
+}
+
+/* Feed stdin, collect stdout and the tail of stderr, heartbeat each
+ * second.  Returns 0, or -1 when stdout grew past the cap. */
+static int
+exec_pump(int in_fd, int out_fd, int err_fd, const char *in, size_t inlen,
+	  struct buf *out, struct buf *err)
+{
+	struct pollfd pfd[3];
+	size_t off = 0;
+	int rc = 0;
+
+	fd_set_nonblock(in_fd, true);
+	if (inlen == 0) {
+		close(in_fd);
+		in_fd = -1;
+	}
+	while (out_fd >= 0 || err_fd >= 0) {
+		char chunk[65536];
+		pfd[0] = (struct pollfd){ out_fd, POLLIN, 0 };
+		pfd[1] = (struct pollfd){ err_fd, POLLIN, 0 };
+		pfd[2] = (struct pollfd){ in_fd, POLLOUT, 0 };
+		if (poll(pfd, 3, 1000) < 0 && errno != EINTR)
+			break;
+		worker_heartbeat();
+		if (in_fd >= 0 && (pfd[2].revents & (POLLOUT | POLLERR | POLLHUP))) {
+			ssize_t w = write(in_fd, in + off, inlen - off);
+			if (w > 0)
+				off += (size_t)w;
+			if ((w < 0 && errno != EAGAIN && errno != EINTR) || off == inlen) {
+				close(in_fd);
+				in_fd = -1;
+			}
+		}
+		for (int i = 0; i < 2; i++) {
+			int *fd = i == 0 ? &out_fd : &err_fd;
+			if (*fd < 0 || !(pfd[i].revents & (POLLIN | POLLHUP | POLLERR)))
+				continue;
+			ssize_t n = read(*fd, chunk, sizeof(chunk));
+			if (n < 0 && (errno == EINTR || errno == EAGAIN))
+				continue;
+			if (n <= 0) {
+				close(*fd);
+				*fd = -1;
+				continue;
+			}
+			if (i == 0) {
+				if (out->len + (size_t)n > (size_t)EXEC_OUT_MAX)
+					rc = -1;
+				else
+					buf_append(out, chunk, (size_t)n);
+			} else {
+				buf_append(err, chunk, (size_t)n);
+				if (err->len > 4 * EXEC_ERR_TAIL) {
+					memmove(err->data, err->data + err->len - EXEC_ERR_TAIL,
+					    EXEC_ERR_TAIL);
+					err->len = EXEC_ERR_TAIL;
+				}
+			}
+		}
+	}
+	if (in_fd >= 0)
+		close(in_fd);
+	return rc;
+}
+
+/* Last line(s) of stderr, printable, for last_error. */
+static void
+exec_err_tail(struct buf *err, char *dst, size_t cap)
+{
+	size_t start, n;
+
+	while (err->len > 0 && (err->data[err->len - 1] == '\n' ||
+	    err->data[err->len - 1] == ' '))
+		err->len--;
+	start = err->len > EXEC_ERR_TAIL ? err->len - EXEC_ERR_TAIL : 0;
+	n = err->len - start;
+	if (n >= cap)
+		n = cap - 1;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)err->data[start + i];
+		dst[i] = (c < ' ' || c == 0x7f) ? ' ' : (char)c;
+	}
+	dst[n] = '\0';
+}
+
+static int
+exec_run(const struct provider_req *req, struct provider_result *res)
+{
+	const char *key = req->stage == STAGE_TRANSCRIBE ? "transcribe_command"
+	    : "translate_command";
+	const char *cmd = config_stage_get(req->cfg, req->stage, req->lang, "command");
+	struct buf out, err;
+	char **argv = NULL, tail[EXEC_ERR_TAIL + 1];
+	int in_fd, out_fd, err_fd, status = 0, rc;
+	pid_t pid;
+
+	if (cmd == NULL)
+		cmd = config_get(req->cfg, "exec", key);
+	if (cmd == NULL) {
+		provider_result_error(res, OUT_PERMANENT, "no [exec] %s configured", key);
+		return -1;
+	}
+	argv = worker_exec_split(cmd, req->input_path ? req->input_path : "",
+	    req->lang ? req->lang : "");
+	if (argv == NULL || argv[0] == NULL) {
+		provider_result_error(res, OUT_PERMANENT, "cannot parse %s: %s", key, cmd);
+		worker_exec_free(argv);
+		return -1;
+	}
+	buf_init(&out);
+	buf_init(&err);
+	pid = exec_spawn(argv, &in_fd, &out_fd, &err_fd);
+	if (pid < 0) {
+		provider_result_error(res, OUT_TRANSIENT, "cannot start %s: %s",
+		    argv[0], strerror(errno));
+		worker_exec_free(argv);
+		return -1;
+	}
+	rc = exec_pump(in_fd, out_fd, err_fd, req->text,
+	    req->stage == STAGE_TRANSLATE ? req->text_len : 0, &out, &err);
+	if (rc < 0)
+		kill(pid, SIGKILL);
+	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+		;
+	exec_err_tail(&err, tail, sizeof(tail));
+	if (rc < 0) {
+		provider_result_error(res, OUT_PERMANENT, "%s printed more than %ld "
+		    "bytes", argv[0], EXEC_OUT_MAX);
+	} else if (WIFSIGNALED(status)) {
+		res->signal = WTERMSIG(status);
+		provider_result_error(res, OUT_TRANSIENT, "%s killed by signal %d%s%s",
+		    argv[0], WTERMSIG(status), tail[0] ? ": " : "", tail);
+	} else if (WEXITSTATUS(status) != 0) {
+		int code = WEXITSTATUS(status);
+		res->exit_code = code;
+		provider_result_error(res, code == EXEC_TEMPFAIL ? OUT_TRANSIENT
+		    : OUT_PERMANENT, "%s exit %d%s%s", argv[0], code,
+		    tail[0] ? ": " : "", tail);
+	} else {
+		res->exit_code = 0;
+		buf_terminate(&out);
+		provider_result_add(res, ".txt", out.data, out.len);
+		buf_init(&out);
+		res->outcome = OUT_COMPLETED;
+	}
+	buf_free(&out);
+	buf_free(&err);
+	worker_exec_free(argv);
+	return res->outcome == OUT_COMPLETED ? 0 : -1;
+}
+
+static int
+exec_check(const struct config *cfg, int stage, const char *lang, char *err,
+	   size_t errlen)
+{
+	const char *key = stage == STAGE_TRANSCRIBE ? "transcribe_command"
+	    : "translate_command";
+	const char *cmd = config_stage_get(cfg, stage, lang, "command");
+	char **argv;
+
+	if (cmd == NULL)
+		cmd = config_get(cfg, "exec", key);
+	if (cmd == NULL) {
+		snprintf(err, errlen, "provider exec needs [exec] %s%s%s", key,
+		    stage == STAGE_TRANSLATE ? " or [translate." : "",
+		    stage == STAGE_TRANSLATE ? lang : "");
+		if (stage == STAGE_TRANSLATE)
+			snprintf(err + strlen(err), errlen - strlen(err), "] command");
+		return -1;
+	}
+	argv = worker_exec_split(cmd, "", "");
+	if (argv == NULL || argv[0] == NULL) {
+		snprintf(err, errlen, "cannot parse exec command: %s", cmd);
+		worker_exec_free(argv);
+		return -1;
+	}
+	worker_exec_free(argv);
+	return 0;
+}
+
+const struct provider_ops provider_exec = {
+	.name = "exec",
+	.check = exec_check,
+	.run = exec_run,
+};

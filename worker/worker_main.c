@@ -1,0 +1,350 @@
+/*
+ * worker_main.c - the life of one worker process: detach from the master's
+ * signal set-up, die with the master, open a private store, then take one
+ * job ID at a time from the channel, run its provider, publish the outputs
+ * whole and record the outcome.  The worker is single-threaded and blocks;
+ * providers call worker_heartbeat() so the master can tell a slow job from
+ * a stopped or wedged worker.
+ */
+#include "worker.h"
+#include "worker_provider.h"
+#include "ipc_frame.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define WORKER_TRANSCRIPT_MAX (256L * 1024 * 1024)
+
+static struct {
+	const struct config *cfg;
+	int     fd;
+	pid_t   master;
+	int64_t job_id;         /* job being run, 0 when idle */
+	int64_t last_beat;
+	bool    shutdown;       /* SHUTDOWN seen while waiting for a token */
+	struct ipc_reader rd;
+} w;
+
+static void
+worker_signals_reset(void)
+{
+	sigset_t none;
+	struct sigaction sa;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = SIG_DFL;
+	for (int s = 1; s < NSIG; s++)
+		(void)sigaction(s, &sa, NULL);
+	sa.sa_handler = SIG_IGN;
+	(void)sigaction(SIGPIPE, &sa, NULL);   /* EPIPE instead */
+	/* the interactive keys are for the master: it decides the stop */
+	(void)sigaction(SIGINT, &sa, NULL);
+	(void)sigaction(SIGQUIT, &sa, NULL);
+	(void)sigaction(SIGHUP, &sa, NULL);
+	sigemptyset(&none);
+	(void)sigprocmask(SIG_SETMASK, &none, NULL);
+}
+
+static void
+worker_send(const struct ipc_msg *m)
+{
+	if (ipc_frame_send(w.fd, m) < 0) {
+		/* the master is gone or the channel broke: nothing to report to */
+		log_warn("worker_channel_lost", "errno=%d", errno);
+		_exit(0);
+	}
+}
+
+void
+worker_heartbeat(void)
+{
+	int64_t now = time_mono_ms();
+	struct ipc_msg m = { .type = IPC_MSG_HEARTBEAT };
+
+	if (w.job_id == 0 || now - w.last_beat < 1000)
+		return;
+	w.last_beat = now;
+	m.job_id = w.job_id;
+	worker_send(&m);
+}
+
+int
+worker_token_acquire(const char *provider)
+{
+	struct ipc_msg m = { .type = IPC_MSG_TOKEN_REQ };
+
+	if (w.shutdown)
+		return -1;
+	snprintf(m.provider, sizeof(m.provider), "%s", provider);
+	worker_send(&m);
+	for (;;) {
+		struct ipc_msg in;
+		int rc = ipc_frame_recv(w.fd, &w.rd, &in, 1000);
+		if (rc < 0 && errno == ETIMEDOUT) {
+			worker_heartbeat();
+			continue;
+		}
+		if (rc <= 0)
+			_exit(0);
+		if (in.type == IPC_MSG_TOKEN_GRANT && strcmp(in.provider, provider) == 0)
+			return 0;
+		if (in.type == IPC_MSG_SHUTDOWN) {
+			w.shutdown = true;
+			return -1;
+		}
+		log_error("worker_bad_frame", "type=%d waiting=token", in.type);
+		_exit(1);
+	}
+}
+
+void
+worker_provider_event(const char *provider, int kind, int64_t ms, int http,
+		      const char *text)
+{
+	struct ipc_msg m = { .type = IPC_MSG_PROVIDER_EVENT };
+
+	snprintf(m.provider, sizeof(m.provider), "%s", provider);
+	snprintf(m.text, sizeof(m.text), "%s", text ? text : "");
+	m.kind = kind;
+	m.ms = ms;
+	m.http = http;
+	worker_send(&m);
+}
+
+int64_t
+worker_retry_at(const struct config *cfg, int attempts, int64_t retry_after_ms)
+{
+	int64_t base = cfg->retry_delay_ms, cap = cfg->retry_max_delay_ms;
+	int64_t delay;
+
+	if (retry_after_ms > 0) {
+		delay = retry_after_ms < cap ? retry_after_ms : cap;
+	} else {
+		int shift = attempts > 1 ? attempts - 1 : 0;
+		delay = shift > 20 ? cap : base << shift;
+		if (delay > cap)
+			delay = cap;
+		/* full jitter: spread retries of a burst of failures */
+		delay = delay / 2 + (int64_t)(random() % (delay / 2 + 1));
+	}
+	return time_wall_ms() + delay;
+}
+
+/* The transcript a translation job reads. */
+static int
+worker_transcript_load(const struct job *j, struct buf *b, char *err,
+		       size_t errlen)
+{
+	char *path = file_output_path(w.cfg->output, STAGE_TRANSCRIBE, "",
+	    j->rel_path, ".txt");
+	FILE *fp = fopen(path, "rb");
+	char chunk[65536];
+	size_t n;
+	int rc = -1;
+
+	if (fp == NULL) {
+		snprintf(err, errlen, "transcript %s: %s (mpfarm fix runs its "
+		    "transcription again)", log_quote(path), strerror(errno));
+		goto fail;
+	}
+	while ((n = fread(chunk, 1, sizeof(chunk), fp)) > 0) {
+		if (b->len + n > (size_t)WORKER_TRANSCRIPT_MAX) {
+			snprintf(err, errlen, "transcript %s is larger than %ld "
+			    "bytes", log_quote(path), WORKER_TRANSCRIPT_MAX);
+			goto fail;
+		}
+		buf_append(b, chunk, n);
+	}
+	if (ferror(fp)) {
+		snprintf(err, errlen, "cannot read transcript %s", log_quote(path));
+		goto fail;
+	}
+	buf_terminate(b);
+	rc = 0;
+fail:
+	if (fp != NULL)
+		fclose(fp);
+	free(path);
+	return rc;
+}
+
+/* Write every output to a temp file, then publish them all under the
+ * store's write lock.  0 = completed, 1 = lease lost, -1 = error in err. */
+static int
+worker_outputs_publish(store_t *st, const struct job *j,
+		       struct provider_result *res, char *err, size_t errlen)
+{
+	char *tmp[PROVIDER_OUT_MAX] = { 0 }, *fin[PROVIDER_OUT_MAX] = { 0 };
+	int n = 0, rc = -1;
+
+	for (; n < res->nout; n++) {
+		fin[n] = file_output_path(w.cfg->output, j->stage, j->lang,
+		    j->rel_path, res->out[n].suffix);
+		if (file_write_temp(fin[n], res->out[n].data, res->out[n].len,
+		    w.cfg->durable, &tmp[n], err, errlen) < 0) {
+			free(fin[n]);
+			goto fail;
+		}
+	}
+	rc = store_job_complete(st, j, tmp, fin, n, w.cfg->durable);
+	if (rc < 0)
+		snprintf(err, errlen, "%s", store_errmsg(st));
+	for (int i = 0; i < n; i++) {
+		free(tmp[i]);
+		free(fin[i]);
+	}
+	return rc;
+fail:
+	for (int i = 0; i < n; i++) {
+		unlink(tmp[i]);
+		free(tmp[i]);
+		free(fin[i]);
+	}
+	return -1;
+}
+
+static void
+worker_job_run(store_t *st, int64_t job_id)
+{
+	struct job j = { 0 };
+	struct provider_req req = { 0 };
+	struct provider_result res = { 0 };
+	struct ipc_msg done = { .type = IPC_MSG_DONE };
+	enum job_status final = JOB_ST_COMPLETED;
+	const struct provider_ops *ops;
+	const char *pname;
+	struct buf text;
+	char err[512] = "";
+	int rc;
+
+	buf_init(&text);
+	done.job_id = job_id;
+	rc = store_job_claim(st, job_id, getpid(), w.master, &j);
+	if (rc != 0) {
+		if (rc < 0)
+			log_error("job_claim_failed", "job=%lld error=%s",
+			    (long long)job_id, log_quote(store_errmsg(st)));
+		done.outcome = WORKER_OUT_SKIPPED;
+		worker_send(&done);
+		return;
+	}
+	w.job_id = job_id;
+	w.last_beat = time_mono_ms();
+	pname = config_provider(w.cfg, j.stage, j.lang);
+	snprintf(done.provider, sizeof(done.provider), "%s", pname);
+	ops = provider_find(pname);
+	req.cfg = w.cfg;
+	req.stage = j.stage;
+	req.lang = j.lang;
+	req.input_path = j.abs_path;
+	req.job_id = job_id;
+	res.exit_code = -1;
+	if (ops == NULL) {
+		provider_result_error(&res, OUT_PERMANENT, "unknown provider %s", pname);
+	} else if (j.stage == STAGE_TRANSLATE &&
+	    worker_transcript_load(&j, &text, err, sizeof(err)) < 0) {
+		provider_result_error(&res, OUT_PERMANENT, "%s", err);
+	} else {
+		req.text = text.data ? text.data : "";
+		req.text_len = text.len;
+		(void)ops->run(&req, &res);
+	}
+	if (res.outcome == OUT_COMPLETED) {
+		rc = worker_outputs_publish(st, &j, &res, err, sizeof(err));
+		if (rc == 1) {
+			log_warn("job_lease_lost", "job=%lld", (long long)job_id);
+			done.outcome = WORKER_OUT_SKIPPED;
+			goto out;
+		}
+		if (rc < 0)     /* full disk, vanished folder: worth a retry */
+			provider_result_error(&res, OUT_TRANSIENT, "%s", err);
+	}
+	if (res.outcome != OUT_COMPLETED) {
+		struct job_result jr = {
+			.outcome = res.outcome, .http_status = res.http_status,
+			.exit_code = res.exit_code, .signal = res.signal,
+			.retry_at_ms = worker_retry_at(w.cfg, j.attempts,
+			    res.retry_after_ms),
+			.msg = res.msg,
+		};
+		rc = store_job_fail(st, &j, &jr, w.cfg->max_attempts, &final);
+		if (rc != 0) {
+			log_error("job_record_failed", "job=%lld error=%s",
+			    (long long)job_id, rc < 0 ? log_quote(store_errmsg(st))
+			    : "lease-lost");
+			done.outcome = WORKER_OUT_SKIPPED;
+			goto out;
+		}
+		snprintf(done.text, sizeof(done.text), "%s", res.msg);
+		done.ms = res.retry_after_ms;
+	}
+	done.outcome = res.outcome;
+	done.status = final;
+	done.http = res.http_status;
+out:
+	w.job_id = 0;
+	worker_send(&done);
+	provider_result_free(&res);
+	buf_free(&text);
+	job_clear(&j);
+}
+
+void
+worker_main(const struct worker_args *wa)
+{
+	struct store_open_opts opts = { 0 };
+	struct ipc_msg m = { .type = IPC_MSG_READY };
+	store_t *st = NULL;
+	char err[512];
+
+	w.cfg = wa->cfg;
+	w.fd = wa->chan_fd;
+	w.master = wa->master_pid;
+	ipc_reader_init(&w.rd);
+	worker_signals_reset();
+	/* die with the master, even on kill -9; the check closes the race
+	 * where the master died before prctl */
+	(void)prctl(PR_SET_PDEATHSIG, SIGKILL);
+	if (getppid() != wa->master_pid)
+		_exit(0);
+	srandom((unsigned)(getpid() ^ time_mono_ms()));
+
+	opts.flags = w.cfg->durable ? STORE_DURABLE : 0;
+	opts.busy_timeout_ms = w.cfg->busy_timeout_ms;
+	if (store_open(&st, w.cfg->db, &opts, err, sizeof(err)) < 0) {
+		log_error("worker_store_failed", "slot=%d error=%s", wa->slot,
+		    log_quote(err));
+		_exit(WORKER_EXIT_CONFIG);
+	}
+	m.pid = getpid();
+	worker_send(&m);
+	for (;;) {
+		int rc = ipc_frame_recv(w.fd, &w.rd, &m, -1);
+		if (rc == 0)
+			break;          /* master closed the channel: leave */
+		if (rc < 0) {
+			log_error("worker_bad_frame", "slot=%d", wa->slot);
+			store_close(st);
+			_exit(1);
+		}
+		if (m.type == IPC_MSG_SHUTDOWN)
+			break;
+		if (m.type != IPC_MSG_JOB) {
+			log_error("worker_bad_frame", "slot=%d type=%d", wa->slot,
+			    m.type);
+			store_close(st);
+			_exit(1);
+		}
+		worker_job_run(st, m.job_id);
+		if (w.shutdown)
+			break;
+	}
+	store_close(st);
+	_exit(0);
+}
