@@ -35,6 +35,10 @@ DEB_PKGS = build-essential pkg-config libsqlite3-dev sqlite3 libcurl4-openssl-de
 	   libev-dev libmsgpack-dev libjansson-dev libinih-dev libcmocka-dev \
 	   python3 python3-pytest man-db groff-base
 
+DEMO_PKGS = pocketsphinx pocketsphinx-en-us pocketsphinx-testdata apertium-eng-spa
+DEMO_DIR  = demo-work
+CLIPS     = /usr/share/pocketsphinx/test/data/librivox
+
 .PHONY: all deps check unit integration sanitize demo bench install uninstall clean
 
 all: deps
@@ -84,5 +88,19 @@ sanitize:
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=99 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  MPFARM_SANITIZED=1 MPFARM_BIN=$(abspath build-san/mpfarm) $(PYTEST) -q -x -p no:cacheprovider tests/integration $(PYTEST_ARGS)
 
+# The main job, offline: real speech (LibriVox clips) through pocketsphinx,
+# then English -> Spanish through apertium, with the exec provider.
+demo: deps
+	@$(MAKE) --no-print-directory deps DEB_PKGS="$(DEMO_PKGS)"
+	@$(MAKE) --no-print-directory B=build build/mpfarm
+	rm -rf $(DEMO_DIR) && mkdir -p $(DEMO_DIR)
+	cd $(DEMO_DIR) && ../build/mpfarm --config ../etc/demo.conf scan $(CLIPS)
+	cd $(DEMO_DIR) && ../build/mpfarm --config ../etc/demo.conf run
+	cd $(DEMO_DIR) && ../build/mpfarm --config ../etc/demo.conf status
+	@f=$$(ls $(DEMO_DIR)/output/transcripts/*.txt | head -n 1); \
+	  echo "== transcript $$f"; cat "$$f"; \
+	  t=$(DEMO_DIR)/output/translations/es/$$(basename "$$f"); \
+	  echo "== translation $$t"; cat "$$t"
+
 clean:
-	rm -rf build build-san mpfarm
+	rm -rf build build-san mpfarm $(DEMO_DIR) bench-work

@@ -25,7 +25,7 @@ struct config_parse {
 
 static const char *const config_sections[] = {
 	"farm", "transcribe", "translate", "elevenlabs", "openai", "deepl",
-	"exec", NULL
+	"exec", "noop", NULL
 };
 static const char *const transcribe_providers[] = {
 	"elevenlabs", "openai", "exec", "noop", NULL

@@ -59,6 +59,15 @@ worker_exec_split(const char *cmd, const char *input, const char *lang)
 				for (const char *s = p + 1; s < end; s++) {
 					if (q == '"' && *s == '\\' && (s[1] == '"' || s[1] == '\\'))
 						s++;
+					else if (strncmp(s, "{input}", 7) == 0 && s + 7 <= end) {
+						buf_append(&word, input, strlen(input));
+						s += 6;
+						continue;
+					} else if (strncmp(s, "{lang}", 6) == 0 && s + 6 <= end) {
+						buf_append(&word, lang, strlen(lang));
+						s += 5;
+						continue;
+					}
 					buf_append(&word, s, 1);
 				}
 				p = end + 1;

@@ -1,0 +1,318 @@
+"""The farm (`mpfarm run`) on the real binary: normal runs, chaos (workers
+and the master killed with SIGKILL, a worker SIGSTOPped), signals, hung and
+crash-looping jobs, the exec provider's exit-code contract.  Afterwards
+every job must be completed exactly once, nothing in-progress, outputs
+whole, no worker alive without its master and no zombies."""
+import os
+import random
+import signal
+import time
+
+import pytest
+
+from farmlib import Farm, alive, wait_for, zombies_of, SLOW
+
+BASE = """
+[farm]
+retry_delay_ms = 50
+retry_max_delay_ms = 200
+heartbeat_timeout = 3
+[translate]
+provider = noop
+languages = en,de
+"""
+
+
+@pytest.fixture
+def farm(tmp_path):
+    f = Farm(tmp_path)
+    yield f
+    f.cleanup()
+
+
+def assert_all_done_once(farm, njobs):
+    c = farm.counts()
+    assert c == {"completed": njobs}, c
+    # exactly one completed attempt per job: nothing ran to completion twice
+    rows = farm.q("SELECT job_id, COUNT(*) FROM attempts WHERE outcome="
+                  "'completed' GROUP BY job_id HAVING COUNT(*) != 1")
+    assert rows == []
+    assert farm.q("SELECT COUNT(DISTINCT job_id) FROM attempts WHERE "
+                  "outcome='completed'")[0][0] == njobs
+
+
+def assert_outputs(farm, nfiles, langs=("en", "de")):
+    tr = sorted((farm.out / "transcripts").rglob("*.txt"))
+    assert len(tr) == nfiles
+    for t in tr:
+        name = t.name[:-len(".txt")]
+        assert t.read_text() == f"noop transcript of {name}\n"
+        for lang in langs:
+            rel = t.relative_to(farm.out / "transcripts")
+            tl = farm.out / "translations" / lang / rel
+            assert tl.read_text() == f"[{lang}] noop transcript of {name}\n"
+    leftovers = [p for p in farm.out.rglob(".mpfarm-tmp.*")]
+    assert leftovers == []
+
+
+def test_run_completes_everything(farm):
+    farm.config(BASE)
+    farm.make_media(120)
+    farm.run("scan", farm.media, check=0)
+    p = farm.run("run", "--workers", "3", check=0)
+    assert b"event=farm_exit" in p.stderr
+    assert_all_done_once(farm, 360)
+    assert_outputs(farm, 120)
+    # the translation jobs became ready only after their transcripts
+    bad = farm.q("""SELECT COUNT(*) FROM jobs t JOIN jobs s ON s.file_id =
+        t.file_id AND s.stage = 'transcribe' WHERE t.stage = 'translate'
+        AND t.finished_at < s.finished_at""")
+    assert bad[0][0] == 0
+    # a second run finds nothing to do, says why, and exits 0
+    p = farm.run("run", check=0)
+    assert b"nothing to do" in p.stderr
+
+
+def test_stage_and_language_filters(farm):
+    farm.config(BASE)
+    farm.make_media(10)
+    farm.run("scan", farm.media, check=0)
+    farm.run("run", "--stage", "transcribe", check=0)
+    assert farm.q("SELECT stage, status, COUNT(*) FROM jobs GROUP BY 1, 2") == [
+        ("transcribe", "completed", 10), ("translate", "not_started", 20)]
+    farm.run("run", "--stage", "translate", "--language", "de", check=0)
+    assert farm.q("SELECT lang, status, COUNT(*) FROM jobs WHERE stage="
+                  "'translate' GROUP BY 1, 2") == [
+        ("de", "completed", 10), ("en", "not_started", 10)]
+    p = farm.run("run", "--language", "fr")
+    assert p.returncode == 2 and b"fr" in p.stderr
+
+
+def test_chaos_kills_and_stops(farm):
+    """Workers SIGKILLed every few hundred ms, one SIGSTOPped, the master
+    SIGKILLed and restarted: every job completes exactly once."""
+    farm.config(BASE + "[noop]\ndelay_ms = 60\n")
+    nfiles = 150
+    farm.make_media(nfiles)
+    farm.run("scan", farm.media, check=0)
+    m = farm.start("run", "--workers", "4", "--max-attempts", "50")
+    rng = random.Random(7)
+    stopped = None
+    deadline = time.monotonic() + 2.5
+    while time.monotonic() < deadline and m.poll() is None:
+        time.sleep(0.25)
+        kids = farm.workers_of(m.pid)
+        if not kids:
+            continue
+        victim = rng.choice(kids)
+        if stopped is None:
+            os.kill(victim, signal.SIGSTOP)
+            stopped = victim
+        else:
+            try:
+                os.kill(victim, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    # the master dies hard; its workers must die with it
+    kids = farm.workers_of(m.pid)
+    m.send_signal(signal.SIGKILL)
+    m.wait(timeout=10)
+    wait_for(lambda: not any(alive(k) for k in kids), 5,
+             what="workers to die with their master")
+    if stopped is not None and alive(stopped):
+        raise AssertionError("a SIGSTOPped worker outlived its master")
+    done_before = farm.counts().get("completed", 0)
+    assert done_before < nfiles * 3, "chaos ended too late to test a restart"
+    # the next master resumes everything that was in flight
+    p = farm.run("run", "--workers", "4", "--max-attempts", "50", check=0)
+    assert b"event=recovered" in p.stderr
+    assert farm.q("SELECT COUNT(*) FROM attempts WHERE message LIKE "
+                  "'%master pid % is gone%'")[0][0] > 0
+    assert farm.q("SELECT COUNT(*) FROM attempts WHERE outcome="
+                  "'crashed'")[0][0] > 0
+    assert_all_done_once(farm, nfiles * 3)
+    assert_outputs(farm, nfiles)
+    assert farm.q("SELECT COUNT(*) FROM jobs WHERE status='in-progress'")[0][0] == 0
+
+
+def test_sigstop_worker_is_replaced(farm):
+    farm.config(BASE + "[noop]\ndelay_ms = 300\n")
+    farm.make_media(12)
+    farm.run("scan", farm.media, check=0)
+    m = farm.start("run", "--workers", "2")
+    kids = wait_for(lambda: farm.workers_of(m.pid), 10, what="workers")
+    time.sleep(0.5)
+    os.kill(kids[0], signal.SIGSTOP)
+    assert m.wait(timeout=60 * SLOW) == 0
+    assert "event=worker_silent" in farm.log()
+    assert not alive(kids[0])
+    assert_all_done_once(farm, 36)
+    assert zombies_of(m.pid) == []
+
+
+def test_signals_usr1_ttin_ttou_term(farm):
+    farm.config(BASE + "[noop]\ndelay_ms = 200\n")
+    farm.make_media(40)
+    farm.run("scan", farm.media, check=0)
+    m = farm.start("run", "--workers", "2")
+    wait_for(lambda: len(farm.workers_of(m.pid)) == 2, 10, what="2 workers")
+    m.send_signal(signal.SIGUSR1)
+    wait_for(lambda: "event=stats" in farm.log(), 5, what="stats line")
+    line = [l for l in farm.log().splitlines() if "event=stats" in l][0]
+    for key in ("uptime_s=", "workers_target=2", "workers_live=2",
+                "workers_busy=", "workers_idle=", "transcribe_done=",
+                "translate_failed=", "queue_depth=", "respawns=",
+                "hung_kills=", "rate_per_s="):
+        assert key in line, key
+    m.send_signal(signal.SIGTTIN)
+    wait_for(lambda: len(farm.workers_of(m.pid)) == 3, 10, what="3 workers")
+    m.send_signal(signal.SIGTTOU)
+    m.send_signal(signal.SIGTTOU)
+    wait_for(lambda: len(farm.workers_of(m.pid)) == 1, 10, what="1 worker")
+    m.send_signal(signal.SIGTERM)
+    assert m.wait(timeout=30 * SLOW) == 0
+    c = farm.counts()
+    assert "in-progress" not in c
+    assert c.get("completed", 0) < 120
+    # resume: the next run finishes the rest
+    farm.config(BASE)
+    farm.run("run", "--workers", "4", timeout=300, check=0)
+    assert_all_done_once(farm, 120)
+
+
+def test_term_grace_kills_and_returns_jobs(farm):
+    farm.config(BASE + "[noop]\ndelay_ms = 20000\n")
+    farm.make_media(3)
+    farm.run("scan", farm.media, check=0)
+    m = farm.start("run", "--workers", "3", "--grace", "1")
+    wait_for(lambda: farm.counts().get("in-progress", 0) == 3, 10 ,
+             what="3 jobs running")
+    t0 = time.monotonic()
+    m.send_signal(signal.SIGTERM)
+    assert m.wait(timeout=20 * SLOW) == 0
+    assert time.monotonic() - t0 < 10 * SLOW
+    c = farm.counts()
+    assert c == {"not_started": 9}, c
+    # an interrupted attempt is given back: no attempts consumed
+    assert farm.q("SELECT MAX(attempts) FROM jobs")[0][0] == 0
+    assert farm.q("SELECT COUNT(*) FROM attempts WHERE outcome="
+                  "'interrupted'")[0][0] == 3
+
+
+def test_quit_stops_at_once_losing_nothing(farm):
+    farm.config(BASE + "[noop]\ndelay_ms = 20000\n")
+    farm.make_media(2)
+    farm.run("scan", farm.media, check=0)
+    m = farm.start("run", "--workers", "2")
+    wait_for(lambda: farm.counts().get("in-progress", 0) == 2, 10,
+             what="2 jobs running")
+    m.send_signal(signal.SIGQUIT)
+    assert m.wait(timeout=10 * SLOW) == 0
+    assert farm.counts() == {"not_started": 6}
+
+
+def test_hung_job_is_killed_and_fails(farm):
+    farm.config(BASE + """
+[transcribe]
+provider = exec
+[exec]
+transcribe_command = sleep 60
+""")
+    farm.make_media(1)
+    farm.run("scan", farm.media, check=0)
+    p = farm.run("run", "--job-timeout", "1", "--max-attempts", "2",
+                 "--stage", "transcribe", timeout=60)
+    assert p.returncode == 3, p.stderr
+    row = farm.q("SELECT status, attempts, last_error FROM jobs WHERE "
+                 "stage='transcribe'")[0]
+    assert row[0] == "failed" and row[1] == 2
+    assert "hung" in row[2]
+    assert farm.q("SELECT COUNT(*) FROM attempts WHERE outcome='timeout'")[0][0] == 2
+    assert b"event=job_hung" in p.stderr
+    # the engine died with its worker: no sleep 60 left behind
+    out = os.popen("pgrep -f '^sleep 60$'").read().split()
+    assert out == []
+
+
+def test_crash_looping_job_ends_failed_throttled(farm):
+    # the engine kills the worker running it: a job that kills workers
+    farm.config(BASE + """
+[transcribe]
+provider = exec
+[exec]
+transcribe_command = sh -c 'kill -9 $PPID; sleep 5'
+""")
+    farm.make_media(1)
+    farm.run("scan", farm.media, check=0)
+    p = farm.run("run", "--workers", "2", "--max-attempts", "3",
+                 "--stage", "transcribe", timeout=60)
+    assert p.returncode == 3, p.stderr
+    row = farm.q("SELECT status, attempts, last_error FROM jobs")[0]
+    assert row[0] == "failed" and row[1] == 3, row
+    assert "signal 9" in row[2]
+    assert farm.q("SELECT COUNT(*) FROM attempts WHERE outcome='crashed'")[0][0] == 3
+    # three crashes cost three respawns, not a fork storm
+    assert p.stderr.count(b"event=worker_spawn") <= 2 + 3 + 1
+
+
+def test_exec_exit_codes(farm):
+    script = farm.dir / "engine.sh"
+    script.write_text("""#!/bin/sh
+case "$1" in
+  *f00000.wav) echo "hello from $1" ;;
+  *f00001.wav) [ -e "$1.once" ] && { echo retried ok; exit 0; }
+               touch "$1.once"; echo busy >&2; exit 75 ;;
+  *) echo "bad input, cannot decode" >&2; exit 3 ;;
+esac
+""")
+    script.chmod(0o755)
+    farm.config(BASE + f"""
+[transcribe]
+provider = exec
+[translate]
+provider = exec
+languages = es
+[exec]
+transcribe_command = {script} {{input}}
+translate_command = sed -e "s/^/{{lang}}: /"
+""")
+    farm.make_media(3)
+    farm.run("scan", farm.media, check=0)
+    p = farm.run("run", timeout=60)
+    assert p.returncode == 3
+    rows = dict((r[0], r[1:]) for r in farm.q(
+        "SELECT m.rel_path, j.status, j.last_error FROM jobs j JOIN "
+        "media_files m USING (file_id) WHERE j.stage='transcribe'"))
+    assert rows[b"f00000.wav"][0] == "completed"
+    assert rows[b"f00001.wav"][0] == "completed"
+    assert rows[b"f00002.wav"][0] == "failed"
+    assert "exit 3" in rows[b"f00002.wav"][1]
+    assert "cannot decode" in rows[b"f00002.wav"][1]
+    tr = (farm.out / "translations" / "es" / "f00000.wav.txt").read_text()
+    assert tr == f"es: hello from {farm.media}/f00000.wav\n"
+
+
+def test_watch_picks_up_new_work(farm):
+    farm.config(BASE)
+    farm.make_media(5)
+    farm.run("scan", farm.media, check=0)
+    m = farm.start("run", "--watch", "--check-interval", "1")
+    wait_for(lambda: farm.counts() == {"completed": 15}, 30, what="first batch")
+    farm.make_media(5, prefix="g")
+    farm.run("scan", farm.media, check=0)
+    wait_for(lambda: farm.counts() == {"completed": 30}, 30, what="new work")
+    m.send_signal(signal.SIGTERM)
+    assert m.wait(timeout=20) == 0
+
+
+def test_second_master_refused(farm):
+    farm.config(BASE + "[noop]\ndelay_ms = 5000\n")
+    farm.make_media(2)
+    farm.run("scan", farm.media, check=0)
+    m = farm.start("run")
+    wait_for(lambda: farm.counts().get("in-progress", 0) > 0, 10, what="start")
+    p = farm.run("run", timeout=30)
+    assert p.returncode == 1
+    assert f"pid {m.pid}".encode() in p.stderr
+    m.send_signal(signal.SIGQUIT)
+    m.wait(timeout=10)
