@@ -6,6 +6,7 @@
  */
 #include "master_farm.h"
 #include "worker.h"
+#include "master_notify.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -141,6 +142,17 @@ farm_msg_handle(struct slot *s, const struct ipc_msg *m)
 			return -1;
 		s->state = SLOT_IDLE;
 		log_debug("worker_ready", "slot=%d pid=%d", s->idx, (int)s->pid);
+		if (!farm.all_ready_logged) {
+			int ready = 0;
+			for (int i = 0; i < farm.nslots; i++)
+				ready += farm.slots[i]->state == SLOT_IDLE ||
+				    farm.slots[i]->state == SLOT_BUSY;
+			if (ready >= farm.target) {
+				farm.all_ready_logged = true;
+				log_info("farm_ready", "workers=%d", ready);
+				(void)master_notify_send("READY=1");
+			}
+		}
 		if (farm.stopping)
 			farm_shutdown_idle();
 		return 0;

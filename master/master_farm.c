@@ -7,6 +7,7 @@
  */
 #include "master_farm.h"
 #include "worker_provider.h"
+#include "master_notify.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -93,6 +94,7 @@ farm_stop_begin(bool quit, const char *why)
 	int64_t now = time_mono_ms();
 
 	if (!farm.stopping) {
+		(void)master_notify_send("STOPPING=1");
 		farm.stopping = true;
 		farm.stop_deadline = now + (int64_t)farm.cfg->grace * 1000;
 		log_info("farm_stopping", "reason=%s grace_s=%d busy=%d", why,

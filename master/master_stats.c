@@ -5,6 +5,7 @@
  * `mpfarm status` reads (JSON, replaced atomically about once a second).
  */
 #include "master_farm.h"
+#include "master_notify.h"
 
 #include <jansson.h>
 #include <stdio.h>
@@ -194,6 +195,15 @@ farm_status_write(bool force)
 	farm_prov_stats(&pb);
 	json_object_set_new(o, "providers", json_string(pb.data ? pb.data : ""));
 	buf_free(&pb);
+	{
+		char st[200];
+		snprintf(st, sizeof(st), "STATUS=workers %d/%d busy %d, done %lld, "
+		    "failed %lld, %.1f jobs/s", farm_live_count(), farm.target,
+		    farm_busy_count(), (long long)(farm.stage[0].done +
+		    farm.stage[1].done), (long long)(farm.stage[0].failed +
+		    farm.stage[1].failed), farm_rate_get());
+		(void)master_notify_send(st);
+	}
 	path = master_status_path(farm.cfg->db);
 	tmp = xasprintf("%s.tmp", path);
 	if (json_dump_file(o, tmp, JSON_COMPACT) == 0)

@@ -166,7 +166,9 @@ def test_signals_usr1_ttin_ttou_term(farm):
         assert key in line, key
     m.send_signal(signal.SIGTTIN)
     wait_for(lambda: len(farm.workers_of(m.pid)) == 3, 10, what="3 workers")
+    # identical signals sent back to back coalesce (POSIX): one at a time
     m.send_signal(signal.SIGTTOU)
+    wait_for(lambda: "target=2 by=TTOU" in farm.log(), 10, what="TTOU seen")
     m.send_signal(signal.SIGTTOU)
     wait_for(lambda: len(farm.workers_of(m.pid)) == 1, 10, what="1 worker")
     m.send_signal(signal.SIGTERM)
