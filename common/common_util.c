@@ -195,11 +195,18 @@ file_write_temp(const char *final, const void *data, size_t len, bool durable,
 	const char *p = data;
 
 	*tmp_out = NULL;
-	if (file_mkdirs_parent(final, err, errlen) < 0)
-		return -1;
 	tmp = xasprintf("%.*s.mpfarm-tmp.%d.XXXXXX", (int)dirlen, final,
 	    (int)getpid());
 	fd = mkostemp(tmp, O_CLOEXEC);
+	if (fd < 0 && errno == ENOENT) {
+		/* folders are made only when missing: mkdir per output costs */
+		if (file_mkdirs_parent(final, err, errlen) < 0) {
+			free(tmp);
+			return -1;
+		}
+		memcpy(tmp + strlen(tmp) - 6, "XXXXXX", 6);
+		fd = mkostemp(tmp, O_CLOEXEC);
+	}
 	if (fd < 0) {
 		snprintf(err, errlen, "cannot create a file beside %s: %s",
 		    log_quote(final), strerror(errno));
