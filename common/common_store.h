@@ -228,6 +228,9 @@ int  store_tx_enter(store_t *st, bool *own);
 int  store_tx_leave(store_t *st, bool own, int rc);
 /* Lower-case and check a language code ([a-z0-9_-]{1,15}): 0 or -1. */
 int  store_lang_norm(const char *in, char out[CONFIG_LANG_MAX]);
+/* Build processing_status from the stored languages if it is missing
+ * (after a migration that dropped it): 0 or -1. */
+int  store_view_ensure(store_t *st);
 /* The target languages recorded by the last store_langs_sync. */
 int  store_langs_load(store_t *st, char (*langs)[CONFIG_LANG_MAX], int max,
 		      int *n);

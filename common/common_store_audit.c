@@ -1,0 +1,348 @@
+/*
+ * common_store_audit.c - the SQL of the bookkeeping commands: scan's look
+ * up of an output name, the job list that fix and check compare with the
+ * disk, and the hand-made status changes fix applies.  The farm never runs
+ * these; they live here so that common_store.c keeps only what every
+ * process needs.  Paths are BLOBs in the schema and are bound as BLOBs:
+ * comparing a TEXT with a BLOB never matches in SQLite.
+ */
+#define MPFARM_STORE_INTERNAL 1
+#include "common_store_audit.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+bool
+store_audit_db_missing(const char *path, const char *cmd)
+{
+	struct stat sb;
+
+	if (stat(path, &sb) == 0)
+		return false;
+	if (errno == ENOENT)
+		say_err("%s: no database %s here yet (mpfarm scan DIR creates "
+		    "it; --db or MPFARM_DB name another)", cmd, log_quote(path));
+	else
+		say_err("%s: cannot use database %s: %s", cmd, log_quote(path),
+		    strerror(errno));
+	return true;
+}
+
+/* ---- scan's look up ------------------------------------------------- */
+
+struct store_audit_lookup {
+	store_t      *st;
+	sqlite3_stmt *by_rel;
+	sqlite3_stmt *by_abs;
+};
+
+int
+store_audit_lookup_open(store_t *st, store_audit_lookup_t **out)
+{
+	store_audit_lookup_t *lk = xcalloc(1, sizeof(*lk));
+	sqlite3 *db = store_db(st);
+
+	*out = NULL;
+	lk->st = st;
+	if (sqlite3_prepare_v2(db, "SELECT file_id, size, mtime_ns, abs_path "
+	    "FROM media_files WHERE rel_path = ?1", -1, &lk->by_rel,
+	    NULL) != SQLITE_OK ||
+	    sqlite3_prepare_v2(db, "SELECT file_id, size, mtime_ns "
+	    "FROM media_files WHERE abs_path = ?1", -1, &lk->by_abs,
+	    NULL) != SQLITE_OK) {
+		store_fail_db(st);
+		store_audit_lookup_close(lk);
+		return -1;
+	}
+	*out = lk;
+	return 0;
+}
+
+void
+store_known_file_clear(struct store_known_file *kf)
+{
+	free(kf->conflict_abs);
+	memset(kf, 0, sizeof(*kf));
+}
+
+/* One row of by_rel or by_abs into *kf: 1 found, 0 not, -1 error.  *abs
+ * (by_rel only) gets the registered absolute path. */
+static int
+store_audit_lookup_one(store_audit_lookup_t *lk, sqlite3_stmt *s,
+		       const char *key, struct store_known_file *kf,
+		       char **abs)
+{
+	int rc;
+
+	sqlite3_reset(s);
+	store_bind_path(s, 1, key);
+	if ((rc = store_step(lk->st, s)) < 0)
+		return -1;
+	if (rc != SQLITE_ROW)
+		return 0;
+	kf->file_id = sqlite3_column_int64(s, 0);
+	kf->size = sqlite3_column_int64(s, 1);
+	kf->mtime_ns = sqlite3_column_int64(s, 2);
+	if (abs != NULL)
+		*abs = store_column_path(s, 3);
+	sqlite3_reset(s);
+	return 1;
+}
+
+int
+store_audit_lookup_file(store_audit_lookup_t *lk, const char *rel,
+			const char *abs, struct store_known_file *kf)
+{
+	char *known_abs = NULL;
+	int rc;
+
+	store_known_file_clear(kf);
+	rc = store_audit_lookup_one(lk, lk->by_rel, rel, kf, &known_abs);
+	if (rc < 0)
+		return -1;
+	if (rc == 1 && strcmp(known_abs, abs) == 0) {
+		free(known_abs);
+		kf->found = true;
+		return 0;
+	}
+	if (rc == 1) {
+		/* the name is taken by another file: store_file_add refuses
+		 * it before it ever looks at the absolute path */
+		memset(kf, 0, sizeof(*kf));
+		kf->conflict_abs = known_abs;
+		return 0;
+	}
+	rc = store_audit_lookup_one(lk, lk->by_abs, abs, kf, NULL);
+	if (rc < 0)
+		return -1;
+	kf->found = rc == 1;
+	return 0;
+}
+
+void
+store_audit_lookup_close(store_audit_lookup_t *lk)
+{
+	if (lk == NULL)
+		return;
+	sqlite3_finalize(lk->by_rel);
+	sqlite3_finalize(lk->by_abs);
+	free(lk);
+}
+
+/* ---- the job list ----------------------------------------------------- */
+
+static enum job_status
+store_audit_status_parse(const char *s)
+{
+	for (int i = 0; i < JOB_ST_COUNT; i++)
+		if (s != NULL && strcmp(s, job_status_name((enum job_status)i)) == 0)
+			return (enum job_status)i;
+	return JOB_ST_COUNT;
+}
+
+/* Both reads in one read transaction: the count and the list agree even
+ * while a farm writes. */
+int
+store_audit_jobs_load(store_t *st, struct store_audit_jobs *out)
+{
+	sqlite3 *db = store_db(st);
+	sqlite3_stmt *s = NULL;
+	size_t cap = 0;
+	int64_t last_file = -1;
+	char *rel = NULL, *abs = NULL;
+	int rc;
+
+	memset(out, 0, sizeof(*out));
+	if (sqlite3_exec(db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK)
+		return store_fail_db(st);
+	if (sqlite3_prepare_v2(db, "SELECT count(*) FROM media_files", -1, &s,
+	    NULL) != SQLITE_OK || sqlite3_step(s) != SQLITE_ROW)
+		goto fail;
+	out->files = sqlite3_column_int64(s, 0);
+	sqlite3_finalize(s);
+	s = NULL;
+	if (sqlite3_prepare_v2(db, "SELECT j.job_id, j.file_id, j.stage, "
+	    "j.lang, j.status, j.owner_pid, j.owner_master, j.started_at, "
+	    "f.rel_path, f.abs_path FROM jobs j JOIN media_files f "
+	    "ON f.file_id = j.file_id ORDER BY j.file_id, j.stage, j.lang",
+	    -1, &s, NULL) != SQLITE_OK)
+		goto fail;
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		struct store_audit_job *j;
+		int64_t file_id = sqlite3_column_int64(s, 1);
+
+		if (out->n == cap) {
+			cap = cap ? cap * 2 : 1024;
+			out->v = xrealloc(out->v, cap * sizeof(*out->v));
+		}
+		j = &out->v[out->n];
+		memset(j, 0, sizeof(*j));
+		j->job_id = sqlite3_column_int64(s, 0);
+		j->file_id = file_id;
+		j->stage = job_stage_parse((const char *)sqlite3_column_text(s, 2));
+		snprintf(j->lang, sizeof(j->lang), "%s",
+		    (const char *)sqlite3_column_text(s, 3));
+		j->status = store_audit_status_parse(
+		    (const char *)sqlite3_column_text(s, 4));
+		j->owner_pid = (pid_t)sqlite3_column_int64(s, 5);
+		j->master_pid = (pid_t)sqlite3_column_int64(s, 6);
+		j->started_at_ms = sqlite3_column_int64(s, 7);
+		/* a file's jobs share its paths: a million files with three
+		 * languages would otherwise copy each path four times */
+		if (file_id != last_file) {
+			rel = store_column_path(s, 8);
+			abs = store_column_path(s, 9);
+			j->owns_paths = true;
+			last_file = file_id;
+		}
+		j->rel = rel;
+		j->abs = abs;
+		out->n++;
+	}
+	if (rc != SQLITE_DONE)
+		goto fail;
+	sqlite3_finalize(s);
+	sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+	return 0;
+fail:
+	store_fail_db(st);
+	sqlite3_finalize(s);
+	sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+	store_audit_jobs_free(out);
+	return -1;
+}
+
+void
+store_audit_jobs_free(struct store_audit_jobs *js)
+{
+	for (size_t i = 0; i < js->n; i++) {
+		if (!js->v[i].owns_paths)
+			continue;
+		free(js->v[i].rel);
+		free(js->v[i].abs);
+	}
+	free(js->v);
+	memset(js, 0, sizeof(*js));
+}
+
+/* ---- hand-made changes -------------------------------------------------- */
+
+/* Back to be run: no owner, no lease (0 never matches a worker's lease, an
+ * attempt id), due now.  The attempts already counted stay counted. */
+static struct store_sql q_audit_to_not_started = STORE_SQL(
+	"UPDATE jobs SET status = 'not_started', owner_pid = NULL, "
+	"owner_master = NULL, lease = 0, run_after = 0, finished_at = NULL, "
+	"last_error = CASE WHEN status = 'in-progress' THEN ?3 "
+	"ELSE last_error END "
+	"WHERE job_id = ?1 AND status = ?2");
+static struct store_sql q_audit_to_completed = STORE_SQL(
+	"UPDATE jobs SET status = 'completed', owner_pid = NULL, "
+	"owner_master = NULL, lease = 0, finished_at = ?3, last_error = NULL "
+	"WHERE job_id = ?1 AND status = ?2");
+static struct store_sql q_audit_to_failed = STORE_SQL(
+	"UPDATE jobs SET status = 'failed', owner_pid = NULL, "
+	"owner_master = NULL, lease = 0, finished_at = ?3, last_error = ?4 "
+	"WHERE job_id = ?1 AND status = ?2");
+/* The attempt an in-progress job was in ends with the change. */
+static struct store_sql q_audit_close_attempt = STORE_SQL(
+	"UPDATE attempts SET ended_at = ?2, outcome = ?3, message = ?4 "
+	"WHERE job_id = ?1 AND ended_at IS NULL");
+
+int
+store_audit_job_set(store_t *st, int64_t job_id, enum job_status from,
+		    enum job_status to, const char *why)
+{
+	char msg[512];
+	int64_t now = time_wall_ms();
+	sqlite3_stmt *s;
+	bool own;
+	int rc = -1, changed;
+
+	snprintf(msg, sizeof(msg), "mpfarm fix: %s", why ? why : "by hand");
+	if (store_tx_enter(st, &own) < 0)
+		return -1;
+	switch (to) {
+	case JOB_ST_NOT_STARTED:
+		s = store_stmt(st, &q_audit_to_not_started);
+		break;
+	case JOB_ST_COMPLETED:
+		s = store_stmt(st, &q_audit_to_completed);
+		break;
+	case JOB_ST_FAILED:
+		s = store_stmt(st, &q_audit_to_failed);
+		break;
+	default:
+		store_fail(st, "internal: cannot set a job to %s by hand",
+		    job_status_name(to));
+		goto out;
+	}
+	if (s == NULL)
+		goto out;
+	sqlite3_bind_int64(s, 1, job_id);
+	sqlite3_bind_text(s, 2, job_status_name(from), -1, SQLITE_STATIC);
+	if (to == JOB_ST_NOT_STARTED)
+		sqlite3_bind_text(s, 3, msg, -1, SQLITE_TRANSIENT);
+	else
+		sqlite3_bind_int64(s, 3, now);
+	if (to == JOB_ST_FAILED)
+		sqlite3_bind_text(s, 4, msg, -1, SQLITE_TRANSIENT);
+	if (store_run(st, s) < 0)
+		goto out;
+	changed = sqlite3_changes(store_db(st));
+	if (changed == 0) {
+		rc = 1;
+		goto out;
+	}
+	if (from == JOB_ST_IN_PROGRESS) {
+		if ((s = store_stmt(st, &q_audit_close_attempt)) == NULL)
+			goto out;
+		sqlite3_bind_int64(s, 1, job_id);
+		sqlite3_bind_int64(s, 2, now);
+		sqlite3_bind_text(s, 3, to == JOB_ST_COMPLETED ? "completed"
+		    : "interrupted", -1, SQLITE_STATIC);
+		sqlite3_bind_text(s, 4, msg, -1, SQLITE_TRANSIENT);
+		if (store_run(st, s) < 0)
+			goto out;
+	}
+	/* translations follow their transcript through the jobs trigger */
+	rc = 0;
+out:
+	return store_tx_leave(st, own, rc);
+}
+
+/* ---- integrity ---------------------------------------------------------- */
+
+int
+store_audit_quick_check(store_t *st, char **problem)
+{
+	sqlite3_stmt *s = NULL;
+	struct buf b;
+	int rc, nlines = 0;
+
+	*problem = NULL;
+	buf_init(&b);
+	if (sqlite3_prepare_v2(store_db(st), "PRAGMA quick_check(20)", -1, &s,
+	    NULL) != SQLITE_OK)
+		return store_fail_db(st);
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		const char *line = (const char *)sqlite3_column_text(s, 0);
+		if (line == NULL || strcmp(line, "ok") == 0)
+			continue;
+		buf_printf(&b, "%s%s", nlines++ ? "; " : "", line);
+	}
+	if (rc != SQLITE_DONE) {
+		store_fail_db(st);
+		sqlite3_finalize(s);
+		buf_free(&b);
+		return -1;
+	}
+	sqlite3_finalize(s);
+	if (nlines > 0)
+		*problem = b.data;
+	else
+		buf_free(&b);
+	return 0;
+}

@@ -1,0 +1,81 @@
+/*
+ * common_store_audit.h - the store queries of the bookkeeping commands
+ * (scan's conflict pre-check, fix and check) that the farm itself never
+ * needs: reading every job with its file's paths and setting a job's status
+ * by hand.  Kept apart from common_store.c so the farm's store API stays
+ * small; it uses the same schema through store_db().
+ */
+#ifndef MPFARM_COMMON_STORE_AUDIT_H
+#define MPFARM_COMMON_STORE_AUDIT_H
+
+#include "common_store.h"
+
+/* status, retry, fix and check have nothing to work on without a database
+ * and must not create an empty one: true (after saying so, naming the file
+ * and the command that creates it) when `path` does not exist. */
+bool store_audit_db_missing(const char *path, const char *cmd);
+
+/* ---- scan: what the store already knows about a file ----------------- */
+struct store_known_file {
+	bool    found;          /* registered: store_file_add will say
+				 * unchanged or changed */
+	int64_t file_id;
+	int64_t size;           /* as registered */
+	int64_t mtime_ns;
+	char   *conflict_abs;   /* malloc'd: another file holds this rel path,
+				 * store_file_add will say STORE_CONFLICT */
+};
+typedef struct store_audit_lookup store_audit_lookup_t;
+
+/* Prepared look ups, reused for every file of a scan. */
+int  store_audit_lookup_open(store_t *st, store_audit_lookup_t **out);
+/* What store_file_add would find for (rel, abs), without writing: the same
+ * rules (a file is known by its rel path, or by its absolute path when an
+ * earlier scan registered it from another root under another name).
+ * Fills *kf (clearing it first); returns 0 or -1. */
+int  store_audit_lookup_file(store_audit_lookup_t *lk, const char *rel,
+			     const char *abs, struct store_known_file *kf);
+void store_audit_lookup_close(store_audit_lookup_t *lk);
+void store_known_file_clear(struct store_known_file *kf);
+
+/* ---- fix / check: every job with its file ----------------------------- */
+struct store_audit_job {
+	int64_t job_id;
+	int64_t file_id;
+	int     stage;
+	char    lang[CONFIG_LANG_MAX];
+	enum job_status status;
+	pid_t   owner_pid;      /* worker holding an in-progress job, or 0 */
+	pid_t   master_pid;     /* its master, or 0 */
+	int64_t started_at_ms;
+	char   *rel;            /* shared by the jobs of one file */
+	char   *abs;
+	bool    owns_paths;     /* the first job of its file frees them */
+};
+struct store_audit_jobs {
+	struct store_audit_job *v;
+	size_t n;
+	int64_t files;
+};
+/* All jobs, ordered by file then stage then language. Read only. */
+int  store_audit_jobs_load(store_t *st, struct store_audit_jobs *out);
+void store_audit_jobs_free(struct store_audit_jobs *js);
+
+/* One hand-made status change (to not_started, completed or failed), in
+ * its own short BEGIN IMMEDIATE transaction, applied only if the job is
+ * still in status `from` (a farm may be running).  Owner and lease are
+ * cleared; a job going back to not_started is due at once and keeps its
+ * attempts.  The schema's trigger makes a file's translations ready when
+ * its transcript becomes completed and waiting again when it leaves
+ * completed.  Leaving in-progress closes the open attempt row; `why` is
+ * kept as its message (and as last_error for not_started and failed).
+ * Returns 0 when changed, 1 when the job was no longer in `from`, -1 on
+ * error (store_errmsg). */
+int  store_audit_job_set(store_t *st, int64_t job_id, enum job_status from,
+			 enum job_status to, const char *why);
+
+/* check: PRAGMA quick_check.  *problem is NULL when the database is
+ * sound, else a malloc'd summary of what SQLite found.  -1 on error. */
+int  store_audit_quick_check(store_t *st, char **problem);
+
+#endif

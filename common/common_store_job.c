@@ -1,0 +1,631 @@
+/*
+ * common_store_job.c - the life of a job in the store: registering media
+ * files and their jobs, finding runnable work, and the transitions a
+ * worker or the master makes (claim, complete, fail, release, recovery).
+ * Every transition is one short BEGIN IMMEDIATE transaction fenced by the
+ * job's lease, which is what lets crashed, hung and stale workers never
+ * publish or record anything for a job that is no longer theirs.
+ */
+#define MPFARM_STORE_INTERNAL 1
+#include "common_store.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* ---- scan ---------------------------------------------------------- */
+
+static struct store_sql q_file_by_rel = STORE_SQL(
+	"SELECT file_id, abs_path, size, mtime_ns FROM media_files "
+	"WHERE rel_path = ?1");
+static struct store_sql q_file_by_abs = STORE_SQL(
+	"SELECT file_id, size, mtime_ns FROM media_files WHERE abs_path = ?1");
+static struct store_sql q_file_insert = STORE_SQL(
+	"INSERT INTO media_files (scan_root, rel_path, abs_path, size, "
+	"mtime_ns, added_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
+static struct store_sql q_file_update = STORE_SQL(
+	"UPDATE media_files SET size = ?2, mtime_ns = ?3 WHERE file_id = ?1");
+static struct store_sql q_file_transcribed = STORE_SQL(
+	"SELECT status = 'completed' FROM jobs "
+	"WHERE file_id = ?1 AND stage = 'transcribe' AND lang = ''");
+static struct store_sql q_job_insert = STORE_SQL(
+	"INSERT INTO jobs (file_id, stage, lang, ready) VALUES (?1, ?2, ?3, ?4) "
+	"ON CONFLICT DO NOTHING");
+static struct store_sql q_file_reset_attempts = STORE_SQL(
+	"UPDATE attempts SET ended_at = ?2, outcome = 'interrupted', "
+	"message = 'media file changed on disk' WHERE attempt_id IN "
+	"(SELECT lease FROM jobs WHERE file_id = ?1 AND status = 'in-progress') "
+	"AND ended_at IS NULL");
+static struct store_sql q_file_reset_jobs = STORE_SQL(
+	"UPDATE jobs SET status = 'not_started', ready = (stage = 'transcribe'), "
+	"attempts = 0, run_after = 0, owner_pid = NULL, owner_master = NULL, "
+	"started_at = NULL, finished_at = NULL, last_error = NULL "
+	"WHERE file_id = ?1");
+
+static int
+store_norm_langs(store_t *st, const char (*in)[CONFIG_LANG_MAX], int n,
+		 char (*out)[CONFIG_LANG_MAX])
+{
+	for (int i = 0; i < n; i++)
+		if (store_lang_norm(in[i], out[i]) < 0)
+			return store_fail(st, "invalid language code \"%.*s\"",
+			    CONFIG_LANG_MAX - 1, in[i]);
+	return 0;
+}
+
+/* The file's jobs: the transcription and one per language (existing ones
+ * are kept as they are). */
+static int
+store_file_jobs(store_t *st, int64_t file_id, char (*langs)[CONFIG_LANG_MAX],
+		int nlangs)
+{
+	sqlite3_stmt *s;
+	int ready = 0, rc;
+
+	for (int i = -1; i < nlangs; i++) {
+		if ((s = store_stmt(st, &q_job_insert)) == NULL)
+			return -1;
+		sqlite3_bind_int64(s, 1, file_id);
+		sqlite3_bind_text(s, 2, job_stage_name(i < 0 ? STAGE_TRANSCRIBE :
+		    STAGE_TRANSLATE), -1, SQLITE_STATIC);
+		sqlite3_bind_text(s, 3, i < 0 ? "" : langs[i], -1, SQLITE_STATIC);
+		sqlite3_bind_int(s, 4, i < 0 ? 1 : ready);
+		if (store_run(st, s) < 0)
+			return -1;
+		if (i >= 0)
+			continue;
+		/* translations are ready only behind a completed transcript */
+		if ((s = store_stmt(st, &q_file_transcribed)) == NULL)
+			return -1;
+		sqlite3_bind_int64(s, 1, file_id);
+		if ((rc = store_step(st, s)) < 0)
+			return -1;
+		if (rc == SQLITE_ROW) {
+			ready = sqlite3_column_int(s, 0);
+			sqlite3_reset(s);
+		}
+	}
+	return 0;
+}
+
+/* A known file whose size or mtime changed is a new recording under an
+ * old name: its outputs are stale, so every job starts again, and a
+ * worker still busy with one loses it at completion (status check). */
+static int
+store_file_reset(store_t *st, int64_t file_id, const struct media_file *mf)
+{
+	sqlite3_stmt *s;
+
+	if ((s = store_stmt(st, &q_file_update)) == NULL)
+		return -1;
+	sqlite3_bind_int64(s, 1, file_id);
+	sqlite3_bind_int64(s, 2, mf->size);
+	sqlite3_bind_int64(s, 3, mf->mtime_ns);
+	if (store_run(st, s) < 0)
+		return -1;
+	if ((s = store_stmt(st, &q_file_reset_attempts)) == NULL)
+		return -1;
+	sqlite3_bind_int64(s, 1, file_id);
+	sqlite3_bind_int64(s, 2, time_wall_ms());
+	if (store_run(st, s) < 0)
+		return -1;
+	if ((s = store_stmt(st, &q_file_reset_jobs)) == NULL)
+		return -1;
+	sqlite3_bind_int64(s, 1, file_id);
+	return store_run(st, s);
+}
+
+int
+store_file_add(store_t *st, const struct media_file *mf,
+	       const char (*langs)[CONFIG_LANG_MAX], int nlangs,
+	       enum store_add_result *res, char **conflict_abs)
+{
+	char norm[CONFIG_LANGS_MAX][CONFIG_LANG_MAX];
+	int64_t file_id = 0, size = 0, mtime = 0;
+	sqlite3_stmt *s;
+	bool own, known = false;
+	int step, rc = -1;
+
+	*res = STORE_ADDED;
+	if (conflict_abs)
+		*conflict_abs = NULL;
+	if (nlangs > CONFIG_LANGS_MAX)
+		nlangs = CONFIG_LANGS_MAX;
+	if (store_norm_langs(st, langs, nlangs, norm) < 0)
+		return -1;
+	if (store_tx_enter(st, &own) < 0)
+		return -1;
+	if ((s = store_stmt(st, &q_file_by_rel)) == NULL)
+		goto out;
+	store_bind_path(s, 1, mf->rel);
+	if ((step = store_step(st, s)) < 0)
+		goto out;
+	if (step == SQLITE_ROW) {
+		char *abs = store_column_path(s, 1);
+		known = true;
+		file_id = sqlite3_column_int64(s, 0);
+		size = sqlite3_column_int64(s, 2);
+		mtime = sqlite3_column_int64(s, 3);
+		sqlite3_reset(s);
+		if (strcmp(abs, mf->abs) != 0) {
+			/* outputs are named by rel: two files cannot share one */
+			*res = STORE_CONFLICT;
+			if (conflict_abs)
+				*conflict_abs = abs;
+			else
+				free(abs);
+			rc = 0;
+			goto out;
+		}
+		free(abs);
+	} else {
+		/* the same file scanned from another root keeps its first
+		 * name, so its outputs do not move */
+		if ((s = store_stmt(st, &q_file_by_abs)) == NULL)
+			goto out;
+		store_bind_path(s, 1, mf->abs);
+		if ((step = store_step(st, s)) < 0)
+			goto out;
+		if (step == SQLITE_ROW) {
+			known = true;
+			file_id = sqlite3_column_int64(s, 0);
+			size = sqlite3_column_int64(s, 1);
+			mtime = sqlite3_column_int64(s, 2);
+			sqlite3_reset(s);
+		}
+	}
+	if (!known) {
+		if ((s = store_stmt(st, &q_file_insert)) == NULL)
+			goto out;
+		store_bind_path(s, 1, mf->root);
+		store_bind_path(s, 2, mf->rel);
+		store_bind_path(s, 3, mf->abs);
+		sqlite3_bind_int64(s, 4, mf->size);
+		sqlite3_bind_int64(s, 5, mf->mtime_ns);
+		sqlite3_bind_int64(s, 6, time_wall_ms());
+		if (store_run(st, s) < 0)
+			goto out;
+		file_id = sqlite3_last_insert_rowid(store_db(st));
+	} else if (size == mf->size && mtime == mf->mtime_ns) {
+		*res = STORE_UNCHANGED;
+	} else {
+		*res = STORE_CHANGED;
+		if (store_file_reset(st, file_id, mf) < 0)
+			goto out;
+	}
+	rc = store_file_jobs(st, file_id, norm, nlangs);
+out:
+	return store_tx_leave(st, own, rc);
+}
+
+/* ---- claim and complete -------------------------------------------- */
+
+/* The new lease is the id the attempt row is about to get. */
+static struct store_sql q_claim = STORE_SQL(
+	"UPDATE jobs SET status = 'in-progress', attempts = attempts + 1, "
+	"lease = (SELECT coalesce(max(attempt_id), 0) + 1 FROM attempts), "
+	"owner_pid = ?2, owner_master = ?3, started_at = ?4, finished_at = NULL "
+	"WHERE job_id = ?1 AND status = 'not_started' AND ready = 1 AND "
+	"run_after <= ?4 RETURNING file_id, stage, lang, attempts, lease");
+static struct store_sql q_file_paths = STORE_SQL(
+	"SELECT abs_path, rel_path FROM media_files WHERE file_id = ?1");
+static struct store_sql q_attempt_open = STORE_SQL(
+	"INSERT INTO attempts (attempt_id, job_id, attempt, worker_pid, "
+	"started_at) VALUES (?1, ?2, ?3, ?4, ?5)");
+static struct store_sql q_complete = STORE_SQL(
+	"UPDATE jobs SET status = 'completed', finished_at = ?3, "
+	"owner_pid = NULL, owner_master = NULL, last_error = NULL "
+	"WHERE job_id = ?1 AND lease = ?2 AND status = 'in-progress'");
+static struct store_sql q_attempt_close = STORE_SQL(
+	"UPDATE attempts SET ended_at = ?2, outcome = ?3, http_status = ?4, "
+	"exit_code = ?5, signal = ?6, message = ?7 "
+	"WHERE attempt_id = ?1 AND job_id = ?8");
+static struct store_sql q_attempt_add = STORE_SQL(
+	"INSERT INTO attempts (job_id, attempt, started_at, ended_at, outcome, "
+	"http_status, exit_code, signal, message) "
+	"VALUES (?8, ?9, ?2, ?2, ?3, ?4, ?5, ?6, ?7)");
+
+void
+job_clear(struct job *j)
+{
+	free(j->abs_path);
+	free(j->rel_path);
+	memset(j, 0, sizeof(*j));
+}
+
+int
+store_job_claim(store_t *st, int64_t job_id, pid_t worker, pid_t master,
+		struct job *j)
+{
+	int64_t now = time_wall_ms();
+	sqlite3_stmt *s;
+	int rc = -1, step;
+
+	memset(j, 0, sizeof(*j));
+	if (store_tx_begin(st) < 0)
+		return -1;
+	if ((s = store_stmt(st, &q_claim)) == NULL)
+		goto out;
+	sqlite3_bind_int64(s, 1, job_id);
+	sqlite3_bind_int64(s, 2, worker);
+	sqlite3_bind_int64(s, 3, master);
+	sqlite3_bind_int64(s, 4, now);
+	if ((step = store_step(st, s)) < 0)
+		goto out;
+	if (step == SQLITE_DONE) {
+		rc = 1;         /* taken, finished or not due */
+		goto out;
+	}
+	j->job_id = job_id;
+	j->file_id = sqlite3_column_int64(s, 0);
+	j->stage = job_stage_parse((const char *)sqlite3_column_text(s, 1));
+	snprintf(j->lang, sizeof(j->lang), "%s", sqlite3_column_text(s, 2));
+	j->attempts = sqlite3_column_int(s, 3);
+	j->lease = sqlite3_column_int64(s, 4);
+	if (store_run(st, s) < 0)
+		goto out;
+	if ((s = store_stmt(st, &q_file_paths)) == NULL)
+		goto out;
+	sqlite3_bind_int64(s, 1, j->file_id);
+	if ((step = store_step(st, s)) < 0)
+		goto out;
+	if (step != SQLITE_ROW) {
+		store_fail(st, "job %lld has no media file", (long long)job_id);
+		goto out;
+	}
+	j->abs_path = store_column_path(s, 0);
+	j->rel_path = store_column_path(s, 1);
+	sqlite3_reset(s);
+	if ((s = store_stmt(st, &q_attempt_open)) == NULL)
+		goto out;
+	sqlite3_bind_int64(s, 1, j->lease);
+	sqlite3_bind_int64(s, 2, job_id);
+	sqlite3_bind_int(s, 3, j->attempts);
+	sqlite3_bind_int64(s, 4, worker);
+	sqlite3_bind_int64(s, 5, now);
+	rc = store_run(st, s);
+out:
+	rc = store_tx_leave(st, true, rc);
+	if (rc != 0)
+		job_clear(j);
+	return rc;
+}
+
+static bool
+store_same_dir(const char *a, const char *b)
+{
+	const char *sa = strrchr(a, '/'), *sb = strrchr(b, '/');
+	size_t la = sa ? (size_t)(sa - a) : 0, lb = sb ? (size_t)(sb - b) : 0;
+
+	return la == lb && memcmp(a, b, la) == 0;
+}
+
+/* Under the write lock and only for the lease holder: that is the fence
+ * that keeps a stale worker from replacing a newer worker's output. */
+int
+store_job_complete(store_t *st, const struct job *j, char *const *tmp,
+		   char *const *final, int n, bool durable)
+{
+	int64_t now = time_wall_ms();
+	sqlite3_stmt *s;
+	int rc = -1, moved = 0;
+
+	if (store_tx_begin(st) < 0)
+		goto out;
+	if ((s = store_stmt(st, &q_complete)) == NULL)
+		goto out;
+	sqlite3_bind_int64(s, 1, j->job_id);
+	sqlite3_bind_int64(s, 2, j->lease);
+	sqlite3_bind_int64(s, 3, now);
+	if (store_run(st, s) < 0)
+		goto out;
+	if (sqlite3_changes(store_db(st)) == 0) {
+		rc = 1;         /* lease lost: not ours to publish */
+		goto out;
+	}
+	for (; moved < n; moved++)
+		if (rename(tmp[moved], final[moved]) < 0) {
+			store_fail(st, "cannot publish %s: %s", final[moved],
+			    strerror(errno));
+			goto out;
+		}
+	for (int i = 0; durable && i < n; i++) {
+		bool seen = false;
+		for (int k = 0; k < i; k++)
+			seen = seen || store_same_dir(final[k], final[i]);
+		if (!seen && file_fsync_dir(final[i]) < 0) {
+			store_fail(st, "cannot sync the folder of %s: %s",
+			    final[i], strerror(errno));
+			goto out;
+		}
+	}
+	if ((s = store_stmt(st, &q_attempt_close)) == NULL)
+		goto out;
+	sqlite3_bind_int64(s, 1, j->lease);
+	sqlite3_bind_int64(s, 2, now);
+	sqlite3_bind_text(s, 3, job_outcome_name(OUT_COMPLETED), -1,
+	    SQLITE_STATIC);
+	sqlite3_bind_int64(s, 8, j->job_id);
+	if (store_run(st, s) < 0)
+		goto out;
+	rc = 0;
+out:
+	rc = store_tx_leave(st, true, rc);
+	if (rc != 0) {
+		/* whole or not at all: a job not marked completed keeps none
+		 * of the outputs this call published */
+		for (int i = 0; i < n; i++)
+			unlink(i < moved ? final[i] : tmp[i]);
+	}
+	return rc;
+}
+
+/* ---- failure, release, recovery ------------------------------------ */
+
+static struct store_sql q_job_state = STORE_SQL(
+	"SELECT status, lease, attempts, owner_pid FROM jobs WHERE job_id = ?1");
+static struct store_sql q_job_end = STORE_SQL(
+	"UPDATE jobs SET status = ?2, attempts = ?3, "
+	"run_after = coalesce(?4, run_after), last_error = ?5, "
+	"finished_at = ?6, owner_pid = NULL, owner_master = NULL "
+	"WHERE job_id = ?1");
+static struct store_sql q_history = STORE_SQL(
+	"SELECT attempt, outcome, message FROM attempts "
+	"WHERE job_id = ?1 AND attempt_id < ?2 AND outcome IS NOT NULL "
+	"ORDER BY attempt_id DESC LIMIT 4");
+
+struct store_end {
+	int64_t job_id;
+	int64_t lease;          /* fence on the lease (worker), or 0 */
+	pid_t   owner;          /* fence on the owner pid (master), or 0 */
+	bool    count_always;   /* recovery: even an interruption counts */
+	bool    keep_run_after;
+};
+
+static const char *
+store_default_msg(const struct job_result *r, char *buf, size_t len)
+{
+	if (r->msg && r->msg[0])
+		return r->msg;
+	switch (r->outcome) {
+	case OUT_CRASHED:
+		if (r->signal > 0)
+			snprintf(buf, len, "worker killed by signal %d", r->signal);
+		else if (r->exit_code >= 0)
+			snprintf(buf, len, "worker exited with status %d",
+			    r->exit_code);
+		else
+			snprintf(buf, len, "worker died");
+		return buf;
+	case OUT_TIMEOUT:
+		return "job hung past the job timeout; its worker was killed";
+	case OUT_INTERRUPTED:
+		return "the farm stopped before the job finished";
+	default:
+		return job_outcome_name(r->outcome);
+	}
+}
+
+/* "MSG (attempt 3 of 3; earlier: #1 crashed, #2 timeout: MSG2)": why a
+ * job ended failed after several tries, in one line. */
+static int
+store_history(store_t *st, int64_t job_id, int64_t lease, const char *msg,
+	      int attempts, int max, struct buf *b)
+{
+	struct { int n; char outcome[16]; char msg[64]; } h[4];
+	sqlite3_stmt *s = store_stmt(st, &q_history);
+	int nh = 0, step;
+
+	if (s == NULL)
+		return -1;
+	sqlite3_bind_int64(s, 1, job_id);
+	sqlite3_bind_int64(s, 2, lease);
+	while ((step = store_step(st, s)) == SQLITE_ROW && nh < 4) {
+		const char *m = (const char *)sqlite3_column_text(s, 2);
+		h[nh].n = sqlite3_column_int(s, 0);
+		snprintf(h[nh].outcome, sizeof(h[nh].outcome), "%s",
+		    sqlite3_column_text(s, 1));
+		snprintf(h[nh].msg, sizeof(h[nh].msg), "%s",
+		    m && strcmp(m, msg) != 0 ? m : "");
+		nh++;
+	}
+	if (step < 0)
+		return -1;
+	buf_printf(b, "%s (attempt %d of %d", msg, attempts, max);
+	for (int i = nh - 1; i >= 0; i--)
+		buf_printf(b, "%s#%d %s%s%s", i == nh - 1 ? "; earlier: " : ", ",
+		    h[i].n, h[i].outcome, h[i].msg[0] ? ": " : "", h[i].msg);
+	buf_printf(b, ")");
+	return 0;
+}
+
+/* Close the attempt row the lease names (or add one if it is missing,
+ * e.g. after a hand-made reset). */
+static int
+store_attempt_close(store_t *st, int64_t job_id, int64_t lease, int attempt,
+		    const struct job_result *r, const char *msg, int64_t now)
+{
+	sqlite3_stmt *s;
+
+	for (int pass = 0; pass < 2; pass++) {
+		if ((s = store_stmt(st, pass ? &q_attempt_add
+		    : &q_attempt_close)) == NULL)
+			return -1;
+		sqlite3_bind_int64(s, 1, lease);
+		sqlite3_bind_int64(s, 2, now);
+		sqlite3_bind_text(s, 3, job_outcome_name(r->outcome), -1,
+		    SQLITE_STATIC);
+		if (r->http_status > 0)
+			sqlite3_bind_int(s, 4, r->http_status);
+		if (r->exit_code >= 0)
+			sqlite3_bind_int(s, 5, r->exit_code);
+		if (r->signal > 0)
+			sqlite3_bind_int(s, 6, r->signal);
+		sqlite3_bind_text(s, 7, msg, -1, SQLITE_TRANSIENT);
+		sqlite3_bind_int64(s, 8, job_id);
+		if (pass)
+			sqlite3_bind_int(s, 9, attempt);
+		if (store_run(st, s) < 0)
+			return -1;
+		if (sqlite3_changes(store_db(st)) > 0)
+			return 0;
+	}
+	return 0;
+}
+
+/* Ends an in-progress attempt with r's outcome.  Only rate limits and
+ * interruptions give the attempt back; running out of attempts fails the
+ * job.  0, 1 when the job is not held as the fence says, -1. */
+static int
+store_job_end(store_t *st, const struct store_end *e,
+	      const struct job_result *r, int max_attempts,
+	      enum job_status *final_status)
+{
+	int64_t now = time_wall_ms(), lease;
+	const char *msg;
+	char dflt[96];
+	struct buf err;
+	sqlite3_stmt *s;
+	int attempts, step, rc = -1;
+	bool own, counts, failed;
+	enum job_status to;
+
+	buf_init(&err);
+	if (r->outcome <= OUT_COMPLETED || r->outcome >= OUT_COUNT)
+		return store_fail(st, "job %lld: %s is not a failure",
+		    (long long)e->job_id, job_outcome_name(r->outcome));
+	if (max_attempts < 1)
+		max_attempts = 1;
+	msg = store_default_msg(r, dflt, sizeof(dflt));
+	if (store_tx_enter(st, &own) < 0)
+		return -1;
+	if ((s = store_stmt(st, &q_job_state)) == NULL)
+		goto out;
+	sqlite3_bind_int64(s, 1, e->job_id);
+	if ((step = store_step(st, s)) < 0)
+		goto out;
+	rc = 1;
+	if (step != SQLITE_ROW)
+		goto out;
+	lease = sqlite3_column_int64(s, 1);
+	attempts = sqlite3_column_int(s, 2);
+	if (strcmp((const char *)sqlite3_column_text(s, 0), JOB_IN_PROGRESS) != 0 ||
+	    (e->lease && lease != e->lease) ||
+	    (e->owner && sqlite3_column_int64(s, 3) != e->owner)) {
+		sqlite3_reset(s);
+		goto out;
+	}
+	sqlite3_reset(s);
+	rc = -1;
+	counts = e->count_always || (r->outcome != OUT_RATE_LIMITED &&
+	    r->outcome != OUT_INTERRUPTED);
+	if (!counts && attempts > 0)
+		attempts--;
+	failed = r->outcome == OUT_PERMANENT ||
+	    (counts && attempts >= max_attempts);
+	to = failed ? JOB_ST_FAILED : JOB_ST_NOT_STARTED;
+	if (failed && r->outcome != OUT_PERMANENT) {
+		if (store_history(st, e->job_id, lease, msg, attempts,
+		    max_attempts, &err) < 0)
+			goto out;
+	} else {
+		buf_printf(&err, "%s", msg);
+	}
+	if ((s = store_stmt(st, &q_job_end)) == NULL)
+		goto out;
+	sqlite3_bind_int64(s, 1, e->job_id);
+	sqlite3_bind_text(s, 2, job_status_name(to), -1, SQLITE_STATIC);
+	sqlite3_bind_int(s, 3, attempts);
+	if (!failed && !e->keep_run_after)
+		sqlite3_bind_int64(s, 4, r->retry_at_ms);
+	sqlite3_bind_text(s, 5, err.data, -1, SQLITE_STATIC);
+	if (failed)
+		sqlite3_bind_int64(s, 6, now);
+	if (store_run(st, s) < 0 ||
+	    store_attempt_close(st, e->job_id, lease, attempts, r, msg, now) < 0)
+		goto out;
+	if (final_status)
+		*final_status = to;
+	rc = 0;
+out:
+	rc = store_tx_leave(st, own, rc);
+	buf_free(&err);
+	return rc;
+}
+
+int
+store_job_fail(store_t *st, const struct job *j, const struct job_result *r,
+	       int max_attempts, enum job_status *final_status)
+{
+	struct store_end e = { .job_id = j->job_id, .lease = j->lease };
+
+	if (j->lease == 0)
+		return store_fail(st, "job %lld: no lease", (long long)j->job_id);
+	return store_job_end(st, &e, r, max_attempts, final_status);
+}
+
+int
+store_job_release(store_t *st, int64_t job_id, pid_t owner,
+		  const struct job_result *r, int max_attempts,
+		  enum job_status *final_status)
+{
+	struct store_end e = { .job_id = job_id, .owner = owner };
+
+	if (owner <= 0)
+		return store_fail(st, "job %lld: no owner pid", (long long)job_id);
+	return store_job_end(st, &e, r, max_attempts, final_status);
+}
+
+static struct store_sql q_orphans = STORE_SQL(
+	"SELECT job_id, lease, owner_master FROM jobs "
+	"WHERE status = 'in-progress'");
+
+/* One transaction for all of them: a start-up either recovers every
+ * orphan or none. */
+int
+store_recover_orphans(store_t *st, int max_attempts, int *n)
+{
+	struct orphan { int64_t job_id, lease, master; } *o = NULL;
+	size_t no = 0, cap = 0;
+	sqlite3_stmt *s;
+	int rc = -1, step;
+	bool own;
+
+	*n = 0;
+	if (store_tx_enter(st, &own) < 0)
+		return -1;
+	if ((s = store_stmt(st, &q_orphans)) == NULL)
+		goto out;
+	while ((step = store_step(st, s)) == SQLITE_ROW) {
+		if (no == cap) {
+			cap = cap ? cap * 2 : 16;
+			o = xrealloc(o, cap * sizeof(*o));
+		}
+		o[no].job_id = sqlite3_column_int64(s, 0);
+		o[no].lease = sqlite3_column_int64(s, 1);
+		o[no++].master = sqlite3_column_int64(s, 2);
+	}
+	if (step < 0)
+		goto out;
+	for (size_t i = 0; i < no; i++) {
+		char msg[64];
+		struct store_end e = { .job_id = o[i].job_id,
+		    .lease = o[i].lease, .count_always = true,
+		    .keep_run_after = true };
+		struct job_result r = { .outcome = OUT_INTERRUPTED,
+		    .exit_code = -1, .msg = msg };
+		snprintf(msg, sizeof(msg), "master pid %lld is gone",
+		    (long long)o[i].master);
+		int one = store_job_end(st, &e, &r, max_attempts, NULL);
+		if (one < 0)
+			goto out;
+		if (one == 0)
+			(*n)++;
+	}
+	rc = 0;
+out:
+	free(o);
+	return store_tx_leave(st, own, rc);
+}

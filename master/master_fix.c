@@ -1,0 +1,483 @@
+/*
+ * master_fix.c - `mpfarm fix [--dry-run]` and `mpfarm check`: reconcile the
+ * database with the outputs on disk, the older tooling's
+ * fix_stalled_files.py and check_missing_transcripts.py done for every
+ * stage.  The output that decides whether a job's work exists is its .txt
+ * (the other suffixes are extras written in the same step); it counts as
+ * whole when its final name exists, because workers only ever rename
+ * finished temp files (".mpfarm-tmp.*") onto it.
+ *
+ * An in-progress job belongs to a running farm as long as a live master
+ * holds the farm lock: then fix and check leave it alone, and temp files
+ * too, since a worker may be writing them right now.  Without a master, a
+ * job whose owner pid is gone is an orphan of a crash.
+ */
+#include "master.h"
+#include "common_store_audit.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static const char *const fix_suffixes[] = { ".txt", ".json", ".srt", ".vtt", NULL };
+
+struct fix_ctx {
+	struct config *cfg;
+	store_t *st;
+	struct store_audit_jobs js;
+	pid_t   master;         /* live master holding the farm lock, or 0 */
+	size_t *slots;          /* hash of "lang:rel" -> job index + 1 */
+	size_t  nslots;
+	int64_t problems, changes, races, held;
+	int64_t fixable;        /* check: problems `mpfarm fix` repairs */
+	const char *cmd;        /* "fix" / "check" */
+};
+
+/* ---- jobs by output name ----------------------------------------------- */
+
+static uint64_t
+fix_hash(const char *lang, const char *rel)
+{
+	uint64_t h = 1469598103934665603ULL;
+	for (const char *p = lang; *p; p++)
+		h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+	h = (h ^ ':') * 1099511628211ULL;
+	for (const char *p = rel; *p; p++)
+		h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+	return h;
+}
+
+static void
+fix_index_build(struct fix_ctx *fc)
+{
+	fc->nslots = 16;
+	while (fc->nslots < fc->js.n * 2 + 1)
+		fc->nslots *= 2;
+	fc->slots = xcalloc(fc->nslots, sizeof(*fc->slots));
+	for (size_t i = 0; i < fc->js.n; i++) {
+		const struct store_audit_job *j = &fc->js.v[i];
+		size_t k = fix_hash(j->lang, j->rel) & (fc->nslots - 1);
+		while (fc->slots[k] != 0)
+			k = (k + 1) & (fc->nslots - 1);
+		fc->slots[k] = i + 1;
+	}
+}
+
+/* The job writing to this output name ("" lang for transcripts), or NULL. */
+static const struct store_audit_job *
+fix_index_find(const struct fix_ctx *fc, const char *lang, const char *rel)
+{
+	size_t k = fix_hash(lang, rel) & (fc->nslots - 1);
+
+	for (; fc->slots[k] != 0; k = (k + 1) & (fc->nslots - 1)) {
+		const struct store_audit_job *j = &fc->js.v[fc->slots[k] - 1];
+		if (strcmp(j->lang, lang) == 0 && strcmp(j->rel, rel) == 0)
+			return j;
+	}
+	return NULL;
+}
+
+/* ---- helpers ------------------------------------------------------------ */
+
+static char *
+fix_job_name(const struct store_audit_job *j)
+{
+	if (j->stage == STAGE_TRANSCRIBE)
+		return xstrdup("transcribe");
+	return xasprintf("translate:%s", j->lang);
+}
+
+static bool
+fix_output_whole(const struct config *cfg, const struct store_audit_job *j)
+{
+	char *out = file_output_path(cfg->output, j->stage, j->lang, j->rel, ".txt");
+	struct stat sb;
+	bool whole = stat(out, &sb) == 0 && S_ISREG(sb.st_mode);
+
+	free(out);
+	return whole;
+}
+
+/* Without a live master, an in-progress job is an orphan unless its owner
+ * pid still runs (then something we do not know holds it: leave it). */
+static bool
+fix_owner_gone(const struct fix_ctx *fc, const struct store_audit_job *j)
+{
+	return fc->master == 0 && !proc_alive(j->owner_pid);
+}
+
+typedef void (*fix_file_fn)(struct fix_ctx *fc, const char *path,
+			    const char *lang, const char *rel);
+
+static int
+fix_name_cmp(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Every regular file under dir, in name order, with its path relative to
+ * the walk's base (relpfx ends in '/' or is ""). Symbolic links to folders
+ * are not followed. */
+static void
+fix_walk(struct fix_ctx *fc, const char *dir, const char *lang,
+	 const char *relpfx, fix_file_fn fn)
+{
+	DIR *d = opendir(dir);
+	struct dirent *de;
+	char **names = NULL;
+	size_t n = 0, cap = 0;
+
+	if (d == NULL) {
+		if (errno != ENOENT) {
+			say_err("%s: cannot read folder %s: %s", fc->cmd,
+			    log_quote(dir), strerror(errno));
+			fc->problems++;
+		}
+		return;
+	}
+	while ((de = readdir(d)) != NULL) {
+		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+			continue;
+		if (n == cap) {
+			cap = cap ? cap * 2 : 32;
+			names = xrealloc(names, cap * sizeof(*names));
+		}
+		names[n++] = xstrdup(de->d_name);
+	}
+	closedir(d);
+	if (n > 1)
+		qsort(names, n, sizeof(*names), fix_name_cmp);
+	for (size_t i = 0; i < n; i++) {
+		char *path = xasprintf("%s/%s", dir, names[i]);
+		char *rel = xasprintf("%s%s", relpfx, names[i]);
+		struct stat sb;
+
+		if (lstat(path, &sb) < 0) {
+			;       /* gone since the listing: nothing to judge */
+		} else if (S_ISDIR(sb.st_mode)) {
+			char *sub = xasprintf("%s/", rel);
+			fix_walk(fc, path, lang, sub, fn);
+			free(sub);
+		} else if (S_ISREG(sb.st_mode)) {
+			fn(fc, path, lang, rel);
+		}
+		free(path);
+		free(rel);
+		free(names[i]);
+	}
+	free(names);
+}
+
+/* Both output trees: transcripts/REL and translations/LANG/REL. */
+static void
+fix_walk_outputs(struct fix_ctx *fc, fix_file_fn fn)
+{
+	char *tdir = xasprintf("%s/transcripts", fc->cfg->output);
+	char *ldir = xasprintf("%s/translations", fc->cfg->output);
+	DIR *d;
+	struct dirent *de;
+
+	fix_walk(fc, tdir, "", "", fn);
+	if ((d = opendir(ldir)) != NULL) {
+		char **langs = NULL;
+		size_t n = 0;
+		while ((de = readdir(d)) != NULL) {
+			if (de->d_name[0] == '.')
+				continue;
+			langs = xrealloc(langs, (n + 1) * sizeof(*langs));
+			langs[n++] = xstrdup(de->d_name);
+		}
+		closedir(d);
+		if (n > 1)
+			qsort(langs, n, sizeof(*langs), fix_name_cmp);
+		for (size_t i = 0; i < n; i++) {
+			char *sub = xasprintf("%s/%s", ldir, langs[i]);
+			fix_walk(fc, sub, langs[i], "", fn);
+			free(sub);
+			free(langs[i]);
+		}
+		free(langs);
+	}
+	free(tdir);
+	free(ldir);
+}
+
+static int
+fix_begin(struct fix_ctx *fc, struct config *cfg, const char *cmd, int flags)
+{
+	memset(fc, 0, sizeof(*fc));
+	fc->cfg = cfg;
+	fc->cmd = cmd;
+	if (store_audit_db_missing(cfg->db, cmd))
+		return -1;
+	if ((fc->st = master_store_open(cfg, flags)) == NULL)
+		return -1;
+	fc->master = master_lock_holder(cfg->db);
+	if (store_audit_jobs_load(fc->st, &fc->js) < 0) {
+		say_err("%s: %s: %s", cmd, log_quote(cfg->db), store_errmsg(fc->st));
+		return -1;
+	}
+	fix_index_build(fc);
+	return 0;
+}
+
+static void
+fix_end(struct fix_ctx *fc)
+{
+	fflush(stdout);
+	free(fc->slots);
+	store_audit_jobs_free(&fc->js);
+	if (fc->st != NULL)
+		store_close(fc->st);
+}
+
+/* ---- fix ---------------------------------------------------------------- */
+
+static int
+fix_apply(struct fix_ctx *fc, const struct store_audit_job *j,
+	  enum job_status to, const char *why)
+{
+	char *name = fix_job_name(j);
+	const char *from = job_status_name(j->status);
+	int rc = 0;
+
+	if (fc->cfg->dry_run) {
+		printf("would fix: job %lld %s %s: %s -> %s (%s)\n",
+		    (long long)j->job_id, name, log_quote(j->abs), from,
+		    job_status_name(to), why);
+		fc->changes++;
+		goto out;
+	}
+	rc = store_audit_job_set(fc->st, j->job_id, j->status, to, why);
+	if (rc < 0) {
+		say_err("fix: job %lld: %s", (long long)j->job_id,
+		    store_errmsg(fc->st));
+		goto out;
+	}
+	if (rc == 1) {
+		printf("fix: job %lld %s %s: no longer %s, left alone\n",
+		    (long long)j->job_id, name, log_quote(j->abs), from);
+		fc->races++;
+		rc = 0;
+		goto out;
+	}
+	printf("fix: job %lld %s %s: %s -> %s (%s)\n", (long long)j->job_id,
+	    name, log_quote(j->abs), from, job_status_name(to), why);
+	fc->changes++;
+out:
+	free(name);
+	return rc;
+}
+
+static int
+fix_job(struct fix_ctx *fc, const struct store_audit_job *j)
+{
+	bool whole = fix_output_whole(fc->cfg, j);
+	char why[160];
+
+	switch (j->status) {
+	case JOB_ST_IN_PROGRESS:
+		if (!fix_owner_gone(fc, j)) {
+			fc->held++;
+			return 0;
+		}
+		snprintf(why, sizeof(why), "output %s, owner %d gone",
+		    whole ? "exists" : "missing", (int)j->owner_pid);
+		return fix_apply(fc, j, whole ? JOB_ST_COMPLETED
+		    : JOB_ST_NOT_STARTED, why);
+	case JOB_ST_NOT_STARTED:
+	case JOB_ST_FAILED:
+		if (!whole)
+			return 0;
+		return fix_apply(fc, j, JOB_ST_COMPLETED, "output exists");
+	case JOB_ST_COMPLETED:
+		if (whole)
+			return 0;
+		return fix_apply(fc, j, JOB_ST_NOT_STARTED, "output missing");
+	default:
+		return 0;
+	}
+}
+
+static void
+fix_temp_file(struct fix_ctx *fc, const char *path, const char *lang,
+	      const char *rel)
+{
+	(void)lang;
+	(void)rel;
+	if (!file_is_temp(path))
+		return;
+	if (fc->cfg->dry_run) {
+		printf("would fix: remove stale temp file %s\n", log_quote(path));
+	} else if (unlink(path) < 0 && errno != ENOENT) {
+		say_err("fix: cannot remove %s: %s", log_quote(path),
+		    strerror(errno));
+		fc->problems++;
+		return;
+	} else {
+		printf("fix: removed stale temp file %s\n", log_quote(path));
+	}
+	fc->changes++;
+}
+
+int
+master_fix_run(struct config *cfg)
+{
+	struct fix_ctx fc;
+	int ex = EXIT_FATAL;
+
+	if (fix_begin(&fc, cfg, "fix", 0) < 0)
+		goto out;
+	/* transcripts first: a transcript going back to not_started makes its
+	 * translations wait before they are looked at */
+	for (int pass = 0; pass < 2; pass++)
+		for (size_t i = 0; i < fc.js.n; i++)
+			if (fc.js.v[i].stage == pass &&
+			    fix_job(&fc, &fc.js.v[i]) < 0)
+				goto out;
+	if (fc.master != 0) {
+		char who[48];
+		if (fc.master > 0)
+			snprintf(who, sizeof(who), "master pid %d", (int)fc.master);
+		else
+			snprintf(who, sizeof(who), "a master (pid unknown)");
+		if (fc.held > 0)
+			printf("fix: %s is running: its %lld in-progress job%s "
+			    "left alone\n", who, (long long)fc.held,
+			    fc.held == 1 ? " was" : "s were");
+		printf("fix: %s is running: temp files left alone\n", who);
+	} else {
+		if (fc.held > 0)
+			printf("fix: %lld in-progress job%s left alone: owner "
+			    "still running\n", (long long)fc.held,
+			    fc.held == 1 ? "" : "s");
+		fix_walk_outputs(&fc, fix_temp_file);
+	}
+	if (fc.changes == 0)
+		printf("fix: nothing to fix (%lld files, %zu jobs)\n",
+		    (long long)fc.js.files, fc.js.n);
+	else if (cfg->dry_run)
+		printf("fix: %lld change%s would be made (dry run: nothing "
+		    "changed)\n", (long long)fc.changes, fc.changes == 1 ? "" : "s");
+	else
+		printf("fix: %lld change%s made\n", (long long)fc.changes,
+		    fc.changes == 1 ? "" : "s");
+	ex = fc.problems > 0 ? EXIT_FATAL : EXIT_OK;
+out:
+	fix_end(&fc);
+	return ex;
+}
+
+/* ---- check -------------------------------------------------------------- */
+
+static void
+check_job(struct fix_ctx *fc, const struct store_audit_job *j)
+{
+	char *name = fix_job_name(j);
+
+	if (j->status == JOB_ST_COMPLETED && !fix_output_whole(fc->cfg, j)) {
+		char *out = file_output_path(fc->cfg->output, j->stage, j->lang,
+		    j->rel, ".txt");
+		printf("check: job %lld %s %s: completed but its output %s is "
+		    "missing\n", (long long)j->job_id, name, log_quote(j->abs),
+		    log_quote(out));
+		free(out);
+		fc->problems++;
+		fc->fixable++;
+	} else if (j->status == JOB_ST_IN_PROGRESS && fix_owner_gone(fc, j)) {
+		printf("check: job %lld %s %s: in-progress but its owner %d is "
+		    "gone and no master runs\n", (long long)j->job_id, name,
+		    log_quote(j->abs), (int)j->owner_pid);
+		fc->problems++;
+		fc->fixable++;
+	}
+	free(name);
+}
+
+static void
+check_file(struct fix_ctx *fc, const char *path, const char *lang,
+	   const char *rel)
+{
+	const struct store_audit_job *j = NULL;
+	size_t n = strlen(rel);
+
+	if (file_is_temp(path)) {
+		if (fc->master == 0) {
+			printf("check: stale temp file %s\n", log_quote(path));
+			fc->problems++;
+			fc->fixable++;
+		}
+		return;
+	}
+	for (int i = 0; fix_suffixes[i] && j == NULL; i++) {
+		size_t sl = strlen(fix_suffixes[i]);
+		if (n <= sl || strcmp(rel + n - sl, fix_suffixes[i]) != 0)
+			continue;
+		char *base = xstrndup(rel, n - sl);
+		j = fix_index_find(fc, lang, base);
+		free(base);
+	}
+	if (j == NULL) {
+		printf("check: %s matches no job (not written by mpfarm for "
+		    "this database?)\n", log_quote(path));
+		fc->problems++;
+		return;
+	}
+	if (j->status == JOB_ST_COMPLETED)
+		return;
+	/* a running farm renames and marks in one step: not a problem */
+	if (j->status == JOB_ST_IN_PROGRESS && !fix_owner_gone(fc, j))
+		return;
+	printf("check: %s exists but job %lld is %s\n", log_quote(path),
+	    (long long)j->job_id, job_status_name(j->status));
+	fc->problems++;
+	/* fix marks the job completed when the .txt is there */
+	if (fix_output_whole(fc->cfg, j))
+		fc->fixable++;
+}
+
+int
+master_check_run(struct config *cfg)
+{
+	struct fix_ctx fc;
+	char *msg = NULL;
+	int ex = EXIT_FATAL;
+
+	if (fix_begin(&fc, cfg, "check", STORE_READONLY) < 0)
+		goto out;
+	if (store_audit_quick_check(fc.st, &msg) < 0) {
+		say_err("check: %s: %s", log_quote(cfg->db), store_errmsg(fc.st));
+		goto out;
+	}
+	if (msg != NULL) {
+		printf("check: database %s: %s\n", log_quote(cfg->db), msg);
+		fc.problems++;
+	}
+	for (size_t i = 0; i < fc.js.n; i++)
+		check_job(&fc, &fc.js.v[i]);
+	fix_walk_outputs(&fc, check_file);
+	if (fc.problems > 0) {
+		printf("check: %lld problem%s in %lld files, %zu jobs",
+		    (long long)fc.problems, fc.problems == 1 ? "" : "s",
+		    (long long)fc.js.files, fc.js.n);
+		if (fc.fixable == fc.problems)
+			printf(" (mpfarm fix repairs %s)", fc.problems == 1 ? "it"
+			    : "them");
+		else if (fc.fixable > 0)
+			printf(" (mpfarm fix repairs %lld of them)",
+			    (long long)fc.fixable);
+		printf("\n");
+		goto out;
+	}
+	printf("check: %lld files, %zu jobs, no problems\n",
+	    (long long)fc.js.files, fc.js.n);
+	ex = EXIT_OK;
+out:
+	free(msg);
+	fix_end(&fc);
+	return ex;
+}

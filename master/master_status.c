@@ -1,0 +1,374 @@
+/*
+ * master_status.c - `mpfarm status [--json]`: counts per stage and status,
+ * laid out like the older tooling's "Current Status" report so its users
+ * read it at a glance, plus what that report never said: how many
+ * translations wait for their transcript, how many jobs wait for a retry,
+ * and how long the oldest running job has been at it.  The store is opened
+ * read only, so status works beside a running farm.  When a master runs,
+ * its live figures come from the status file it refreshes ("<db>.status").
+ */
+#include "master.h"
+#include "common_store_audit.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+static const struct { const char *code, *name; } status_lang_names[] = {
+	{ "en", "English" }, { "de", "German" }, { "he", "Hebrew" },
+	{ "fr", "French" }, { "es", "Spanish" }, { "it", "Italian" },
+	{ "pt", "Portuguese" }, { "nl", "Dutch" }, { "ru", "Russian" },
+	{ "uk", "Ukrainian" }, { "pl", "Polish" }, { "cs", "Czech" },
+	{ "sk", "Slovak" }, { "hu", "Hungarian" }, { "ro", "Romanian" },
+	{ "bg", "Bulgarian" }, { "el", "Greek" }, { "tr", "Turkish" },
+	{ "ar", "Arabic" }, { "fa", "Persian" }, { "yi", "Yiddish" },
+	{ "hi", "Hindi" }, { "zh", "Chinese" }, { "ja", "Japanese" },
+	{ "ko", "Korean" }, { "id", "Indonesian" }, { "sv", "Swedish" },
+	{ "da", "Danish" }, { "no", "Norwegian" }, { "nb", "Norwegian" },
+	{ "fi", "Finnish" }, { "et", "Estonian" }, { "lv", "Latvian" },
+	{ "lt", "Lithuanian" }, { "sl", "Slovenian" }, { "hr", "Croatian" },
+	{ "sr", "Serbian" }, { "ca", "Catalan" }, { "vi", "Vietnamese" },
+	{ "th", "Thai" }, { "la", "Latin" }, { "lad", "Ladino" },
+	{ NULL, NULL }
+};
+
+/* "English", "English (en-gb)", or the code itself when unknown. */
+static char *
+status_lang_title(const char *code)
+{
+	size_t n = strcspn(code, "-_");
+
+	for (int i = 0; status_lang_names[i].code; i++) {
+		const char *c = status_lang_names[i].code;
+		if (strlen(c) != n || strncmp(c, code, n) != 0)
+			continue;
+		if (code[n] == '\0')
+			return xstrdup(status_lang_names[i].name);
+		return xasprintf("%s (%s)", status_lang_names[i].name, code);
+	}
+	return xstrdup(code);
+}
+
+static char *
+status_age(int64_t secs)
+{
+	if (secs < 0)
+		secs = 0;
+	if (secs < 60)
+		return xasprintf("%llds", (long long)secs);
+	if (secs < 3600)
+		return xasprintf("%lldm %02llds", (long long)(secs / 60),
+		    (long long)(secs % 60));
+	if (secs < 86400)
+		return xasprintf("%lldh %02lldm", (long long)(secs / 3600),
+		    (long long)(secs % 3600 / 60));
+	return xasprintf("%lldd %02lldh", (long long)(secs / 86400),
+	    (long long)(secs % 86400 / 3600));
+}
+
+static char *
+status_stage_key(const struct store_stage_counts *sc)
+{
+	if (sc->stage == STAGE_TRANSCRIBE)
+		return xstrdup("transcribe");
+	return xasprintf("translate:%s", sc->lang);
+}
+
+/*
+ * The hook for live figures of a running farm.  The master refreshes
+ * "<db>.status", a JSON object with at least "pid"; this reads it and adds
+ * "stale": true when that master is gone (it died without removing it)
+ * and "age_s", the seconds since it was written.  NULL when there is no
+ * status file or it does not parse (a master writes it by rename, so a
+ * half-written file is never seen).  Live means: that pid runs and holds
+ * the farm lock.
+ */
+static json_t *
+status_farm_live(const struct config *cfg)
+{
+	char *path = master_status_path(cfg->db);
+	json_error_t jerr;
+	struct stat sb;
+	json_t *farm = NULL;
+
+	if (path == NULL || stat(path, &sb) < 0)
+		goto out;
+	farm = json_load_file(path, 0, &jerr);
+	if (farm == NULL || !json_is_object(farm)) {
+		json_decref(farm);
+		farm = NULL;
+		goto out;
+	}
+	json_int_t pid = json_integer_value(json_object_get(farm, "pid"));
+	/* a pid alone may have been reused since; the farm lock cannot be
+	 * held by a master that is gone */
+	pid_t holder = master_lock_holder(cfg->db);
+	json_object_set_new(farm, "stale", json_boolean(pid <= 0 ||
+	    !proc_alive((pid_t)pid) || holder == 0 ||
+	    (holder > 0 && holder != (pid_t)pid)));
+	json_object_set_new(farm, "age_s",
+	    json_integer((json_int_t)(time(NULL) - sb.st_mtime)));
+out:
+	free(path);
+	return farm;
+}
+
+/* A scalar as text; objects and arrays compact JSON.  malloc'd. */
+static char *
+status_json_text(json_t *v)
+{
+	if (json_is_string(v))
+		return xstrdup(json_string_value(v));
+	char *d = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
+	char *s = xstrdup(d ? d : "?");
+	free(d);
+	return s;
+}
+
+/* An object on one line: "k=v k=v" (nested values compact). */
+static void
+status_json_pairs(json_t *o, struct buf *b)
+{
+	const char *key;
+	json_t *v;
+
+	json_object_foreach(o, key, v) {
+		char *t = status_json_text(v);
+		buf_printf(b, "%s%s=%s", b->len ? " " : "", key, t);
+		free(t);
+	}
+}
+
+/* The master's figures, whatever it puts there: scalars one per line,
+ * an object one line per member, an array one line per element. */
+static void
+status_farm_print(json_t *farm)
+{
+	const char *key, *k2;
+	json_t *v, *v2;
+	size_t i;
+	json_int_t pid = json_integer_value(json_object_get(farm, "pid"));
+	char *age = status_age(json_integer_value(json_object_get(farm, "age_s")));
+
+	printf("\nFarm:\n");
+	if (json_is_true(json_object_get(farm, "stale")))
+		printf("- master pid %lld is not running: these figures are stale "
+		    "(written %s ago)\n", (long long)pid, age);
+	else
+		printf("- master pid %lld running (figures from %s ago)\n",
+		    (long long)pid, age);
+	free(age);
+	json_object_foreach(farm, key, v) {
+		struct buf b;
+
+		if (strcmp(key, "pid") == 0 || strcmp(key, "stale") == 0 ||
+		    strcmp(key, "age_s") == 0 || strcmp(key, "updated_at_ms") == 0 ||
+		    (json_is_string(v) && json_string_length(v) == 0))
+			continue;
+		buf_init(&b);
+		if (json_is_object(v)) {
+			printf("- %s:\n", key);
+			json_object_foreach(v, k2, v2) {
+				b.len = 0;
+				if (json_is_object(v2))
+					status_json_pairs(v2, &b);
+				else {
+					char *t = status_json_text(v2);
+					buf_printf(&b, "%s", t);
+					free(t);
+				}
+				printf("  - %s: %s\n", k2, b.data ? b.data : "");
+			}
+		} else if (json_is_array(v)) {
+			printf("- %s:\n", key);
+			json_array_foreach(v, i, v2) {
+				b.len = 0;
+				if (json_is_object(v2))
+					status_json_pairs(v2, &b);
+				else {
+					char *t = status_json_text(v2);
+					buf_printf(&b, "%s", t);
+					free(t);
+				}
+				printf("  - %s\n", b.data ? b.data : "");
+			}
+		} else {
+			char *t = status_json_text(v);
+			printf("- %s: %s\n", key, t);
+			free(t);
+		}
+		buf_free(&b);
+	}
+}
+
+/* Transcription first, then the target languages in the order the config
+ * names them (the order users think in), then languages no longer
+ * configured.  Returns a malloc'd permutation of c->stages. */
+static int *
+status_stage_order(const struct config *cfg, const struct store_counts *c)
+{
+	int *order = xmalloc(((size_t)c->nstages + 1) * sizeof(*order));
+	bool *used = xcalloc((size_t)c->nstages + 1, sizeof(*used));
+	int n = 0;
+
+	for (int i = 0; i < c->nstages; i++)
+		if (c->stages[i].stage == STAGE_TRANSCRIBE) {
+			order[n++] = i;
+			used[i] = true;
+		}
+	for (int l = 0; l < cfg->nlangs; l++)
+		for (int i = 0; i < c->nstages; i++)
+			if (!used[i] && strcmp(c->stages[i].lang, cfg->langs[l]) == 0) {
+				order[n++] = i;
+				used[i] = true;
+			}
+	for (int i = 0; i < c->nstages; i++)
+		if (!used[i])
+			order[n++] = i;
+	free(used);
+	return order;
+}
+
+static void
+status_print_text(const struct config *cfg, const struct store_counts *c,
+		  json_t *farm)
+{
+	static const struct { enum job_status st; const char *label; } rows[] = {
+		{ JOB_ST_COMPLETED, "Completed" },
+		{ JOB_ST_NOT_STARTED, "Not started" },
+		{ JOB_ST_IN_PROGRESS, "In progress" },
+		{ JOB_ST_FAILED, "Failed" },
+	};
+	char when[64];
+	time_t now = time(NULL);
+	struct tm tm;
+	int *order = status_stage_order(cfg, c);
+
+	localtime_r(&now, &tm);
+	strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S %Z", &tm);
+	printf("Current Status of %s (%s)\n\n", log_quote(cfg->db), when);
+	printf("Files: %lld\n", (long long)c->files);
+
+	for (int i = 0; i < c->nstages; i++) {
+		const struct store_stage_counts *sc = &c->stages[order[i]];
+		char *title = sc->stage == STAGE_TRANSCRIBE ? xstrdup("Transcription")
+		    : status_lang_title(sc->lang);
+
+		printf("\n%s%s:%s\n", title, sc->stage == STAGE_TRANSCRIBE ? ""
+		    : " Translations", sc->stage == STAGE_TRANSLATE &&
+		    !config_has_lang(cfg, sc->lang) ? " (not a configured "
+		    "target language)" : "");
+		for (size_t r = 0; r < sizeof(rows) / sizeof(rows[0]); r++) {
+			int64_t n = sc->n[rows[r].st];
+			printf("- %s: %lld file%s", rows[r].label, (long long)n,
+			    n == 1 ? "" : "s");
+			if (rows[r].st == JOB_ST_NOT_STARTED &&
+			    (sc->waiting > 0 || sc->delayed > 0)) {
+				const char *sep = " (";
+				if (sc->waiting > 0) {
+					printf("%s%lld waiting for transcript", sep,
+					    (long long)sc->waiting);
+					sep = ", ";
+				}
+				if (sc->delayed > 0)
+					printf("%s%lld waiting for retry", sep,
+					    (long long)sc->delayed);
+				printf(")");
+			}
+			printf("\n");
+		}
+		free(title);
+	}
+	if (c->oldest_in_progress_ms > 0) {
+		char *age = status_age((time_wall_ms() - c->oldest_in_progress_ms)
+		    / 1000);
+		printf("\nOldest job in progress: running for %s\n", age);
+		free(age);
+	}
+	if (farm != NULL)
+		status_farm_print(farm);
+	free(order);
+}
+
+static int
+status_print_json(const struct config *cfg, const struct store_counts *c,
+		  json_t *farm)
+{
+	json_t *root = json_object(), *stages = json_object();
+	json_t *waiting = json_object(), *delayed = json_object();
+	int64_t tw = 0, td = 0;
+	int rc;
+
+	/* a path that is not UTF-8 cannot be a JSON string: show it escaped */
+	json_t *db = json_string(cfg->db);
+	json_object_set_new(root, "db", db ? db : json_string(log_quote(cfg->db)));
+	json_object_set_new(root, "files", json_integer(c->files));
+	for (int i = 0; i < c->nstages; i++) {
+		const struct store_stage_counts *sc = &c->stages[i];
+		char *key = status_stage_key(sc);
+		json_t *o = json_object();
+		for (int s = 0; s < JOB_ST_COUNT; s++)
+			json_object_set_new(o, job_status_name((enum job_status)s),
+			    json_integer(sc->n[s]));
+		json_object_set_new(stages, key, o);
+		/* extras live outside "stages" so a stage's values add up to
+		 * its job count */
+		if (sc->stage == STAGE_TRANSLATE)
+			json_object_set_new(waiting, key, json_integer(sc->waiting));
+		json_object_set_new(delayed, key, json_integer(sc->delayed));
+		tw += sc->waiting;
+		td += sc->delayed;
+		free(key);
+	}
+	json_object_set_new(root, "stages", stages);
+	json_object_set_new(root, "waiting_for_transcript", waiting);
+	json_object_set_new(root, "waiting_for_retry", delayed);
+	json_object_set_new(root, "waiting", json_integer(tw));
+	json_object_set_new(root, "delayed", json_integer(td));
+	json_object_set_new(root, "oldest_in_progress_age_s",
+	    c->oldest_in_progress_ms > 0 ? json_integer(
+	    (time_wall_ms() - c->oldest_in_progress_ms) / 1000) : json_null());
+	if (farm != NULL)
+		json_object_set(root, "farm", farm);
+	rc = json_dumpf(root, stdout, JSON_INDENT(2) | JSON_ENSURE_ASCII);
+	printf("\n");
+	json_decref(root);
+	return rc;
+}
+
+int
+master_status_run(struct config *cfg)
+{
+	struct store_counts c = { 0 };
+	store_t *st = NULL;
+	json_t *farm = NULL;
+	int ex = EXIT_FATAL;
+
+	if (store_audit_db_missing(cfg->db, "status"))
+		goto out;
+	if ((st = master_store_open(cfg, STORE_READONLY)) == NULL)
+		goto out;
+	if (store_counts_get(st, &c) < 0) {
+		say_err("status: %s: %s", log_quote(cfg->db), store_errmsg(st));
+		goto out;
+	}
+	farm = status_farm_live(cfg);
+	if (cfg->json ? status_print_json(cfg, &c, farm) < 0 :
+	    (status_print_text(cfg, &c, farm), 0) < 0)
+		goto out;
+	ex = EXIT_OK;
+out:
+	if (fflush(stdout) != 0 && ex == EXIT_OK) {
+		say_err("status: cannot write the report: %s", strerror(errno));
+		ex = EXIT_FATAL;
+	}
+	json_decref(farm);
+	store_counts_free(&c);
+	if (st != NULL)
+		store_close(st);
+	return ex;
+}

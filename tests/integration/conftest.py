@@ -1,0 +1,247 @@
+"""Shared fixtures for mpfarm's integration tests: the real binary on real
+temporary trees.
+
+Every test gets a `farm`: a private working directory (the binary's cwd, so
+media_tracking.db, ./output and ./mpfarm.conf land there) plus helpers to run
+the binary, look into its database and build media trees.  Every subprocess
+is bounded by a timeout, and processes started with `farm.popen` are killed
+(whole process group) when the test ends, so a hung farm never hangs the
+suite.
+
+The binary is $MPFARM_BIN, else build/mpfarm beside tests/.  Under
+sanitizers (MPFARM_SANITIZED=1, set by `make sanitize`) timeouts stretch.
+"""
+import os
+import pathlib
+import signal
+import sqlite3
+import subprocess
+import time
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+MPFARM_BIN = os.environ.get("MPFARM_BIN") or str(REPO / "build" / "mpfarm")
+SANITIZED = os.environ.get("MPFARM_SANITIZED") == "1"
+SLOW = 4 if SANITIZED else 1
+DEFAULT_TIMEOUT = 60 * SLOW
+
+MEDIA_EXTS = ("mp3", "wav", "m4a", "flac", "ogg", "mp4", "mkv", "webm")
+
+
+def fsbytes(p):
+    """A path (str, bytes or Path) as bytes, for names that are not UTF-8."""
+    return os.fsencode(p)
+
+
+class Farm:
+    """One working directory and the helpers to drive mpfarm in it."""
+
+    def __init__(self, path):
+        self.path = pathlib.Path(path)
+        self.db = self.path / "media_tracking.db"
+        self.output = self.path / "output"
+        self.media = self.path / "media"
+        self.bin = MPFARM_BIN
+        self.procs = []
+        self.env = {k: v for k, v in os.environ.items()
+                    if not k.startswith("MPFARM_") and k not in (
+                        "ELEVENLABS_API_KEY", "OPENAI_API_KEY",
+                        "DEEPL_AUTH_KEY")}
+        self.env["LC_ALL"] = "C.UTF-8"
+        if SANITIZED:
+            for k in ("ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS"):
+                if k in os.environ:
+                    self.env[k] = os.environ[k]
+
+    # ---- running the binary -------------------------------------------
+    def _argv(self, args):
+        return [self.bin] + [a if isinstance(a, bytes) else str(a)
+                             for a in args]
+
+    def run(self, *args, check=False, timeout=None, env=None, input=None,
+            cwd=None, user=None):
+        """Run mpfarm to completion; returns CompletedProcess with str
+        stdout/stderr (undecodable bytes shown as \\xNN).  `user`, when the
+        tests run as root, drops to that uid/gid with setpriv (for
+        permission tests)."""
+        argv = self._argv(args)
+        if user is not None and os.geteuid() == 0:
+            argv = ["setpriv", "--reuid=%d" % user, "--regid=%d" % user,
+                    "--clear-groups", "--"] + argv
+        e = dict(self.env)
+        if env:
+            e.update(env)
+        p = subprocess.run(
+            argv, cwd=str(cwd or self.path), env=e, input=input,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            timeout=timeout * SLOW if timeout else DEFAULT_TIMEOUT,
+            encoding="utf-8", errors="backslashreplace")
+        if SANITIZED:
+            assert p.returncode != 99 and "Sanitizer" not in p.stderr, \
+                p.stderr
+        if check and p.returncode != 0:
+            raise AssertionError(
+                "mpfarm %s exited %d\nstdout:\n%s\nstderr:\n%s" % (
+                    " ".join(map(str, args)), p.returncode, p.stdout,
+                    p.stderr))
+        return p
+
+    def popen(self, *args, env=None, **kw):
+        """Start mpfarm in the background in its own process group (killed
+        at teardown).  stdout/stderr go to files farm.path/'popen-N.out'
+        and '.err' unless given, so a chatty farm never blocks on a pipe."""
+        e = dict(self.env)
+        if env:
+            e.update(env)
+        n = len(self.procs)
+        if "stdout" not in kw:
+            kw["stdout"] = open(self.path / ("popen-%d.out" % n), "wb")
+        if "stderr" not in kw:
+            kw["stderr"] = open(self.path / ("popen-%d.err" % n), "wb")
+        p = subprocess.Popen(self._argv(args), cwd=str(self.path), env=e,
+                             start_new_session=True, **kw)
+        p.log_out = self.path / ("popen-%d.out" % n)
+        p.log_err = self.path / ("popen-%d.err" % n)
+        self.procs.append(p)
+        return p
+
+    def wait(self, proc, timeout=None):
+        """Wait for a popen'd process; returns its exit status."""
+        return proc.wait(timeout=(timeout or DEFAULT_TIMEOUT) * SLOW)
+
+    def stop_all(self):
+        for p in self.procs:
+            if p.poll() is None:
+                try:
+                    os.killpg(p.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                try:
+                    p.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    pass
+            for f in (p.stdout, p.stderr):
+                if f is not None and hasattr(f, "close"):
+                    f.close()
+
+    def scan(self, *dirs, check=True):
+        return self.run("scan", *(dirs or (self.media,)), check=check)
+
+    def sqlite3_cli(self, sql, db=None, timeout=30):
+        """The sqlite3 shell, as users of the older tooling query."""
+        return subprocess.run(
+            ["sqlite3", str(db or self.db), sql], cwd=str(self.path),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout,
+            encoding="utf-8", errors="backslashreplace")
+
+    # ---- the database ----------------------------------------------------
+    def connect(self, timeout=10):
+        con = sqlite3.connect(str(self.db), timeout=timeout,
+                              isolation_level=None)
+        return con
+
+    def query(self, sql, params=()):
+        """All rows of one statement (a fresh connection each time)."""
+        con = self.connect()
+        try:
+            return con.execute(sql, params).fetchall()
+        finally:
+            con.close()
+
+    def scalar(self, sql, params=()):
+        rows = self.query(sql, params)
+        return rows[0][0] if rows else None
+
+    def execute(self, sql, params=()):
+        """One write in its own transaction."""
+        con = self.connect()
+        try:
+            con.execute("BEGIN IMMEDIATE")
+            cur = con.execute(sql, params)
+            con.execute("COMMIT")
+            return cur.rowcount
+        finally:
+            con.close()
+
+    def status_counts(self, stage="transcribe", lang=""):
+        """{status: count} of one stage's jobs."""
+        return dict(self.query(
+            "SELECT status, count(*) FROM jobs WHERE stage = ? AND lang = ? "
+            "GROUP BY status", (stage, lang)))
+
+    def dump(self):
+        """Everything a command could change, for before/after equality."""
+        con = self.connect()
+        try:
+            return [line for line in con.iterdump()]
+        finally:
+            con.close()
+
+    # ---- files -----------------------------------------------------------
+    def write_config(self, text, name="mpfarm.conf"):
+        """Write a config file in the working directory (./mpfarm.conf is
+        read without --config)."""
+        p = self.path / name
+        p.write_text(text)
+        return p
+
+    def make_tree(self, n, root=None, exts=MEDIA_EXTS, per_dir=100,
+                  content=b"RIFF fake media\n", start=0):
+        """n small fake media files under root (default farm.media), per_dir
+        to a folder, cycling through exts.  Returns their paths."""
+        root = pathlib.Path(root or self.media)
+        paths = []
+        for i in range(start, start + n):
+            d = root / ("d%03d" % (i // per_dir))
+            if i % per_dir == 0 or not d.exists():
+                d.mkdir(parents=True, exist_ok=True)
+            p = d / ("rec%06d.%s" % (i, exts[i % len(exts)]))
+            with open(p, "wb") as f:
+                f.write(content)
+            paths.append(p)
+        return paths
+
+    def write_output(self, rel, stage="transcribe", lang="", suffix=".txt",
+                     text=b"some text\n"):
+        """Create an output file the way a worker's rename leaves it."""
+        if stage == "transcribe":
+            p = fsbytes(self.output / "transcripts") + b"/" + fsbytes(rel) + \
+                fsbytes(suffix)
+        else:
+            p = fsbytes(self.output / "translations" / lang) + b"/" + \
+                fsbytes(rel) + fsbytes(suffix)
+        os.makedirs(os.path.dirname(p), exist_ok=True)
+        with open(p, "wb") as f:
+            f.write(text)
+        return p
+
+
+def dead_pid():
+    """A pid that is certainly not running (a reaped child)."""
+    p = subprocess.Popen(["true"])
+    p.wait(timeout=10)
+    return p.pid
+
+
+def wait_for(pred, timeout=10, interval=0.05):
+    """Poll pred() until it is truthy; returns its value or raises."""
+    deadline = time.monotonic() + timeout * SLOW
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(interval)
+    raise AssertionError("condition not met within %ss" % timeout)
+
+
+@pytest.fixture
+def farm(tmp_path):
+    if not os.access(MPFARM_BIN, os.X_OK):
+        pytest.fail("mpfarm binary not found at %s (build it with `make`, "
+                    "or set MPFARM_BIN)" % MPFARM_BIN)
+    work = tmp_path / "work"
+    work.mkdir()
+    f = Farm(work)
+    yield f
+    f.stop_all()
