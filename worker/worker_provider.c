@@ -15,11 +15,9 @@
 static const struct provider_ops *const provider_table[] = {
 	&provider_noop,
 	&provider_exec,
-#ifdef MPFARM_HTTP_PROVIDERS
 	&provider_elevenlabs,
 	&provider_openai,
 	&provider_deepl,
-#endif
 	NULL
 };
 

@@ -1,0 +1,707 @@
+/*
+ * worker_http.c - the libcurl layer under the cloud providers.  It owns the
+ * one easy handle a worker process reuses (so connections stay alive from
+ * job to job), the API keys (read, checked, wiped, never printed), and the
+ * single table that turns an HTTP answer into a job outcome plus an event
+ * for the master, so that every provider retries, pauses and fails alike.
+ */
+#include "worker_http.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <jansson.h>
+
+#include "ipc_frame.h"
+
+#define KEY_FILE_MAX 4096
+
+static CURL *http_easy;
+static bool  http_global;
+
+/* ---- keys and options ----------------------------------------------- */
+
+static void
+key_strip(char *k)
+{
+	size_t n = strlen(k), i = 0;
+
+	while (n > 0 && isspace((unsigned char)k[n - 1]))
+		k[--n] = '\0';
+	while (isspace((unsigned char)k[i]))
+		i++;
+	memmove(k, k + i, n - i + 1);
+}
+
+static char *
+key_file_read(const char *path, char *err, size_t errlen)
+{
+	struct stat st;
+	char *k = NULL;
+	ssize_t n;
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+
+	if (fd < 0) {
+		snprintf(err, errlen, "api_key_file %s: %s", path, strerror(errno));
+		goto fail;
+	}
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		snprintf(err, errlen, "api_key_file %s is not a regular file", path);
+		goto fail;
+	}
+	if (st.st_mode & S_IROTH) {
+		snprintf(err, errlen, "api_key_file %s is readable by everyone; "
+		    "refusing to use it (chmod o-r %s)", path, path);
+		goto fail;
+	}
+	if (st.st_size > KEY_FILE_MAX) {
+		snprintf(err, errlen, "api_key_file %s is too large to hold a key",
+		    path);
+		goto fail;
+	}
+	k = xcalloc(1, KEY_FILE_MAX + 1);
+	n = read(fd, k, KEY_FILE_MAX);
+	if (n < 0) {
+		snprintf(err, errlen, "api_key_file %s: %s", path, strerror(errno));
+		goto fail;
+	}
+	close(fd);
+	return k;
+fail:
+	if (fd >= 0)
+		close(fd);
+	worker_http_key_free(k);
+	return NULL;
+}
+
+int
+worker_http_key_load(const struct config *cfg, const char *section,
+		     const char *env, char **key, char *err, size_t errlen)
+{
+	const char *v = getenv(env);
+	const char *file = config_get(cfg, section, "api_key_file");
+	const char *from = env;
+	char *k = NULL;
+
+	*key = NULL;
+	if (v != NULL && v[0] != '\0') {
+		k = xstrdup(v);
+	} else if (file != NULL && file[0] != '\0') {
+		k = key_file_read(file, err, errlen);
+		if (k == NULL)
+			goto fail;
+		from = file;
+	} else {
+		snprintf(err, errlen, "%s is not set (or [%s] api_key_file)",
+		    env, section);
+		goto fail;
+	}
+	key_strip(k);
+	if (k[0] == '\0') {
+		snprintf(err, errlen, "the API key in %s is empty", from);
+		goto fail;
+	}
+	for (const char *p = k; *p; p++) {
+		/* a key goes into a header line: no control bytes, ever */
+		if ((unsigned char)*p < 0x20 || *p == 0x7f) {
+			snprintf(err, errlen, "the API key in %s contains control "
+			    "characters", from);
+			goto fail;
+		}
+	}
+	*key = k;
+	return 0;
+fail:
+	worker_http_key_free(k);
+	return -1;
+}
+
+void
+worker_http_key_free(char *key)
+{
+	if (key == NULL)
+		return;
+	explicit_bzero(key, strlen(key));
+	free(key);
+}
+
+static int
+opt_long(const struct config *cfg, const char *section, const char *key,
+	 long dflt, long lo, long hi, long *out, char *err, size_t errlen)
+{
+	const char *v = config_get(cfg, section, key);
+	char *end;
+
+	*out = dflt;
+	if (v == NULL)
+		return 0;
+	errno = 0;
+	*out = strtol(v, &end, 10);
+	if (end == v || *end != '\0' || errno != 0 || *out < lo || *out > hi) {
+		snprintf(err, errlen, "[%s] %s must be a whole number from %ld "
+		    "to %ld, not \"%s\"", section, key, lo, hi, v);
+		return -1;
+	}
+	return 0;
+}
+
+int
+worker_http_opts_load(const struct config *cfg, const char *section,
+		      const char *default_base, struct worker_http_opts *o,
+		      char *err, size_t errlen)
+{
+	const char *base = config_get(cfg, section, "base_url");
+	size_t n;
+
+	memset(o, 0, sizeof(*o));
+	o->provider = section;
+	if (base == NULL || base[0] == '\0')
+		base = default_base;
+	if (strncmp(base, "https://", 8) != 0 && strncmp(base, "http://", 7) != 0) {
+		snprintf(err, errlen, "[%s] base_url must start with https:// or "
+		    "http://, not \"%s\"", section, base);
+		return -1;
+	}
+	n = strlen(base);
+	while (n > 0 && base[n - 1] == '/')
+		n--;
+	if (n >= sizeof(o->base_url)) {
+		snprintf(err, errlen, "[%s] base_url is too long", section);
+		return -1;
+	}
+	memcpy(o->base_url, base, n);
+	o->base_url[n] = '\0';
+	if (opt_long(cfg, section, "connect_timeout", 10, 1, 3600,
+		     &o->connect_timeout, err, errlen) < 0 ||
+	    opt_long(cfg, section, "low_speed_time", 300, 1, 86400,
+		     &o->low_speed_time, err, errlen) < 0 ||
+	    opt_long(cfg, section, "max_response_bytes", WORKER_HTTP_RESPONSE_MAX,
+		     1024, 1L << 32, &o->max_response, err, errlen) < 0)
+		return -1;
+	return 0;
+}
+
+/* ---- pure helpers ---------------------------------------------------- */
+
+int64_t
+worker_http_retry_after_parse(const char *value, time_t now)
+{
+	double secs;
+	char *end;
+
+	if (value == NULL)
+		return 0;
+	while (isspace((unsigned char)*value))
+		value++;
+	if (isdigit((unsigned char)*value)) {
+		secs = strtod(value, &end);
+		while (isspace((unsigned char)*end))
+			end++;
+		if (*end != '\0' || !isfinite(secs))
+			return 0;
+	} else {
+		time_t t = curl_getdate(value, NULL);
+		if (t == (time_t)-1)
+			return 0;
+		secs = difftime(t, now);
+	}
+	if (secs <= 0)
+		return 0;
+	if (secs * 1000.0 >= WORKER_HTTP_RETRY_AFTER_MAX_MS)
+		return WORKER_HTTP_RETRY_AFTER_MAX_MS;
+	return (int64_t)ceil(secs * 1000.0);
+}
+
+int64_t
+worker_http_duration_parse(const char *value)
+{
+	double total = 0;
+	const char *p = value;
+
+	if (p == NULL || *p == '\0')
+		return -1;
+	while (*p) {
+		char *end;
+		double d = strtod(p, &end);
+		if (end == p || d < 0 || !isfinite(d))
+			return -1;
+		p = end;
+		if (strncmp(p, "ms", 2) == 0) {
+			total += d;
+			p += 2;
+		} else if (*p == 'h') {
+			total += d * 3600000.0;
+			p++;
+		} else if (*p == 'm') {
+			total += d * 60000.0;
+			p++;
+		} else if (*p == 's') {
+			total += d * 1000.0;
+			p++;
+		} else {
+			return -1;
+		}
+	}
+	return total > WORKER_HTTP_RETRY_AFTER_MAX_MS ?
+		WORKER_HTTP_RETRY_AFTER_MAX_MS : (int64_t)ceil(total);
+}
+
+static bool
+code_is(const char *code, const char *what)
+{
+	return code != NULL && strcmp(code, what) == 0;
+}
+
+void
+worker_http_classify(const char *provider, long status, CURLcode cc,
+		     const char *code, struct worker_http_class *out)
+{
+	bool deepl = strcmp(provider, "deepl") == 0;
+
+	out->event = -1;
+	if (status == 0) {
+		switch (cc) {
+		/* a wrong base_url or a certificate that does not verify will
+		 * not mend itself: say so at once instead of retrying */
+		case CURLE_UNSUPPORTED_PROTOCOL:
+		case CURLE_URL_MALFORMAT:
+		case CURLE_NOT_BUILT_IN:
+		case CURLE_PEER_FAILED_VERIFICATION:
+		case CURLE_SSL_CACERT_BADFILE:
+		case CURLE_SSL_CERTPROBLEM:
+		case CURLE_FILESIZE_EXCEEDED:
+			out->outcome = OUT_PERMANENT;
+			break;
+		default:
+			out->outcome = OUT_TRANSIENT;
+			break;
+		}
+		return;
+	}
+	if (status >= 200 && status < 300) {
+		out->outcome = OUT_COMPLETED;
+		out->event = IPC_PROV_OK;
+	} else if (code_is(code, "insufficient_quota") ||
+		   code_is(code, "quota_exceeded")) {
+		/* OpenAI says this with a 429: retrying cannot help */
+		out->outcome = OUT_PERMANENT;
+		out->event = IPC_PROV_QUOTA;
+	} else if (status == 429 || (deepl && status == 529)) {
+		out->outcome = OUT_RATE_LIMITED;
+		out->event = code_is(code, "too_many_concurrent_requests") ?
+			IPC_PROV_CONCURRENCY : IPC_PROV_RATE_LIMITED;
+	} else if (status == 401 || status == 403 || (deepl && status == 456)) {
+		out->outcome = OUT_PERMANENT;
+		out->event = IPC_PROV_QUOTA;
+	} else if (status == 408 || status >= 500) {
+		out->outcome = OUT_TRANSIENT;
+	} else {
+		/* 400, 404, 413, 422 and the redirects we do not follow */
+		out->outcome = OUT_PERMANENT;
+	}
+}
+
+static void
+msg_clean(char *dst, size_t dstlen, const char *src, size_t n)
+{
+	size_t o = 0;
+	bool space = false;
+
+	if (dstlen == 0)
+		return;
+	for (size_t i = 0; i < n && src[i] && o + 1 < dstlen; i++) {
+		unsigned char ch = (unsigned char)src[i];
+		if (ch < 0x20 || ch == 0x7f) {
+			space = o > 0;
+			continue;
+		}
+		if (space && o + 2 < dstlen)
+			dst[o++] = ' ';
+		space = false;
+		dst[o++] = (char)ch;
+	}
+	dst[o] = '\0';
+}
+
+static const char *
+json_str(json_t *o, const char *key)
+{
+	return json_string_value(json_object_get(o, key));
+}
+
+void
+worker_http_error_parse(const char *body, size_t len, char *code,
+			size_t codelen, char *msg, size_t msglen)
+{
+	json_t *root = json_loadb(body, len, 0, NULL);
+	json_t *e, *d;
+	const char *c = NULL, *m = NULL;
+
+	code[0] = msg[0] = '\0';
+	if (json_is_object(root)) {
+		e = json_object_get(root, "error");
+		d = json_object_get(root, "detail");
+		if (json_is_object(e)) {                /* OpenAI */
+			m = json_str(e, "message");
+			c = json_str(e, "code");
+			if (c == NULL || code_is(json_str(e, "type"),
+						 "insufficient_quota"))
+				c = json_str(e, "type");
+		} else if (json_is_string(e)) {
+			m = json_string_value(e);
+		} else if (json_is_object(d)) {         /* ElevenLabs */
+			m = json_str(d, "message");
+			c = json_str(d, "status");
+		} else if (json_is_string(d)) {
+			m = json_string_value(d);
+		} else if (json_is_array(d)) {          /* validation errors */
+			m = json_str(json_array_get(d, 0), "msg");
+			c = json_str(json_array_get(d, 0), "type");
+		}
+		if (m == NULL)                          /* DeepL */
+			m = json_str(root, "message");
+	}
+	if (c != NULL)
+		msg_clean(code, codelen, c, strlen(c));
+	if (m != NULL)
+		msg_clean(msg, msglen, m, strlen(m));
+	else
+		msg_clean(msg, msglen < 201 ? msglen : 201, body, len);
+	json_decref(root);
+}
+
+void
+worker_http_scrub(char *msg, const char *secret)
+{
+	size_t slen = secret ? strlen(secret) : 0, o = 0;
+
+	if (slen < 8)
+		return;
+	for (size_t i = 0; msg[i];) {
+		size_t best = 0;
+		for (size_t j = 0; j + best < slen; j++) {
+			size_t k = 0;
+			while (msg[i + k] && secret[j + k] &&
+			       msg[i + k] == secret[j + k])
+				k++;
+			if (k > best)
+				best = k;
+		}
+		if (best >= 8) {
+			/* "***" is shorter than the run: msg never grows */
+			memcpy(msg + o, "***", 3);
+			o += 3;
+			i += best;
+		} else {
+			msg[o++] = msg[i++];
+		}
+	}
+	msg[o] = '\0';
+}
+
+/* ---- the exchange ---------------------------------------------------- */
+
+CURL *
+worker_http_handle(void)
+{
+	if (http_easy != NULL)
+		return http_easy;
+	if (!http_global) {
+		if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+			return NULL;
+		http_global = true;
+	}
+	http_easy = curl_easy_init();
+	return http_easy;
+}
+
+void
+worker_http_cleanup(void)
+{
+	if (http_easy != NULL)
+		curl_easy_cleanup(http_easy);
+	http_easy = NULL;
+	if (http_global)
+		curl_global_cleanup();
+	http_global = false;
+}
+
+struct http_sink {
+	struct buf *b;
+	size_t max;
+	bool over;
+};
+
+static size_t
+http_write(char *p, size_t size, size_t n, void *ud)
+{
+	struct http_sink *s = ud;
+
+	if (s->b->len + size * n > s->max) {
+		s->over = true;
+		return 0;
+	}
+	buf_append(s->b, p, size * n);
+	return size * n;
+}
+
+static int
+http_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow,
+	      curl_off_t ultotal, curl_off_t ulnow)
+{
+	(void)ud; (void)dltotal; (void)dlnow; (void)ultotal; (void)ulnow;
+	worker_heartbeat();     /* rate-limited by the worker */
+	return 0;
+}
+
+static const char *
+http_header(CURL *h, const char *name)
+{
+	struct curl_header *hd;
+
+	if (curl_easy_header(h, name, 0, CURLH_HEADER, -1, &hd) != CURLHE_OK)
+		return NULL;
+	return hd->value;
+}
+
+/* How long the provider asked us to wait: Retry-After (or OpenAI's
+ * retry-after-ms); for a 429 without one, the x-ratelimit reset of the
+ * limit that ran out. */
+static int64_t
+http_wait_ms(CURL *h, long status)
+{
+	const char *v = http_header(h, "retry-after-ms");
+	int64_t ms = 0;
+
+	if (v != NULL) {
+		char *end;
+		double d = strtod(v, &end);
+		if (end != v && d > 0 && isfinite(d))
+			ms = d > WORKER_HTTP_RETRY_AFTER_MAX_MS ?
+				WORKER_HTTP_RETRY_AFTER_MAX_MS : (int64_t)d;
+	}
+	if (ms == 0)
+		ms = worker_http_retry_after_parse(http_header(h, "retry-after"),
+						   time(NULL));
+	if (ms != 0 || status != 429)
+		return ms;
+	static const char *const kinds[] = { "requests", "tokens" };
+	for (int i = 0; i < 2; i++) {
+		char name[64];
+		snprintf(name, sizeof(name), "x-ratelimit-remaining-%s", kinds[i]);
+		v = http_header(h, name);
+		if (v == NULL || strcmp(v, "0") != 0)
+			continue;
+		snprintf(name, sizeof(name), "x-ratelimit-reset-%s", kinds[i]);
+		int64_t d = worker_http_duration_parse(http_header(h, name));
+		if (d > ms)
+			ms = d;
+	}
+	return ms;
+}
+
+static void
+http_setup(CURL *h, struct worker_http_call *c, struct http_sink *sink,
+	   char *errbuf)
+{
+	const struct worker_http_opts *o = c->opts;
+
+	curl_easy_reset(h);     /* keeps the connection cache */
+	curl_easy_setopt(h, CURLOPT_URL, c->url);
+	curl_easy_setopt(h, CURLOPT_HTTPHEADER, c->headers);
+	curl_easy_setopt(h, CURLOPT_USERAGENT, "mpfarm/" MPFARM_VERSION);
+	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
+	curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);
+	curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
+	curl_easy_setopt(h, CURLOPT_ACCEPT_ENCODING, "");
+	curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
+	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, o->connect_timeout);
+	/* a provider working on a long file sends nothing for a while;
+	 * low_speed_time bounds that silence, the job timeout the rest */
+	curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
+	curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, o->low_speed_time);
+	curl_easy_setopt(h, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)o->max_response);
+	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, http_write);
+	curl_easy_setopt(h, CURLOPT_WRITEDATA, sink);
+	curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
+	curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, http_progress);
+	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
+	if (c->mime != NULL) {
+		curl_easy_setopt(h, CURLOPT_MIMEPOST, c->mime);
+	} else {
+		curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE,
+				 (curl_off_t)c->body_len);
+		curl_easy_setopt(h, CURLOPT_POSTFIELDS, c->body ? c->body : "");
+	}
+}
+
+int
+worker_http_exchange(struct worker_http_call *c, struct provider_result *res)
+{
+	const char *prov = c->opts->provider;
+	char errbuf[CURL_ERROR_SIZE] = "", code[64], text[400];
+	struct http_sink sink = { &c->resp, (size_t)c->opts->max_response, false };
+	struct worker_http_class cls;
+	CURL *h = worker_http_handle();
+	int64_t t0 = time_mono_ms();
+	CURLcode cc;
+
+	c->status = 0;
+	c->retry_after_ms = 0;
+	buf_init(&c->resp);
+	if (h == NULL) {
+		provider_result_error(res, OUT_TRANSIENT, "cannot start libcurl");
+		return -1;
+	}
+	if (worker_token_acquire(prov) < 0) {
+		provider_result_error(res, OUT_INTERRUPTED, "farm stopping before "
+		    "the request to %s", prov);
+		return -1;
+	}
+	http_setup(h, c, &sink, errbuf);
+	cc = curl_easy_perform(h);
+	curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &c->status);
+	c->retry_after_ms = http_wait_ms(h, c->status);
+	buf_terminate(&c->resp);
+	log_debug("http_request", "provider=%s status=%ld curl=%d ms=%lld "
+	    "bytes=%zu", prov, c->status, (int)cc,
+	    (long long)(time_mono_ms() - t0), c->resp.len);
+
+	if (sink.over) {
+		provider_result_error(res, OUT_PERMANENT, "response from %s larger "
+		    "than %ld bytes", prov, c->opts->max_response);
+		res->http_status = (int)c->status;
+		return -1;
+	}
+	if (cc != CURLE_OK) {
+		worker_http_classify(prov, 0, cc, NULL, &cls);
+		snprintf(text, sizeof(text), "request to %s failed: %s%s%s", prov,
+		    curl_easy_strerror(cc), errbuf[0] ? ": " : "", errbuf);
+		worker_http_scrub(text, c->secret);
+		provider_result_error(res, cls.outcome, "%s", text);
+		res->retry_after_ms = c->retry_after_ms;
+		return -1;
+	}
+	worker_http_error_parse(c->resp.data, c->resp.len, code, sizeof(code),
+				text, sizeof(text));
+	worker_http_classify(prov, c->status, cc, code, &cls);
+	if (cls.outcome == OUT_COMPLETED) {
+		worker_provider_event(prov, IPC_PROV_OK, 0, (int)c->status, "");
+		return 0;
+	}
+	worker_http_scrub(text, c->secret);
+	worker_http_scrub(code, c->secret);
+	provider_result_error(res, cls.outcome, "HTTP %ld from %s: %s%s%s%s",
+	    c->status, prov, text[0] ? text : "(no message)",
+	    code[0] ? " (" : "", code, code[0] ? ")" : "");
+	res->http_status = (int)c->status;
+	res->retry_after_ms = c->retry_after_ms;
+	if (cls.event >= 0)
+		worker_provider_event(prov, cls.event, c->retry_after_ms,
+				      (int)c->status, res->msg);
+	return -1;
+}
+
+int
+worker_http_malformed(const struct worker_http_call *c,
+		      struct provider_result *res, const char *what)
+{
+	provider_result_error(res, OUT_TRANSIENT, "malformed response from %s: "
+	    "%s", c->opts->provider, what);
+	res->http_status = (int)c->status;
+	return -1;
+}
+
+/* ---- media files and forms ------------------------------------------ */
+
+int
+worker_http_media_check(const char *path, int64_t *size,
+			struct provider_result *res)
+{
+	struct stat st;
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+
+	if (fd < 0) {
+		int e = errno;
+		bool gone = e == ENOENT || e == EACCES || e == ENOTDIR ||
+			    e == ELOOP || e == EISDIR || e == EPERM;
+		provider_result_error(res, gone ? OUT_PERMANENT : OUT_TRANSIENT,
+		    "cannot open %s: %s", path, strerror(e));
+		return -1;
+	}
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		close(fd);
+		provider_result_error(res, OUT_PERMANENT, "%s is not a regular "
+		    "file", path);
+		return -1;
+	}
+	close(fd);
+	if (st.st_size == 0) {
+		provider_result_error(res, OUT_PERMANENT, "empty file: %s", path);
+		return -1;
+	}
+	*size = st.st_size;
+	return 0;
+}
+
+int
+worker_http_mime_file(curl_mime *mime, const char *field, const char *path,
+		      struct provider_result *res)
+{
+	const char *base = strrchr(path, '/');
+	curl_mimepart *part = curl_mime_addpart(mime);
+	char name[128];
+	size_t n = 0;
+
+	base = base ? base + 1 : path;
+	/* the name only hints at the format (providers look at the
+	 * extension): keep it plain so no header can be bent by it */
+	for (; *base && n + 1 < sizeof(name); base++) {
+		unsigned char ch = (unsigned char)*base;
+		name[n++] = (isalnum(ch) || ch == '.' || ch == '-' || ch == '_') ?
+			(char)ch : '_';
+	}
+	name[n] = '\0';
+	if (part == NULL || curl_mime_name(part, field) != CURLE_OK ||
+	    curl_mime_filedata(part, path) != CURLE_OK ||
+	    curl_mime_filename(part, n ? name : "media") != CURLE_OK ||
+	    curl_mime_type(part, "application/octet-stream") != CURLE_OK) {
+		provider_result_error(res, OUT_TRANSIENT, "cannot prepare the "
+		    "upload of %s", path);
+		return -1;
+	}
+	return 0;
+}
+
+void
+worker_http_mime_text(curl_mime *mime, const char *field, const char *value)
+{
+	curl_mimepart *part = curl_mime_addpart(mime);
+
+	curl_mime_name(part, field);
+	curl_mime_data(part, value, CURL_ZERO_TERMINATED);
+}
+
+void
+worker_http_transcript_add(struct provider_result *res, const char *text,
+			   size_t len, struct buf *raw)
+{
+	struct buf t;
+
+	buf_init(&t);
+	buf_append(&t, text, len);
+	if (len == 0 || text[len - 1] != '\n')
+		buf_append(&t, "\n", 1);
+	provider_result_add(res, ".txt", t.data, t.len);
+	buf_terminate(raw);
+	provider_result_add(res, ".json", raw->data, raw->len);
+	buf_init(raw);
+}

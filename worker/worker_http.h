@@ -1,0 +1,155 @@
+/*
+ * worker_http.h - the HTTP layer the cloud providers share (libcurl): one
+ * reused easy handle per worker process, keys kept out of every message,
+ * and one place that turns an HTTP answer into a job outcome and a
+ * provider-wide event for the master.  The pure helpers (Retry-After,
+ * classification, DeepL chunking) are declared here so unit tests reach
+ * them.
+ */
+#ifndef MPFARM_WORKER_HTTP_H
+#define MPFARM_WORKER_HTTP_H
+
+#include <time.h>
+#include <curl/curl.h>
+#include "worker_provider.h"
+
+/* The cloud providers (registry entries in worker_provider.c).  openai's
+ * run does both stages, by req->stage. */
+extern const struct provider_ops provider_elevenlabs;
+extern const struct provider_ops provider_openai;
+extern const struct provider_ops provider_deepl;
+
+#define WORKER_HTTP_RETRY_AFTER_MAX_MS (15 * 60 * 1000)  /* cap on any pause */
+#define WORKER_HTTP_RESPONSE_MAX (64L * 1024 * 1024)    /* default cap */
+
+/* Per-provider settings from its config section ([openai] ...). */
+struct worker_http_opts {
+	const char *provider;       /* "openai": section, tokens, messages */
+	char  base_url[512];        /* without trailing '/' */
+	long  connect_timeout;      /* seconds (connect_timeout, 10) */
+	long  low_speed_time;       /* seconds without a byte (low_speed_time, 300) */
+	long  max_response;         /* bytes (max_response_bytes) */
+};
+
+/* One request and its answer. */
+struct worker_http_call {
+	const struct worker_http_opts *opts;
+	const char *url;
+	const char *secret;         /* the key, only to scrub it from messages */
+	struct curl_slist *headers; /* caller-owned; carries the auth header */
+	const char *body;           /* JSON body, or NULL with mime */
+	size_t      body_len;
+	curl_mime  *mime;           /* caller-owned multipart upload */
+	/* filled by worker_http_exchange */
+	long        status;
+	struct buf  resp;           /* NUL-terminated; caller buf_free()s */
+	int64_t     retry_after_ms;
+};
+
+/* Fill opts from [section]; default_base is used when base_url is unset.
+ * Returns -1 with a message when a value is unusable. */
+int  worker_http_opts_load(const struct config *cfg, const char *section,
+			   const char *default_base, struct worker_http_opts *o,
+			   char *err, size_t errlen);
+
+/* The API key: environment variable `env` if set and non-empty, else
+ * [section] api_key_file, which must not be readable by others.  Leading
+ * and trailing whitespace is stripped.  *key is malloc'd (free with
+ * worker_http_key_free, which wipes it). */
+int  worker_http_key_load(const struct config *cfg, const char *section,
+			  const char *env, char **key, char *err, size_t errlen);
+void worker_http_key_free(char *key);
+
+/* The process-wide handle (created on first use; reused for keep-alive).
+ * Providers need it to build a curl_mime. NULL if curl cannot start. */
+CURL *worker_http_handle(void);
+/* Free the handle and curl's globals (worker exit). */
+void worker_http_cleanup(void);
+
+/* Take a farm-wide token, send the request, and classify the answer.
+ * Returns 0 for a 2xx answer (body in c->resp; IPC_PROV_OK sent); else -1
+ * with res filled (outcome, http_status, retry_after_ms, key-free msg) and
+ * the matching provider event sent. */
+int  worker_http_exchange(struct worker_http_call *c,
+			  struct provider_result *res);
+/* Check a media file before any upload: missing or unreadable (naming
+ * the path), not a regular file, or empty ("empty file") fill res and
+ * return -1; else 0 with its size. */
+int  worker_http_media_check(const char *path, int64_t *size,
+			     struct provider_result *res);
+/* A multipart file part streamed from disk (curl_mime_filedata), sent
+ * under a tamed copy of the base name.  0 / -1 (res filled). */
+int  worker_http_mime_file(curl_mime *mime, const char *field,
+			   const char *path, struct provider_result *res);
+/* Add a text field to a multipart form. */
+void worker_http_mime_text(curl_mime *mime, const char *field,
+			   const char *value);
+/* Add a transcript's ".txt" (text plus a final newline) and ".json" (the
+ * provider's answer as received; raw is taken over and emptied). */
+void worker_http_transcript_add(struct provider_result *res, const char *text,
+				size_t len, struct buf *raw);
+/* A 2xx answer that did not parse: transient "malformed response from P". */
+int  worker_http_malformed(const struct worker_http_call *c,
+			   struct provider_result *res, const char *what);
+
+/* ---- pure helpers (unit-tested) -------------------------------------- */
+
+/* Retry-After value, delta-seconds or HTTP date, as ms from `now`
+ * (0 when absent, unparsable or in the past; capped). */
+int64_t worker_http_retry_after_parse(const char *value, time_t now);
+/* OpenAI's x-ratelimit-reset-* durations ("1s", "6m0s", "20ms", "1.5s")
+ * in ms, or -1. */
+int64_t worker_http_duration_parse(const char *value);
+
+struct worker_http_class {
+	enum job_outcome outcome;
+	int  event;                 /* enum ipc_prov_event, or -1 for none */
+};
+/* Classify one exchange.  status is 0 when curl failed (cc says how);
+ * code is the provider's machine-readable error code from the body
+ * ("insufficient_quota", "too_many_concurrent_requests", ...) or NULL. */
+void worker_http_classify(const char *provider, long status, CURLcode cc,
+			  const char *code, struct worker_http_class *out);
+/* Pull the error code and human message out of an error body of any of
+ * the three providers' shapes; falls back to a printable prefix of the
+ * body.  Both outputs are always NUL-terminated. */
+void worker_http_error_parse(const char *body, size_t len, char *code,
+			     size_t codelen, char *msg, size_t msglen);
+/* Replace any run of 8 or more characters of `secret` found in msg. */
+void worker_http_scrub(char *msg, const char *secret);
+
+/* ---- DeepL chunking (worker_deepl.c) ---------------------------------- */
+
+/* One piece of a text: bytes [off, off+len) are sent; the sep_len bytes
+ * after them (whitespace, or nothing) are kept as they are and put back
+ * between the translations. */
+struct deepl_piece {
+	size_t off;
+	size_t len;
+	size_t sep_len;
+	int    batch;               /* request number, from worker_deepl_plan */
+};
+/* Split text into pieces of at most max_piece bytes, cutting at the last
+ * paragraph break, else line break, else sentence end, else space, else
+ * UTF-8 character boundary that fits.  Text before the first piece is
+ * text[0..pieces[0].off).  Returns 0 (no pieces for blank text) or -1 when
+ * max_piece < 4. */
+int  worker_deepl_split(const char *text, size_t len, size_t max_piece,
+			struct deepl_piece **pieces, int *npieces);
+/* Bytes a string takes inside a JSON string literal (quotes excluded),
+ * escaped as jansson does. */
+size_t worker_deepl_json_len(const char *s, size_t len);
+/* Split and group into requests whose JSON body stays under max_body
+ * bytes with at most max_texts texts each; sets pieces[i].batch and
+ * *nbatches.  max_piece is lowered when a piece of that size could
+ * escape past max_body. */
+int  worker_deepl_plan(const char *text, size_t len, size_t max_piece,
+		       size_t max_body, int max_texts,
+		       struct deepl_piece **pieces, int *npieces, int *nbatches);
+/* DeepL's target_lang for our language code: en -> EN-US / EN-GB
+ * (english_variant), pt -> PT-BR / PT-PT (portuguese_variant), else the
+ * code upper-cased.  Returns -1 for an unknown variant. */
+int  worker_deepl_target(const char *lang, const char *english_variant,
+			 const char *portuguese_variant, char *out, size_t outlen);
+
+#endif
