@@ -364,7 +364,7 @@ done:
 		free(tr[i]);
 	free(tr);
 	free(p);
-	curl_slist_free_all(c.headers);
+	worker_http_headers_free(c.headers);
 	worker_http_key_free(key);
 	buf_free(&out);
 	return rc;

@@ -187,7 +187,7 @@ el_run(const struct provider_req *req, struct provider_result *res)
 done:
 	json_decref(root);
 	curl_mime_free(c.mime);
-	curl_slist_free_all(c.headers);
+	worker_http_headers_free(c.headers);
 	free((char *)c.url);
 	buf_free(&c.resp);
 	worker_http_key_free(key);

@@ -1,9 +1,10 @@
 /*
  * worker_http.c - the libcurl layer under the cloud providers.  It owns the
  * one easy handle a worker process reuses (so connections stay alive from
- * job to job), the API keys (read, checked, wiped, never printed), and the
- * single table that turns an HTTP answer into a job outcome plus an event
- * for the master, so that every provider retries, pauses and fails alike.
+ * job to job), the single table that turns an HTTP answer into a job
+ * outcome plus an event for the master, so that every provider retries,
+ * pauses and fails alike, and the checks and streamed uploads of media
+ * files.  Keys and options come from worker_http_conf.c.
  */
 #include "worker_http.h"
 
@@ -20,172 +21,8 @@
 
 #include "ipc_frame.h"
 
-#define KEY_FILE_MAX 4096
-
 static CURL *http_easy;
 static bool  http_global;
-
-/* ---- keys and options ----------------------------------------------- */
-
-static void
-key_strip(char *k)
-{
-	size_t n = strlen(k), i = 0;
-
-	while (n > 0 && isspace((unsigned char)k[n - 1]))
-		k[--n] = '\0';
-	while (isspace((unsigned char)k[i]))
-		i++;
-	memmove(k, k + i, n - i + 1);
-}
-
-static char *
-key_file_read(const char *path, char *err, size_t errlen)
-{
-	struct stat st;
-	char *k = NULL;
-	ssize_t n;
-	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-
-	if (fd < 0) {
-		snprintf(err, errlen, "api_key_file %s: %s", path, strerror(errno));
-		goto fail;
-	}
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-		snprintf(err, errlen, "api_key_file %s is not a regular file", path);
-		goto fail;
-	}
-	if (st.st_mode & S_IROTH) {
-		snprintf(err, errlen, "api_key_file %s is readable by everyone; "
-		    "refusing to use it (chmod o-r %s)", path, path);
-		goto fail;
-	}
-	if (st.st_size > KEY_FILE_MAX) {
-		snprintf(err, errlen, "api_key_file %s is too large to hold a key",
-		    path);
-		goto fail;
-	}
-	k = xcalloc(1, KEY_FILE_MAX + 1);
-	n = read(fd, k, KEY_FILE_MAX);
-	if (n < 0) {
-		snprintf(err, errlen, "api_key_file %s: %s", path, strerror(errno));
-		goto fail;
-	}
-	close(fd);
-	return k;
-fail:
-	if (fd >= 0)
-		close(fd);
-	worker_http_key_free(k);
-	return NULL;
-}
-
-int
-worker_http_key_load(const struct config *cfg, const char *section,
-		     const char *env, char **key, char *err, size_t errlen)
-{
-	const char *v = getenv(env);
-	const char *file = config_get(cfg, section, "api_key_file");
-	const char *from = env;
-	char *k = NULL;
-
-	*key = NULL;
-	if (v != NULL && v[0] != '\0') {
-		k = xstrdup(v);
-	} else if (file != NULL && file[0] != '\0') {
-		k = key_file_read(file, err, errlen);
-		if (k == NULL)
-			goto fail;
-		from = file;
-	} else {
-		snprintf(err, errlen, "%s is not set (or [%s] api_key_file)",
-		    env, section);
-		goto fail;
-	}
-	key_strip(k);
-	if (k[0] == '\0') {
-		snprintf(err, errlen, "the API key in %s is empty", from);
-		goto fail;
-	}
-	for (const char *p = k; *p; p++) {
-		/* a key goes into a header line: no control bytes, ever */
-		if ((unsigned char)*p < 0x20 || *p == 0x7f) {
-			snprintf(err, errlen, "the API key in %s contains control "
-			    "characters", from);
-			goto fail;
-		}
-	}
-	*key = k;
-	return 0;
-fail:
-	worker_http_key_free(k);
-	return -1;
-}
-
-void
-worker_http_key_free(char *key)
-{
-	if (key == NULL)
-		return;
-	explicit_bzero(key, strlen(key));
-	free(key);
-}
-
-static int
-opt_long(const struct config *cfg, const char *section, const char *key,
-	 long dflt, long lo, long hi, long *out, char *err, size_t errlen)
-{
-	const char *v = config_get(cfg, section, key);
-	char *end;
-
-	*out = dflt;
-	if (v == NULL)
-		return 0;
-	errno = 0;
-	*out = strtol(v, &end, 10);
-	if (end == v || *end != '\0' || errno != 0 || *out < lo || *out > hi) {
-		snprintf(err, errlen, "[%s] %s must be a whole number from %ld "
-		    "to %ld, not \"%s\"", section, key, lo, hi, v);
-		return -1;
-	}
-	return 0;
-}
-
-int
-worker_http_opts_load(const struct config *cfg, const char *section,
-		      const char *default_base, struct worker_http_opts *o,
-		      char *err, size_t errlen)
-{
-	const char *base = config_get(cfg, section, "base_url");
-	size_t n;
-
-	memset(o, 0, sizeof(*o));
-	o->provider = section;
-	if (base == NULL || base[0] == '\0')
-		base = default_base;
-	if (strncmp(base, "https://", 8) != 0 && strncmp(base, "http://", 7) != 0) {
-		snprintf(err, errlen, "[%s] base_url must start with https:// or "
-		    "http://, not \"%s\"", section, base);
-		return -1;
-	}
-	n = strlen(base);
-	while (n > 0 && base[n - 1] == '/')
-		n--;
-	if (n >= sizeof(o->base_url)) {
-		snprintf(err, errlen, "[%s] base_url is too long", section);
-		return -1;
-	}
-	memcpy(o->base_url, base, n);
-	o->base_url[n] = '\0';
-	if (opt_long(cfg, section, "connect_timeout", 10, 1, 3600,
-		     &o->connect_timeout, err, errlen) < 0 ||
-	    opt_long(cfg, section, "low_speed_time", 300, 1, 86400,
-		     &o->low_speed_time, err, errlen) < 0 ||
-	    opt_long(cfg, section, "max_response_bytes", WORKER_HTTP_RESPONSE_MAX,
-		     1024, 1L << 32, &o->max_response, err, errlen) < 0)
-		return -1;
-	return 0;
-}
 
 /* ---- pure helpers ---------------------------------------------------- */
 
@@ -570,12 +407,14 @@ worker_http_exchange(struct worker_http_call *c, struct provider_result *res)
 	cc = curl_easy_perform(h);
 	curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &c->status);
 	c->retry_after_ms = http_wait_ms(h, c->status);
+	/* drop the pointers to this frame's buffers and the caller's mime */
+	curl_easy_reset(h);
 	buf_terminate(&c->resp);
 	log_debug("http_request", "provider=%s status=%ld curl=%d ms=%lld "
 	    "bytes=%zu", prov, c->status, (int)cc,
 	    (long long)(time_mono_ms() - t0), c->resp.len);
 
-	if (sink.over) {
+	if (sink.over || cc == CURLE_FILESIZE_EXCEEDED) {
 		provider_result_error(res, OUT_PERMANENT, "response from %s larger "
 		    "than %ld bytes", prov, c->opts->max_response);
 		res->http_status = (int)c->status;
@@ -583,20 +422,22 @@ worker_http_exchange(struct worker_http_call *c, struct provider_result *res)
 	}
 	if (cc != CURLE_OK) {
 		worker_http_classify(prov, 0, cc, NULL, &cls);
-		snprintf(text, sizeof(text), "request to %s failed: %s%s%s", prov,
-		    curl_easy_strerror(cc), errbuf[0] ? ": " : "", errbuf);
-		worker_http_scrub(text, c->secret);
-		provider_result_error(res, cls.outcome, "%s", text);
+		worker_http_scrub(errbuf, c->secret);
+		if (strcmp(errbuf, curl_easy_strerror(cc)) == 0)
+			errbuf[0] = '\0';
+		provider_result_error(res, cls.outcome, "request to %s failed: "
+		    "%s%s%s", prov, curl_easy_strerror(cc), errbuf[0] ? ": " : "",
+		    errbuf);
 		res->retry_after_ms = c->retry_after_ms;
 		return -1;
+	}
+	if (c->status >= 200 && c->status < 300) {
+		worker_provider_event(prov, IPC_PROV_OK, 0, (int)c->status, "");
+		return 0;
 	}
 	worker_http_error_parse(c->resp.data, c->resp.len, code, sizeof(code),
 				text, sizeof(text));
 	worker_http_classify(prov, c->status, cc, code, &cls);
-	if (cls.outcome == OUT_COMPLETED) {
-		worker_provider_event(prov, IPC_PROV_OK, 0, (int)c->status, "");
-		return 0;
-	}
 	worker_http_scrub(text, c->secret);
 	worker_http_scrub(code, c->secret);
 	provider_result_error(res, cls.outcome, "HTTP %ld from %s: %s%s%s%s",

@@ -59,6 +59,8 @@ int  worker_http_opts_load(const struct config *cfg, const char *section,
 int  worker_http_key_load(const struct config *cfg, const char *section,
 			  const char *env, char **key, char *err, size_t errlen);
 void worker_http_key_free(char *key);
+/* curl_slist_free_all, wiping each header first (one holds the key). */
+void worker_http_headers_free(struct curl_slist *headers);
 
 /* The process-wide handle (created on first use; reused for keep-alive).
  * Providers need it to build a curl_mime. NULL if curl cannot start. */

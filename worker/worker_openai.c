@@ -349,7 +349,7 @@ openai_run(const struct provider_req *req, struct provider_result *res)
 	if (rc == 0)
 		res->outcome = OUT_COMPLETED;
 done:
-	curl_slist_free_all(c.headers);
+	worker_http_headers_free(c.headers);
 	buf_free(&c.resp);
 	worker_http_key_free(key);
 	return rc;

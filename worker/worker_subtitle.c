@@ -12,6 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define SUB_CLAUSE_BONUS 6
+
 static size_t
 sub_cps(const char *s, size_t n)
 {
@@ -82,7 +84,7 @@ static size_t
 sub_layout(const struct sub_word *w, const size_t *wl, size_t a, size_t b,
 	   size_t *brk)
 {
-	size_t total = 0, left = 0, best = (size_t)-1;
+	size_t total = 0, left = 0, best = (size_t)-1, best_worst = (size_t)-1;
 
 	for (size_t i = a; i < b; i++)
 		total += wl[i] + sub_space(w, wl, a, i);
@@ -95,12 +97,25 @@ sub_layout(const struct sub_word *w, const size_t *wl, size_t a, size_t b,
 			continue;       /* breaks go before a visible word */
 		size_t right = total - left - sub_space(w, wl, a, k);
 		size_t worst = left > right ? left : right;
-		if (worst < best) {
-			best = worst;
+		/* a line ending at a clause reads better: allow it to be a
+		 * few characters less balanced */
+		size_t score = worst + SUB_CLAUSE_BONUS;
+		const char *p;
+		size_t pn = 0;
+		for (size_t j = k; j-- > a && pn == 0;)
+			sub_word_span(&w[j], &p, &pn);
+		if (pn > 0 && strchr(",;:", p[pn - 1]) != NULL)
+			score = worst;
+		bool fits = worst <= SUB_LINE_MAX;
+		bool best_fits = best_worst <= SUB_LINE_MAX;
+		if ((fits && (!best_fits || score < best)) ||
+		    (!fits && !best_fits && worst < best_worst)) {
+			best = score;
+			best_worst = worst;
 			*brk = k;
 		}
 	}
-	return best == (size_t)-1 ? total : best;
+	return best_worst == (size_t)-1 ? total : best_worst;
 }
 
 static void
