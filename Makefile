@@ -33,7 +33,8 @@ PYTEST   = /usr/bin/python3 -m pytest
 
 DEB_PKGS = build-essential pkg-config libsqlite3-dev sqlite3 libcurl4-openssl-dev \
 	   libev-dev libmsgpack-dev libjansson-dev libinih-dev libcmocka-dev \
-	   python3 python3-pytest man-db groff-base
+	   python3 python3-pytest man-db groff-base runit supervisor logrotate \
+	   util-linux procps
 
 DEMO_PKGS = pocketsphinx pocketsphinx-en-us pocketsphinx-testdata apertium-eng-spa
 DEMO_DIR  = demo-work
@@ -104,3 +105,5 @@ demo: deps
 
 clean:
 	rm -rf build build-san mpfarm $(DEMO_DIR) bench-work
+
+include mk/install.mk

@@ -22,6 +22,10 @@ struct farm farm;
 
 #define FARM_TICK_S 0.1
 
+static const int farm_sigs[] = {
+	SIGTERM, SIGINT, SIGQUIT, SIGUSR1, SIGHUP, SIGTTIN, SIGTTOU
+};
+
 /* Refill the queue from the store when it is empty and it may help. */
 static void
 farm_refill(int64_t now)
@@ -278,15 +282,12 @@ farm_preflight(void)
 static void
 farm_signals_start(void)
 {
-	static const int sigs[] = {
-		SIGTERM, SIGINT, SIGQUIT, SIGUSR1, SIGHUP, SIGTTIN, SIGTTOU
-	};
 	signal(SIGPIPE, SIG_IGN);
-	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
-		ev_signal_init(&farm.sigs[i], farm_signal_cb, sigs[i]);
+	for (size_t i = 0; i < sizeof(farm_sigs) / sizeof(farm_sigs[0]); i++) {
+		ev_signal_init(&farm.sigs[i], farm_signal_cb, farm_sigs[i]);
 		ev_signal_start(farm.loop, &farm.sigs[i]);
 	}
-	farm.nsigs = (int)(sizeof(sigs) / sizeof(sigs[0]));
+	farm.nsigs = (int)(sizeof(farm_sigs) / sizeof(farm_sigs[0]));
 }
 
 static int
@@ -346,6 +347,14 @@ master_farm_run(struct config *cfg, int argc, char **argv)
 	pid_t holder = 0;
 	int n = 0, done_total;
 
+	sigset_t stopsigs, oldmask;
+
+	/* a TERM that arrives before the loop's watchers exist must wait for
+	 * them, not kill the master mid-start */
+	sigemptyset(&stopsigs);
+	for (size_t i = 0; i < sizeof(farm_sigs) / sizeof(farm_sigs[0]); i++)
+		sigaddset(&stopsigs, farm_sigs[i]);
+	sigprocmask(SIG_BLOCK, &stopsigs, &oldmask);
 	memset(&farm, 0, sizeof(farm));
 	farm.cfg = cfg;
 	farm.argc = argc;
@@ -386,6 +395,7 @@ master_farm_run(struct config *cfg, int argc, char **argv)
 	farm.progress = isatty(2) && cfg->log_file == NULL;
 	farm_prov_init();
 	farm_signals_start();
+	sigprocmask(SIG_SETMASK, &oldmask, NULL);
 	ev_child_init(&farm.child, farm_child_cb, 0, 0);
 	ev_child_start(farm.loop, &farm.child);
 	ev_timer_init(&farm.tick, farm_tick_cb, FARM_TICK_S, FARM_TICK_S);
