@@ -24,53 +24,95 @@ farm_job_send(struct slot *s, const struct job_ref *j)
 		    (int)s->pid, strerror(errno));
 		return -1;
 	}
+	if (s->state == SLOT_BUSY) {
+		s->next = *j;
+		s->has_next = true;
+		return 0;
+	}
 	s->state = SLOT_BUSY;
 	s->job = *j;
 	s->job_started = s->last_beat = time_mono_ms();
 	return 0;
 }
 
-/* Hand queued jobs to idle workers.  A job whose provider is paused or at
- * its concurrency limit is put back at the end of the queue for later. */
-void
-farm_dispatch(void)
+/* Sending a job ahead pays only when jobs take less than about a
+ * master round trip's worth of scheduling; for slower jobs it would make
+ * a job wait behind another while a worker may be free. */
+#define FARM_AHEAD_MAX_MS 50
+
+/* May this slot take a job now?  An idle worker may; a busy one may take
+ * one more in advance (so it never waits for the master between jobs)
+ * when every worker is busy, its jobs are short, and the job's provider
+ * has no farm-wide limits: a job queued behind another must not hold a
+ * concurrency place it is not using. */
+static bool
+farm_slot_takes(const struct slot *s, bool ahead)
 {
-	if (farm.stopping)
-		return;
-	for (int i = 0; i < farm.nslots && farm.qlen > 0; i++) {
-		struct slot *s = farm.slots[i];
-		int tries = farm.qlen;
+	if (ahead && (s->avg_job_ms <= 0 || s->avg_job_ms > FARM_AHEAD_MAX_MS))
+		return false;
+	if (s->flags & (SLOT_F_RETIRE | SLOT_F_SHUTDOWN | SLOT_F_HUNG))
+		return false;
+	if (!ahead)
+		return s->state == SLOT_IDLE && (s->jobs_limit <= 0 ||
+		    s->jobs_done < s->jobs_limit);
+	return s->state == SLOT_BUSY && !s->has_next && s->prov < 0 &&
+	    !s->waiting_token &&
+	    (s->jobs_limit <= 0 || s->jobs_done + 2 <= s->jobs_limit);
+}
 
-		if (s->state != SLOT_IDLE || (s->flags & SLOT_F_RETIRE))
+/* Give slot s the first queued job it may take.  A job whose provider is
+ * paused or at its concurrency limit goes back to the end of the queue. */
+static void
+farm_dispatch_one(struct slot *s, bool ahead)
+{
+	for (int tries = farm.qlen; tries > 0 && farm.qlen > 0; tries--) {
+		struct job_ref j = farm.queue[farm.qhead];
+		int prov = farm_prov_index(config_provider(farm.cfg, j.stage, j.lang));
+
+		farm.qhead = (farm.qhead + 1) % farm.qcap;
+		farm.qlen--;
+		if (prov >= 0 && (ahead || !farm_prov_may_start(prov))) {
+			farm.queue[(farm.qhead + farm.qlen) % farm.qcap] = j;
+			farm.qlen++;
 			continue;
-		while (tries-- > 0 && farm.qlen > 0) {
-			struct job_ref j = farm.queue[farm.qhead];
-			const char *pname = config_provider(farm.cfg, j.stage, j.lang);
-			int prov = farm_prov_index(pname);
-
-			farm.qhead = (farm.qhead + 1) % farm.qcap;
-			farm.qlen--;
-			if (prov >= 0 && !farm_prov_may_start(prov)) {
-				farm.queue[(farm.qhead + farm.qlen) % farm.qcap] = j;
-				farm.qlen++;
-				continue;
-			}
-			if (farm_job_send(s, &j) < 0) {
-				farm_slot_kill(s, SIGKILL, SLOT_F_BROKEN);
-				farm.dirty = true;
-				break;
-			}
+		}
+		if (farm_job_send(s, &j) < 0) {
+			farm_slot_kill(s, SIGKILL, SLOT_F_BROKEN);
+			farm.dirty = true;
+			return;
+		}
+		if (!ahead) {
 			s->prov = prov;
 			if (prov >= 0)
 				farm_prov_job_start(prov);
-			break;
 		}
-		if (s->state != SLOT_BUSY && tries < 0)
-			break;      /* every queued job is held back */
+		return;
 	}
 }
 
-/* Stopping: idle workers get SHUTDOWN (busy ones finish first). */
+void
+farm_dispatch(void)
+{
+	bool waiting = false;
+
+	if (farm.stopping)
+		return;
+	/* idle workers first, then one job ahead for each busy one, but only
+	 * when no worker is idle or starting */
+	for (int i = 0; i < farm.nslots && farm.qlen > 0; i++)
+		if (farm_slot_takes(farm.slots[i], false))
+			farm_dispatch_one(farm.slots[i], false);
+	for (int i = 0; i < farm.nslots; i++)
+		if (farm.slots[i]->state == SLOT_IDLE ||
+		    farm.slots[i]->state == SLOT_STARTING)
+			waiting = true;
+	for (int i = 0; i < farm.nslots && farm.qlen > 0 && !waiting; i++)
+		if (farm_slot_takes(farm.slots[i], true))
+			farm_dispatch_one(farm.slots[i], true);
+}
+
+/* Stopping: every worker is told to finish its current job, skip any job
+ * sent ahead, and exit; one still starting is killed. */
 void
 farm_shutdown_idle(void)
 {
@@ -78,13 +120,14 @@ farm_shutdown_idle(void)
 
 	for (int i = 0; i < farm.nslots; i++) {
 		struct slot *s = farm.slots[i];
-		if ((s->state == SLOT_IDLE || s->state == SLOT_STARTING) &&
-		    s->fd >= 0 && !(s->flags & SLOT_F_STOPPED)) {
-			if (s->state == SLOT_IDLE)
-				(void)ipc_frame_send(s->fd, &m);
-			else
-				kill(s->pid, SIGKILL);
+		if (s->fd < 0 || (s->flags & (SLOT_F_SHUTDOWN | SLOT_F_STOPPED)))
+			continue;
+		if (s->state == SLOT_STARTING) {
+			kill(s->pid, SIGKILL);
 			s->flags |= SLOT_F_STOPPED;
+		} else if (s->state == SLOT_IDLE || s->state == SLOT_BUSY) {
+			(void)ipc_frame_send(s->fd, &m);
+			s->flags |= SLOT_F_SHUTDOWN;
 		}
 	}
 }
@@ -98,10 +141,16 @@ farm_done(struct slot *s, const struct ipc_msg *m)
 		farm_prov_job_end(s->prov);
 		s->prov = -1;
 	}
-	s->state = SLOT_IDLE;
 	s->waiting_token = false;
 	s->jobs_done++;
 	farm.dirty = true;
+	{
+		int64_t dur = time_mono_ms() - s->job_started;
+		s->avg_job_ms = s->avg_job_ms > 0 ? (3 * s->avg_job_ms + dur) / 4
+		    : dur;
+		if (s->avg_job_ms < 1)      /* known, and under a millisecond */
+			s->avg_job_ms = 1;
+	}
 	if (m->outcome == WORKER_OUT_SKIPPED) {
 		farm.skipped++;
 		log_debug("job_skipped", "slot=%d job=%lld", s->idx,
@@ -127,7 +176,14 @@ farm_done(struct slot *s, const struct ipc_msg *m)
 		    job_status_name(m->status), m->http, m->provider,
 		    log_quote(m->text));
 	}
-	if (s->flags & SLOT_F_RETIRE)
+	if (s->has_next) {      /* the worker has already started it */
+		s->job = s->next;
+		s->has_next = false;
+		s->job_started = s->last_beat = time_mono_ms();
+	} else {
+		s->state = SLOT_IDLE;
+	}
+	if ((s->flags & SLOT_F_RETIRE) && !farm.reaping)
 		farm_slots_adjust();
 }
 
@@ -182,36 +238,44 @@ farm_msg_handle(struct slot *s, const struct ipc_msg *m)
 	}
 }
 
-void
-farm_chan_cb(struct ev_loop *loop, ev_io *w, int revents)
+/* Read and handle what the worker sent.  Returns -1 when it broke the
+ * protocol (it is then killed), 0 otherwise (EOF included: the child
+ * watcher says how it ended). */
+int
+farm_chan_read(struct slot *s)
 {
-	struct slot *s = w->data;
 	struct ipc_msg m;
 	ssize_t n;
 	int rc;
 
-	(void)revents;
-	n = ipc_reader_fill(&s->rd, s->fd);
-	if (n == 0 || (n < 0 && errno != EAGAIN)) {
-		/* EOF: the worker is gone or going; the child watcher will say
-		 * how.  Stop listening so the loop does not spin. */
-		ev_io_stop(loop, w);
-		return;
-	}
-	while ((rc = ipc_reader_next(&s->rd, &m)) == 1) {
-		if (farm_msg_handle(s, &m) < 0) {
-			rc = -1;
-			break;
+	do {
+		n = ipc_reader_fill(&s->rd, s->fd);
+		while ((rc = ipc_reader_next(&s->rd, &m)) == 1)
+			if (farm_msg_handle(s, &m) < 0) {
+				rc = -1;
+				break;
+			}
+		if (rc < 0) {
+			log_error("worker_broken", "slot=%d pid=%d type=%d "
+			    "note=bad-frame", s->idx, (int)s->pid, m.type);
+			farm.broken++;
+			ev_io_stop(farm.loop, &s->io);
+			farm_slot_kill(s, SIGKILL, SLOT_F_BROKEN);
+			return -1;
 		}
-	}
-	if (rc < 0) {
-		log_error("worker_broken", "slot=%d pid=%d type=%d note=bad-frame",
-		    s->idx, (int)s->pid, m.type);
-		farm.broken++;
-		ev_io_stop(loop, w);
-		farm_slot_kill(s, SIGKILL, SLOT_F_BROKEN);
+	} while (n > 0 && farm.reaping);    /* reaping: drain to EOF */
+	if (n == 0 || (n < 0 && errno != EAGAIN))
+		ev_io_stop(farm.loop, &s->io);
+	return 0;
+}
+
+void
+farm_chan_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+	(void)loop;
+	(void)revents;
+	if (farm_chan_read(w->data) < 0)
 		return;
-	}
 	farm_dispatch();
 	if (farm.qlen == 0 && !farm.stopping)
 		farm_refill_now();   /* keep workers fed without waiting */

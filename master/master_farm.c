@@ -39,10 +39,13 @@ farm_refill(int64_t now)
 		return;
 	if (farm.st == NULL)
 		return;
-	skip = xcalloc((size_t)farm.nslots + 1, sizeof(*skip));
-	for (int i = 0; i < farm.nslots; i++)
+	skip = xcalloc(2 * (size_t)farm.nslots + 1, sizeof(*skip));
+	for (int i = 0; i < farm.nslots; i++) {
 		if (farm.slots[i]->state == SLOT_BUSY)
 			skip[nskip++] = farm.slots[i]->job.job_id;
+		if (farm.slots[i]->has_next)
+			skip[nskip++] = farm.slots[i]->next.job_id;
+	}
 	farm.qhead = 0;
 	if (store_runnable_fetch(farm.st, farm.cfg, time_wall_ms(), skip, nskip,
 	    farm.queue, farm.qcap, &n) < 0) {

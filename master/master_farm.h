@@ -21,6 +21,7 @@ enum slot_state {
 #define SLOT_F_STOPPED  0x02  /* killed by us: farm stopping (QUIT/grace) */
 #define SLOT_F_BROKEN   0x04  /* sent a bad frame: killed by us */
 #define SLOT_F_RETIRE   0x08  /* leave after the current job (TTOU) */
+#define SLOT_F_SHUTDOWN 0x10  /* SHUTDOWN sent: finish the current job */
 
 struct slot {
 	int      idx;
@@ -33,6 +34,9 @@ struct slot {
 	int      flags;
 	struct job_ref job;     /* current job when BUSY */
 	int      prov;          /* provider index of the job, -1 */
+	struct job_ref next;    /* sent ahead so the worker never waits */
+	bool     has_next;
+	int64_t  avg_job_ms;    /* recent job duration (EWMA), 0 = unknown */
 	int64_t  job_started;   /* mono ms */
 	int64_t  last_beat;     /* mono ms */
 	int64_t  kill_at;       /* mono ms: SIGKILL after SIGTERM, 0 */
@@ -77,6 +81,8 @@ struct farm {
 	int64_t next_fetch;     /* mono ms: earliest next refill when !dirty */
 
 	ev_timer tick;
+	ev_timer respawn;       /* fires at the earliest slot respawn_at */
+	bool    reaping;        /* in the child callback: no slot changes */
 	ev_child child;
 	ev_signal sigs[8];
 	int     nsigs;
@@ -112,6 +118,7 @@ extern struct farm farm;
 int  farm_slot_spawn(struct slot *s);
 struct slot *farm_slot_get(int idx);
 void farm_slots_adjust(void);               /* spawn/retire toward target */
+void farm_respawn_arm(void);
 int  farm_store_reopen(void);
 
 /* master_reap.c */
@@ -124,6 +131,7 @@ void farm_refill_now(void);
 
 /* master_chan.c */
 void farm_chan_cb(struct ev_loop *loop, ev_io *w, int revents);
+int  farm_chan_read(struct slot *s);
 int  farm_job_send(struct slot *s, const struct job_ref *j);
 void farm_dispatch(void);
 void farm_shutdown_idle(void);

@@ -85,12 +85,12 @@ farm_cause(int status, int flags, char *buf, size_t len)
 
 /* The job a dead worker held goes back to be run (or ends failed). */
 static void
-farm_job_attribute(struct slot *s, const char *cause)
+farm_job_attribute(struct slot *s, const struct job_ref *job, const char *cause)
 {
 	struct job_result jr = { 0 };
 	enum job_status final = JOB_ST_NOT_STARTED;
 	char msg[300];
-	int rc, st = s->job.stage;
+	int rc, st = job->stage;
 
 	if (s->flags & SLOT_F_STOPPED) {
 		jr.outcome = OUT_INTERRUPTED;
@@ -111,11 +111,11 @@ farm_job_attribute(struct slot *s, const char *cause)
 	/* the attempt that died is already counted: backoff from it */
 	jr.retry_at_ms = jr.outcome == OUT_INTERRUPTED ? 0 :
 	    worker_retry_at(farm.cfg, s->fails + 1, 0);
-	rc = store_job_release(farm.st, s->job.job_id, s->pid, &jr,
+	rc = store_job_release(farm.st, job->job_id, s->pid, &jr,
 	    farm.cfg->max_attempts, &final);
 	if (rc < 0) {
 		log_error("job_release_failed", "job=%lld error=%s",
-		    (long long)s->job.job_id, log_quote(store_errmsg(farm.st)));
+		    (long long)job->job_id, log_quote(store_errmsg(farm.st)));
 		return;
 	}
 	if (rc == 1)            /* never claimed, or finished before dying */
@@ -128,7 +128,7 @@ farm_job_attribute(struct slot *s, const char *cause)
 		farm.stage[st].retried++;
 	}
 	log_info("job_released", "job=%lld outcome=%s status=%s reason=%s",
-	    (long long)s->job.job_id, job_outcome_name(jr.outcome),
+	    (long long)job->job_id, job_outcome_name(jr.outcome),
 	    job_status_name(final), log_quote(msg));
 }
 
@@ -162,6 +162,12 @@ farm_child_cb(struct ev_loop *loop, ev_child *w, int revents)
 			s = farm.slots[i];
 	if (s == NULL)
 		return;
+	/* what it said before dying (a DONE, a heartbeat) counts first */
+	if (s->fd >= 0) {
+		farm.reaping = true;
+		(void)farm_chan_read(s);
+		farm.reaping = false;
+	}
 	farm_cause(status, s->flags, cause, sizeof(cause));
 	bool clean = WIFEXITED(status) && WEXITSTATUS(status) == 0 &&
 	    s->state != SLOT_BUSY;
@@ -177,8 +183,12 @@ farm_child_cb(struct ev_loop *loop, ev_child *w, int revents)
 	    (int)s->pid, log_quote(cause),
 	    s->state == SLOT_BUSY ? (long long)s->job.job_id : 0LL);
 	if (s->state == SLOT_BUSY) {
-		farm_job_attribute(s, cause);
+		farm_job_attribute(s, &s->job, cause);
 		farm_prov_slot_gone(s);
+	}
+	if (s->has_next) {      /* usually never claimed: nothing to undo */
+		farm_job_attribute(s, &s->next, cause);
+		s->has_next = false;
 	}
 	if (s->state == SLOT_STARTING && !farm.stopping) {
 		/* died before taking a job: a broken install or config must
@@ -203,20 +213,24 @@ farm_child_cb(struct ev_loop *loop, ev_child *w, int revents)
 		close(s->fd);
 		s->fd = -1;
 	}
-	if (!clean && !(s->flags & SLOT_F_STOPPED)) {
-		/* per-slot backoff with jitter */
+	if (!clean && !(s->flags & SLOT_F_STOPPED) && s->fails > 0) {
+		/* per-slot backoff with jitter from the second death in a row
+		 * on; the first is replaced at once */
 		int64_t d = FARM_RESPAWN_MIN_MS << (s->fails < 8 ? s->fails : 8);
 		if (d > FARM_RESPAWN_MAX_MS)
 			d = FARM_RESPAWN_MAX_MS;
-		s->fails++;
 		s->respawn_at = time_mono_ms() + d / 2 + random() % (d / 2 + 1);
 	} else {
 		s->respawn_at = 0;
 	}
+	if (!clean && !(s->flags & SLOT_F_STOPPED))
+		s->fails++;
 	s->pid = 0;
 	s->state = SLOT_EMPTY;
 	s->flags = 0;
 	s->waiting_token = false;
-	if (!farm.stopping)
+	if (!farm.stopping) {
 		farm_slots_adjust();
+		farm_respawn_arm();
+	}
 }

@@ -116,6 +116,8 @@ farm_slot_spawn(struct slot *s)
 	s->spawned_at = time_mono_ms();
 	s->jobs_done = 0;
 	s->jobs_limit = farm_jobs_limit();
+	s->avg_job_ms = 0;
+	s->has_next = false;
 	s->waiting_token = false;
 	ipc_reader_init(&s->rd);
 	ev_io_init(&s->io, farm_chan_cb, s->fd, EV_READ);
@@ -196,4 +198,37 @@ farm_slots_adjust(void)
 			farm_recycle_check(s);
 		}
 	}
+}
+
+static void
+farm_respawn_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)loop;
+	(void)w;
+	(void)revents;
+	farm_slots_adjust();
+	farm_respawn_arm();
+}
+
+/* Respawns wait for their backoff, not for the next tick. */
+void
+farm_respawn_arm(void)
+{
+	int64_t now = time_mono_ms(), at = 0;
+
+	for (int i = 0; i < farm.nslots && i < farm.target; i++) {
+		struct slot *s = farm.slots[i];
+		if (s->state != SLOT_EMPTY || s->pid != 0)
+			continue;
+		int64_t t = s->respawn_at > farm.spawn_block_until ? s->respawn_at
+		    : farm.spawn_block_until;
+		if (at == 0 || t < at)
+			at = t;
+	}
+	ev_timer_stop(farm.loop, &farm.respawn);
+	if (at == 0 || farm.stopping)
+		return;
+	ev_timer_init(&farm.respawn, farm_respawn_cb,
+	    at > now ? (double)(at - now) / 1000.0 : 0.0, 0.0);
+	ev_timer_start(farm.loop, &farm.respawn);
 }

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #define WORKER_TRANSCRIPT_MAX (256L * 1024 * 1024)
+#define WORKER_PENDING_MAX 4
 
 static struct {
 	const struct config *cfg;
@@ -27,7 +28,9 @@ static struct {
 	pid_t   master;
 	int64_t job_id;         /* job being run, 0 when idle */
 	int64_t last_beat;
-	bool    shutdown;       /* SHUTDOWN seen while waiting for a token */
+	bool    shutdown;       /* SHUTDOWN seen: finish the job, skip the rest */
+	int64_t pending[WORKER_PENDING_MAX];   /* jobs sent ahead, FIFO */
+	int     npending;
 	struct ipc_reader rd;
 } w;
 
@@ -59,6 +62,22 @@ worker_send(const struct ipc_msg *m)
 		log_warn("worker_channel_lost", "errno=%d", errno);
 		_exit(0);
 	}
+}
+
+/* A frame that is not an answer: a job sent ahead or SHUTDOWN. */
+static int
+worker_frame_take(const struct ipc_msg *m)
+{
+	if (m->type == IPC_MSG_SHUTDOWN) {
+		w.shutdown = true;
+		return 0;
+	}
+	if (m->type == IPC_MSG_JOB && w.npending < WORKER_PENDING_MAX) {
+		w.pending[w.npending++] = m->job_id;
+		return 0;
+	}
+	log_error("worker_bad_frame", "type=%d pending=%d", m->type, w.npending);
+	return -1;
 }
 
 void
@@ -94,12 +113,10 @@ worker_token_acquire(const char *provider)
 			_exit(0);
 		if (in.type == IPC_MSG_TOKEN_GRANT && strcmp(in.provider, provider) == 0)
 			return 0;
-		if (in.type == IPC_MSG_SHUTDOWN) {
-			w.shutdown = true;
+		if (worker_frame_take(&in) < 0)
+			_exit(1);
+		if (w.shutdown)
 			return -1;
-		}
-		log_error("worker_bad_frame", "type=%d waiting=token", in.type);
-		_exit(1);
 	}
 }
 
@@ -325,26 +342,43 @@ worker_main(const struct worker_args *wa)
 	m.pid = getpid();
 	worker_send(&m);
 	for (;;) {
-		int rc = ipc_frame_recv(w.fd, &w.rd, &m, -1);
+		int rc;
+
+		/* take everything already sent: a SHUTDOWN behind a job sent
+		 * ahead must be seen before that job starts */
+		while ((rc = ipc_frame_recv(w.fd, &w.rd, &m, 0)) == 1)
+			if (worker_frame_take(&m) < 0)
+				goto broken;
 		if (rc == 0)
 			break;          /* master closed the channel: leave */
-		if (rc < 0) {
-			log_error("worker_bad_frame", "slot=%d", wa->slot);
-			store_close(st);
-			_exit(1);
-		}
-		if (m.type == IPC_MSG_SHUTDOWN)
+		if (errno != ETIMEDOUT)
+			goto broken;
+		if (w.shutdown) {
+			struct ipc_msg skip = { .type = IPC_MSG_DONE };
+			skip.outcome = WORKER_OUT_SKIPPED;
+			for (int i = 0; i < w.npending; i++) {
+				skip.job_id = w.pending[i];
+				worker_send(&skip);
+			}
 			break;
-		if (m.type != IPC_MSG_JOB) {
-			log_error("worker_bad_frame", "slot=%d type=%d", wa->slot,
-			    m.type);
-			store_close(st);
-			_exit(1);
 		}
-		worker_job_run(st, m.job_id);
-		if (w.shutdown)
-			break;
+		if (w.npending == 0) {
+			rc = ipc_frame_recv(w.fd, &w.rd, &m, -1);
+			if (rc == 0)
+				break;
+			if (rc < 0 || worker_frame_take(&m) < 0)
+				goto broken;
+			continue;
+		}
+		int64_t id = w.pending[0];
+		memmove(w.pending, w.pending + 1, sizeof(w.pending[0]) *
+		    (size_t)--w.npending);
+		worker_job_run(st, id);
 	}
 	store_close(st);
 	_exit(0);
+broken:
+	log_error("worker_bad_frame", "slot=%d", wa->slot);
+	store_close(st);
+	_exit(1);
 }
