@@ -107,3 +107,5 @@ clean:
 	rm -rf build build-san mpfarm $(DEMO_DIR) bench-work
 
 include mk/install.mk
+
+include bench/bench.mk

@@ -578,16 +578,51 @@ store_job_release(store_t *st, int64_t job_id, pid_t owner,
 	return store_job_end(st, &e, r, max_attempts, final_status);
 }
 
+/* jobs_status walked as a loose index scan: one seek per (stage, lang)
+ * present, then one seek for the running jobs of each. */
+static struct store_sql q_next_pair = STORE_SQL(
+	"SELECT * FROM (SELECT stage, lang FROM jobs WHERE stage = ?1 AND "
+	"lang > ?2 ORDER BY lang LIMIT 1) UNION ALL SELECT * FROM (SELECT "
+	"stage, lang FROM jobs WHERE stage > ?1 ORDER BY stage, lang LIMIT 1) "
+	"LIMIT 1");
 static struct store_sql q_orphans = STORE_SQL(
 	"SELECT job_id, lease, owner_master FROM jobs "
-	"WHERE status = 'in-progress'");
+	"WHERE stage = ?1 AND lang = ?2 AND status = 'in-progress'");
+
+struct store_orphan {
+	int64_t job_id, lease, master;
+};
+
+static int
+store_orphans_of(store_t *st, const char *stage, const char *lang,
+		 struct store_orphan **o, size_t *no, size_t *cap)
+{
+	sqlite3_stmt *s = store_stmt(st, &q_orphans);
+	int step;
+
+	if (s == NULL)
+		return -1;
+	sqlite3_bind_text(s, 1, stage, -1, SQLITE_TRANSIENT);
+	sqlite3_bind_text(s, 2, lang, -1, SQLITE_TRANSIENT);
+	while ((step = store_step(st, s)) == SQLITE_ROW) {
+		if (*no == *cap) {
+			*cap = *cap ? *cap * 2 : 16;
+			*o = xrealloc(*o, *cap * sizeof(**o));
+		}
+		(*o)[*no].job_id = sqlite3_column_int64(s, 0);
+		(*o)[*no].lease = sqlite3_column_int64(s, 1);
+		(*o)[(*no)++].master = sqlite3_column_int64(s, 2);
+	}
+	return step < 0 ? -1 : 0;
+}
 
 /* One transaction for all of them: a start-up either recovers every
  * orphan or none. */
 int
 store_recover_orphans(store_t *st, int max_attempts, int *n)
 {
-	struct orphan { int64_t job_id, lease, master; } *o = NULL;
+	struct store_orphan *o = NULL;
+	char stage[16] = "", lang[CONFIG_LANG_MAX] = "";
 	size_t no = 0, cap = 0;
 	sqlite3_stmt *s;
 	int rc = -1, step;
@@ -596,19 +631,21 @@ store_recover_orphans(store_t *st, int max_attempts, int *n)
 	*n = 0;
 	if (store_tx_enter(st, &own) < 0)
 		return -1;
-	if ((s = store_stmt(st, &q_orphans)) == NULL)
-		goto out;
-	while ((step = store_step(st, s)) == SQLITE_ROW) {
-		if (no == cap) {
-			cap = cap ? cap * 2 : 16;
-			o = xrealloc(o, cap * sizeof(*o));
-		}
-		o[no].job_id = sqlite3_column_int64(s, 0);
-		o[no].lease = sqlite3_column_int64(s, 1);
-		o[no++].master = sqlite3_column_int64(s, 2);
+	for (;;) {
+		if ((s = store_stmt(st, &q_next_pair)) == NULL)
+			goto out;
+		sqlite3_bind_text(s, 1, stage, -1, SQLITE_TRANSIENT);
+		sqlite3_bind_text(s, 2, lang, -1, SQLITE_TRANSIENT);
+		if ((step = store_step(st, s)) < 0)
+			goto out;
+		if (step == SQLITE_DONE)
+			break;
+		snprintf(stage, sizeof(stage), "%s", sqlite3_column_text(s, 0));
+		snprintf(lang, sizeof(lang), "%s", sqlite3_column_text(s, 1));
+		sqlite3_reset(s);
+		if (store_orphans_of(st, stage, lang, &o, &no, &cap) < 0)
+			goto out;
 	}
-	if (step < 0)
-		goto out;
 	for (size_t i = 0; i < no; i++) {
 		char msg[64];
 		struct store_end e = { .job_id = o[i].job_id,

@@ -389,7 +389,8 @@ static struct store_sql q_counts = STORE_SQL(
 static struct store_sql q_files = STORE_SQL(
 	"SELECT count(*) FROM media_files");
 static struct store_sql q_oldest = STORE_SQL(
-	"SELECT min(started_at) FROM jobs WHERE status = 'in-progress'");
+	"SELECT min(started_at) FROM jobs "
+	"WHERE stage = ?1 AND lang = ?2 AND status = 'in-progress'");
 static struct store_sql q_read_begin = STORE_SQL("BEGIN");
 
 static struct store_stage_counts *
@@ -435,6 +436,28 @@ store_int64_query(store_t *st, struct store_sql *q, int64_t *out)
 	return 0;
 }
 
+static int
+store_counts_oldest(store_t *st, const struct store_stage_counts *sc,
+		    int64_t *oldest)
+{
+	sqlite3_stmt *s = store_stmt(st, &q_oldest);
+	int step;
+
+	if (s == NULL)
+		return -1;
+	sqlite3_bind_text(s, 1, job_stage_name(sc->stage), -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 2, sc->lang, -1, SQLITE_TRANSIENT);
+	if ((step = store_step(st, s)) < 0)
+		return -1;
+	if (step == SQLITE_ROW) {
+		int64_t t = sqlite3_column_int64(s, 0);
+		if (t > 0 && (*oldest == 0 || t < *oldest))
+			*oldest = t;
+		sqlite3_reset(s);
+	}
+	return 0;
+}
+
 /* Transcribe always, then every language that has jobs or is a target,
  * so a fresh database still reports the stages it will have.  waiting and
  * delayed are parts of not_started, not extra statuses. */
@@ -454,7 +477,6 @@ store_counts_get(store_t *st, struct store_counts *c)
 		return -1;
 	store_counts_stage(c, STAGE_TRANSCRIBE, "");
 	if (store_int64_query(st, &q_files, &c->files) < 0 ||
-	    store_int64_query(st, &q_oldest, &c->oldest_in_progress_ms) < 0 ||
 	    store_langs_load(st, langs, CONFIG_LANGS_MAX, &nl) < 0)
 		goto out;
 	if ((s = store_stmt(st, &q_counts)) == NULL)
@@ -485,6 +507,11 @@ store_counts_get(store_t *st, struct store_counts *c)
 	}
 	if (step < 0)
 		goto out;
+	for (int i = 0; i < c->nstages; i++)
+		if (c->stages[i].n[JOB_ST_IN_PROGRESS] > 0 &&
+		    store_counts_oldest(st, &c->stages[i],
+		    &c->oldest_in_progress_ms) < 0)
+			goto out;
 	for (int i = 0; i < nl; i++)
 		store_counts_stage(c, STAGE_TRANSLATE, langs[i]);
 	qsort(c->stages, (size_t)c->nstages, sizeof(*c->stages),

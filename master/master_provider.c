@@ -118,8 +118,10 @@ prov_pump(struct prov *p)
 			p->tokens = 1;
 	}
 	p->tokens_at = now;
-	while (p->nwait > 0 && now >= p->paused_until && !p->disabled &&
-	    (p->rate <= 0 || p->tokens >= 1)) {
+	/* a disabled provider answers at once: the request fails with the
+	 * provider's own error, so no worker waits for ever */
+	while (p->nwait > 0 && (p->disabled || (now >= p->paused_until &&
+	    (p->rate <= 0 || p->tokens >= 1)))) {
 		int idx = p->waiters[0];
 		memmove(p->waiters, p->waiters + 1, sizeof(int) * (size_t)--p->nwait);
 		if (!prov_slot_valid(idx))
@@ -132,7 +134,7 @@ prov_pump(struct prov *p)
 		if (ipc_frame_send(s->fd, &m) < 0)
 			continue;
 		p->granted++;
-		if (p->rate > 0)
+		if (p->rate > 0 && !p->disabled)
 			p->tokens -= 1;
 	}
 	ev_timer_stop(farm.loop, &p->timer);

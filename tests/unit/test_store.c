@@ -15,11 +15,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "common_store.h"
+
+#define OK(e) assert_int_equal((e), 0)
 
 static char dir[64], db[128];
 static const char langs2[][CONFIG_LANG_MAX] = { "en", "de" };
@@ -43,83 +44,109 @@ teardown(void **state)
 	return system(cmd);
 }
 
-static store_t *
-open_ok(int flags, int busy_ms)
-{
-	struct store_open_opts o = { .flags = flags, .busy_timeout_ms = busy_ms };
-	char err[512] = "";
-	store_t *st = NULL;
-
-	if (store_open(&st, db, &o, err, sizeof(err)) < 0)
-		fail_msg("store_open: %s", err);
-	return st;
-}
-
 static int
-open_err(int flags, int busy_ms, char *err, size_t errlen)
+try_open(store_t **st, int flags, int busy_ms, char *err, size_t errlen)
 {
 	struct store_open_opts o = { .flags = flags, .busy_timeout_ms = busy_ms };
-	store_t *st = NULL;
-	int rc = store_open(&st, db, &o, err, errlen);
+	int rc = store_open(st, db, &o, err, errlen);
 
-	assert_null(st);
+	if (rc < 0)
+		assert_null(*st);
 	return rc;
 }
 
-/* One integer from SQL on the store's own connection (or a raw one). */
-static int64_t
-q_int(sqlite3 *h, const char *fmt, ...)
+static store_t *
+open_ok(int flags, int busy_ms)
 {
-	char sql[512];
-	sqlite3_stmt *s;
-	int64_t v = -1;
-	va_list ap;
+	char err[512] = "";
+	store_t *st = NULL;
 
-	va_start(ap, fmt);
-	vsnprintf(sql, sizeof(sql), fmt, ap);
-	va_end(ap);
-	if (sqlite3_prepare_v2(h, sql, -1, &s, NULL) != SQLITE_OK)
-		fail_msg("%s: %s", sql, sqlite3_errmsg(h));
-	if (sqlite3_step(s) == SQLITE_ROW)
-		v = sqlite3_column_int64(s, 0);
-	sqlite3_finalize(s);
-	return v;
-}
-
-static void
-q_text(sqlite3 *h, char *out, size_t len, const char *sql)
-{
-	sqlite3_stmt *s;
-
-	out[0] = '\0';
-	assert_int_equal(sqlite3_prepare_v2(h, sql, -1, &s, NULL), SQLITE_OK);
-	if (sqlite3_step(s) == SQLITE_ROW && sqlite3_column_text(s, 0))
-		snprintf(out, len, "%s", sqlite3_column_text(s, 0));
-	sqlite3_finalize(s);
+	if (try_open(&st, flags, busy_ms, err, sizeof(err)) < 0)
+		fail_msg("store_open: %s", err);
+	return st;
 }
 
 static sqlite3 *
 raw_open(void)
 {
 	sqlite3 *h;
-	assert_int_equal(sqlite3_open(db, &h), SQLITE_OK);
+	OK(sqlite3_open(db, &h));
 	return h;
+}
+
+static void
+x(sqlite3 *h, const char *sql)
+{
+	if (sqlite3_exec(h, sql, NULL, NULL, NULL) != SQLITE_OK)
+		fail_msg("%s: %s", sql, sqlite3_errmsg(h));
+}
+
+/* The first column of the first row, as an integer or as text (in one of
+ * two rotating buffers). */
+static sqlite3_stmt *
+q_row(sqlite3 *h, const char *fmt, va_list ap)
+{
+	char sql[512];
+	sqlite3_stmt *s;
+
+	vsnprintf(sql, sizeof(sql), fmt, ap);
+	if (sqlite3_prepare_v2(h, sql, -1, &s, NULL) != SQLITE_OK)
+		fail_msg("%s: %s", sql, sqlite3_errmsg(h));
+	if (sqlite3_step(s) != SQLITE_ROW) {
+		sqlite3_finalize(s);
+		return NULL;
+	}
+	return s;
+}
+
+static int64_t
+q_int(sqlite3 *h, const char *fmt, ...)
+{
+	va_list ap;
+	int64_t v = -1;
+
+	va_start(ap, fmt);
+	sqlite3_stmt *s = q_row(h, fmt, ap);
+	va_end(ap);
+	if (s) {
+		v = sqlite3_column_int64(s, 0);
+		sqlite3_finalize(s);
+	}
+	return v;
+}
+
+static const char *
+q_str(sqlite3 *h, const char *fmt, ...)
+{
+	static char buf[2][512];
+	static int k;
+	char *out = buf[k++ & 1];
+	va_list ap;
+
+	va_start(ap, fmt);
+	sqlite3_stmt *s = q_row(h, fmt, ap);
+	va_end(ap);
+	out[0] = '\0';
+	if (s && sqlite3_column_text(s, 0))
+		snprintf(out, sizeof(buf[0]), "%s", sqlite3_column_text(s, 0));
+	sqlite3_finalize(s);
+	return out;
 }
 
 static void
 add_files(store_t *st, int n, const char (*langs)[CONFIG_LANG_MAX], int nl)
 {
-	assert_int_equal(store_tx_begin(st), 0);
+	OK(store_tx_begin(st));
 	for (int i = 0; i < n; i++) {
 		char rel[64], abs[128];
+		enum store_add_result res;
 		snprintf(rel, sizeof(rel), "f%04d.mp3", i);
 		snprintf(abs, sizeof(abs), "/media/f%04d.mp3", i);
 		struct media_file mf = { "/media", rel, abs, 1000 + i, 7 };
-		enum store_add_result res;
-		assert_int_equal(store_file_add(st, &mf, langs, nl, &res, NULL), 0);
+		OK(store_file_add(st, &mf, langs, nl, &res, NULL));
 		assert_int_equal(res, STORE_ADDED);
 	}
-	assert_int_equal(store_tx_commit(st), 0);
+	OK(store_tx_commit(st));
 }
 
 static void
@@ -141,12 +168,8 @@ job_of(store_t *st, int64_t file_id, const char *stage, const char *lang)
 static const char *
 status_of(store_t *st, int64_t job_id)
 {
-	static char buf[32];
-	char sql[128];
-	snprintf(sql, sizeof(sql), "SELECT status FROM jobs WHERE job_id = %lld",
+	return q_str(store_db(st), "SELECT status FROM jobs WHERE job_id = %lld",
 	    (long long)job_id);
-	q_text(store_db(st), buf, sizeof(buf), sql);
-	return buf;
 }
 
 /* A temp output beside `final`, as a worker would write it. */
@@ -161,7 +184,38 @@ tmp_file(char *tmp, char *final, const char *name)
 	fclose(fp);
 }
 
-/* ---- schema ------------------------------------------------------ */
+static bool
+exists(const char *path)
+{
+	return access(path, F_OK) == 0;
+}
+
+/* Claim and complete (no outputs) or fail a job, to set up states. */
+static void
+run_job(store_t *st, int64_t job_id, enum job_outcome o, int64_t retry_at)
+{
+	struct job j;
+	struct job_result r = { .outcome = o, .exit_code = -1,
+	    .retry_at_ms = retry_at, .msg = "boom" };
+
+	OK(store_job_claim(st, job_id, 9, 8, &j));
+	if (o == OUT_COMPLETED)
+		OK(store_job_complete(st, &j, NULL, NULL, 0, false));
+	else
+		OK(store_job_fail(st, &j, &r, 3, NULL));
+	job_clear(&j);
+}
+
+static int
+fetch(store_t *st, const struct config *cfg, int64_t now,
+      struct job_ref *out, int max)
+{
+	int n = -1;
+	OK(store_runnable_fetch(st, cfg, now, NULL, 0, out, max, &n));
+	return n;
+}
+
+/* ---- schema and errors --------------------------------------------- */
 
 static void
 test_open_creates_schema(void **state)
@@ -169,16 +223,15 @@ test_open_creates_schema(void **state)
 	(void)state;
 	store_t *st = open_ok(0, 0);
 	sqlite3 *h = store_db(st);
-	char mode[16];
 
 	assert_int_equal(q_int(h, "PRAGMA user_version"), STORE_SCHEMA_VERSION);
-	q_text(h, mode, sizeof(mode), "PRAGMA journal_mode");
-	assert_string_equal(mode, "wal");
+	assert_string_equal(q_str(h, "PRAGMA journal_mode"), "wal");
 	assert_int_equal(q_int(h, "PRAGMA foreign_keys"), 1);
+	assert_int_equal(q_int(h, "PRAGMA page_size"), 2048);
 	assert_int_equal(q_int(h, "PRAGMA synchronous"), 1);       /* NORMAL */
 	assert_int_equal(q_int(h, "SELECT count(*) FROM sqlite_master WHERE "
 	    "name IN ('media_files', 'jobs', 'attempts', 'settings', "
-	    "'processing_status', 'jobs_running', 'jobs_status')"), 7);
+	    "'processing_status', 'jobs_failed', 'jobs_status')"), 7);
 	store_close(st);
 	st = open_ok(STORE_DURABLE, 0);
 	assert_int_equal(q_int(store_db(st), "PRAGMA synchronous"), 2);
@@ -190,8 +243,7 @@ test_migrate_from_v0(void **state)
 {
 	(void)state;
 	sqlite3 *h = raw_open();
-	assert_int_equal(sqlite3_exec(h, "CREATE TABLE notes (t TEXT);"
-	    "INSERT INTO notes VALUES ('keep me')", NULL, NULL, NULL), SQLITE_OK);
+	x(h, "CREATE TABLE notes (t TEXT); INSERT INTO notes VALUES ('keep')");
 	sqlite3_close(h);
 
 	store_t *st = open_ok(0, 0);
@@ -199,17 +251,15 @@ test_migrate_from_v0(void **state)
 	    STORE_SCHEMA_VERSION);
 	assert_int_equal(q_int(store_db(st), "SELECT count(*) FROM notes"), 1);
 	assert_int_equal(q_int(store_db(st), "SELECT count(*) FROM jobs"), 0);
-	assert_int_equal(store_langs_sync(st, langs2, 2), 0);
+	OK(store_langs_sync(st, langs2, 2));
 	store_close(st);
 
 	/* reopening a current database changes nothing in the schema */
 	h = raw_open();
 	int64_t cookie = q_int(h, "PRAGMA schema_version");
-	sqlite3_close(h);
 	st = open_ok(0, 0);
-	assert_int_equal(store_langs_sync(st, langs2, 2), 0);   /* same set */
+	OK(store_langs_sync(st, langs2, 2));                /* the same set */
 	store_close(st);
-	h = raw_open();
 	assert_int_equal(q_int(h, "PRAGMA schema_version"), cookie);
 	sqlite3_close(h);
 }
@@ -219,19 +269,18 @@ test_refuses_foreign_and_newer(void **state)
 {
 	(void)state;
 	char err[512];
+	store_t *st = NULL;
 	sqlite3 *h = raw_open();
 
 	/* the older Python tooling's own tables, no user_version */
-	assert_int_equal(sqlite3_exec(h, "CREATE TABLE media_files (file_path "
-	    "TEXT)", NULL, NULL, NULL), SQLITE_OK);
-	assert_int_equal(open_err(0, 0, err, sizeof(err)), -1);
+	x(h, "CREATE TABLE media_files (file_path TEXT)");
+	assert_int_equal(try_open(&st, 0, 0, err, sizeof(err)), -1);
 	assert_non_null(strstr(err, "not an mpfarm database"));
 	assert_int_equal(strncmp(err, db, strlen(db)), 0);
 	assert_int_equal(q_int(h, "PRAGMA user_version"), 0);   /* untouched */
-	assert_int_equal(sqlite3_exec(h, "DROP TABLE media_files; "
-	    "PRAGMA user_version = 99", NULL, NULL, NULL), SQLITE_OK);
+	x(h, "DROP TABLE media_files; PRAGMA user_version = 99");
 	sqlite3_close(h);
-	assert_int_equal(open_err(0, 0, err, sizeof(err)), -1);
+	assert_int_equal(try_open(&st, 0, 0, err, sizeof(err)), -1);
 	assert_non_null(strstr(err, "schema version 99 is newer"));
 }
 
@@ -240,33 +289,31 @@ test_readonly(void **state)
 {
 	(void)state;
 	char err[512], want[256];
+	store_t *st = NULL;
+	enum store_add_result res;
+	struct store_counts c;
 
-	assert_int_equal(open_err(STORE_READONLY, 0, err, sizeof(err)), -1);
+	assert_int_equal(try_open(&st, STORE_READONLY, 0, err, sizeof(err)), -1);
 	snprintf(want, sizeof(want), "%s: No such file or directory", db);
 	assert_string_equal(err, want);
 
-	sqlite3 *h = raw_open();                     /* empty, version 0 */
-	assert_int_equal(sqlite3_exec(h, "CREATE TABLE notes (t)", NULL, NULL,
-	    NULL), SQLITE_OK);
-	assert_int_equal(open_err(STORE_READONLY, 0, err, sizeof(err)), -1);
+	sqlite3 *h = raw_open();                     /* version 0: no migration */
+	x(h, "CREATE TABLE notes (t)");
+	assert_int_equal(try_open(&st, STORE_READONLY, 0, err, sizeof(err)), -1);
 	assert_non_null(strstr(err, "no mpfarm schema"));
 	assert_int_equal(q_int(h, "SELECT count(*) FROM sqlite_master"), 1);
 	sqlite3_close(h);
 
-	store_t *st = open_ok(0, 0);
+	st = open_ok(0, 0);
 	add_files(st, 2, langs2, 2);
 	store_close(st);
 	st = open_ok(STORE_READONLY, 0);
-	struct store_counts c;
-	assert_int_equal(store_counts_get(st, &c), 0);
+	OK(store_counts_get(st, &c));
 	assert_int_equal(c.files, 2);
 	store_counts_free(&c);
-	assert_int_equal(store_tx_begin(st), 0);     /* reads still allowed */
 	struct media_file mf = { "/m", "x.mp3", "/m/x.mp3", 1, 1 };
-	enum store_add_result res;
 	assert_int_equal(store_file_add(st, &mf, langs2, 2, &res, NULL), -1);
 	assert_non_null(strstr(store_errmsg(st), "readonly"));
-	store_tx_rollback(st);
 	store_close(st);
 }
 
@@ -275,6 +322,7 @@ test_corrupt_file(void **state)
 {
 	(void)state;
 	char err[512], want[256], junk[4096];
+	store_t *st = NULL;
 	int fd = open(db, O_WRONLY | O_CREAT | O_TRUNC, 0644);
 
 	srand(42);
@@ -283,25 +331,27 @@ test_corrupt_file(void **state)
 	assert_int_equal(write(fd, junk, sizeof(junk)), (ssize_t)sizeof(junk));
 	close(fd);
 	snprintf(want, sizeof(want), "%s: file is not a database", db);
-	assert_int_equal(open_err(0, 0, err, sizeof(err)), -1);
+	assert_int_equal(try_open(&st, 0, 0, err, sizeof(err)), -1);
 	assert_string_equal(err, want);
-	assert_int_equal(open_err(STORE_READONLY, 0, err, sizeof(err)), -1);
+	assert_int_equal(try_open(&st, STORE_READONLY, 0, err, sizeof(err)), -1);
 	assert_string_equal(err, want);
 }
 
 static void
-assert_locked_msg(const char *msg, int min_ms)
+assert_locked(const char *msg, int64_t t0)
 {
+	int64_t took = time_mono_ms() - t0;
 	char pat[300];
-	regex_t re;
 	regmatch_t m[2];
+	regex_t re;
 
 	snprintf(pat, sizeof(pat), "^%s: database is locked \\(busy for "
 	    "([0-9]+) ms\\)$", db);
-	assert_int_equal(regcomp(&re, pat, REG_EXTENDED), 0);
+	OK(regcomp(&re, pat, REG_EXTENDED));
 	if (regexec(&re, msg, 2, m, 0) != 0)
 		fail_msg("unexpected message: %s", msg);
-	assert_true(atoi(msg + m[1].rm_so) >= min_ms);
+	assert_true(atoi(msg + m[1].rm_so) >= 200);
+	assert_true(took >= 200 && took < 2000);
 	regfree(&re);
 }
 
@@ -310,30 +360,25 @@ test_locked(void **state)
 {
 	(void)state;
 	char err[512];
+	store_t *st = NULL;
 
 	/* a fresh database another connection holds exclusively */
 	sqlite3 *h = raw_open();
-	assert_int_equal(sqlite3_exec(h, "CREATE TABLE t (x); BEGIN EXCLUSIVE; "
-	    "INSERT INTO t VALUES (1)", NULL, NULL, NULL), SQLITE_OK);
+	x(h, "CREATE TABLE t (x); BEGIN EXCLUSIVE; INSERT INTO t VALUES (1)");
 	int64_t t0 = time_mono_ms();
-	assert_int_equal(open_err(0, 200, err, sizeof(err)), -1);
-	int64_t took = time_mono_ms() - t0;
-	assert_locked_msg(err, 200);
-	assert_true(took >= 200 && took < 2000);
-	sqlite3_exec(h, "COMMIT", NULL, NULL, NULL);
+	assert_int_equal(try_open(&st, 0, 200, err, sizeof(err)), -1);
+	assert_locked(err, t0);
+	x(h, "COMMIT");
 
-	/* a store in WAL mode: readers go on, the writer waits then says so */
-	store_t *st = open_ok(0, 200);
-	assert_int_equal(sqlite3_exec(h, "BEGIN EXCLUSIVE", NULL, NULL, NULL),
-	    SQLITE_OK);
+	/* in WAL mode readers go on; the writer waits, then says so */
+	st = open_ok(0, 200);
+	x(h, "BEGIN EXCLUSIVE");
 	t0 = time_mono_ms();
 	assert_int_equal(store_tx_begin(st), -1);
-	took = time_mono_ms() - t0;
-	assert_locked_msg(store_errmsg(st), 200);
-	assert_true(took >= 200 && took < 2000);
-	sqlite3_exec(h, "COMMIT", NULL, NULL, NULL);
-	assert_int_equal(store_tx_begin(st), 0);
-	assert_int_equal(store_tx_commit(st), 0);
+	assert_locked(store_errmsg(st), t0);
+	x(h, "COMMIT");
+	OK(store_tx_begin(st));
+	OK(store_tx_commit(st));
 	store_close(st);
 	sqlite3_close(h);
 }
@@ -347,27 +392,25 @@ test_file_add(void **state)
 	store_t *st = open_ok(0, 0);
 	const char *weird = "/m/line\nbreak \xff\xfe.mp3";
 	struct media_file mf = { "/m", weird + 3, weird, 10, 20 };
+	struct media_file clash = { "/n", weird + 3, "/n/x.mp3", 1, 1 };
+	const char bad[][CONFIG_LANG_MAX] = { "e n" };
 	enum store_add_result res;
 	char *other = NULL;
+	struct job j;
 
-	assert_int_equal(store_file_add(st, &mf, langs2, 2, &res, NULL), 0);
+	OK(store_file_add(st, &mf, langs2, 2, &res, NULL));
 	assert_int_equal(res, STORE_ADDED);
 	assert_int_equal(q_int(store_db(st), "SELECT count(*) FROM jobs"), 3);
-	assert_int_equal(store_file_add(st, &mf, langs2, 2, &res, NULL), 0);
+	OK(store_file_add(st, &mf, langs2, 2, &res, NULL));
 	assert_int_equal(res, STORE_UNCHANGED);
-
 	/* another file that would write the same outputs */
-	struct media_file clash = { "/n", weird + 3, "/n/line\nbreak \xff\xfe.mp3",
-	    1, 1 };
-	assert_int_equal(store_file_add(st, &clash, langs2, 2, &res, &other), 0);
+	OK(store_file_add(st, &clash, langs2, 2, &res, &other));
 	assert_int_equal(res, STORE_CONFLICT);
 	assert_string_equal(other, weird);
 	free(other);
 
 	/* byte-exact round trip of the name through a claim */
-	struct job j;
-	assert_int_equal(store_job_claim(st, job_of(st, 1, "transcribe", ""), 9,
-	    8, &j), 0);
+	OK(store_job_claim(st, job_of(st, 1, "transcribe", ""), 9, 8, &j));
 	assert_string_equal(j.abs_path, weird);
 	assert_string_equal(j.rel_path, weird + 3);
 	assert_int_equal(j.stage, STAGE_TRANSCRIBE);
@@ -375,14 +418,12 @@ test_file_add(void **state)
 
 	/* a changed recording starts over and fences the running worker */
 	mf.size = 11;
-	assert_int_equal(store_file_add(st, &mf, langs2, 2, &res, NULL), 0);
+	OK(store_file_add(st, &mf, langs2, 2, &res, NULL));
 	assert_int_equal(res, STORE_CHANGED);
 	assert_int_equal(q_int(store_db(st), "SELECT count(*) FROM jobs WHERE "
 	    "status = 'not_started' AND attempts = 0"), 3);
 	assert_int_equal(q_int(store_db(st), "SELECT count(*) FROM attempts "
 	    "WHERE outcome = 'interrupted'"), 1);
-
-	const char bad[][CONFIG_LANG_MAX] = { "e n" };
 	assert_int_equal(store_file_add(st, &mf, bad, 1, &res, NULL), -1);
 	assert_non_null(strstr(store_errmsg(st), "invalid language"));
 	store_close(st);
@@ -396,31 +437,28 @@ test_claim_complete(void **state)
 	sqlite3 *h = store_db(st);
 	char tmp[2][256], fin[2][256];
 	char *tp[2] = { tmp[0], tmp[1] }, *fp[2] = { fin[0], fin[1] };
-	struct job j;
+	struct job j, j2;
 
-	assert_int_equal(store_langs_sync(st, langs2, 2), 0);
+	OK(store_langs_sync(st, langs2, 2));
 	add_files(st, 1, langs2, 2);
-	int64_t tr = job_of(st, 1, "transcribe", ""), en = job_of(st, 1,
-	    "translate", "en");
+	int64_t tr = job_of(st, 1, "transcribe", "");
+	int64_t en = job_of(st, 1, "translate", "en");
 	assert_int_equal(store_job_claim(st, en, 9, 8, &j), 1);  /* not ready */
-	assert_int_equal(store_job_claim(st, tr, 9, 8, &j), 0);
+	OK(store_job_claim(st, tr, 9, 8, &j));
 	assert_int_equal(j.attempts, 1);
 	assert_true(j.lease > 0);
 	assert_string_equal(status_of(st, tr), "in-progress");
 	assert_int_equal(q_int(h, "SELECT owner_pid * 1000 + owner_master FROM "
 	    "jobs WHERE job_id = %lld", (long long)tr), 9008);
-	struct job j2;
 	assert_int_equal(store_job_claim(st, tr, 10, 8, &j2), 1);  /* taken */
 
 	tmp_file(tmp[0], fin[0], "a");
 	tmp_file(tmp[1], fin[1], "a.json");
 	assert_int_equal(q_int(h, "SELECT sum(ready) FROM jobs WHERE stage = "
 	    "'translate'"), 0);
-	assert_int_equal(store_job_complete(st, &j, tp, fp, 2, true), 0);
+	OK(store_job_complete(st, &j, tp, fp, 2, true));
 	assert_string_equal(status_of(st, tr), "completed");
-	assert_int_equal(access(fin[0], F_OK), 0);
-	assert_int_equal(access(fin[1], F_OK), 0);
-	assert_int_equal(access(tmp[0], F_OK), -1);
+	assert_true(exists(fin[0]) && exists(fin[1]) && !exists(tmp[0]));
 	/* the translations became ready with the same commit */
 	assert_int_equal(q_int(h, "SELECT sum(ready) FROM jobs WHERE stage = "
 	    "'translate'"), 2);
@@ -430,19 +468,17 @@ test_claim_complete(void **state)
 	/* completing twice is a lost lease */
 	tmp_file(tmp[0], fin[0], "b");
 	assert_int_equal(store_job_complete(st, &j, tp, fp, 1, false), 1);
-	assert_int_equal(access(tmp[0], F_OK), -1);
-	assert_int_equal(access(fin[0], F_OK), -1);
+	assert_true(!exists(tmp[0]) && !exists(fin[0]));
 	job_clear(&j);
 
 	/* a publish that fails leaves no output and the job in-progress */
-	assert_int_equal(store_job_claim(st, en, 9, 8, &j), 0);
+	OK(store_job_claim(st, en, 9, 8, &j));
 	tmp_file(tmp[0], fin[0], "c");
 	tmp_file(tmp[1], fin[1], "d");
 	sprintf(fin[1], "%s/no/such/dir/c.json", dir);
 	assert_int_equal(store_job_complete(st, &j, tp, fp, 2, false), -1);
 	assert_non_null(strstr(store_errmsg(st), "cannot publish"));
-	assert_int_equal(access(fin[0], F_OK), -1);
-	assert_int_equal(access(tmp[1], F_OK), -1);
+	assert_true(!exists(fin[0]) && !exists(tmp[1]));
 	assert_string_equal(status_of(st, en), "in-progress");
 	job_clear(&j);
 	store_close(st);
@@ -462,25 +498,24 @@ test_lease_fencing(void **state)
 	enum job_status fs;
 
 	add_files(st, 1, langs2, 0);
-	assert_int_equal(store_job_claim(st, 1, 100, 1, &stale), 0);
+	OK(store_job_claim(st, 1, 100, 1, &stale));
 	/* the master declares it hung and someone else takes it */
 	assert_int_equal(store_job_release(st, 1, 101, &hung, 3, &fs), 1);
-	assert_int_equal(store_job_release(st, 1, 100, &hung, 3, &fs), 0);
+	OK(store_job_release(st, 1, 100, &hung, 3, &fs));
 	assert_int_equal(fs, JOB_ST_NOT_STARTED);
-	assert_int_equal(store_job_claim(st, 1, 200, 1, &fresh), 0);
+	OK(store_job_claim(st, 1, 200, 1, &fresh));
 	assert_true(fresh.lease > stale.lease);
 	assert_int_equal(fresh.attempts, 2);
 
 	tmp_file(tmp, fin, "stale");
 	assert_int_equal(store_job_complete(st, &stale, tp, fp, 1, false), 1);
-	assert_int_equal(access(tmp, F_OK), -1);
-	assert_int_equal(access(fin, F_OK), -1);
+	assert_true(!exists(tmp) && !exists(fin));
 	assert_int_equal(store_job_fail(st, &stale, &tr, 3, &fs), 1);
 	assert_string_equal(status_of(st, 1), "in-progress");
 
 	tmp_file(tmp, fin, "fresh");
-	assert_int_equal(store_job_complete(st, &fresh, tp, fp, 1, false), 0);
-	assert_int_equal(access(fin, F_OK), 0);
+	OK(store_job_complete(st, &fresh, tp, fp, 1, false));
+	assert_true(exists(fin));
 	assert_int_equal(q_int(store_db(st), "SELECT count(*) FROM attempts "
 	    "WHERE outcome IN ('timeout', 'completed')"), 2);
 	job_clear(&stale);
@@ -496,8 +531,6 @@ test_fail_outcomes(void **state)
 	sqlite3 *h = store_db(st);
 	struct job j;
 	enum job_status fs;
-	char err[512];
-	int64_t later = time_wall_ms() + 3600000;
 	struct job_result rl = { .outcome = OUT_RATE_LIMITED, .http_status = 429,
 	    .exit_code = -1, .retry_at_ms = 1, .msg = "slow down" };
 	struct job_result tr = { .outcome = OUT_TRANSIENT, .http_status = 503,
@@ -507,31 +540,29 @@ test_fail_outcomes(void **state)
 
 	add_files(st, 2, langs2, 0);
 	for (int i = 0; i < 5; i++) {           /* rate limits never count */
-		assert_int_equal(store_job_claim(st, 1, 9, 8, &j), 0);
+		OK(store_job_claim(st, 1, 9, 8, &j));
 		assert_int_equal(j.attempts, 1);
-		assert_int_equal(store_job_fail(st, &j, &rl, 3, &fs), 0);
+		OK(store_job_fail(st, &j, &rl, 3, &fs));
 		assert_int_equal(fs, JOB_ST_NOT_STARTED);
 		job_clear(&j);
 	}
 	for (int i = 1; i <= 3; i++) {
-		assert_int_equal(store_job_claim(st, 1, 9, 8, &j), 0);
+		OK(store_job_claim(st, 1, 9, 8, &j));
 		assert_int_equal(j.attempts, i);
-		if (i == 3)
-			tr.retry_at_ms = later;
-		assert_int_equal(store_job_fail(st, &j, &tr, 3, &fs), 0);
+		OK(store_job_fail(st, &j, &tr, 3, &fs));
 		assert_int_equal(fs, i < 3 ? JOB_ST_NOT_STARTED : JOB_ST_FAILED);
 		job_clear(&j);
 	}
-	q_text(h, err, sizeof(err), "SELECT last_error FROM jobs WHERE job_id = 1");
-	assert_non_null(strstr(err, "unavailable (attempt 3 of 3; earlier: "));
+	assert_non_null(strstr(q_str(h, "SELECT last_error FROM jobs WHERE "
+	    "job_id = 1"), "unavailable (attempt 3 of 3; earlier: "));
 	assert_int_equal(q_int(h, "SELECT count(*) FROM attempts WHERE job_id = 1 "
 	    "AND outcome = 'rate_limited' AND http_status = 429"), 5);
 
-	assert_int_equal(store_job_claim(st, 2, 9, 8, &j), 0);
-	assert_int_equal(store_job_fail(st, &j, &pm, 3, &fs), 0);
+	OK(store_job_claim(st, 2, 9, 8, &j));
+	OK(store_job_fail(st, &j, &pm, 3, &fs));
 	assert_int_equal(fs, JOB_ST_FAILED);
-	q_text(h, err, sizeof(err), "SELECT last_error FROM jobs WHERE job_id = 2");
-	assert_string_equal(err, "bad key");
+	assert_string_equal(q_str(h, "SELECT last_error FROM jobs WHERE "
+	    "job_id = 2"), "bad key");
 	job_clear(&j);
 	store_close(st);
 }
@@ -544,61 +575,43 @@ test_release_and_recover(void **state)
 	sqlite3 *h = store_db(st);
 	struct job j;
 	enum job_status fs;
-	char err[512];
 	struct job_result kill9 = { .outcome = OUT_CRASHED, .signal = 9,
 	    .exit_code = -1 };
 	struct job_result stop = { .outcome = OUT_INTERRUPTED, .exit_code = -1 };
+	int n = 0;
 
 	add_files(st, 3, langs2, 0);
 	for (int i = 1; i <= 3; i++) {
-		assert_int_equal(store_job_claim(st, 1, 50 + i, 8, &j), 0);
+		OK(store_job_claim(st, 1, 50 + i, 8, &j));
 		job_clear(&j);
-		assert_int_equal(store_job_release(st, 1, 50 + i, &kill9, 3, &fs), 0);
+		OK(store_job_release(st, 1, 50 + i, &kill9, 3, &fs));
 	}
 	assert_int_equal(fs, JOB_ST_FAILED);
-	q_text(h, err, sizeof(err), "SELECT last_error FROM jobs WHERE job_id = 1");
-	assert_non_null(strstr(err, "worker killed by signal 9 (attempt 3 of 3"));
+	assert_non_null(strstr(q_str(h, "SELECT last_error FROM jobs WHERE "
+	    "job_id = 1"), "worker killed by signal 9 (attempt 3 of 3"));
 
 	/* a stopped farm gives the attempt back */
-	assert_int_equal(store_job_claim(st, 2, 60, 8, &j), 0);
+	OK(store_job_claim(st, 2, 60, 8, &j));
 	job_clear(&j);
-	assert_int_equal(store_job_release(st, 2, 60, &stop, 3, &fs), 0);
+	OK(store_job_release(st, 2, 60, &stop, 3, &fs));
 	assert_int_equal(q_int(h, "SELECT attempts FROM jobs WHERE job_id = 2"), 0);
 
 	/* a master that died: its jobs come back, the attempt counted */
-	assert_int_equal(store_job_claim(st, 2, 61, 4242, &j), 0);
+	OK(store_job_claim(st, 2, 61, 4242, &j));
 	job_clear(&j);
-	assert_int_equal(store_job_claim(st, 3, 62, 4242, &j), 0);
+	OK(store_job_claim(st, 3, 62, 4242, &j));
 	job_clear(&j);
-	assert_int_equal(q_int(h, "UPDATE jobs SET attempts = 3 WHERE job_id = 3 "
-	    "RETURNING 0"), 0);
-	int n = 0;
-	assert_int_equal(store_recover_orphans(st, 3, &n), 0);
+	x(h, "UPDATE jobs SET attempts = 3 WHERE job_id = 3");
+	OK(store_recover_orphans(st, 3, &n));
 	assert_int_equal(n, 2);
 	assert_string_equal(status_of(st, 2), "not_started");
 	assert_int_equal(q_int(h, "SELECT attempts FROM jobs WHERE job_id = 2"), 1);
 	assert_string_equal(status_of(st, 3), "failed");
 	assert_int_equal(q_int(h, "SELECT count(*) FROM attempts WHERE outcome = "
 	    "'interrupted' AND message = 'master pid 4242 is gone'"), 2);
-	assert_int_equal(store_recover_orphans(st, 3, &n), 0);
+	OK(store_recover_orphans(st, 3, &n));
 	assert_int_equal(n, 0);
 	store_close(st);
-}
-
-/* Claim and complete (no outputs) or fail a job, for setting up states. */
-static void
-run_job(store_t *st, int64_t job_id, enum job_outcome o, int64_t retry_at)
-{
-	struct job j;
-	struct job_result r = { .outcome = o, .exit_code = -1,
-	    .retry_at_ms = retry_at, .msg = "boom" };
-
-	assert_int_equal(store_job_claim(st, job_id, 9, 8, &j), 0);
-	if (o == OUT_COMPLETED)
-		assert_int_equal(store_job_complete(st, &j, NULL, NULL, 0, false), 0);
-	else
-		assert_int_equal(store_job_fail(st, &j, &r, 3, NULL), 0);
-	job_clear(&j);
 }
 
 /* ---- the view, languages, reports ---------------------------------- */
@@ -613,12 +626,11 @@ test_view(void **state)
 	const char *cols[] = { "file_id", "file_path", "status",
 	    "transcription_status", "translation_en_status",
 	    "translation_de_status" };
-	char v[256];
 
-	assert_int_equal(store_langs_sync(st, langs2, 2), 0);
+	OK(store_langs_sync(st, langs2, 2));
 	add_files(st, 4, langs2, 2);
-	assert_int_equal(sqlite3_prepare_v2(h, "SELECT * FROM processing_status",
-	    -1, &s, NULL), SQLITE_OK);
+	OK(sqlite3_prepare_v2(h, "SELECT * FROM processing_status", -1, &s,
+	    NULL));
 	assert_int_equal(sqlite3_column_count(s), 6);
 	for (int i = 0; i < 6; i++)
 		assert_string_equal(sqlite3_column_name(s, i), cols[i]);
@@ -629,17 +641,16 @@ test_view(void **state)
 	run_job(st, job_of(st, 4, "transcribe", ""), OUT_COMPLETED, 0);
 	run_job(st, job_of(st, 4, "translate", "en"), OUT_COMPLETED, 0);
 	run_job(st, job_of(st, 4, "translate", "de"), OUT_COMPLETED, 0);
-	q_text(h, v, sizeof(v), "SELECT group_concat(status, ',') FROM "
-	    "(SELECT status FROM processing_status ORDER BY file_id)");
-	assert_string_equal(v, "not_started,in-progress,failed,completed");
-	q_text(h, v, sizeof(v), "SELECT group_concat(transcription_status || ':' "
-	    "|| translation_en_status, ',') FROM (SELECT * FROM processing_status "
-	    "ORDER BY file_id)");
-	assert_string_equal(v, "not_started:not_started,completed:not_started,"
-	    "failed:not_started,completed:completed");
-	q_text(h, v, sizeof(v), "SELECT typeof(file_path) || ' ' || file_path "
-	    "FROM processing_status WHERE file_id = 1");
-	assert_string_equal(v, "text /media/f0000.mp3");
+	assert_string_equal(q_str(h, "SELECT group_concat(status, ',') FROM "
+	    "(SELECT status FROM processing_status ORDER BY file_id)"),
+	    "not_started,in-progress,failed,completed");
+	assert_string_equal(q_str(h, "SELECT group_concat(transcription_status "
+	    "|| ':' || translation_en_status, ',') FROM (SELECT * FROM "
+	    "processing_status ORDER BY file_id)"), "not_started:not_started,"
+	    "completed:not_started,failed:not_started,completed:completed");
+	assert_string_equal(q_str(h, "SELECT typeof(file_path) || ' ' || "
+	    "file_path FROM processing_status WHERE file_id = 1"),
+	    "text /media/f0000.mp3");
 	/* what users of the older tooling type */
 	assert_int_equal(q_int(h, "SELECT count(*) FROM (SELECT "
 	    "transcription_status, COUNT(*) FROM processing_status GROUP BY 1)"),
@@ -657,21 +668,19 @@ test_langs_sync(void **state)
 	const char en_de[][CONFIG_LANG_MAX] = { "en", "DE", "en" };
 	const char bad[][CONFIG_LANG_MAX] = { "en", "d;e" };
 
-	assert_int_equal(store_langs_sync(st, en, 1), 0);
+	OK(store_langs_sync(st, en, 1));
 	add_files(st, 3, en, 1);
 	run_job(st, job_of(st, 1, "transcribe", ""), OUT_COMPLETED, 0);
-	assert_int_equal(store_langs_sync(st, en_de, 3), 0);
+	OK(store_langs_sync(st, en_de, 3));
 	assert_int_equal(q_int(h, "SELECT count(*) FROM jobs WHERE lang = 'de'"), 3);
 	assert_int_equal(q_int(h, "SELECT group_concat(ready, '') FROM (SELECT "
 	    "ready FROM jobs WHERE lang = 'de' ORDER BY file_id)"), 100);
 	assert_int_equal(q_int(h, "SELECT count(translation_de_status) FROM "
 	    "processing_status"), 3);
-	char v[64];
-	q_text(h, v, sizeof(v), "SELECT value FROM settings");
-	assert_string_equal(v, "en,de");
+	assert_string_equal(q_str(h, "SELECT value FROM settings"), "en,de");
 
 	/* dropping a language hides it but keeps its jobs */
-	assert_int_equal(store_langs_sync(st, en, 1), 0);
+	OK(store_langs_sync(st, en, 1));
 	assert_int_equal(q_int(h, "SELECT count(*) FROM jobs WHERE lang = 'de'"), 3);
 	assert_int_not_equal(sqlite3_exec(h, "SELECT translation_de_status FROM "
 	    "processing_status", NULL, NULL, NULL), SQLITE_OK);
@@ -690,49 +699,36 @@ test_runnable_fetch(void **state)
 	int n;
 	int64_t now = time_wall_ms(), due;
 
-	assert_int_equal(store_langs_sync(st, langs2, 2), 0);
+	OK(store_langs_sync(st, langs2, 2));
 	add_files(st, 3, langs2, 2);
 	cfg_init(&cfg, STAGE_MASK_ALL);
-	assert_int_equal(store_runnable_fetch(st, &cfg, now, NULL, 0, out, 16,
-	    &n), 0);
-	assert_int_equal(n, 3);
+	assert_int_equal(fetch(st, &cfg, now, out, 16), 3);
 	for (int i = 0; i < 3; i++) {
 		assert_int_equal(out[i].job_id, job_of(st, i + 1, "transcribe", ""));
 		assert_int_equal(out[i].stage, STAGE_TRANSCRIBE);
 	}
 	int64_t skip[1] = { out[0].job_id };
-	assert_int_equal(store_runnable_fetch(st, &cfg, now, skip, 1, out, 1,
-	    &n), 0);
+	OK(store_runnable_fetch(st, &cfg, now, skip, 1, out, 1, &n));
 	assert_int_equal(n, 1);
 	assert_int_equal(out[0].job_id, job_of(st, 2, "transcribe", ""));
 
 	cfg_init(&cfg, STAGE_MASK_TRANSLATE);
-	assert_int_equal(store_runnable_fetch(st, &cfg, now, NULL, 0, out, 16,
-	    &n), 0);
-	assert_int_equal(n, 0);
+	assert_int_equal(fetch(st, &cfg, now, out, 16), 0);
 	run_job(st, job_of(st, 1, "transcribe", ""), OUT_COMPLETED, 0);
-	assert_int_equal(store_runnable_fetch(st, &cfg, now, NULL, 0, out, 16,
-	    &n), 0);
-	assert_int_equal(n, 2);
+	assert_int_equal(fetch(st, &cfg, now, out, 16), 2);
 	strcpy(cfg.run_langs[0], "de");
 	cfg.nrun_langs = 1;
-	assert_int_equal(store_runnable_fetch(st, &cfg, now, NULL, 0, out, 16,
-	    &n), 0);
-	assert_int_equal(n, 1);
+	assert_int_equal(fetch(st, &cfg, now, out, 16), 1);
 	assert_int_equal(out[0].stage, STAGE_TRANSLATE);
 	assert_string_equal(out[0].lang, "de");
 
 	/* a transient failure waits for its time */
 	cfg_init(&cfg, STAGE_MASK_ALL);
 	run_job(st, job_of(st, 2, "transcribe", ""), OUT_TRANSIENT, now + 60000);
-	assert_int_equal(store_runnable_fetch(st, &cfg, now, NULL, 0, out, 16,
-	    &n), 0);
-	assert_int_equal(n, 3);                 /* f3 transcript, f1 en, f1 de */
-	assert_int_equal(store_next_due(st, &cfg, &due), 0);
+	assert_int_equal(fetch(st, &cfg, now, out, 16), 3);  /* f3, f1 en, de */
+	OK(store_next_due(st, &cfg, &due));
 	assert_int_equal(due, now + 60000);
-	assert_int_equal(store_runnable_fetch(st, &cfg, now + 60000, NULL, 0,
-	    out, 16, &n), 0);
-	assert_int_equal(n, 4);
+	assert_int_equal(fetch(st, &cfg, now + 60000, out, 16), 4);
 	store_close(st);
 }
 
@@ -745,24 +741,21 @@ test_counts_and_retry(void **state)
 	struct job j;
 	int64_t now = time_wall_ms(), n;
 
-	assert_int_equal(store_langs_sync(st, langs2, 2), 0);
+	OK(store_langs_sync(st, langs2, 2));
 	add_files(st, 4, langs2, 2);
 	run_job(st, job_of(st, 1, "transcribe", ""), OUT_COMPLETED, 0);
 	run_job(st, job_of(st, 1, "translate", "de"), OUT_PERMANENT, 0);
 	run_job(st, job_of(st, 2, "transcribe", ""), OUT_PERMANENT, 0);
 	run_job(st, job_of(st, 3, "transcribe", ""), OUT_TRANSIENT, now + 60000);
-	assert_int_equal(store_job_claim(st, job_of(st, 4, "transcribe", ""), 9,
-	    8, &j), 0);
-	assert_int_equal(store_counts_get(st, &c), 0);
+	OK(store_job_claim(st, job_of(st, 4, "transcribe", ""), 9, 8, &j));
+	OK(store_counts_get(st, &c));
 	assert_int_equal(c.files, 4);
 	assert_int_equal(c.nstages, 3);
 	assert_int_equal(c.stages[0].stage, STAGE_TRANSCRIBE);
 	assert_string_equal(c.stages[1].lang, "de");
 	assert_string_equal(c.stages[2].lang, "en");
-	assert_int_equal(c.stages[0].n[JOB_ST_COMPLETED], 1);
-	assert_int_equal(c.stages[0].n[JOB_ST_FAILED], 1);
-	assert_int_equal(c.stages[0].n[JOB_ST_NOT_STARTED], 1);
-	assert_int_equal(c.stages[0].n[JOB_ST_IN_PROGRESS], 1);
+	for (int k = 0; k < JOB_ST_COUNT; k++)
+		assert_int_equal(c.stages[0].n[k], 1);
 	assert_int_equal(c.stages[0].delayed, 1);
 	assert_int_equal(c.stages[1].n[JOB_ST_FAILED], 1);
 	assert_int_equal(c.stages[1].waiting, 3);
@@ -772,11 +765,11 @@ test_counts_and_retry(void **state)
 	store_counts_free(&c);
 	job_clear(&j);
 
-	assert_int_equal(store_retry_failed(st, STAGE_TRANSLATE, "en", &n), 0);
+	OK(store_retry_failed(st, STAGE_TRANSLATE, "en", &n));
 	assert_int_equal(n, 0);
-	assert_int_equal(store_retry_failed(st, STAGE_TRANSLATE, "DE", &n), 0);
+	OK(store_retry_failed(st, STAGE_TRANSLATE, "DE", &n));
 	assert_int_equal(n, 1);
-	assert_int_equal(store_retry_failed(st, -1, NULL, &n), 0);
+	OK(store_retry_failed(st, -1, NULL, &n));
 	assert_int_equal(n, 1);
 	assert_int_equal(q_int(store_db(st), "SELECT count(*) FROM jobs WHERE "
 	    "status = 'failed' OR (job_id = %lld AND attempts != 0)",
@@ -794,43 +787,50 @@ test_query_plans(void **state)
 	struct config cfg;
 	struct store_counts c;
 	struct job_ref out[4];
+	struct job j;
 	int n, checked = 0;
 	int64_t due, nr;
 
-	assert_int_equal(store_langs_sync(st, langs2, 2), 0);
+	OK(store_langs_sync(st, langs2, 2));
 	add_files(st, 20, langs2, 2);
 	run_job(st, 1, OUT_COMPLETED, 0);
 	run_job(st, 4, OUT_TRANSIENT, 0);
 	cfg_init(&cfg, STAGE_MASK_ALL);
-	assert_int_equal(store_runnable_fetch(st, &cfg, time_wall_ms(), NULL, 0,
-	    out, 4, &n), 0);
-	assert_int_equal(store_next_due(st, &cfg, &due), 0);
-	assert_int_equal(store_counts_get(st, &c), 0);
+	fetch(st, &cfg, time_wall_ms(), out, 4);
+	OK(store_next_due(st, &cfg, &due));
+	OK(store_job_claim(st, 2, 9, 8, &j));
+	job_clear(&j);
+	OK(store_counts_get(st, &c));
+	assert_true(c.oldest_in_progress_ms > 0);
 	store_counts_free(&c);
-	assert_int_equal(store_retry_failed(st, -1, NULL, &nr), 0);
-	assert_int_equal(store_recover_orphans(st, 3, &n), 0);
+	OK(store_retry_failed(st, -1, NULL, &nr));
+	OK(store_recover_orphans(st, 3, &n));
 
 	sqlite3 *h = store_db(st);
 	for (sqlite3_stmt *s = sqlite3_next_stmt(h, NULL); s;
 	    s = sqlite3_next_stmt(h, s)) {
-		char sql[1200];
+		const char *sql = sqlite3_sql(s);
+		char eqp[1200];
 		sqlite3_stmt *e;
-		snprintf(sql, sizeof(sql), "EXPLAIN QUERY PLAN %s", sqlite3_sql(s));
-		if (sqlite3_prepare_v2(h, sql, -1, &e, NULL) != SQLITE_OK)
+		snprintf(eqp, sizeof(eqp), "EXPLAIN QUERY PLAN %s", sql);
+		if (sqlite3_prepare_v2(h, eqp, -1, &e, NULL) != SQLITE_OK)
 			continue;       /* BEGIN and friends */
 		while (sqlite3_step(e) == SQLITE_ROW) {
 			const char *d = (const char *)sqlite3_column_text(e, 3);
 			if (getenv("STORE_PLANS"))
-				printf("%s\n    %s\n", sqlite3_sql(s), d);
+				printf("%s\n    %s\n", sql, d);
+			/* scans of an index, the schema or a one-row
+			 * subquery are fine */
 			if ((strncmp(d, "SCAN ", 5) == 0 && !strstr(d, "INDEX") &&
-			    strcmp(d, "SCAN sqlite_master") != 0) ||
+			    strcmp(d, "SCAN sqlite_master") != 0 &&
+			    strncmp(d, "SCAN (subquery", 14) != 0) ||
 			    strstr(d, "TEMP B-TREE"))
-				fail_msg("%s\n  plan: %s", sqlite3_sql(s), d);
-			if (strstr(sqlite3_sql(s), "LIMIT ?4"))
+				fail_msg("%s\n  plan: %s", sql, d);
+			if (strstr(sql, "LIMIT ?4"))
 				assert_non_null(strstr(d, "COVERING INDEX jobs_status "
 				    "(stage=? AND lang=? AND status=? AND ready=? AND "
 				    "run_after<?)"));
-			if (strstr(sqlite3_sql(s), "GROUP BY stage"))
+			if (strstr(sql, "GROUP BY stage"))
 				assert_non_null(strstr(d, "COVERING INDEX jobs_status"));
 		}
 		sqlite3_finalize(e);
@@ -842,6 +842,8 @@ test_query_plans(void **state)
 
 /* ---- several processes --------------------------------------------- */
 
+/* A worker: fetch, claim, publish one output, complete, until nothing has
+ * been runnable for a second; reports each job it completed on wfd. */
 static int
 child_work(int wfd)
 {
@@ -851,7 +853,7 @@ child_work(int wfd)
 	char err[512], tmp[256], fin[256];
 	char *tp[1] = { tmp }, *fp[1] = { fin };
 	store_t *st;
-	int done = 0, n, idle = 0;
+	int n, idle = 0;
 
 	if (store_open(&st, db, &o, err, sizeof(err)) < 0)
 		return 10;
@@ -860,19 +862,16 @@ child_work(int wfd)
 		if (store_runnable_fetch(st, &cfg, time_wall_ms(), NULL, 0, refs, 8,
 		    &n) < 0)
 			return 11;
-		if (n == 0) {
-			idle++;
+		idle = n ? 0 : idle + 1;
+		if (n == 0)
 			usleep(500);
-			continue;
-		}
-		idle = 0;
 		for (int i = 0; i < n; i++) {
 			struct job j;
 			int rc = store_job_claim(st, refs[i].job_id, getpid(), 1, &j);
-			if (rc < 0)
-				return 12;
 			if (rc == 1)
 				continue;
+			if (rc < 0)
+				return 12;
 			snprintf(tmp, sizeof(tmp), "%s/.mpfarm-tmp.%lld", dir,
 			    (long long)j.job_id);
 			snprintf(fin, sizeof(fin), "%s/out.%lld", dir,
@@ -884,7 +883,6 @@ child_work(int wfd)
 			if (store_job_complete(st, &j, tp, fp, 1, false) != 0)
 				return 14;
 			job_clear(&j);
-			done++;
 			if (write(wfd, &refs[i].job_id, sizeof(int64_t)) != 8)
 				return 15;
 		}
@@ -897,17 +895,17 @@ static void
 test_concurrent_workers(void **state)
 {
 	(void)state;
-	enum { NFILES = 250, NKIDS = 4 };
+	enum { NFILES = 250, NJOBS = NFILES * 3, NKIDS = 4 };
+	static char seen[NJOBS + 1];
 	store_t *st = open_ok(0, 0);
 	int pfd[2], status;
 	pid_t kids[NKIDS];
-	static char seen[NFILES * 3 + 1];
 	int64_t id, total = 0;
 
-	assert_int_equal(store_langs_sync(st, langs2, 2), 0);
+	OK(store_langs_sync(st, langs2, 2));
 	add_files(st, NFILES, langs2, 2);
 	store_close(st);                    /* never shared across fork */
-	assert_int_equal(pipe(pfd), 0);
+	OK(pipe(pfd));
 	for (int k = 0; k < NKIDS; k++) {
 		kids[k] = fork();
 		assert_true(kids[k] >= 0);
@@ -918,7 +916,7 @@ test_concurrent_workers(void **state)
 	}
 	close(pfd[1]);
 	while (read(pfd[0], &id, sizeof(id)) == sizeof(id)) {
-		assert_true(id >= 1 && id <= NFILES * 3);
+		assert_true(id >= 1 && id <= NJOBS);
 		assert_int_equal(seen[id], 0);          /* done exactly once */
 		seen[id] = 1;
 		total++;
@@ -929,14 +927,14 @@ test_concurrent_workers(void **state)
 		assert_true(WIFEXITED(status));
 		assert_int_equal(WEXITSTATUS(status), 0);
 	}
-	assert_int_equal(total, NFILES * 3);
+	assert_int_equal(total, NJOBS);
 	st = open_ok(0, 0);
 	sqlite3 *h = store_db(st);
 	assert_int_equal(q_int(h, "SELECT count(*) FROM jobs WHERE status = "
-	    "'completed' AND attempts = 1"), NFILES * 3);
-	assert_int_equal(q_int(h, "SELECT count(*) FROM attempts"), NFILES * 3);
+	    "'completed' AND attempts = 1"), NJOBS);
+	assert_int_equal(q_int(h, "SELECT count(*) FROM attempts"), NJOBS);
 	assert_int_equal(q_int(h, "SELECT count(DISTINCT job_id) FROM attempts "
-	    "WHERE outcome = 'completed'"), NFILES * 3);
+	    "WHERE outcome = 'completed'"), NJOBS);
 	store_close(st);
 }
 
@@ -958,24 +956,14 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
-		T(test_open_creates_schema),
-		T(test_migrate_from_v0),
-		T(test_refuses_foreign_and_newer),
-		T(test_readonly),
-		T(test_corrupt_file),
-		T(test_locked),
-		T(test_file_add),
-		T(test_claim_complete),
-		T(test_lease_fencing),
-		T(test_fail_outcomes),
-		T(test_release_and_recover),
-		T(test_view),
-		T(test_langs_sync),
-		T(test_runnable_fetch),
-		T(test_counts_and_retry),
-		T(test_query_plans),
-		T(test_concurrent_workers),
-		T(test_names),
+		T(test_open_creates_schema), T(test_migrate_from_v0),
+		T(test_refuses_foreign_and_newer), T(test_readonly),
+		T(test_corrupt_file), T(test_locked), T(test_file_add),
+		T(test_claim_complete), T(test_lease_fencing),
+		T(test_fail_outcomes), T(test_release_and_recover), T(test_view),
+		T(test_langs_sync), T(test_runnable_fetch),
+		T(test_counts_and_retry), T(test_query_plans),
+		T(test_concurrent_workers), T(test_names),
 #undef T
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

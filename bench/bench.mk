@@ -1,0 +1,16 @@
+# bench/bench.mk - `make bench`: the throughput, memory and respawn
+# benchmark of issue "bench" (bench/bench_farm.py drives it).  Kept in its
+# own fragment so the bench's files stay under bench/; the Makefile
+# includes it after its variables (B, LIBOBJS, HDRS, LIBS ...) and after
+# `all`, so that `all` stays the default goal.
+#   make bench                     everything (about 3 min on 2 cores)
+#   make bench BENCH_ARGS="--files 5000 --rounds 1 --no-disk"   quicker
+BENCH_ARGS ?=
+
+$(B)/bench_floor: bench/bench_floor.c $(LIBOBJS) $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(WARN) $(CFLAGS) $(PKG_CFLAGS) -o $@ $< $(LIBOBJS) $(LIBS)
+
+bench: $(B)/mpfarm $(B)/bench_floor
+	/usr/bin/python3 bench/bench_farm.py --mpfarm $(abspath $(B)/mpfarm) \
+	  --floor $(abspath $(B)/bench_floor) $(BENCH_ARGS)
