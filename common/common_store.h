@@ -121,6 +121,11 @@ struct job {
 };
 void job_clear(struct job *j);
 
+/* store_job_claim and store_job_complete run in a transaction of their
+ * own, or join one the caller opened with store_tx_begin: a worker that
+ * already holds its next job completes one and claims the other in one
+ * write transaction. */
+
 /* Worker: not_started -> in-progress with a new lease, owner = worker pid
  * and master pid, started_at = now; opens an attempts-log row.  Returns 0
  * and fills *j; 1 when the job is not claimable any more (taken, finished,

@@ -243,8 +243,10 @@ store_job_claim(store_t *st, int64_t job_id, pid_t worker, pid_t master,
 	sqlite3_stmt *s;
 	int rc = -1, step;
 
+	bool own;
+
 	memset(j, 0, sizeof(*j));
-	if (store_tx_begin(st) < 0)
+	if (store_tx_enter(st, &own) < 0)
 		return -1;
 	if ((s = store_stmt(st, &q_claim)) == NULL)
 		goto out;
@@ -287,7 +289,7 @@ store_job_claim(store_t *st, int64_t job_id, pid_t worker, pid_t master,
 	sqlite3_bind_int64(s, 5, now);
 	rc = store_run(st, s);
 out:
-	rc = store_tx_leave(st, true, rc);
+	rc = store_tx_leave(st, own, rc);
 	if (rc != 0)
 		job_clear(j);
 	return rc;
@@ -311,8 +313,9 @@ store_job_complete(store_t *st, const struct job *j, char *const *tmp,
 	int64_t now = time_wall_ms();
 	sqlite3_stmt *s;
 	int rc = -1, moved = 0;
+	bool own = true;
 
-	if (store_tx_begin(st) < 0)
+	if (store_tx_enter(st, &own) < 0)
 		goto out;
 	if ((s = store_stmt(st, &q_complete)) == NULL)
 		goto out;
@@ -352,7 +355,7 @@ store_job_complete(store_t *st, const struct job *j, char *const *tmp,
 		goto out;
 	rc = 0;
 out:
-	rc = store_tx_leave(st, true, rc);
+	rc = store_tx_leave(st, own, rc);
 	if (rc != 0) {
 		/* whole or not at all: a job not marked completed keeps none
 		 * of the outputs this call published */

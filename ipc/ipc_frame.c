@@ -126,8 +126,13 @@ ipc_get_int(const msgpack_object *o, int64_t *out)
 static int
 ipc_get_str(const msgpack_object *o, char *dst, size_t cap)
 {
-	if (o->type != MSGPACK_OBJECT_STR || o->via.str.size >= cap ||
-	    memchr(o->via.str.ptr, '\0', o->via.str.size) != NULL)
+	if (o->type != MSGPACK_OBJECT_STR || o->via.str.size >= cap)
+		return -1;
+	if (o->via.str.size == 0) {     /* msgpack-c gives no pointer then */
+		dst[0] = '\0';
+		return 0;
+	}
+	if (memchr(o->via.str.ptr, '\0', o->via.str.size) != NULL)
 		return -1;
 	memcpy(dst, o->via.str.ptr, o->via.str.size);
 	dst[o->via.str.size] = '\0';

@@ -67,6 +67,21 @@ test_roundtrip_all_types(void **state)
 }
 
 static void
+test_empty_strings(void **state)
+{
+	struct ipc_msg in = { .type = IPC_MSG_DONE, .job_id = 5 }, out;
+	char buf[128];
+	(void)state;
+
+	int n = ipc_frame_encode(&in, buf, sizeof(buf));
+	assert_true(n > 4);
+	assert_int_equal(ipc_frame_decode(buf + 4, (size_t)n - 4, &out), 0);
+	assert_string_equal(out.provider, "");
+	assert_string_equal(out.text, "");
+	assert_int_equal(out.job_id, 5);
+}
+
+static void
 test_split_at_every_byte(void **state)
 {
 	struct ipc_msg in = { .type = IPC_MSG_DONE, .job_id = 77 }, out;
@@ -229,6 +244,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_roundtrip_all_types),
+		cmocka_unit_test(test_empty_strings),
 		cmocka_unit_test(test_split_at_every_byte),
 		cmocka_unit_test(test_many_frames_one_read),
 		cmocka_unit_test(test_oversize_length_is_broken),
