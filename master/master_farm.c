@@ -396,6 +396,8 @@ master_farm_run(struct config *cfg, int argc, char **argv)
 	farm.target = cfg->workers;
 	farm.started_mono = time_mono_ms();
 	farm.progress = isatty(2) && cfg->log_file == NULL;
+	if (farm.progress)
+		log_set_hook(farm_progress_clear);
 	farm_prov_init();
 	farm_signals_start();
 	sigprocmask(SIG_SETMASK, &oldmask, NULL);

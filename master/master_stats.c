@@ -119,6 +119,9 @@ farm_progress_show(bool final)
 	last = now;
 	if (farm.total_jobs == 0 && farm.st != NULL &&
 	    store_counts_get(farm.st, &c) == 0) {
+		/* what is left now plus what this run already did */
+		farm.total_jobs = farm.stage[0].done + farm.stage[1].done +
+		    farm.stage[0].failed + farm.stage[1].failed;
 		for (int i = 0; i < c.nstages; i++)
 			if (config_wants(farm.cfg, c.stages[i].stage, c.stages[i].lang))
 				farm.total_jobs += c.stages[i].n[JOB_ST_NOT_STARTED] +

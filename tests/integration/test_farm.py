@@ -318,3 +318,58 @@ def test_second_master_refused(farm):
     assert f"pid {m.pid}".encode() in p.stderr
     m.send_signal(signal.SIGQUIT)
     m.wait(timeout=10)
+
+
+def test_hup_reloads_config_and_keeps_old_on_error(farm):
+    farm.config(BASE + "[farm]\nworkers = 2\n[noop]\ndelay_ms = 100\n")
+    farm.make_media(60)
+    farm.run("scan", farm.media, check=0)
+    m = farm.start("run")
+    wait_for(lambda: len(farm.workers_of(m.pid)) == 2, 10, what="2 workers")
+    farm.config(BASE + "[farm]\nworkers = 3\n[noop]\ndelay_ms = 100\n")
+    m.send_signal(signal.SIGHUP)
+    wait_for(lambda: len(farm.workers_of(m.pid)) == 3, 10, what="3 workers")
+    assert "event=config_reloaded workers=3" in farm.log()
+    # a broken file is logged and the running settings kept
+    farm.config("[farm]\nworkers = lots\n")
+    m.send_signal(signal.SIGHUP)
+    wait_for(lambda: "event=config_reload_failed" in farm.log(), 10,
+             what="reload failure logged")
+    assert "mpfarm.conf:2" in farm.log()
+    time.sleep(0.3)
+    assert len(farm.workers_of(m.pid)) == 3
+    m.send_signal(signal.SIGTERM)
+    assert m.wait(timeout=30 * SLOW) == 0
+    assert "in-progress" not in farm.counts()
+
+
+def test_output_that_is_a_file_is_refused_before_workers(farm):
+    farm.config(BASE)
+    farm.make_media(2)
+    farm.run("scan", farm.media, check=0)
+    (farm.dir / "out.txt").write_text("not a folder")
+    p = farm.run("run", "--output", "out.txt")
+    assert p.returncode == 2
+    assert b"out.txt is not a folder" in p.stderr
+    assert b"worker_spawn" not in p.stderr
+    assert farm.counts() == {"not_started": 6}
+
+
+def test_progress_line_on_a_terminal(farm):
+    """With stderr on a terminal, one line of done/total, rate and ETA."""
+    import shutil
+    import subprocess
+    if shutil.which("script") is None:
+        pytest.skip("script(1) from util-linux is needed for a pty")
+    farm.config(BASE + "[noop]\ndelay_ms = 30\n")
+    farm.make_media(40)
+    farm.run("scan", farm.media, check=0)
+    from farmlib import BIN
+    p = subprocess.run(["script", "-qec", f"{BIN} run --workers 2",
+                        "/dev/null"], cwd=farm.dir, capture_output=True,
+                       timeout=120 * SLOW)
+    assert p.returncode == 0, p.stdout
+    out = p.stdout.decode(errors="replace")
+    assert "/120 jobs" in out
+    assert "120/120 jobs" in out
+    assert farm.counts() == {"completed": 120}
