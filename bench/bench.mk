@@ -14,3 +14,4 @@ $(B)/bench_floor: bench/bench_floor.c $(LIBOBJS) $(HDRS)
 bench: $(B)/mpfarm $(B)/bench_floor
 	/usr/bin/python3 bench/bench_farm.py --mpfarm $(abspath $(B)/mpfarm) \
 	  --floor $(abspath $(B)/bench_floor) $(BENCH_ARGS)
+	/usr/bin/python3 bench/bench_upload.py --mpfarm $(abspath $(B)/mpfarm)
