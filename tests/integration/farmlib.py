@@ -8,11 +8,8 @@ import subprocess
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-BIN = os.environ.get("MPFARM_BIN", str(REPO / "build" / "mpfarm"))
-SANITIZED = os.environ.get("MPFARM_SANITIZED") == "1"
-# sanitizer builds are several times slower: stretch waits, not assertions
-SLOW = 4 if SANITIZED else 1
+# one definition of where the binary is and how slow a sanitizer build is
+from conftest import MPFARM_BIN as BIN, REPO, SANITIZED, SLOW  # noqa: F401
 
 
 class Farm:
