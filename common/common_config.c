@@ -503,17 +503,29 @@ config_load(struct config *cfg, int argc, char **argv)
 }
 
 int
-config_reload(struct config *cfg, int argc, char **argv)
+config_reload(struct config *cfg, int argc, char **argv,
+	      int (*check)(const struct config *fresh, char *err, size_t errlen))
 {
 	struct config fresh;
 	char err[600] = "";
 
-	if (config_parse(&fresh, argc, argv, err, sizeof(err)) != 0) {
+	if (config_parse(&fresh, argc, argv, err, sizeof(err)) != 0 ||
+	    (check != NULL && check(&fresh, err, sizeof(err)) < 0)) {
 		log_error("config_reload_failed", "error=%s keeping=old",
 		    log_quote(err));
 		config_free(&fresh);
 		return -1;
 	}
+	/* the database and the output folder belong to the running farm (its
+	 * lock, its workers' files): they change with a restart only */
+	if (strcmp(fresh.db, cfg->db) != 0 || strcmp(fresh.output, cfg->output) != 0)
+		log_warn("config_reload_partial", "note=db-and-output-change-"
+		    "on-restart-only db=%s output=%s", log_quote(cfg->db),
+		    log_quote(cfg->output));
+	free(fresh.db);
+	free(fresh.output);
+	fresh.db = xstrdup(cfg->db);
+	fresh.output = xstrdup(cfg->output);
 	config_free(cfg);
 	*cfg = fresh;
 	return 0;

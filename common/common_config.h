@@ -83,9 +83,12 @@ struct config {
 int  config_load(struct config *cfg, int argc, char **argv);
 void config_free(struct config *cfg);
 
-/* Re-read only the file (HUP): on error logs and returns -1, leaving *cfg
- * untouched.  Command-line values still win over the new file. */
-int  config_reload(struct config *cfg, int argc, char **argv);
+/* Re-read the settings (HUP): the file again, the command line still
+ * winning.  A file that does not parse, or that `check` refuses, is logged
+ * and *cfg left untouched (-1).  db and output keep their running values. */
+int  config_reload(struct config *cfg, int argc, char **argv,
+		   int (*check)(const struct config *fresh, char *err,
+				size_t errlen));
 
 /* Raw lookup: value of section/key or NULL.  Last one wins. */
 const char *config_get(const struct config *cfg, const char *section,

@@ -236,12 +236,16 @@ ipc_reader_next(struct ipc_reader *r, struct ipc_msg *m)
 		return 0;
 	memcpy(&be, r->buf, 4);
 	plen = ntohl(be);
-	if (plen == 0 || plen > IPC_FRAME_MAX)
+	if (plen == 0 || plen > IPC_FRAME_MAX) {
+		errno = EPROTO;     /* callers tell this from a timeout */
 		return -1;
+	}
 	if (r->len < 4 + plen)
 		return 0;
-	if (ipc_frame_decode(r->buf + 4, plen, m) < 0)
+	if (ipc_frame_decode(r->buf + 4, plen, m) < 0) {
+		errno = EPROTO;
 		return -1;
+	}
 	memmove(r->buf, r->buf + 4 + plen, r->len - 4 - plen);
 	r->len -= 4 + plen;
 	return 1;
@@ -294,8 +298,12 @@ ipc_frame_recv(int fd, struct ipc_reader *r, struct ipc_msg *m, int timeout_ms)
 			}
 		}
 		ssize_t n = ipc_reader_fill(r, fd);
-		if (n == 0)
-			return r->len == 0 ? 0 : -1;
+		if (n == 0) {
+			if (r->len == 0)
+				return 0;
+			errno = EPROTO;     /* EOF inside a frame */
+			return -1;
+		}
 		if (n < 0)
 			return -1;
 	}

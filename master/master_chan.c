@@ -50,7 +50,8 @@ farm_slot_takes(const struct slot *s, bool ahead)
 {
 	if (ahead && (s->avg_job_ms <= 0 || s->avg_job_ms > FARM_AHEAD_MAX_MS))
 		return false;
-	if (s->flags & (SLOT_F_RETIRE | SLOT_F_SHUTDOWN | SLOT_F_HUNG))
+	if (s->flags & (SLOT_F_RETIRE | SLOT_F_SHUTDOWN | SLOT_F_HUNG |
+	    SLOT_F_EOF | SLOT_F_BROKEN))
 		return false;
 	if (!ahead)
 		return s->state == SLOT_IDLE && (s->jobs_limit <= 0 ||
@@ -60,8 +61,7 @@ farm_slot_takes(const struct slot *s, bool ahead)
 	    (s->jobs_limit <= 0 || s->jobs_done + 2 <= s->jobs_limit);
 }
 
-/* Give slot s the first queued job it may take.  A job whose provider is
- * paused or at its concurrency limit goes back to the end of the queue. */
+/* Give slot s the first queued job it may take. */
 static void
 farm_dispatch_one(struct slot *s, bool ahead)
 {
@@ -71,9 +71,16 @@ farm_dispatch_one(struct slot *s, bool ahead)
 
 		farm.qhead = (farm.qhead + 1) % farm.qcap;
 		farm.qlen--;
-		if (prov >= 0 && (ahead || !farm_prov_may_start(prov))) {
+		if (prov >= 0 && ahead) {       /* fine for an idle worker later */
 			farm.queue[(farm.qhead + farm.qlen) % farm.qcap] = j;
 			farm.qlen++;
+			continue;
+		}
+		if (prov >= 0 && !farm_prov_may_start(prov)) {
+			/* paused, full or disabled: drop it (it stays not_started)
+			 * so it cannot crowd out other work; the refill leaves its
+			 * provider out until it can start jobs again */
+			farm.dirty = true;
 			continue;
 		}
 		if (farm_job_send(s, &j) < 0) {
@@ -155,6 +162,12 @@ farm_done(struct slot *s, const struct ipc_msg *m)
 		farm.skipped++;
 		log_debug("job_skipped", "slot=%d job=%lld", s->idx,
 		    (long long)m->job_id);
+		/* usually not claimable, and this changes nothing; but a worker
+		 * that claimed the job and then could not record its outcome
+		 * (database busy, disk full) leaves it in-progress under its
+		 * pid, and nobody else would ever give it back */
+		farm_job_release(s, &s->job, OUT_TRANSIENT,
+		    "the worker could not record the job's outcome");
 	} else if (m->outcome == OUT_COMPLETED) {
 		farm.stage[st].done++;
 		farm_rate_add(1);
@@ -264,8 +277,10 @@ farm_chan_read(struct slot *s)
 			return -1;
 		}
 	} while (n > 0 && farm.reaping);    /* reaping: drain to EOF */
-	if (n == 0 || (n < 0 && errno != EAGAIN))
+	if (n == 0 || (n < 0 && errno != EAGAIN)) {
 		ev_io_stop(farm.loop, &s->io);
+		s->flags |= SLOT_F_EOF;
+	}
 	return 0;
 }
 

@@ -22,14 +22,43 @@ struct farm farm;
 
 #define FARM_TICK_S 0.1
 
+static int farm_config_check(const struct config *cfg, char *err,
+			     size_t errlen);
+
 static const int farm_sigs[] = {
 	SIGTERM, SIGINT, SIGQUIT, SIGUSR1, SIGHUP, SIGTTIN, SIGTTOU
 };
+
+/* The settings a refill fetches with: this run's stages and languages,
+ * less those whose provider cannot start a job now (paused, at its
+ * concurrency limit, disabled), so that their jobs never crowd the queue
+ * while other work waits.  A shallow copy: only the filters change. */
+static void
+farm_fetch_filter(struct config *fc)
+{
+	const struct config *cfg = farm.cfg;
+	int n = 0;
+
+	*fc = *cfg;
+	if (farm_prov_blocked(config_provider(cfg, STAGE_TRANSCRIBE, "")))
+		fc->stage_mask &= ~STAGE_MASK_TRANSCRIBE;
+	for (int i = 0; i < cfg->nlangs; i++) {
+		const char *lang = cfg->langs[i];
+		if (!config_wants(cfg, STAGE_TRANSLATE, lang) ||
+		    farm_prov_blocked(config_provider(cfg, STAGE_TRANSLATE, lang)))
+			continue;
+		memcpy(fc->run_langs[n++], lang, CONFIG_LANG_MAX);
+	}
+	fc->nrun_langs = n;
+	if (n == 0)
+		fc->stage_mask &= ~STAGE_MASK_TRANSLATE;
+}
 
 /* Refill the queue from the store when it is empty and it may help. */
 static void
 farm_refill(int64_t now)
 {
+	struct config fc;
 	int64_t *skip = NULL;
 	int nskip = 0, n = 0;
 
@@ -37,8 +66,16 @@ farm_refill(int64_t now)
 		return;
 	if (!farm.dirty && now < farm.next_fetch)
 		return;
-	if (farm.st == NULL)
+	if (farm.st == NULL && farm_store_reopen() < 0)
 		return;
+	farm_prov_fail_disabled();
+	farm_fetch_filter(&fc);
+	farm.qhead = 0;
+	if (fc.stage_mask == 0) {       /* every provider is held back */
+		farm.dirty = false;
+		farm.next_fetch = now + 1000;
+		return;
+	}
 	skip = xcalloc(2 * (size_t)farm.nslots + 1, sizeof(*skip));
 	for (int i = 0; i < farm.nslots; i++) {
 		if (farm.slots[i]->state == SLOT_BUSY)
@@ -46,13 +83,13 @@ farm_refill(int64_t now)
 		if (farm.slots[i]->has_next)
 			skip[nskip++] = farm.slots[i]->next.job_id;
 	}
-	farm.qhead = 0;
-	if (store_runnable_fetch(farm.st, farm.cfg, time_wall_ms(), skip, nskip,
+	if (store_runnable_fetch(farm.st, &fc, time_wall_ms(), skip, nskip,
 	    farm.queue, farm.qcap, &n) < 0) {
 		log_error("queue_refill_failed", "error=%s",
 		    log_quote(store_errmsg(farm.st)));
-		n = 0;
-		farm.next_fetch = now + 1000;
+		free(skip);
+		farm.next_fetch = now + 1000;   /* dirty stays: try again */
+		return;
 	}
 	free(skip);
 	farm.qlen = n;
@@ -63,7 +100,7 @@ farm_refill(int64_t now)
 		 * at the watch interval */
 		farm.next_fetch = now + (farm.cfg->watch ?
 		    (int64_t)farm.cfg->check_interval * 1000 : 3600 * 1000);
-		if (store_next_due(farm.st, farm.cfg, &due) == 0 && due > 0) {
+		if (store_next_due(farm.st, &fc, &due) == 0 && due > 0) {
 			int64_t wait = due - time_wall_ms();
 			if (wait < 0)
 				wait = 0;
@@ -80,17 +117,26 @@ farm_refill_now(void)
 	farm_dispatch();
 }
 
-/* The loop is done when nothing is in flight and nothing is left. */
+/* The loop is done when nothing is in flight and nothing is left: no job
+ * runnable now (even one held back by a paused provider), none waiting
+ * for its retry time, no release still owed.  Any doubt (a database
+ * error) means not done. */
 static bool
 farm_finished(void)
 {
+	struct job_ref one;
 	int64_t due = 0;
+	int n = 0;
 
-	if (farm.cfg->watch || farm.qlen > 0 || farm_busy_count() > 0)
+	if (farm.cfg->watch || farm.qlen > 0 || farm_busy_count() > 0 ||
+	    farm.dirty || farm.nowed > 0)
 		return false;
-	if (farm.dirty)
+	if (farm.st == NULL)
 		return false;
-	if (store_next_due(farm.st, farm.cfg, &due) == 0 && due > 0)
+	if (store_runnable_fetch(farm.st, farm.cfg, time_wall_ms(), NULL, 0,
+	    &one, 1, &n) < 0 || n > 0)
+		return false;
+	if (store_next_due(farm.st, farm.cfg, &due) < 0 || due > 0)
 		return false;
 	return true;
 }
@@ -124,6 +170,8 @@ farm_tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	(void)revents;
 	farm_hung_check(now);
 	farm_prov_tick(now);
+	if (farm.nowed > 0)
+		farm_owed_retry();
 	if (farm.stopping) {
 		if (!farm.quitting && now >= farm.stop_deadline) {
 			log_warn("grace_over", "busy=%d", farm_busy_count());
@@ -135,9 +183,15 @@ farm_tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
 				    !(farm.slots[i]->flags & SLOT_F_STOPPED))
 					farm_slot_kill(farm.slots[i], SIGKILL,
 					    SLOT_F_STOPPED);
+			for (int i = 0; i < farm.nretirees; i++)
+				kill(farm.retirees[i].pid, SIGKILL);
 		}
 		farm_shutdown_idle();
-		if (farm_live_count() == 0 && farm.nretirees == 0)
+		/* owed releases get until the grace is over plus one busy
+		 * timeout; after that the next run's recovery returns them */
+		if (farm_live_count() == 0 && farm.nretirees == 0 &&
+		    (farm.nowed == 0 || now > farm.stop_deadline +
+		    farm.cfg->busy_timeout_ms))
 			ev_break(loop, EVBREAK_ALL);
 		return;
 	}
@@ -170,7 +224,8 @@ farm_signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
 		farm_stats_log();
 		break;
 	case SIGHUP:
-		if (config_reload(farm.cfg, farm.argc, farm.argv) == 0) {
+		if (config_reload(farm.cfg, farm.argc, farm.argv,
+		    farm_config_check) == 0) {
 			farm.target = farm.cfg->workers;
 			log_info("config_reloaded", "workers=%d job_timeout=%d",
 			    farm.cfg->workers, farm.cfg->job_timeout);
@@ -236,15 +291,16 @@ farm_log_cb(struct ev_loop *loop, ev_io *w, int revents)
 	}
 }
 
-/* Everything that can make the run fail is checked here, before any
- * worker exists: exit 2 on usage and config errors. */
+/* What a config must satisfy to run a farm: at least one worker, every
+ * provider it uses built in and ready (keys, commands).  At start-up and
+ * for a HUP reload alike. */
 static int
-farm_preflight(void)
+farm_config_check(const struct config *cfg, char *err, size_t errlen)
 {
-	struct config *cfg = farm.cfg;
-	char err[512];
-	struct stat sb;
-
+	if (cfg->workers < 1) {
+		snprintf(err, errlen, "--workers must be at least 1");
+		return -1;
+	}
 	for (int stage = 0; stage < 2; stage++) {
 		int n = stage == STAGE_TRANSCRIBE ? 1 : cfg->nlangs;
 		for (int i = 0; i < n; i++) {
@@ -254,15 +310,30 @@ farm_preflight(void)
 			if (!config_wants(cfg, stage, lang))
 				continue;
 			if (ops == NULL) {
-				say_err("provider %s is not built into this mpfarm", name);
+				snprintf(err, errlen, "provider %s is not built into "
+				    "this mpfarm", name);
 				return -1;
 			}
 			if (ops->check != NULL && ops->check(cfg, stage, lang, err,
-			    sizeof(err)) < 0) {
-				say_err("%s", err);
+			    errlen) < 0)
 				return -1;
-			}
 		}
+	}
+	return 0;
+}
+
+/* Everything that can make the run fail is checked here, before any
+ * worker exists: exit 2 on usage and config errors. */
+static int
+farm_preflight(void)
+{
+	struct config *cfg = farm.cfg;
+	char err[512];
+	struct stat sb;
+
+	if (farm_config_check(cfg, err, sizeof(err)) < 0) {
+		say_err("%s", err);
+		return -1;
 	}
 	if (stat(cfg->output, &sb) == 0 && !S_ISDIR(sb.st_mode)) {
 		say_err("output %s is not a folder", cfg->output);
@@ -273,10 +344,6 @@ farm_preflight(void)
 	free(probe);
 	if (rc < 0) {
 		say_err("output: %s", err);
-		return -1;
-	}
-	if (cfg->workers < 1) {
-		say_err("--workers must be at least 1");
 		return -1;
 	}
 	return 0;
@@ -422,6 +489,11 @@ master_farm_run(struct config *cfg, int argc, char **argv)
 	if (done_total == 0 && !farm.any_failed && farm.st != NULL &&
 	    !farm.quitting && farm.exit_code == EXIT_OK)
 		farm_explain_idle();
+	if (farm.nowed > 0) {
+		say_err("%d jobs could not be returned to the database (%s); the "
+		    "next mpfarm run recovers them", farm.nowed, cfg->db);
+		farm.exit_code = EXIT_FATAL;
+	}
 	if (farm.exit_code == EXIT_OK && farm.any_failed)
 		farm.exit_code = EXIT_JOBFAIL;
 	goto out;
@@ -444,6 +516,7 @@ out:
 	}
 	free(farm.slots);
 	free(farm.retirees);
+	free(farm.owed);
 	free(farm.queue);
 	buf_free(&farm.log_partial);
 	for (int i = 0; i < 2; i++)

@@ -22,6 +22,7 @@ enum slot_state {
 #define SLOT_F_BROKEN   0x04  /* sent a bad frame: killed by us */
 #define SLOT_F_RETIRE   0x08  /* leave after the current job (TTOU) */
 #define SLOT_F_SHUTDOWN 0x10  /* SHUTDOWN sent: finish the current job */
+#define SLOT_F_EOF      0x20  /* channel closed: dying, not yet reaped */
 
 struct slot {
 	int      idx;
@@ -46,6 +47,18 @@ struct slot {
 	int      jobs_limit;    /* recycle after this many (0 = never) */
 	int      fails;         /* consecutive abnormal deaths of this slot */
 	bool     waiting_token;
+	int      prov_wait;     /* provider index it waits a token for */
+	int64_t  token_since;   /* mono ms the wait began */
+};
+
+/* A job whose release could not be written yet (database busy): retried
+ * from the tick; the farm does not end while one is owed. */
+struct owed {
+	int64_t job_id;
+	pid_t   pid;
+	int     stage;
+	enum job_outcome outcome;
+	char    msg[300];
 };
 
 struct retiree {                /* an old worker leaving after recycling */
@@ -74,6 +87,9 @@ struct farm {
 	int     target;         /* workers wanted */
 	struct retiree *retirees;
 	int     nretirees;
+
+	struct owed *owed;
+	int     nowed;
 
 	struct job_ref *queue;
 	int     qhead, qlen, qcap;
@@ -125,6 +141,9 @@ int  farm_store_reopen(void);
 void farm_child_cb(struct ev_loop *loop, ev_child *w, int revents);
 void farm_slot_kill(struct slot *s, int sig, int flag);
 void farm_hung_check(int64_t now);
+void farm_job_release(struct slot *s, const struct job_ref *job,
+		      enum job_outcome outcome, const char *msg);
+void farm_owed_retry(void);
 
 /* master_farm.c */
 void farm_refill_now(void);
@@ -156,6 +175,8 @@ void farm_prov_token_req(struct slot *s, const char *provider);
 void farm_prov_event(const struct ipc_msg *m);
 void farm_prov_tick(int64_t now);
 void farm_prov_slot_gone(struct slot *s);
+bool farm_prov_blocked(const char *name);    /* paused, full or disabled */
+void farm_prov_fail_disabled(void);
 void farm_prov_stats(struct buf *b);
 
 #endif

@@ -27,9 +27,11 @@ struct prov {
 	int64_t tokens_at;      /* mono ms of the last refill */
 	int64_t paused_until;   /* mono ms */
 	int64_t backoff_ms;
-	bool    disabled;
-	int     waiters[256];   /* slot indexes waiting for a token, FIFO */
-	int     nwait;
+	bool    disabled;       /* its jobs fail: a key or quota was refused */
+	char    why[IPC_TEXT_MAX];
+	bool    was_blocked;
+	struct prov_waiter { int idx; unsigned gen; } *waiters;  /* FIFO */
+	int     nwait, capwait;
 	int64_t granted, rate_limited;
 	ev_timer timer;
 };
@@ -74,6 +76,7 @@ farm_prov_init(void)
 		p->backoff_ms = PROV_BACKOFF_MIN_MS;
 		p->disabled = false;
 		p->inflight = p->nwait = 0;
+		p->was_blocked = false;
 		ev_timer_init(&p->timer, prov_timer_cb, 0, 0);
 		p->timer.data = p;
 	}
@@ -98,11 +101,26 @@ farm_prov_job_end(int i)
 		provs[i].inflight--;
 }
 
-static bool
-prov_slot_valid(int idx)
+bool
+farm_prov_blocked(const char *name)
 {
-	return idx < farm.nslots && farm.slots[idx]->state == SLOT_BUSY &&
-	    farm.slots[idx]->waiting_token;
+	int i = farm_prov_index(name);
+
+	return i >= 0 && !farm_prov_may_start(i);
+}
+
+/* Still the worker that asked, and still asking (a slot respawned since,
+ * or one that died waiting, must not get the token). */
+static bool
+prov_waiter_valid(const struct prov *p, const struct prov_waiter *wt)
+{
+	const struct slot *s;
+
+	if (wt->idx >= farm.nslots)
+		return false;
+	s = farm.slots[wt->idx];
+	return s->gen == wt->gen && s->state == SLOT_BUSY && s->waiting_token &&
+	    s->prov_wait == p - provs;
 }
 
 /* Grant what the bucket and the pause allow; re-arm for the rest. */
@@ -122,15 +140,17 @@ prov_pump(struct prov *p)
 	 * provider's own error, so no worker waits for ever */
 	while (p->nwait > 0 && (p->disabled || (now >= p->paused_until &&
 	    (p->rate <= 0 || p->tokens >= 1)))) {
-		int idx = p->waiters[0];
-		memmove(p->waiters, p->waiters + 1, sizeof(int) * (size_t)--p->nwait);
-		if (!prov_slot_valid(idx))
+		struct prov_waiter wt = p->waiters[0];
+		memmove(p->waiters, p->waiters + 1, sizeof(wt) * (size_t)--p->nwait);
+		if (!prov_waiter_valid(p, &wt))
 			continue;
-		struct slot *s = farm.slots[idx];
+		struct slot *s = farm.slots[wt.idx];
 		struct ipc_msg m = { .type = IPC_MSG_TOKEN_GRANT };
 		snprintf(m.provider, sizeof(m.provider), "%s", p->name);
 		s->waiting_token = false;
 		s->last_beat = now;
+		/* waiting for the provider is not the job hanging */
+		s->job_started += now - s->token_since;
 		if (ipc_frame_send(s->fd, &m) < 0)
 			continue;
 		p->granted++;
@@ -160,28 +180,32 @@ farm_prov_token_req(struct slot *s, const char *provider)
 		return;
 	}
 	struct prov *p = &provs[i];
-	if (p->nwait >= (int)(sizeof(p->waiters) / sizeof(p->waiters[0]))) {
-		farm_slot_kill(s, 9, SLOT_F_BROKEN);
-		return;
+	if (p->nwait == p->capwait) {
+		p->capwait = p->capwait ? 2 * p->capwait : 16;
+		p->waiters = xrealloc(p->waiters, sizeof(*p->waiters) *
+		    (size_t)p->capwait);
 	}
 	s->waiting_token = true;
-	p->waiters[p->nwait++] = s->idx;
+	s->prov_wait = i;
+	s->token_since = time_mono_ms();
+	p->waiters[p->nwait++] = (struct prov_waiter){ s->idx, s->gen };
 	prov_pump(p);
 }
 
-/* Every job this provider would still run fails now, with the reason. */
-static void
-prov_disable(struct prov *p, const char *why)
+/* Every job this provider would still run fails now, with the reason:
+ * once when the key or quota is refused, and again at each refill for
+ * jobs that came back since (a request in flight that timed out).  The
+ * provider counts as disabled only once that is committed.  Returns how
+ * many jobs failed, or -1. */
+static int64_t
+prov_fail_pending(struct prov *p, const char *why)
 {
 	sqlite3 *db;
 	int64_t n = 0;
 
-	p->disabled = true;
-	if (farm_store_reopen() < 0)
-		return;
+	if (farm_store_reopen() < 0 || store_tx_begin(farm.st) < 0)
+		return -1;
 	db = store_db(farm.st);
-	if (store_tx_begin(farm.st) < 0)
-		return;
 	for (int stage = 0; stage < 2; stage++) {
 		int nl = stage == STAGE_TRANSCRIBE ? 1 : farm.cfg->nlangs;
 		for (int k = 0; k < nl; k++) {
@@ -193,27 +217,54 @@ prov_disable(struct prov *p, const char *why)
 			if (sqlite3_prepare_v2(db, "UPDATE jobs SET status='failed', "
 			    "last_error=?1 WHERE status='not_started' AND stage=?2 "
 			    "AND lang=?3", -1, &q, NULL) != SQLITE_OK)
-				continue;
+				goto fail;
 			sqlite3_bind_text(q, 1, why, -1, SQLITE_TRANSIENT);
 			sqlite3_bind_text(q, 2, job_stage_name(stage), -1, SQLITE_STATIC);
 			sqlite3_bind_text(q, 3, lang, -1, SQLITE_STATIC);
-			if (sqlite3_step(q) == SQLITE_DONE)
-				n += sqlite3_changes(db);
+			int rc = sqlite3_step(q);
 			sqlite3_finalize(q);
+			if (rc != SQLITE_DONE)
+				goto fail;
+			n += sqlite3_changes(db);
 			farm.stage[stage].failed += sqlite3_changes(db);
 		}
 	}
-	if (store_tx_commit(farm.st) < 0) {
-		store_tx_rollback(farm.st);
-		return;
-	}
+	if (store_tx_commit(farm.st) < 0)
+		goto fail;
 	if (n > 0)
 		farm.any_failed = true;
-	farm.qlen = 0;          /* the queue may hold them; refetch */
+	return n;
+fail:
+	store_tx_rollback(farm.st);
+	log_error("provider_fail_jobs_failed", "provider=%s error=%s", p->name,
+	    log_quote(sqlite3_errmsg(db)));
+	return -1;
+}
+
+static void
+prov_disable(struct prov *p, const char *why)
+{
+	int64_t n;
+
+	snprintf(p->why, sizeof(p->why), "%s", why);
+	n = prov_fail_pending(p, why);
+	if (n < 0)
+		return;         /* not disabled yet: the next event tries again */
+	p->disabled = true;
+	farm.qlen = 0;          /* the queue may hold its jobs; refetch */
 	farm.dirty = true;
 	log_error("provider_disabled", "provider=%s jobs_failed=%lld reason=%s "
 	    "note=fix-the-key-or-quota-then-mpfarm-retry", p->name, (long long)n,
 	    log_quote(why));
+	prov_pump(p);           /* answer the waiting workers */
+}
+
+void
+farm_prov_fail_disabled(void)
+{
+	for (int i = 0; i < NPROVS; i++)
+		if (provs[i].disabled)
+			(void)prov_fail_pending(&provs[i], provs[i].why);
 }
 
 void
@@ -276,9 +327,15 @@ void
 farm_prov_tick(int64_t now)
 {
 	(void)now;
-	for (int i = 0; i < NPROVS; i++)
+	for (int i = 0; i < NPROVS; i++) {
+		bool blocked = !farm_prov_may_start(i);
+		/* a pause ended or a place freed up: its jobs may be fetched */
+		if (provs[i].was_blocked && !blocked)
+			farm.dirty = true;
+		provs[i].was_blocked = blocked;
 		if (provs[i].nwait > 0)
 			prov_pump(&provs[i]);
+	}
 }
 
 void

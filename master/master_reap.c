@@ -83,53 +83,99 @@ farm_cause(int status, int flags, char *buf, size_t len)
 	}
 }
 
+/* Return a job its worker no longer runs (died, hung, stopped, or could
+ * not record the outcome itself), fenced by that worker's pid: a job it
+ * never claimed or already finished is left alone.  When the database
+ * cannot be written now, the release is owed and retried from the tick. */
+static int
+farm_release_write(int64_t job_id, pid_t pid, int stage,
+		   enum job_outcome outcome, const char *msg, int fails)
+{
+	struct job_result jr = { 0 };
+	enum job_status final = JOB_ST_NOT_STARTED;
+	int rc;
+
+	jr.outcome = outcome;
+	jr.exit_code = -1;
+	jr.msg = msg;
+	/* the attempt that died is already counted: back off from it */
+	jr.retry_at_ms = outcome == OUT_INTERRUPTED ? 0 :
+	    worker_retry_at(farm.cfg, fails + 1, 0);
+	if (farm_store_reopen() < 0)
+		return -1;
+	rc = store_job_release(farm.st, job_id, pid, &jr, farm.cfg->max_attempts,
+	    &final);
+	if (rc != 0)            /* -1: owed; 1: not held by that pid */
+		return rc;
+	farm.dirty = true;
+	if (final == JOB_ST_FAILED) {
+		farm.stage[stage].failed++;
+		farm.any_failed = true;
+	} else if (outcome != OUT_INTERRUPTED) {
+		farm.stage[stage].retried++;
+	}
+	log_info("job_released", "job=%lld outcome=%s status=%s reason=%s",
+	    (long long)job_id, job_outcome_name(outcome), job_status_name(final),
+	    log_quote(msg));
+	return 0;
+}
+
+void
+farm_job_release(struct slot *s, const struct job_ref *job,
+		 enum job_outcome outcome, const char *msg)
+{
+	struct owed *o;
+
+	if (farm_release_write(job->job_id, s->pid, job->stage, outcome, msg,
+	    s->fails) >= 0)
+		return;
+	log_error("job_release_owed", "job=%lld pid=%d error=%s",
+	    (long long)job->job_id, (int)s->pid,
+	    log_quote(farm.st ? store_errmsg(farm.st) : "no database"));
+	farm.owed = xrealloc(farm.owed, sizeof(*farm.owed) *
+	    (size_t)(farm.nowed + 1));
+	o = &farm.owed[farm.nowed++];
+	o->job_id = job->job_id;
+	o->pid = s->pid;
+	o->stage = job->stage;
+	o->outcome = outcome;
+	snprintf(o->msg, sizeof(o->msg), "%s", msg);
+}
+
+void
+farm_owed_retry(void)
+{
+	for (int i = 0; i < farm.nowed; ) {
+		struct owed *o = &farm.owed[i];
+		if (farm_release_write(o->job_id, o->pid, o->stage, o->outcome,
+		    o->msg, 0) < 0) {
+			i++;
+			continue;
+		}
+		farm.owed[i] = farm.owed[--farm.nowed];
+	}
+}
+
 /* The job a dead worker held goes back to be run (or ends failed). */
 static void
 farm_job_attribute(struct slot *s, const struct job_ref *job, const char *cause)
 {
-	struct job_result jr = { 0 };
-	enum job_status final = JOB_ST_NOT_STARTED;
+	enum job_outcome outcome;
 	char msg[300];
-	int rc, st = job->stage;
 
 	if (s->flags & SLOT_F_STOPPED) {
-		jr.outcome = OUT_INTERRUPTED;
+		outcome = OUT_INTERRUPTED;
 		snprintf(msg, sizeof(msg), "farm stopped: worker %s", cause);
 	} else if (s->flags & SLOT_F_HUNG) {
-		jr.outcome = OUT_TIMEOUT;
+		outcome = OUT_TIMEOUT;
 		snprintf(msg, sizeof(msg), "hung (no progress within the timeout): "
 		    "worker %s", cause);
 	} else {
-		jr.outcome = OUT_CRASHED;
+		outcome = OUT_CRASHED;
 		snprintf(msg, sizeof(msg), "worker %s%s", cause,
 		    (s->flags & SLOT_F_BROKEN) ? " after a malformed frame" : "");
 	}
-	jr.exit_code = -1;
-	jr.msg = msg;
-	if (farm_store_reopen() < 0)
-		return;
-	/* the attempt that died is already counted: backoff from it */
-	jr.retry_at_ms = jr.outcome == OUT_INTERRUPTED ? 0 :
-	    worker_retry_at(farm.cfg, s->fails + 1, 0);
-	rc = store_job_release(farm.st, job->job_id, s->pid, &jr,
-	    farm.cfg->max_attempts, &final);
-	if (rc < 0) {
-		log_error("job_release_failed", "job=%lld error=%s",
-		    (long long)job->job_id, log_quote(store_errmsg(farm.st)));
-		return;
-	}
-	if (rc == 1)            /* never claimed, or finished before dying */
-		return;
-	farm.dirty = true;
-	if (final == JOB_ST_FAILED) {
-		farm.stage[st].failed++;
-		farm.any_failed = true;
-	} else if (jr.outcome != OUT_INTERRUPTED) {
-		farm.stage[st].retried++;
-	}
-	log_info("job_released", "job=%lld outcome=%s status=%s reason=%s",
-	    (long long)job->job_id, job_outcome_name(jr.outcome),
-	    job_status_name(final), log_quote(msg));
+	farm_job_release(s, job, outcome, msg);
 }
 
 static bool

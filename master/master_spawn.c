@@ -68,7 +68,8 @@ farm_child_setup(int chan, int slot)
 
 	/* fd 2 -> the master's log pipe, fd 3 -> the channel, nothing else:
 	 * no other worker's channel, no lock, no libev internals */
-	if (dup2(farm.log_pipe[1], 2) < 0 || dup2(chan, 3) < 0)
+	if (dup2(farm.log_pipe[1], 2) < 0 || dup2(chan, 3) < 0 ||
+	    fd_set_cloexec(3) < 0)      /* engines the worker runs get no channel */
 		_exit(WORKER_EXIT_CONFIG);
 	if (syscall(SYS_close_range, 4U, ~0U, 0) < 0)
 		for (int fd = 4; fd < 1024; fd++)

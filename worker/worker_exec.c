@@ -123,6 +123,9 @@ exec_spawn(char **argv, int *in_fd, int *out_fd, int *err_fd)
 		goto fail;
 	if (pid == 0) {
 		(void)prctl(PR_SET_PDEATHSIG, SIGKILL);
+		/* out of the terminal's process group: a Ctrl-C is the master's
+		 * graceful stop, not a kill of every engine mid-job */
+		(void)setpgid(0, 0);
 		dup2(pin[0], 0);
 		dup2(pout[1], 1);
 		dup2(perr[1], 2);
@@ -195,10 +198,11 @@ exec_pump(int in_fd, int out_fd, int err_fd, const char *in, size_t inlen,
 				continue;
 			}
 			if (i == 0) {
-				if (out->len + (size_t)n > (size_t)EXEC_OUT_MAX)
-					rc = -1;
-				else
-					buf_append(out, chunk, (size_t)n);
+				if (out->len + (size_t)n > (size_t)EXEC_OUT_MAX) {
+					rc = -1;    /* the caller kills the engine */
+					goto out;
+				}
+				buf_append(out, chunk, (size_t)n);
 			} else {
 				buf_append(err, chunk, (size_t)n);
 				if (err->len > 4 * EXEC_ERR_TAIL) {
@@ -209,8 +213,13 @@ exec_pump(int in_fd, int out_fd, int err_fd, const char *in, size_t inlen,
 			}
 		}
 	}
+out:
 	if (in_fd >= 0)
 		close(in_fd);
+	if (out_fd >= 0)
+		close(out_fd);
+	if (err_fd >= 0)
+		close(err_fd);
 	return rc;
 }
 

@@ -79,6 +79,8 @@ worker_frame_take(const struct ipc_msg *m)
 		w.pending[w.npending++] = m->job_id;
 		return 0;
 	}
+	if (m->type == IPC_MSG_TOKEN_GRANT)
+		return 0;       /* late: for a request it gave up on */
 	log_error("worker_bad_frame", "type=%d pending=%d", m->type, w.npending);
 	return -1;
 }

@@ -336,6 +336,11 @@ def test_hup_reloads_config_and_keeps_old_on_error(farm):
     wait_for(lambda: "event=config_reload_failed" in farm.log(), 10,
              what="reload failure logged")
     assert "mpfarm.conf:2" in farm.log()
+    # a file that parses but cannot run a farm is refused too
+    farm.config(BASE + "[farm]\nworkers = 0\n")
+    m.send_signal(signal.SIGHUP)
+    wait_for(lambda: "must be at least 1" in farm.log(), 10,
+             what="workers = 0 refused")
     time.sleep(0.3)
     assert len(farm.workers_of(m.pid)) == 3
     m.send_signal(signal.SIGTERM)
@@ -373,3 +378,62 @@ def test_progress_line_on_a_terminal(farm):
     assert "/120 jobs" in out
     assert "120/120 jobs" in out
     assert farm.counts() == {"completed": 120}
+
+
+def test_locked_database_never_strands_a_job(farm):
+    """A worker that cannot record its outcome (the database stays locked
+    past the busy timeout) must not leave its job in-progress: the master
+    returns it, and the run completes it once the lock is gone."""
+    import sqlite3
+    import threading
+    farm.config(BASE.replace("[translate]\nprovider = noop\nlanguages = en,de\n",
+                             "") + "busy_timeout = 50\n[noop]\ndelay_ms = 400\n")
+    farm.make_media(2)
+    farm.run("scan", farm.media, check=0)
+    m = farm.start("run", "--workers", "2")
+    wait_for(lambda: farm.counts().get("in-progress", 0) == 2, 10,
+             what="2 jobs running")
+    con = sqlite3.connect(farm.db, timeout=10, isolation_level=None)
+    con.execute("BEGIN IMMEDIATE")
+    time.sleep(1.5)          # both jobs end while the lock is held
+    con.execute("ROLLBACK")
+    con.close()
+    rc = m.wait(timeout=60 * SLOW)
+    assert rc == 0, farm.log()[-3000:]
+    assert farm.counts() == {"completed": 2}
+
+
+def test_engines_get_no_channel_fd(farm):
+    farm.config(BASE.replace("[translate]\nprovider = noop\nlanguages = en,de\n",
+                             "") + """
+[transcribe]
+provider = exec
+[exec]
+transcribe_command = sh -c 'ls /proc/$$/fd | sort -n | tr "\\n" " "'
+""")
+    farm.make_media(1)
+    farm.run("scan", farm.media, check=0)
+    farm.run("run", check=0)
+    fds = (farm.out / "transcripts" / "f00000.wav.txt").read_text().split()
+    assert fds == ["0", "1", "2"], fds
+
+
+def test_ctrl_c_lets_engines_finish(farm):
+    """INT to the whole terminal process group is a graceful stop: the
+    engines, in their own group, finish their jobs; nothing is charged."""
+    farm.config(BASE.replace("[translate]\nprovider = noop\nlanguages = en,de\n",
+                             "") + """
+[transcribe]
+provider = exec
+[exec]
+transcribe_command = sh -c 'sleep 1; echo done'
+""")
+    farm.make_media(2)
+    farm.run("scan", farm.media, check=0)
+    m = farm.start("run", "--workers", "2")
+    wait_for(lambda: farm.counts().get("in-progress", 0) == 2, 10,
+             what="2 jobs running")
+    os.killpg(m.pid, signal.SIGINT)
+    assert m.wait(timeout=30 * SLOW) == 0
+    assert farm.counts() == {"completed": 2}
+    assert farm.q("SELECT MAX(attempts) FROM jobs")[0][0] == 1

@@ -98,3 +98,39 @@ def test_wrong_key_ends_fast_every_job_failed(farm, fake):
     assert_no_key_anywhere(farm, p.stderr, p.stdout)
     assert env["ELEVENLABS_API_KEY"] not in p.stderr
     assert env["ELEVENLABS_API_KEY"] not in "\n".join(farm.dump())
+
+
+def test_disabled_provider_with_a_request_in_flight_ends(farm, fake):
+    """One request is refused (401) while another hangs: the hung one's
+    job comes back not_started after its timeout and must fail with the
+    provider's reason, not keep the farm running for ever."""
+    farm.write_config(config(fake, langs="", extra="[farm]\nworkers = 2\n"))
+    for i in range(2):
+        media(farm, "h%d.wav" % i, b"h%d" % i)
+    farm.scan()
+    fake.control(hang_seconds=30, faults=[
+        {"kind": "status", "status": 401, "count": 1},
+        {"kind": "hang", "count": 1}])
+    p = farm.run("run", env=ENV, timeout=90)
+    assert p.returncode == 3, p.stderr
+    assert farm.status_counts() == {"failed": 2}
+    assert p.stderr.count("event=provider_disabled") == 1
+
+
+def test_paused_provider_does_not_starve_other_work(farm, fake):
+    farm.write_config(config(fake, transcribe="noop", langs="de,en",
+                             extra="[translate.en]\nprovider = noop\n"))
+    for i in range(6):
+        media(farm, "p%d.wav" % i, b"p%d" % i)
+    farm.scan()
+    fake.control(faults=[{"kind": "status", "status": 429, "count": -1,
+                          "provider": "deepl", "retry_after": "30"}])
+    p = farm.popen("run", env=ENV)
+    try:
+        wait_for(lambda: farm.status_counts("translate", "en") ==
+                 {"completed": 6}, timeout=20)
+        assert farm.status_counts("translate", "de").get("completed", 0) == 0
+    finally:
+        p.send_signal(signal.SIGTERM)
+    assert p.wait(timeout=60 * SLOW) == 0
+    assert "in-progress" not in farm.status_counts("translate", "de")
