@@ -346,3 +346,62 @@ store_audit_quick_check(store_t *st, char **problem)
 		buf_free(&b);
 	return 0;
 }
+
+static struct store_sql q_audit_job_rel = STORE_SQL(
+	"SELECT m.rel_path FROM jobs j JOIN media_files m USING (file_id) "
+	"WHERE j.job_id = ?1");
+
+int
+store_audit_job_rel(store_t *st, int64_t job_id, char **rel)
+{
+	sqlite3_stmt *s = store_stmt(st, &q_audit_job_rel);
+	int step;
+
+	*rel = NULL;
+	if (s == NULL)
+		return -1;
+	sqlite3_bind_int64(s, 1, job_id);
+	if ((step = store_step(st, s)) < 0)
+		return -1;
+	if (step == SQLITE_ROW)
+		*rel = store_column_path(s, 0);
+	sqlite3_reset(s);
+	return 0;
+}
+
+static struct store_sql q_audit_in_progress = STORE_SQL(
+	"SELECT job_id, stage, lang, owner_pid FROM jobs "
+	"WHERE status = 'in-progress'");
+
+int
+store_audit_in_progress_each(store_t *st,
+    int (*fn)(const struct job_ref *job, pid_t owner, void *arg), void *arg)
+{
+	sqlite3_stmt *s = store_stmt(st, &q_audit_in_progress);
+	struct job_ref *jobs = NULL;
+	pid_t *owners = NULL;
+	int n = 0, step, rc = 0;
+
+	if (s == NULL)
+		return -1;
+	/* collected first: fn may run statements of its own */
+	while ((step = store_step(st, s)) == SQLITE_ROW) {
+		jobs = xrealloc(jobs, sizeof(*jobs) * (size_t)(n + 1));
+		owners = xrealloc(owners, sizeof(*owners) * (size_t)(n + 1));
+		jobs[n].job_id = sqlite3_column_int64(s, 0);
+		jobs[n].stage = job_stage_parse((const char *)sqlite3_column_text(s, 1));
+		snprintf(jobs[n].lang, sizeof(jobs[n].lang), "%s",
+		    (const char *)sqlite3_column_text(s, 2));
+		owners[n] = (pid_t)sqlite3_column_int64(s, 3);
+		n++;
+	}
+	sqlite3_reset(s);
+	if (step < 0)
+		rc = -1;
+	for (int i = 0; rc == 0 && i < n; i++)
+		if (fn(&jobs[i], owners[i], arg) < 0)
+			rc = -1;
+	free(jobs);
+	free(owners);
+	return rc;
+}

@@ -74,6 +74,15 @@ void store_audit_jobs_free(struct store_audit_jobs *js);
 int  store_audit_job_set(store_t *st, int64_t job_id, enum job_status from,
 			 enum job_status to, const char *why);
 
+/* The output name (rel path) of a job's media file: *rel is malloc'd,
+ * NULL when the job does not exist.  0 / -1. */
+int  store_audit_job_rel(store_t *st, int64_t job_id, char **rel);
+
+/* Each in-progress job with its owner pid, for the master's start-up
+ * clean-up of a dead farm's temp files; stops at fn's -1.  0 / -1. */
+int  store_audit_in_progress_each(store_t *st,
+	int (*fn)(const struct job_ref *job, pid_t owner, void *arg), void *arg);
+
 /* check: PRAGMA quick_check.  *problem is NULL when the database is
  * sound, else a malloc'd summary of what SQLite found.  -1 on error. */
 int  store_audit_quick_check(store_t *st, char **problem);

@@ -25,8 +25,7 @@ farm_job_send(struct slot *s, const struct job_ref *j)
 		return -1;
 	}
 	if (s->state == SLOT_BUSY) {
-		s->next = *j;
-		s->has_next = true;
+		s->ahead[s->nahead++] = *j;
 		return 0;
 	}
 	s->state = SLOT_BUSY;
@@ -56,9 +55,9 @@ farm_slot_takes(const struct slot *s, bool ahead)
 	if (!ahead)
 		return s->state == SLOT_IDLE && (s->jobs_limit <= 0 ||
 		    s->jobs_done < s->jobs_limit);
-	return s->state == SLOT_BUSY && !s->has_next && s->prov < 0 &&
-	    !s->waiting_token &&
-	    (s->jobs_limit <= 0 || s->jobs_done + 2 <= s->jobs_limit);
+	return s->state == SLOT_BUSY && s->nahead < FARM_AHEAD_MAX &&
+	    s->prov < 0 && !s->waiting_token && (s->jobs_limit <= 0 ||
+	    s->jobs_done + 2 + s->nahead <= s->jobs_limit);
 }
 
 /* Give slot s the first queued job it may take. */
@@ -113,9 +112,11 @@ farm_dispatch(void)
 		if (farm.slots[i]->state == SLOT_IDLE ||
 		    farm.slots[i]->state == SLOT_STARTING)
 			waiting = true;
-	for (int i = 0; i < farm.nslots && farm.qlen > 0 && !waiting; i++)
-		if (farm_slot_takes(farm.slots[i], true))
-			farm_dispatch_one(farm.slots[i], true);
+	/* round robin, so every busy worker gets its share */
+	for (int k = 0; k < FARM_AHEAD_MAX && !waiting; k++)
+		for (int i = 0; i < farm.nslots && farm.qlen > 0; i++)
+			if (farm_slot_takes(farm.slots[i], true))
+				farm_dispatch_one(farm.slots[i], true);
 }
 
 /* Stopping: every worker is told to finish its current job, skip any job
@@ -189,9 +190,10 @@ farm_done(struct slot *s, const struct ipc_msg *m)
 		    job_status_name(m->status), m->http, m->provider,
 		    log_quote(m->text));
 	}
-	if (s->has_next) {      /* the worker has already started it */
-		s->job = s->next;
-		s->has_next = false;
+	if (s->nahead > 0) {    /* the worker has already started it */
+		s->job = s->ahead[0];
+		memmove(s->ahead, s->ahead + 1, sizeof(s->ahead[0]) *
+		    (size_t)--s->nahead);
 		s->job_started = s->last_beat = time_mono_ms();
 	} else {
 		s->state = SLOT_IDLE;

@@ -8,6 +8,7 @@
 #include "master_farm.h"
 #include "worker_provider.h"
 #include "master_notify.h"
+#include "common_store_audit.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -76,12 +77,13 @@ farm_refill(int64_t now)
 		farm.next_fetch = now + 1000;
 		return;
 	}
-	skip = xcalloc(2 * (size_t)farm.nslots + 1, sizeof(*skip));
+	skip = xcalloc((FARM_AHEAD_MAX + 1) * (size_t)farm.nslots + 1,
+	    sizeof(*skip));
 	for (int i = 0; i < farm.nslots; i++) {
 		if (farm.slots[i]->state == SLOT_BUSY)
 			skip[nskip++] = farm.slots[i]->job.job_id;
-		if (farm.slots[i]->has_next)
-			skip[nskip++] = farm.slots[i]->next.job_id;
+		for (int k = 0; k < farm.slots[i]->nahead; k++)
+			skip[nskip++] = farm.slots[i]->ahead[k].job_id;
 	}
 	if (store_runnable_fetch(farm.st, &fc, time_wall_ms(), skip, nskip,
 	    farm.queue, farm.qcap, &n) < 0) {
@@ -411,6 +413,15 @@ farm_explain_idle(void)
 	store_counts_free(&c);
 }
 
+static int
+farm_orphan_temps(const struct job_ref *job, pid_t owner, void *arg)
+{
+	(void)arg;
+	if (owner > 0)
+		farm_temps_remove(owner, job);
+	return 0;
+}
+
 int
 master_farm_run(struct config *cfg, int argc, char **argv)
 {
@@ -446,6 +457,9 @@ master_farm_run(struct config *cfg, int argc, char **argv)
 	farm.st = master_store_open(cfg, 0);
 	if (farm.st == NULL)
 		goto fail;
+	/* a dead farm's workers may have left temp files beside the outputs
+	 * of the jobs they held: those jobs are about to be recovered */
+	(void)store_audit_in_progress_each(farm.st, farm_orphan_temps, NULL);
 	if (store_langs_sync(farm.st, (const char (*)[CONFIG_LANG_MAX])cfg->langs,
 	    cfg->nlangs) < 0 || store_recover_orphans(farm.st, cfg->max_attempts,
 	    &n) < 0) {

@@ -17,6 +17,10 @@ enum slot_state {
 	SLOT_BUSY,
 };
 
+/* Jobs a busy worker may hold beyond the one it runs: short jobs are
+ * then published and claimed several to a transaction. */
+#define FARM_AHEAD_MAX  4
+
 #define SLOT_F_HUNG     0x01  /* killed by us: job timeout or no heartbeat */
 #define SLOT_F_STOPPED  0x02  /* killed by us: farm stopping (QUIT/grace) */
 #define SLOT_F_BROKEN   0x04  /* sent a bad frame: killed by us */
@@ -35,8 +39,8 @@ struct slot {
 	int      flags;
 	struct job_ref job;     /* current job when BUSY */
 	int      prov;          /* provider index of the job, -1 */
-	struct job_ref next;    /* sent ahead so the worker never waits */
-	bool     has_next;
+	struct job_ref ahead[FARM_AHEAD_MAX];   /* sent ahead, in order */
+	int      nahead;
 	int64_t  avg_job_ms;    /* recent job duration (EWMA), 0 = unknown */
 	int64_t  job_started;   /* mono ms */
 	int64_t  last_beat;     /* mono ms */
@@ -144,6 +148,7 @@ void farm_hung_check(int64_t now);
 void farm_job_release(struct slot *s, const struct job_ref *job,
 		      enum job_outcome outcome, const char *msg);
 void farm_owed_retry(void);
+void farm_temps_remove(pid_t pid, const struct job_ref *job);
 
 /* master_farm.c */
 void farm_refill_now(void);

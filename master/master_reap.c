@@ -9,6 +9,9 @@
  */
 #include "master_farm.h"
 #include "worker.h"
+#include "common_store_audit.h"
+
+#include <dirent.h>
 
 #include <signal.h>
 #include <stdio.h>
@@ -178,6 +181,39 @@ farm_job_attribute(struct slot *s, const struct job_ref *job, const char *cause)
 	farm_job_release(s, job, outcome, msg);
 }
 
+/* A worker killed while writing leaves its temp files (named after its
+ * pid) beside the outputs of the jobs it held; nobody else will remove
+ * them while a farm runs, so the master does, folder by folder. */
+void
+farm_temps_remove(pid_t pid, const struct job_ref *job)
+{
+	char *rel = NULL, *probe, *slash, prefix[48];
+	DIR *d;
+	struct dirent *e;
+	int n;
+
+	if (farm_store_reopen() < 0 ||
+	    store_audit_job_rel(farm.st, job->job_id, &rel) < 0 || rel == NULL)
+		return;
+	probe = file_output_path(farm.cfg->output, job->stage, job->lang, rel, "");
+	slash = strrchr(probe, '/');
+	if (slash != NULL)
+		*slash = '\0';
+	n = snprintf(prefix, sizeof(prefix), ".mpfarm-tmp.%d.", (int)pid);
+	if ((d = opendir(probe)) != NULL) {
+		while ((e = readdir(d)) != NULL) {
+			if (strncmp(e->d_name, prefix, (size_t)n) != 0)
+				continue;
+			if (unlinkat(dirfd(d), e->d_name, 0) == 0)
+				log_debug("temp_removed", "dir=%s file=%s",
+				    log_quote(probe), log_quote(e->d_name));
+		}
+		closedir(d);
+	}
+	free(probe);
+	free(rel);
+}
+
 static bool
 farm_retiree_reap(pid_t pid)
 {
@@ -231,11 +267,16 @@ farm_child_cb(struct ev_loop *loop, ev_child *w, int revents)
 	if (s->state == SLOT_BUSY) {
 		farm_job_attribute(s, &s->job, cause);
 		farm_prov_slot_gone(s);
+		if (!clean)
+			farm_temps_remove(s->pid, &s->job);
 	}
-	if (s->has_next) {      /* usually never claimed: nothing to undo */
-		farm_job_attribute(s, &s->next, cause);
-		s->has_next = false;
+	/* jobs sent ahead: usually never claimed, nothing to undo */
+	for (int k = 0; k < s->nahead; k++) {
+		farm_job_attribute(s, &s->ahead[k], cause);
+		if (!clean)
+			farm_temps_remove(s->pid, &s->ahead[k]);
 	}
+	s->nahead = 0;
 	if (s->state == SLOT_STARTING && !farm.stopping) {
 		/* died before taking a job: a broken install or config must
 		 * not become a fork storm */

@@ -118,7 +118,7 @@ farm_slot_spawn(struct slot *s)
 	s->jobs_done = 0;
 	s->jobs_limit = farm_jobs_limit();
 	s->avg_job_ms = 0;
-	s->has_next = false;
+	s->nahead = 0;
 	s->waiting_token = false;
 	ipc_reader_init(&s->rd);
 	ev_io_init(&s->io, farm_chan_cb, s->fd, EV_READ);

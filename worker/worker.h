@@ -9,6 +9,8 @@
 
 #include "common.h"
 #include "common_config.h"
+#include "common_store.h"
+#include "ipc_frame.h"
 
 /* DONE outcome when the job was not claimable (taken, finished, not due). */
 #define WORKER_OUT_SKIPPED (-1)
@@ -27,5 +29,24 @@ void worker_main(const struct worker_args *wa) __attribute__((noreturn));
  * one (capped), else exponential backoff with full jitter. Wall ms. */
 int64_t worker_retry_at(const struct config *cfg, int attempts,
 			int64_t retry_after_ms);
+
+/* Send a frame to the master; exits when the channel is gone. */
+void worker_msg_send(const struct ipc_msg *m);
+
+/* worker_batch.c: short jobs published several to a transaction. */
+#define WORKER_PENDING_MAX 8
+struct provider_result;
+struct job;
+int  worker_batch_add(const struct config *cfg, struct job *j,
+		      const struct provider_result *res, char *err,
+		      size_t errlen);
+bool worker_batch_due(const int64_t *pending, int npending, bool shutdown);
+void worker_batch_flush(store_t *st, const struct config *cfg,
+			const int64_t *pending, int npending, pid_t master);
+/* A pending job claimed by the last flush: its claim's result (0 ours,
+ * 1 not claimable) and the job, or -2 when it was not claimed there. */
+int  worker_batch_take(int64_t id, struct job *j);
+bool worker_batch_claimed(int64_t id);
+int64_t worker_batch_oldest(void);     /* held job the master waits on */
 
 #endif

@@ -20,7 +20,6 @@
 #include <unistd.h>
 
 #define WORKER_TRANSCRIPT_MAX (256L * 1024 * 1024)
-#define WORKER_PENDING_MAX 4
 
 static struct {
 	const struct config *cfg;
@@ -31,9 +30,7 @@ static struct {
 	bool    shutdown;       /* SHUTDOWN seen: finish the job, skip the rest */
 	int64_t pending[WORKER_PENDING_MAX];   /* jobs sent ahead, FIFO */
 	int     npending;
-	int64_t pre_id;         /* pending[0], claimed with the last completion */
-	int     pre_rc;         /* its claim's result: 0 claimed, 1 not ours */
-	struct job pre;
+	store_t *st;
 	struct ipc_reader rd;
 } w;
 
@@ -57,8 +54,8 @@ worker_signals_reset(void)
 	(void)sigprocmask(SIG_SETMASK, &none, NULL);
 }
 
-static void
-worker_send(const struct ipc_msg *m)
+void
+worker_msg_send(const struct ipc_msg *m)
 {
 	if (ipc_frame_send(w.fd, m) < 0) {
 		/* the master is gone or the channel broke: nothing to report to */
@@ -94,8 +91,9 @@ worker_heartbeat(void)
 	if (w.job_id == 0 || now - w.last_beat < 1000)
 		return;
 	w.last_beat = now;
-	m.job_id = w.job_id;
-	worker_send(&m);
+	/* the master's current job is the oldest it has no DONE for */
+	m.job_id = worker_batch_oldest() ? worker_batch_oldest() : w.job_id;
+	worker_msg_send(&m);
 }
 
 int
@@ -106,7 +104,7 @@ worker_token_acquire(const char *provider)
 	if (w.shutdown)
 		return -1;
 	snprintf(m.provider, sizeof(m.provider), "%s", provider);
-	worker_send(&m);
+	worker_msg_send(&m);
 	for (;;) {
 		struct ipc_msg in;
 		int rc = ipc_frame_recv(w.fd, &w.rd, &in, 1000);
@@ -136,7 +134,7 @@ worker_provider_event(const char *provider, int kind, int64_t ms, int http,
 	m.kind = kind;
 	m.ms = ms;
 	m.http = http;
-	worker_send(&m);
+	worker_msg_send(&m);
 }
 
 int64_t
@@ -210,70 +208,14 @@ worker_frames_drain(void)
 	return rc < 0 && errno != ETIMEDOUT ? -1 : 0;
 }
 
-/* Complete j; when the next job is already here (sent ahead), claim it
- * in the same write transaction: a fast farm pays one transaction per
- * job instead of two.  Returns what store_job_complete returns. */
-static int
-worker_complete(store_t *st, const struct job *j, char *const *tmp,
-		char *const *fin, int n)
+/* Publish what the batch holds now, so that a reply about another job
+ * reaches the master after the DONEs it is waiting for. */
+static void
+worker_flush(void)
 {
-	int64_t next;
-	int rc, crc;
-
 	(void)worker_frames_drain();
-	next = w.npending > 0 && !w.shutdown && w.pre_id == 0 ? w.pending[0] : 0;
-	if (next == 0 || store_tx_begin(st) < 0)
-		return store_job_complete(st, j, tmp, fin, n, w.cfg->durable);
-	rc = store_job_complete(st, j, tmp, fin, n, w.cfg->durable);
-	if (rc >= 0) {
-		crc = store_job_claim(st, next, getpid(), w.master, &w.pre);
-		if (crc >= 0) {
-			w.pre_id = next;
-			w.pre_rc = crc;
-		}
-	}
-	if (rc < 0 || store_tx_commit(st) < 0) {
-		store_tx_rollback(st);
-		job_clear(&w.pre);
-		w.pre_id = 0;
-		return -1;
-	}
-	return rc;
-}
-
-/* Write every output to a temp file, then publish them all under the
- * store's write lock.  0 = completed, 1 = lease lost, -1 = error in err. */
-static int
-worker_outputs_publish(store_t *st, const struct job *j,
-		       struct provider_result *res, char *err, size_t errlen)
-{
-	char *tmp[PROVIDER_OUT_MAX] = { 0 }, *fin[PROVIDER_OUT_MAX] = { 0 };
-	int n = 0, rc = -1;
-
-	for (; n < res->nout; n++) {
-		fin[n] = file_output_path(w.cfg->output, j->stage, j->lang,
-		    j->rel_path, res->out[n].suffix);
-		if (file_write_temp(fin[n], res->out[n].data, res->out[n].len,
-		    w.cfg->durable, &tmp[n], err, errlen) < 0) {
-			free(fin[n]);
-			goto fail;
-		}
-	}
-	rc = worker_complete(st, j, tmp, fin, n);
-	if (rc < 0)
-		snprintf(err, errlen, "%s", store_errmsg(st));
-	for (int i = 0; i < n; i++) {
-		free(tmp[i]);
-		free(fin[i]);
-	}
-	return rc;
-fail:
-	for (int i = 0; i < n; i++) {
-		unlink(tmp[i]);
-		free(tmp[i]);
-		free(fin[i]);
-	}
-	return -1;
+	worker_batch_flush(w.st, w.cfg, w.pending, w.shutdown ? 0 : w.npending,
+	    w.master);
 }
 
 static void
@@ -292,20 +234,19 @@ worker_job_run(store_t *st, int64_t job_id)
 
 	buf_init(&text);
 	done.job_id = job_id;
-	if (w.pre_id == job_id) {       /* claimed with the last completion */
-		rc = w.pre_rc;
-		j = w.pre;
-		memset(&w.pre, 0, sizeof(w.pre));
-		w.pre_id = 0;
-	} else {
+	rc = worker_batch_take(job_id, &j);     /* claimed by the last flush? */
+	if (rc == -2) {
+		worker_flush();         /* a transaction anyway: publish too */
 		rc = store_job_claim(st, job_id, getpid(), w.master, &j);
 	}
 	if (rc != 0) {
 		if (rc < 0)
 			log_error("job_claim_failed", "job=%lld error=%s",
 			    (long long)job_id, log_quote(store_errmsg(st)));
+		worker_flush();
 		done.outcome = WORKER_OUT_SKIPPED;
-		worker_send(&done);
+		worker_msg_send(&done);
+		job_clear(&j);
 		return;
 	}
 	w.job_id = job_id;
@@ -330,15 +271,20 @@ worker_job_run(store_t *st, int64_t job_id)
 		(void)ops->run(&req, &res);
 	}
 	if (res.outcome == OUT_COMPLETED) {
-		rc = worker_outputs_publish(st, &j, &res, err, sizeof(err));
-		if (rc == 1) {
-			log_warn("job_lease_lost", "job=%lld", (long long)job_id);
-			done.outcome = WORKER_OUT_SKIPPED;
-			goto out;
+		/* held for the next flush, which also sends its DONE */
+		if (worker_batch_add(w.cfg, &j, &res, err, sizeof(err)) == 0) {
+			w.job_id = 0;
+			(void)worker_frames_drain();
+			if (worker_batch_due(w.pending, w.npending, w.shutdown))
+				worker_flush();
+			provider_result_free(&res);
+			buf_free(&text);
+			return;
 		}
-		if (rc < 0)     /* full disk, vanished folder: worth a retry */
-			provider_result_error(&res, OUT_TRANSIENT, "%s", err);
+		/* full disk, vanished folder: worth a retry */
+		provider_result_error(&res, OUT_TRANSIENT, "%s", err);
 	}
+	worker_flush();                 /* DONEs go out in order */
 	if (res.outcome != OUT_COMPLETED) {
 		struct job_result jr = {
 			.outcome = res.outcome, .http_status = res.http_status,
@@ -363,7 +309,7 @@ worker_job_run(store_t *st, int64_t job_id)
 	done.http = res.http_status;
 out:
 	w.job_id = 0;
-	worker_send(&done);
+	worker_msg_send(&done);
 	provider_result_free(&res);
 	buf_free(&text);
 	job_clear(&j);
@@ -396,8 +342,9 @@ worker_main(const struct worker_args *wa)
 		    log_quote(err));
 		_exit(WORKER_EXIT_CONFIG);
 	}
+	w.st = st;
 	m.pid = getpid();
-	worker_send(&m);
+	worker_msg_send(&m);
 	for (;;) {
 		int rc;
 
@@ -413,15 +360,16 @@ worker_main(const struct worker_args *wa)
 		if (w.shutdown) {
 			struct ipc_msg skip = { .type = IPC_MSG_DONE };
 			skip.outcome = WORKER_OUT_SKIPPED;
+			worker_flush();
 			for (int i = 0; i < w.npending; i++) {
-				if (w.pending[i] == w.pre_id) {
+				if (worker_batch_claimed(w.pending[i])) {
 					/* already claimed: run it rather
 					 * than leave it in-progress */
 					worker_job_run(st, w.pending[i]);
 					continue;
 				}
 				skip.job_id = w.pending[i];
-				worker_send(&skip);
+				worker_msg_send(&skip);
 			}
 			break;
 		}
@@ -438,10 +386,12 @@ worker_main(const struct worker_args *wa)
 		    (size_t)--w.npending);
 		worker_job_run(st, id);
 	}
+	worker_flush();         /* nothing finished stays unpublished */
 	store_close(st);
 	_exit(0);
 broken:
 	log_error("worker_bad_frame", "slot=%d", wa->slot);
+	worker_flush();
 	store_close(st);
 	_exit(1);
 }

@@ -437,3 +437,36 @@ transcribe_command = sh -c 'sleep 1; echo done'
     assert m.wait(timeout=30 * SLOW) == 0
     assert farm.counts() == {"completed": 2}
     assert farm.q("SELECT MAX(attempts) FROM jobs")[0][0] == 1
+
+
+def test_chaos_fast_batched_jobs(farm):
+    """Jobs fast enough to be sent ahead and published several to a
+    transaction, while workers are SIGKILLed every 50 ms and then the
+    master: still every job completed exactly once, outputs whole."""
+    farm.config(BASE.replace("languages = en,de", "languages = en"))
+    nfiles = 4000
+    farm.make_media(nfiles)
+    farm.run("scan", farm.media, check=0)
+    m = farm.start("run", "--workers", "4", "--max-attempts", "50")
+    rng = random.Random(3)
+    kills = 0
+    deadline = time.monotonic() + 0.6
+    while time.monotonic() < deadline and m.poll() is None:
+        time.sleep(0.05)
+        kids = farm.workers_of(m.pid)
+        if kids:
+            try:
+                os.kill(rng.choice(kids), signal.SIGKILL)
+                kills += 1
+            except ProcessLookupError:
+                pass
+    if m.poll() is None:
+        m.send_signal(signal.SIGKILL)
+    m.wait(timeout=10)
+    p = farm.run("run", "--workers", "4", "--max-attempts", "50",
+                 timeout=300, check=0)
+    assert kills > 0
+    assert_all_done_once(farm, nfiles * 2)
+    assert_outputs(farm, nfiles, langs=("en",))
+    assert b"worker_broken" not in p.stderr
+    assert "worker_broken" not in farm.log()
