@@ -470,3 +470,30 @@ def test_chaos_fast_batched_jobs(farm):
     assert_outputs(farm, nfiles, langs=("en",))
     assert b"worker_broken" not in p.stderr
     assert "worker_broken" not in farm.log()
+
+
+def test_recycling_replacement_first_one_at_a_time(farm):
+    farm.config(BASE.replace("languages = en,de", "languages = en") +
+                "[noop]\ndelay_ms = 5\n")
+    farm.make_media(150)
+    farm.run("scan", farm.media, check=0)
+    p = farm.run("run", "--workers", "3", "--max-jobs-per-worker", "20",
+                 "--log-level", "debug", check=0, timeout=120)
+    assert_all_done_once(farm, 300)
+    lines = p.stderr.decode().splitlines()
+    recycles = [l for l in lines if "event=worker_recycle" in l]
+    assert len(recycles) >= 5, len(recycles)
+    leaving = set()
+    for l in lines:
+        kv = dict(f.split("=", 1) for f in l.split() if "=" in f)
+        if kv.get("event") == "worker_recycle":
+            # never two recycles at once, and the new worker already runs
+            assert not leaving, l
+            leaving.add(kv["old_pid"])
+            assert any(f"event=worker_spawn" in x and f"pid={kv['new_pid']} "
+                       in x + " " for x in lines[:lines.index(l)])
+        elif kv.get("event") == "worker_retired":
+            leaving.discard(kv["pid"])
+    # every completion reached the master across the recycles
+    done = [l for l in lines if "event=job_done" in l]
+    assert len(done) == 300
