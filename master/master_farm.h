@@ -19,7 +19,7 @@ enum slot_state {
 
 /* Jobs a busy worker may hold beyond the one it runs: short jobs are
  * then published and claimed several to a transaction. */
-#define FARM_AHEAD_MAX  8
+#define FARM_AHEAD_MAX  16
 
 #define SLOT_F_HUNG     0x01  /* killed by us: job timeout or no heartbeat */
 #define SLOT_F_STOPPED  0x02  /* killed by us: farm stopping (QUIT/grace) */

@@ -21,7 +21,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#define BATCH_MAX     8       /* finished jobs held back at most */
+#define BATCH_MAX     16      /* finished jobs held back at most */
 #define BATCH_AGE_MS  20      /* and never longer than this */
 
 struct batch_job {
