@@ -143,6 +143,20 @@ status_json_pairs(json_t *o, struct buf *b)
 	}
 }
 
+/* One value of the live figures as text: an object as key=value pairs. */
+static void
+status_json_item(json_t *v, struct buf *b)
+{
+	b->len = 0;
+	if (json_is_object(v)) {
+		status_json_pairs(v, b);
+	} else {
+		char *t = status_json_text(v);
+		buf_printf(b, "%s", t);
+		free(t);
+	}
+}
+
 /* The master's figures, whatever it puts there: scalars one per line,
  * an object one line per member, an array one line per element. */
 static void
@@ -173,27 +187,13 @@ status_farm_print(json_t *farm)
 		if (json_is_object(v)) {
 			printf("- %s:\n", key);
 			json_object_foreach(v, k2, v2) {
-				b.len = 0;
-				if (json_is_object(v2))
-					status_json_pairs(v2, &b);
-				else {
-					char *t = status_json_text(v2);
-					buf_printf(&b, "%s", t);
-					free(t);
-				}
+				status_json_item(v2, &b);
 				printf("  - %s: %s\n", k2, b.data ? b.data : "");
 			}
 		} else if (json_is_array(v)) {
 			printf("- %s:\n", key);
 			json_array_foreach(v, i, v2) {
-				b.len = 0;
-				if (json_is_object(v2))
-					status_json_pairs(v2, &b);
-				else {
-					char *t = status_json_text(v2);
-					buf_printf(&b, "%s", t);
-					free(t);
-				}
+				status_json_item(v2, &b);
 				printf("  - %s\n", b.data ? b.data : "");
 			}
 		} else {
