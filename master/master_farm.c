@@ -25,6 +25,8 @@ struct farm farm;
 
 static int farm_config_check(const struct config *cfg, char *err,
 			     size_t errlen);
+static bool farm_finished(void);
+static void farm_stop_begin(bool quit, const char *why);
 
 static const int farm_sigs[] = {
 	SIGTERM, SIGINT, SIGQUIT, SIGUSR1, SIGHUP, SIGTTIN, SIGTTOU
@@ -117,6 +119,10 @@ farm_refill_now(void)
 {
 	farm_refill(time_mono_ms());
 	farm_dispatch();
+	/* the last DONE: stop now rather than at the next tick */
+	if (!farm.stopping && farm.qlen == 0 && farm_busy_count() == 0 &&
+	    farm_finished())
+		farm_stop_begin(false, "done");
 }
 
 /* The loop is done when nothing is in flight and nothing is left: no job

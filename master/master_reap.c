@@ -319,5 +319,8 @@ farm_child_cb(struct ev_loop *loop, ev_child *w, int revents)
 	if (!farm.stopping) {
 		farm_slots_adjust();
 		farm_respawn_arm();
+	} else if (farm_live_count() == 0 && farm.nretirees == 0 &&
+	    farm.nowed == 0) {
+		ev_break(farm.loop, EVBREAK_ALL);   /* the last one is gone */
 	}
 }
