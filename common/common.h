@@ -35,7 +35,6 @@ enum log_level { LOG_DEBUG = 0, LOG_INFO, LOG_WARN, LOG_ERROR };
 
 int  log_level_parse(const char *s, enum log_level *out);
 void log_set_level(enum log_level lvl);
-enum log_level log_get_level(void);
 /* Where lines go: a file descriptor (default 2). The master points it at the
  * log file; workers write to the pipe the master forwards. */
 void log_set_fd(int fd);

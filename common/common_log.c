@@ -39,7 +39,6 @@ log_level_parse(const char *s, enum log_level *out)
 }
 
 void log_set_level(enum log_level lvl) { log_min = lvl; }
-enum log_level log_get_level(void) { return log_min; }
 void log_set_fd(int fd) { log_fd = fd; }
 int log_get_fd(void) { return log_fd; }
 void log_set_hook(void (*hook)(void)) { log_hook = hook; }

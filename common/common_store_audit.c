@@ -405,3 +405,32 @@ store_audit_in_progress_each(store_t *st,
 	free(owners);
 	return rc;
 }
+
+static struct store_sql q_audit_fail_pending = STORE_SQL(
+	"UPDATE jobs SET status = 'failed', last_error = ?1, finished_at = ?4 "
+	"WHERE status = 'not_started' AND stage = ?2 AND lang = ?3");
+
+int
+store_audit_fail_pending(store_t *st, int stage, const char *lang,
+			 const char *why, int64_t *n)
+{
+	sqlite3_stmt *s;
+	bool own;
+	int rc = -1;
+
+	*n = 0;
+	if (store_tx_enter(st, &own) < 0)
+		return -1;
+	if ((s = store_stmt(st, &q_audit_fail_pending)) == NULL)
+		goto out;
+	sqlite3_bind_text(s, 1, why, -1, SQLITE_TRANSIENT);
+	sqlite3_bind_text(s, 2, job_stage_name(stage), -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 3, lang, -1, SQLITE_TRANSIENT);
+	sqlite3_bind_int64(s, 4, time_wall_ms());
+	if (store_run(st, s) < 0)
+		goto out;
+	*n = sqlite3_changes(store_db(st));
+	rc = 0;
+out:
+	return store_tx_leave(st, own, rc);
+}

@@ -74,6 +74,12 @@ void store_audit_jobs_free(struct store_audit_jobs *js);
 int  store_audit_job_set(store_t *st, int64_t job_id, enum job_status from,
 			 enum job_status to, const char *why);
 
+/* Every not_started job of stage/lang ends failed with `why` (a provider
+ * refused the key or quota).  Joins the caller's transaction if one is
+ * open.  *n gets how many.  0 / -1. */
+int  store_audit_fail_pending(store_t *st, int stage, const char *lang,
+			      const char *why, int64_t *n);
+
 /* The output name (rel path) of a job's media file: *rel is malloc'd,
  * NULL when the job does not exist.  0 / -1. */
 int  store_audit_job_rel(store_t *st, int64_t job_id, char **rel);

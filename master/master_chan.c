@@ -160,7 +160,6 @@ farm_done(struct slot *s, const struct ipc_msg *m)
 			s->avg_job_ms = 1;
 	}
 	if (m->outcome == WORKER_OUT_SKIPPED) {
-		farm.skipped++;
 		log_debug("job_skipped", "slot=%d job=%lld", s->idx,
 		    (long long)m->job_id);
 		/* usually not claimable, and this changes nothing; but a worker
@@ -184,11 +183,11 @@ farm_done(struct slot *s, const struct ipc_msg *m)
 		}
 		log_event(m->status == JOB_ST_FAILED ? LOG_WARN : LOG_INFO,
 		    "job_failed", "slot=%d job=%lld stage=%s lang=%s outcome=%s "
-		    "status=%s http=%d provider=%s error=%s", s->idx,
-		    (long long)m->job_id, job_stage_name(st),
+		    "status=%s http=%d retry_after_ms=%lld provider=%s error=%s",
+		    s->idx, (long long)m->job_id, job_stage_name(st),
 		    s->job.lang[0] ? s->job.lang : "-", job_outcome_name(m->outcome),
-		    job_status_name(m->status), m->http, m->provider,
-		    log_quote(m->text));
+		    job_status_name(m->status), m->http, (long long)m->ms,
+		    m->provider, log_quote(m->text));
 	}
 	if (s->nahead > 0) {    /* the worker has already started it */
 		s->job = s->ahead[0];

@@ -211,7 +211,7 @@ farm_tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
 		return;
 	}
 	farm_progress_show(false);
-	farm_status_write(false);
+	farm_status_write();
 }
 
 static void
@@ -365,7 +365,6 @@ farm_signals_start(void)
 		ev_signal_init(&farm.sigs[i], farm_signal_cb, farm_sigs[i]);
 		ev_signal_start(farm.loop, &farm.sigs[i]);
 	}
-	farm.nsigs = (int)(sizeof(farm_sigs) / sizeof(farm_sigs[0]));
 }
 
 static int

@@ -71,7 +71,6 @@ struct retiree {                /* an old worker leaving after recycling */
 };
 
 #define FARM_RATE_SECS 60
-#define FARM_MAX_PROVIDERS 8
 
 struct farm_stage_stats {
 	int64_t done, failed, retried;
@@ -105,7 +104,6 @@ struct farm {
 	bool    reaping;        /* in the child callback: no slot changes */
 	ev_child child;
 	ev_signal sigs[8];
-	int     nsigs;
 	int     log_pipe[2];
 	ev_io   log_io;
 	struct buf log_partial;
@@ -121,7 +119,6 @@ struct farm {
 	int64_t started_mono;
 	struct farm_stage_stats stage[2];
 	int64_t respawns, hung_kills, deaths_signal, deaths_exit, broken;
-	int64_t skipped;
 	int64_t rate_ring[FARM_RATE_SECS];
 	int64_t rate_sec;       /* mono second of rate_ring's newest bucket */
 	int64_t spawn_block_until;   /* farm-wide throttle, mono ms */
@@ -166,7 +163,7 @@ void farm_rate_add(int64_t n);
 double farm_rate_get(void);
 void farm_progress_show(bool final);
 void farm_progress_clear(void);
-void farm_status_write(bool force);
+void farm_status_write(void);
 int  farm_busy_count(void);
 int  farm_live_count(void);
 

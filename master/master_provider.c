@@ -9,6 +9,7 @@
  * remaining jobs fail at once, with one log line, instead of one by one.
  */
 #include "master_farm.h"
+#include "common_store_audit.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -200,44 +201,35 @@ farm_prov_token_req(struct slot *s, const char *provider)
 static int64_t
 prov_fail_pending(struct prov *p, const char *why)
 {
-	sqlite3 *db;
-	int64_t n = 0;
+	int64_t n[2] = { 0, 0 };
 
 	if (farm_store_reopen() < 0 || store_tx_begin(farm.st) < 0)
 		return -1;
-	db = store_db(farm.st);
 	for (int stage = 0; stage < 2; stage++) {
 		int nl = stage == STAGE_TRANSCRIBE ? 1 : farm.cfg->nlangs;
 		for (int k = 0; k < nl; k++) {
 			const char *lang = stage ? farm.cfg->langs[k] : "";
-			sqlite3_stmt *q = NULL;
+			int64_t one;
 			if (strcmp(config_provider(farm.cfg, stage, lang), p->name) != 0 ||
 			    !config_wants(farm.cfg, stage, lang))
 				continue;
-			if (sqlite3_prepare_v2(db, "UPDATE jobs SET status='failed', "
-			    "last_error=?1 WHERE status='not_started' AND stage=?2 "
-			    "AND lang=?3", -1, &q, NULL) != SQLITE_OK)
+			if (store_audit_fail_pending(farm.st, stage, lang, why, &one) < 0)
 				goto fail;
-			sqlite3_bind_text(q, 1, why, -1, SQLITE_TRANSIENT);
-			sqlite3_bind_text(q, 2, job_stage_name(stage), -1, SQLITE_STATIC);
-			sqlite3_bind_text(q, 3, lang, -1, SQLITE_STATIC);
-			int rc = sqlite3_step(q);
-			sqlite3_finalize(q);
-			if (rc != SQLITE_DONE)
-				goto fail;
-			n += sqlite3_changes(db);
-			farm.stage[stage].failed += sqlite3_changes(db);
+			n[stage] += one;
 		}
 	}
 	if (store_tx_commit(farm.st) < 0)
 		goto fail;
-	if (n > 0)
+	/* counted once committed: a rolled-back attempt failed nothing */
+	farm.stage[0].failed += n[0];
+	farm.stage[1].failed += n[1];
+	if (n[0] + n[1] > 0)
 		farm.any_failed = true;
-	return n;
+	return n[0] + n[1];
 fail:
-	store_tx_rollback(farm.st);
 	log_error("provider_fail_jobs_failed", "provider=%s error=%s", p->name,
-	    log_quote(sqlite3_errmsg(db)));
+	    log_quote(store_errmsg(farm.st)));
+	store_tx_rollback(farm.st);
 	return -1;
 }
 

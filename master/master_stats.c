@@ -150,14 +150,14 @@ static const char *const slot_state_names[] = {
 };
 
 void
-farm_status_write(bool force)
+farm_status_write(void)
 {
 	int64_t now = time_mono_ms();
 	json_t *o, *slots, *stages;
 	char *path, *tmp;
 	struct buf pb;
 
-	if (!force && now - farm.last_status_write < 1000)
+	if (now - farm.last_status_write < 1000)
 		return;
 	farm.last_status_write = now;
 	o = json_object();

@@ -271,12 +271,10 @@ worker_job_run(store_t *st, int64_t job_id)
 		(void)ops->run(&req, &res);
 	}
 	if (res.outcome == OUT_COMPLETED) {
-		/* held for the next flush, which also sends its DONE */
+		/* held for a flush, which also sends its DONE: the main loop
+		 * decides when, right after it reads what the master sent */
 		if (worker_batch_add(w.cfg, &j, &res, err, sizeof(err)) == 0) {
 			w.job_id = 0;
-			(void)worker_frames_drain();
-			if (worker_batch_due(w.pending, w.npending, w.shutdown))
-				worker_flush();
 			provider_result_free(&res);
 			buf_free(&text);
 			return;
@@ -357,6 +355,9 @@ worker_main(const struct worker_args *wa)
 			break;          /* master closed the channel: leave */
 		if (errno != ETIMEDOUT)
 			goto broken;
+		if (worker_batch_due(w.pending, w.npending, w.shutdown))
+			worker_batch_flush(st, w.cfg, w.pending,
+			    w.shutdown ? 0 : w.npending, w.master);
 		if (w.shutdown) {
 			struct ipc_msg skip = { .type = IPC_MSG_DONE };
 			skip.outcome = WORKER_OUT_SKIPPED;
