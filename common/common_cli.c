@@ -369,7 +369,9 @@ config_parse(struct config *cfg, int argc, char **argv, char *err,
 			file = said[i].arg;
 	}
 	if (print != 0 || cmd == CMD_HELP) {
-		int which = npos > 0 && cmd != CMD_HELP ? cmd : CMD_COUNT;
+		/* "help" alone: everything; "help --help": help's own usage */
+		int which = npos == 0 || (cmd == CMD_HELP && print == 0) ?
+		    CMD_COUNT : cmd;
 		if (cmd == CMD_HELP && npos > 2) {
 			snprintf(err, errlen, "help takes one command");
 			goto out;
@@ -387,8 +389,11 @@ config_parse(struct config *cfg, int argc, char **argv, char *err,
 	nargs = npos > 0 ? npos - 1 : 0;
 	if (nargs < cli_cmds[cmd].min_args || nargs > cli_cmds[cmd].max_args) {
 		if (nargs < cli_cmds[cmd].min_args)
-			snprintf(err, errlen, "usage: mpfarm %s %s",
-			    cli_cmds[cmd].name, cli_cmds[cmd].synopsis);
+			snprintf(err, errlen, "mpfarm %s needs %s (usage: mpfarm "
+			    "%s %s)", cli_cmds[cmd].name, cmd == CMD_SCAN ?
+			    "at least one folder" : cmd == CMD_SHOW ? "a file or "
+			    "file ID" : "a signal name", cli_cmds[cmd].name,
+			    cli_cmds[cmd].synopsis);
 		else
 			snprintf(err, errlen, "mpfarm %s: unexpected argument "
 			    "\"%s\" (usage: mpfarm %s %s)", cli_cmds[cmd].name,
