@@ -374,12 +374,12 @@ config_ini_handler(void *user, const char *section, const char *key,
 	    config_langs_parse(value, cfg->langs, &cfg->nlangs, msg,
 	    sizeof(msg)) < 0)
 		goto fail;
-	if (strcmp(section, "farm") != 0 &&
-	    config_num_check(key, value, msg, sizeof(msg)) < 0) {
-		char tmp[400];
-		snprintf(tmp, sizeof(tmp), "[%s] %s", section, msg);
-		snprintf(msg, sizeof(msg), "%s", tmp);
-		goto fail;
+	if (strcmp(section, "farm") != 0) {
+		char num[300];
+		if (config_num_check(key, value, num, sizeof(num)) < 0) {
+			snprintf(msg, sizeof(msg), "[%.40s] %s", section, num);
+			goto fail;
+		}
 	}
 	cfg->entries = xrealloc(cfg->entries,
 	    sizeof(*cfg->entries) * (size_t)(cfg->nentries + 1));
