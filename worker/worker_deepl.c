@@ -268,13 +268,45 @@ deepl_check(const struct config *cfg, int stage, const char *lang,
 	return rc;
 }
 
+int
+worker_deepl_parse(const char *body, size_t len, int n, char **tr,
+		   struct provider_result *res)
+{
+	bool big;
+	json_t *root = worker_http_json_load(body, len, &big);
+	json_t *arr = json_object_get(root, "translations");
+	int rc = -1;
+
+	if (n < 0 || json_array_size(arr) != (size_t)n) {
+		worker_http_json_fail("deepl", big, root ? "wrong number of "
+		    "translations" : "not JSON", res);
+		goto done;
+	}
+	for (int k = 0; k < n; k++) {
+		json_t *t = json_object_get(json_array_get(arr, (size_t)k), "text");
+		if (!json_is_string(t)) {
+			worker_http_json_fail("deepl", false, "translation without "
+			    "text", res);
+			goto done;
+		}
+	}
+	for (int k = 0; k < n; k++) {
+		json_t *t = json_object_get(json_array_get(arr, (size_t)k), "text");
+		tr[k] = xstrndup(json_string_value(t), json_string_length(t));
+	}
+	rc = 0;
+done:
+	json_decref(root);
+	return rc;
+}
+
 /* One request: the pieces of batch b; their translations go to tr[]. */
 static int
 deepl_batch(struct worker_http_call *c, const struct provider_req *req,
 	    const char *target, const struct deepl_piece *p, int np, int b,
 	    char **tr, struct provider_result *res)
 {
-	json_t *body = json_object(), *texts = json_array(), *root = NULL, *arr;
+	json_t *body = json_object(), *texts = json_array();
 	const char *formality = config_get(req->cfg, "deepl", "formality");
 	char *dump = NULL;
 	int first = -1, n = 0, rc = -1;
@@ -302,26 +334,15 @@ deepl_batch(struct worker_http_call *c, const struct provider_req *req,
 	c->body_len = strlen(dump);
 	if (worker_http_exchange(c, res) < 0)
 		goto done;
-	root = json_loadb(c->resp.data, c->resp.len, 0, NULL);
-	arr = json_object_get(root, "translations");
-	if (!json_is_array(arr) || json_array_size(arr) != (size_t)n) {
-		worker_http_malformed(c, res, root ? "wrong number of "
-		    "translations" : "not JSON");
+	if (worker_deepl_parse(c->resp.data, c->resp.len, n, tr + first,
+			       res) < 0) {
+		res->http_status = (int)c->status;
 		goto done;
-	}
-	for (int k = 0; k < n; k++) {
-		json_t *t = json_object_get(json_array_get(arr, (size_t)k), "text");
-		if (!json_is_string(t)) {
-			worker_http_malformed(c, res, "translation without text");
-			goto done;
-		}
-		tr[first + k] = xstrndup(json_string_value(t), json_string_length(t));
 	}
 	rc = 0;
 done:
 	json_decref(texts);
 	json_decref(body);
-	json_decref(root);
 	free(dump);
 	buf_free(&c->resp);
 	return rc;
