@@ -48,6 +48,11 @@ deepl_sentence_end(const char *t, size_t start, size_t q, bool *wide)
 		"\xd8\x9f", "\xe0\xa5\xa4", NULL };
 
 	*wide = false;
+	/* the last byte of every mark: the test runs on most bytes of a
+	 * window, the comparisons below only where one could end */
+	if (q <= start || strchr(".!?\xa6\x9f\xa4\x82\x81", t[q - 1]) == NULL ||
+	    t[q - 1] == '\0')
+		return false;
 	for (int i = 0; wides[i]; i++) {
 		size_t l = strlen(wides[i]);
 		if (q - start >= l && memcmp(t + q - l, wides[i], l) == 0)
@@ -81,8 +86,10 @@ deepl_best_cut(const char *text, size_t len, size_t pos, size_t max)
 			cut[nl >= 2 ? CUT_PARA : nl == 1 ? CUT_LINE :
 			    deepl_sentence_end(text, pos, q, &wide) ?
 			    CUT_SENTENCE : CUT_WORD] = i;
-		} else if (!deepl_space(text[i]) &&
+		} else if (q > pos && (unsigned char)text[q - 1] >= 0x80 &&
+			   !deepl_space(text[i]) &&
 			   deepl_sentence_end(text, pos, q, &wide) && wide) {
+			/* only a CJK mark (non-ASCII) cuts with no space after */
 			cut[CUT_SENTENCE] = i;
 		}
 	}
