@@ -146,6 +146,9 @@ worker_http_text_clean(char *dst, size_t dstlen, const char *src, size_t n,
 			space = o > 0;
 			continue;
 		}
+		/* a control run is one space, never a second one beside a space */
+		if (space && (s[i] == ' ' || dst[o - 1] == ' '))
+			space = false;
 		if (o + l + (space ? 1 : 0) + 1 > dstlen)
 			break;          /* never cut a character in two */
 		if (space)
