@@ -131,29 +131,15 @@ el_subtitles(json_t *words, struct provider_result *res)
 int
 worker_elevenlabs_parse(struct buf *body, struct provider_result *res)
 {
-	bool big;
-	json_t *root = worker_http_json_load(body->data, body->len, &big);
-	json_t *text = json_object_get(root, "text");
-	json_t *words = json_object_get(root, "words");
-	int rc = -1;
+	static const char *const lists[] = { "words", NULL };
+	json_t *root = worker_http_transcript_parse(body, "elevenlabs", lists,
+						    res);
 
-	if (!json_is_string(text)) {
-		worker_http_json_fail("elevenlabs", big, root ? "no \"text\"" :
-				      "not JSON", res);
-		goto done;
-	}
-	if (json_array_size(words) > WORKER_HTTP_ITEMS_MAX) {
-		provider_result_error(res, OUT_PERMANENT, "response from elevenlabs "
-		    "has more than %d words", WORKER_HTTP_ITEMS_MAX);
-		goto done;
-	}
-	worker_http_transcript_add(res, json_string_value(text),
-				   json_string_length(text), body);
-	el_subtitles(words, res);
-	rc = 0;
-done:
+	if (root == NULL)
+		return -1;
+	el_subtitles(json_object_get(root, "words"), res);
 	json_decref(root);
-	return rc;
+	return 0;
 }
 
 static int

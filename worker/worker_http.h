@@ -144,6 +144,15 @@ int  worker_http_json_fail(const char *provider, bool too_big,
 void worker_http_text_clean(char *dst, size_t dstlen, const char *src,
 			    size_t n, const char *secret);
 
+/* What both transcription answers share: decode body, require a string
+ * "text", refuse more than ITEMS_MAX entries in any array named in lists
+ * (NULL-terminated), add the .txt and the .json (body taken over).
+ * Returns the root for the subtitles (caller json_decref()s it), or NULL
+ * with res filled. */
+json_t *worker_http_transcript_parse(struct buf *body, const char *provider,
+				     const char *const *lists,
+				     struct provider_result *res);
+
 /* ---- response parsers (one per answer shape; fuzzed) ------------------ */
 
 /* ElevenLabs speech-to-text and OpenAI transcription answers: on success

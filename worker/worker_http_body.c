@@ -82,6 +82,36 @@ worker_http_json_fail(const char *provider, bool too_big, const char *what,
 	return -1;
 }
 
+json_t *
+worker_http_transcript_parse(struct buf *body, const char *provider,
+			     const char *const *lists, struct provider_result *res)
+{
+	bool big;
+	json_t *root = worker_http_json_load(body->data, body->len, &big);
+	json_t *text = json_object_get(root, "text");
+
+	if (!json_is_string(text)) {
+		worker_http_json_fail(provider, big, root ? "no \"text\"" :
+				      "not JSON", res);
+		goto fail;
+	}
+	for (int i = 0; lists[i] != NULL; i++) {
+		if (json_array_size(json_object_get(root, lists[i])) >
+		    WORKER_HTTP_ITEMS_MAX) {
+			provider_result_error(res, OUT_PERMANENT, "response from "
+			    "%s has more than %d %s", provider,
+			    WORKER_HTTP_ITEMS_MAX, lists[i]);
+			goto fail;
+		}
+	}
+	worker_http_transcript_add(res, json_string_value(text),
+				   json_string_length(text), body);
+	return root;
+fail:
+	json_decref(root);
+	return NULL;
+}
+
 /* ---- untrusted text -------------------------------------------------- */
 
 /* Length of the valid UTF-8 sequence at s[0..n) (1-4), or 0 when there is

@@ -157,31 +157,14 @@ openai_subtitles(json_t *root, struct provider_result *res)
 int
 worker_openai_transcript_parse(struct buf *body, struct provider_result *res)
 {
-	bool big;
-	json_t *root = worker_http_json_load(body->data, body->len, &big);
-	json_t *text = json_object_get(root, "text");
-	int rc = -1;
+	static const char *const lists[] = { "segments", "words", NULL };
+	json_t *root = worker_http_transcript_parse(body, "openai", lists, res);
 
-	if (!json_is_string(text)) {
-		worker_http_json_fail("openai", big, root ? "no \"text\"" :
-				      "not JSON", res);
-		goto done;
-	}
-	if (json_array_size(json_object_get(root, "segments")) >
-	    WORKER_HTTP_ITEMS_MAX ||
-	    json_array_size(json_object_get(root, "words")) >
-	    WORKER_HTTP_ITEMS_MAX) {
-		provider_result_error(res, OUT_PERMANENT, "response from openai "
-		    "has more than %d words or segments", WORKER_HTTP_ITEMS_MAX);
-		goto done;
-	}
-	worker_http_transcript_add(res, json_string_value(text),
-				   json_string_length(text), body);
+	if (root == NULL)
+		return -1;
 	openai_subtitles(root, res);
-	rc = 0;
-done:
 	json_decref(root);
-	return rc;
+	return 0;
 }
 
 static int

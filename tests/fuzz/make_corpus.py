@@ -86,16 +86,16 @@ TEXT = "Hello there. This is the first recording, with (laughter) in it."
 
 
 def providers():
-    put("elevenlabs", json.dumps({"language_code": "eng",
+    put("transcript", json.dumps({"language_code": "eng",
                                   "language_probability": 0.99,
                                   "text": TEXT, "words": words_el(TEXT)}))
-    put("elevenlabs", json.dumps({"text": "", "words": []}))
-    put("elevenlabs", json.dumps({"text": "(music)", "words": [
+    put("transcript", json.dumps({"text": "", "words": []}))
+    put("transcript", json.dumps({"text": "(music)", "words": [
         {"text": "(music)", "start": 0.0, "end": 3.5, "type": "audio_event"}]}))
-    put("elevenlabs", '{"text": "x", "words": [' + "{}," * 2000 + "{}]}")
-    put("elevenlabs", '{"text": "x", "words": ' + "[" * 3000 + "]" * 3000 + "}")
-    put("elevenlabs", '{"text": "a", "text": "b"}')
-    put("elevenlabs", '{"text": "x\\u0000y", "words": [{"text": 5}]}')
+    put("transcript", '{"text": "x", "words": [' + "{}," * 2000 + "{}]}")
+    put("transcript", '{"text": "x", "words": ' + "[" * 3000 + "]" * 3000 + "}")
+    put("transcript", '{"text": "a", "text": "b"}')
+    put("transcript", '{"text": "x\\u0000y", "words": [{"text": 5}]}')
     segs = [{"id": 0, "seek": 0, "start": 0.0, "end": 2.5,
              "text": " Hello there.", "tokens": [50364, 2425, 456, 13],
              "temperature": 0.0, "avg_logprob": -0.2,
@@ -104,14 +104,14 @@ def providers():
              "text": " This is the first recording.", "tokens": [],
              "temperature": 0.0, "avg_logprob": -0.2,
              "compression_ratio": 1.0, "no_speech_prob": 0.01}]
-    put("openai_transcript", json.dumps({"task": "transcribe",
+    put("transcript", json.dumps({"task": "transcribe",
         "language": "english", "duration": 9.0, "text": TEXT,
         "segments": segs}))
-    put("openai_transcript", json.dumps({"text": TEXT, "words": [
+    put("transcript", json.dumps({"text": TEXT, "words": [
         {"word": "Hello", "start": 0.0, "end": 0.4},
         {"word": "there", "start": 0.4, "end": 0.9}]}))
-    put("openai_transcript", json.dumps({"text": TEXT}))
-    put("openai_transcript", '{"text": "x", "segments": [' + "{}," * 2000 +
+    put("transcript", json.dumps({"text": TEXT}))
+    put("transcript", '{"text": "x", "segments": [' + "{}," * 2000 +
         '{"text": " a", "start": 1e308, "end": -1}]}')
     chat = {"id": "chatcmpl-1", "object": "chat.completion", "choices": [
         {"index": 0, "finish_reason": "stop",
