@@ -21,7 +21,8 @@ bench_now(void)
 {
 	struct timespec ts;
 
-	clock_gettime(CLOCK_MONOTONIC, &ts);
+	/* CPU time: the machine running the bench may be shared */
+	clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
@@ -44,7 +45,7 @@ bench_one(const char *what, const char *t, size_t len, size_t max)
 			pos = p[i].off + p[i].len + p[i].sep_len;
 	}
 	free(p);
-	printf("  %-40s %6.3f s  %8d pieces  %s\n", what, dt, n,
+	printf("  %-40s %6.3f s CPU  %6d pieces  %s\n", what, dt, n,
 	       pos == len && dt < BENCH_TARGET_S ? "PASS" : "MISS");
 	return 0;
 }
