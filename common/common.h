@@ -34,6 +34,7 @@
 enum log_level { LOG_DEBUG = 0, LOG_INFO, LOG_WARN, LOG_ERROR };
 
 int  log_level_parse(const char *s, enum log_level *out);
+const char *log_level_name(enum log_level lvl);   /* "info" */
 void log_set_level(enum log_level lvl);
 /* Where lines go: a file descriptor (default 2). The master points it at the
  * log file; workers write to the pipe the master forwards. */
