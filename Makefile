@@ -80,12 +80,15 @@ integration: $(B)/mpfarm
 check: deps
 	@$(MAKE) --no-print-directory B=build build/mpfarm
 	@$(MAKE) --no-print-directory B=build unit
+	@$(MAKE) --no-print-directory B=build fuzz-replay
 	@$(MAKE) --no-print-directory B=build integration
 	@$(MAKE) --no-print-directory sanitize
 
 sanitize:
 	@$(MAKE) --no-print-directory B=build-san CFLAGS="$(SAN_FLAGS)" LDFLAGS="-fsanitize=address,undefined" build-san/mpfarm
 	@$(MAKE) --no-print-directory B=build-san CFLAGS="$(SAN_FLAGS)" LDFLAGS="-fsanitize=address,undefined" unit
+	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  $(MAKE) --no-print-directory B=build-san CFLAGS="$(SAN_FLAGS)" LDFLAGS="-fsanitize=address,undefined" fuzz-replay
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=99 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  MPFARM_SANITIZED=1 MPFARM_BIN=$(abspath build-san/mpfarm) $(PYTEST) -q -x -p no:cacheprovider tests/integration $(PYTEST_ARGS)
 
@@ -104,8 +107,9 @@ demo: deps
 	  echo "== translation $$t"; cat "$$t"
 
 clean:
-	rm -rf build build-san mpfarm $(DEMO_DIR) bench-work
+	rm -rf build build-san build-fuzz mpfarm $(DEMO_DIR) bench-work
 
 include mk/install.mk
 
 include bench/bench.mk
+include tests/fuzz/fuzz.mk

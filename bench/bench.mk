@@ -7,11 +7,13 @@
 #   make bench BENCH_ARGS="--files 5000 --rounds 1 --no-disk"   quicker
 BENCH_ARGS ?=
 
-$(B)/bench_floor: bench/bench_floor.c $(LIBOBJS) $(HDRS)
+$(B)/bench_%: bench/bench_%.c $(LIBOBJS) $(HDRS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(WARN) $(CFLAGS) $(PKG_CFLAGS) -o $@ $< $(LIBOBJS) $(LIBS)
 
-bench: $(B)/mpfarm $(B)/bench_floor
+bench: $(B)/mpfarm $(B)/bench_floor $(B)/bench_split
 	/usr/bin/python3 bench/bench_farm.py --mpfarm $(abspath $(B)/mpfarm) \
 	  --floor $(abspath $(B)/bench_floor) $(BENCH_ARGS)
 	/usr/bin/python3 bench/bench_upload.py --mpfarm $(abspath $(B)/mpfarm)
+	/usr/bin/python3 bench/bench_hostile.py --mpfarm $(abspath $(B)/mpfarm)
+	$(B)/bench_split

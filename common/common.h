@@ -88,7 +88,8 @@ int64_t time_wall_ms(void);   /* CLOCK_REALTIME, for the database */
 /* mkdir -p of the parent folders of `path` (not the last component). */
 int  file_mkdirs_parent(const char *path, char *err, size_t errlen);
 /* Write `len` bytes to a temporary file beside `final` (same folder, name
- * starting with ".mpfarm-tmp."), optionally fsync it.  On success *tmp_out
+ * starting with ".mpfarm-tmp."), with mode 0666 less the process umask,
+ * optionally fsync it.  On success *tmp_out
  * holds the malloc'd temp path; the caller renames it (under the store's
  * write lock) or unlinks it. */
 int  file_write_temp(const char *final, const void *data, size_t len,

@@ -184,6 +184,25 @@ fail:
 	return rc;
 }
 
+/* The mode a new output gets: 0666 less the umask, as any program that
+ * creates a file would give it (mkstemp's 0600 is for the temp name only).
+ * The umask is read once; reading it means setting it, so it is put back
+ * at once (processes here are single-threaded). */
+static mode_t
+file_output_mode(void)
+{
+	static mode_t mode;
+	static bool known;
+
+	if (!known) {
+		mode_t mask = umask(077);
+		umask(mask);
+		mode = 0666 & ~mask;
+		known = true;
+	}
+	return mode;
+}
+
 int
 file_write_temp(const char *final, const void *data, size_t len, bool durable,
 		char **tmp_out, char *err, size_t errlen)
@@ -224,7 +243,7 @@ file_write_temp(const char *final, const void *data, size_t len, bool durable,
 		p += w;
 		len -= (size_t)w;
 	}
-	if (fchmod(fd, 0644) < 0 || (durable && fsync(fd) < 0)) {
+	if (fchmod(fd, file_output_mode()) < 0 || (durable && fsync(fd) < 0)) {
 		snprintf(err, errlen, "cannot write %s: %s", log_quote(final),
 		    strerror(errno));
 		goto fail;

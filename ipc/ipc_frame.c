@@ -139,43 +139,70 @@ ipc_get_str(const msgpack_object *o, char *dst, size_t cap)
 	return 0;
 }
 
+/* msgpack-c sizes an array or map by the count its header claims, before
+ * a single element has arrived (an 11-byte payload could make it map
+ * 16 GiB).  The protocol only sends one flat fixarray of scalars, so the
+ * decoder unpacks element by element and refuses any container header
+ * (fixmap, fixarray, map16/32, array16/32) before msgpack-c sees it. */
+static bool
+ipc_byte_is_container(unsigned char b)
+{
+	return (b >= 0x80 && b <= 0x9f) || (b >= 0xdc && b <= 0xdf);
+}
+
+/* The next element of the outer array, a scalar, into up. */
+static int
+ipc_unpack_scalar(msgpack_unpacked *up, const char *payload, size_t len,
+		  size_t *off)
+{
+	if (*off >= len ||
+	    ipc_byte_is_container((unsigned char)payload[*off]))
+		return -1;
+	if (msgpack_unpack_next(up, payload, len, off) != MSGPACK_UNPACK_SUCCESS)
+		return -1;
+	return 0;
+}
+
 int
 ipc_frame_decode(const char *payload, size_t len, struct ipc_msg *m)
 {
 	msgpack_unpacked up;
-	size_t off = 0;
+	size_t off = 1, count;
 	int64_t v[8] = { 0 };
 	char *strs[2];
 	int nint = 0, nstr = 0, rc = -1;
 	const char *lay;
+	int64_t type;
 
 	memset(m, 0, sizeof(*m));
 	strs[0] = m->provider;
 	strs[1] = m->text;
 	msgpack_unpacked_init(&up);
-	if (msgpack_unpack_next(&up, payload, len, &off) != MSGPACK_UNPACK_SUCCESS)
+	/* the outer header: a fixarray (0x90 | count), never array16/32 */
+	if (len < 1 || ((unsigned char)payload[0] & 0xf0) != 0x90)
 		goto fail;
-	if (off != len || up.data.type != MSGPACK_OBJECT_ARRAY ||
-	    up.data.via.array.size < 1)
-		goto fail;
-	const msgpack_object *el = up.data.via.array.ptr;
-	int64_t type;
-	if (ipc_get_int(&el[0], &type) < 0 || type <= 0 || type >= IPC_MSG_MAX)
+	count = (unsigned char)payload[0] & 0x0f;
+	if (count < 1 || ipc_unpack_scalar(&up, payload, len, &off) < 0 ||
+	    ipc_get_int(&up.data, &type) < 0 || type <= 0 || type >= IPC_MSG_MAX)
 		goto fail;
 	lay = ipc_layouts[type];
-	if (up.data.via.array.size != 1 + strlen(lay))
+	if (count != 1 + strlen(lay))
 		goto fail;
 	m->type = (int)type;
 	for (size_t i = 0; lay[i]; i++) {
+		if (ipc_unpack_scalar(&up, payload, len, &off) < 0)
+			goto fail;
 		if (lay[i] == 'i') {
-			if (ipc_get_int(&el[i + 1], &v[nint++]) < 0)
+			if (ipc_get_int(&up.data, &v[nint++]) < 0)
 				goto fail;
 		} else {
 			size_t cap = nstr == 0 ? sizeof(m->provider) : sizeof(m->text);
-			if (ipc_get_str(&el[i + 1], strs[nstr++], cap) < 0)
+			if (ipc_get_str(&up.data, strs[nstr++], cap) < 0)
 				goto fail;
 		}
 	}
+	if (off != len)
+		goto fail;
 	switch (m->type) {
 	case IPC_MSG_READY:
 		m->pid = v[0];

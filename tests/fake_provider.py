@@ -24,11 +24,13 @@ Control it at run time:
        "faults": [RULE...]  (replace), "add_faults": [RULE...],
        "reset_stats": true}
     RULE: {"kind": "status"|"quota"|"concurrency"|"hang"|"slow"|
-                   "malformed"|"truncated"|"partial"|"close"|"big"|"length",
+                   "malformed"|"truncated"|"partial"|"close"|"big"|"length"|
+                   "body",
            "status": 503, "count": 1 (-1 = for ever), "probability": 1.0,
            "path": "/v1/...", "provider": "openai", "retry_after": "2",
            "headers": {...}, "message": "...", "code": "...",
-           "seconds": 5 (hang), "ms": 500 (slow), "bytes": N (big)}
+           "seconds": 5 (hang), "ms": 500 (slow), "bytes": N (big),
+           "prefix": "{", "item": "{},", "items": N, "suffix": "}" (body)}
   POST /_reset    back to the command-line settings, stats zeroed
   GET  /_stats    counters: requests, by_status, by_path, connections,
                   max_concurrency, max_body_bytes, max_texts, faults left,
@@ -447,6 +449,12 @@ class Handler(BaseHTTPRequestHandler):
         if kind == "big":
             n = int(f.get("bytes", 1 << 20))
             return self.send(200, b"{\"text\": \"" + b"x" * n + b"\"}")
+        if kind == "body":
+            # a 200 with any body: prefix + item * items + suffix (hostile
+            # answers such as {"words":[{},{},...]} of 24 MB, or a refusal)
+            raw = (f.get("prefix", "") + f.get("item", "") *
+                   int(f.get("items", 0)) + f.get("suffix", "")).encode()
+            return self.send(200, raw)
         if kind == "partial":
             self.send_response(200)
             self.send_header("Content-Type", "application/json")

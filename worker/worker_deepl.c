@@ -29,10 +29,18 @@ deepl_space(char c)
 	       c == '\f' || c == '\v';
 }
 
-/* Does text[..e) end with sentence punctuation?  *wide is set for the
- * CJK marks, which end a sentence even with no space after them. */
 static bool
-deepl_sentence_end(const char *t, size_t start, size_t e, bool *wide)
+deepl_closer(char c)
+{
+	return c == '"' || c == '\'' || c == ')' || c == ']';
+}
+
+/* Does text[start..e) end with sentence punctuation, once the closing
+ * quotes and brackets text[q..e) are set aside?  The caller keeps q as it
+ * walks, so a long run of quotes costs nothing per position.  *wide is set
+ * for the CJK marks, which end a sentence even with no space after them. */
+static bool
+deepl_sentence_end(const char *t, size_t start, size_t q, bool *wide)
 {
 	static const char *const wides[] = { "\xe3\x80\x82", "\xef\xbc\x81",
 		"\xef\xbc\x9f", NULL };
@@ -40,19 +48,54 @@ deepl_sentence_end(const char *t, size_t start, size_t e, bool *wide)
 		"\xd8\x9f", "\xe0\xa5\xa4", NULL };
 
 	*wide = false;
-	while (e > start && t[e - 1] != '\0' && strchr("\"')]", t[e - 1]))
-		e--;
+	/* the last byte of every mark: the test runs on most bytes of a
+	 * window, the comparisons below only where one could end */
+	if (q <= start || strchr(".!?\xa6\x9f\xa4\x82\x81", t[q - 1]) == NULL ||
+	    t[q - 1] == '\0')
+		return false;
 	for (int i = 0; wides[i]; i++) {
 		size_t l = strlen(wides[i]);
-		if (e - start >= l && memcmp(t + e - l, wides[i], l) == 0)
+		if (q - start >= l && memcmp(t + q - l, wides[i], l) == 0)
 			return *wide = true;
 	}
 	for (int i = 0; narrow[i]; i++) {
 		size_t l = strlen(narrow[i]);
-		if (e - start >= l && memcmp(t + e - l, narrow[i], l) == 0)
+		if (q - start >= l && memcmp(t + q - l, narrow[i], l) == 0)
 			return true;
 	}
 	return false;
+}
+
+/* The best cut in text[pos..pos+max]: the last paragraph break, else line
+ * break, else sentence end, else space; 0 when there is none.  One pass
+ * over the window: each whitespace run is measured once (stopping at the
+ * second newline), closing quotes are tracked as the walk goes. */
+static size_t
+deepl_best_cut(const char *text, size_t len, size_t pos, size_t max)
+{
+	size_t cut[CUT_LEVELS] = { 0 }, q = pos, e = 0;
+	bool wide;
+
+	for (size_t i = pos + 1; i <= pos + max; i++) {
+		if (!deepl_closer(text[i - 1]))
+			q = i;
+		if (deepl_space(text[i]) && !deepl_space(text[i - 1])) {
+			int nl = 0;
+			for (size_t r = i; r < len && deepl_space(text[r]) && nl < 2; r++)
+				nl += text[r] == '\n';
+			cut[nl >= 2 ? CUT_PARA : nl == 1 ? CUT_LINE :
+			    deepl_sentence_end(text, pos, q, &wide) ?
+			    CUT_SENTENCE : CUT_WORD] = i;
+		} else if (q > pos && (unsigned char)text[q - 1] >= 0x80 &&
+			   !deepl_space(text[i]) &&
+			   deepl_sentence_end(text, pos, q, &wide) && wide) {
+			/* only a CJK mark (non-ASCII) cuts with no space after */
+			cut[CUT_SENTENCE] = i;
+		}
+	}
+	for (int lv = CUT_PARA; lv > CUT_CHAR && e == 0; lv--)
+		e = cut[lv];
+	return e;
 }
 
 int
@@ -61,7 +104,7 @@ worker_deepl_split(const char *text, size_t len, size_t max_piece,
 {
 	struct deepl_piece *out = NULL;
 	int n = 0, cap = 0;
-	size_t pos = 0;
+	size_t pos = 0, end = len, e, r;
 
 	*pieces = NULL;
 	*npieces = 0;
@@ -69,39 +112,20 @@ worker_deepl_split(const char *text, size_t len, size_t max_piece,
 		return -1;
 	while (pos < len && deepl_space(text[pos]))
 		pos++;
+	/* trailing whitespace is measured once, not once per piece: a long
+	 * run of it made the split quadratic */
+	while (end > pos && deepl_space(text[end - 1]))
+		end--;
 	while (pos < len) {
-		size_t cut[CUT_LEVELS] = { 0 }, e = 0, r, end = len;
-		bool wide;
-
-		while (end > pos && deepl_space(text[end - 1]))
-			end--;
 		if (end - pos <= max_piece) {
 			e = end;
-		} else {
-			for (size_t i = pos + 1; i <= pos + max_piece; i++) {
-				if (deepl_space(text[i]) && !deepl_space(text[i - 1])) {
-					int nl = 0;
-					for (r = i; r < len && deepl_space(text[r]); r++)
-						nl += text[r] == '\n';
-					cut[nl >= 2 ? CUT_PARA : nl == 1 ? CUT_LINE :
-					    deepl_sentence_end(text, pos, i, &wide) ?
-					    CUT_SENTENCE : CUT_WORD] = i;
-				} else if (!deepl_space(text[i]) &&
-					   deepl_sentence_end(text, pos, i, &wide) &&
-					   wide) {
-					cut[CUT_SENTENCE] = i;
-				}
-			}
-			for (int lv = CUT_PARA; lv > CUT_CHAR && e == 0; lv--)
-				e = cut[lv];
-			if (e == 0) {
-				/* one endless word: cut between characters */
+		} else if ((e = deepl_best_cut(text, len, pos, max_piece)) == 0) {
+			/* one endless word: cut between characters */
+			e = pos + max_piece;
+			while (e > pos && ((unsigned char)text[e] & 0xC0) == 0x80)
+				e--;
+			if (e == pos)           /* not UTF-8 at all */
 				e = pos + max_piece;
-				while (e > pos && ((unsigned char)text[e] & 0xC0) == 0x80)
-					e--;
-				if (e == pos)           /* not UTF-8 at all */
-					e = pos + max_piece;
-			}
 		}
 		for (r = e; r < len && deepl_space(text[r]); r++)
 			;
@@ -251,13 +275,45 @@ deepl_check(const struct config *cfg, int stage, const char *lang,
 	return rc;
 }
 
+int
+worker_deepl_parse(const char *body, size_t len, int n, char **tr,
+		   struct provider_result *res)
+{
+	bool big;
+	json_t *root = worker_http_json_load(body, len, &big);
+	json_t *arr = json_object_get(root, "translations");
+	int rc = -1;
+
+	if (n < 0 || json_array_size(arr) != (size_t)n) {
+		worker_http_json_fail("deepl", big, root ? "wrong number of "
+		    "translations" : "not JSON", res);
+		goto done;
+	}
+	for (int k = 0; k < n; k++) {
+		json_t *t = json_object_get(json_array_get(arr, (size_t)k), "text");
+		if (!json_is_string(t)) {
+			worker_http_json_fail("deepl", false, "translation without "
+			    "text", res);
+			goto done;
+		}
+	}
+	for (int k = 0; k < n; k++) {
+		json_t *t = json_object_get(json_array_get(arr, (size_t)k), "text");
+		tr[k] = xstrndup(json_string_value(t), json_string_length(t));
+	}
+	rc = 0;
+done:
+	json_decref(root);
+	return rc;
+}
+
 /* One request: the pieces of batch b; their translations go to tr[]. */
 static int
 deepl_batch(struct worker_http_call *c, const struct provider_req *req,
 	    const char *target, const struct deepl_piece *p, int np, int b,
 	    char **tr, struct provider_result *res)
 {
-	json_t *body = json_object(), *texts = json_array(), *root = NULL, *arr;
+	json_t *body = json_object(), *texts = json_array();
 	const char *formality = config_get(req->cfg, "deepl", "formality");
 	char *dump = NULL;
 	int first = -1, n = 0, rc = -1;
@@ -285,26 +341,15 @@ deepl_batch(struct worker_http_call *c, const struct provider_req *req,
 	c->body_len = strlen(dump);
 	if (worker_http_exchange(c, res) < 0)
 		goto done;
-	root = json_loadb(c->resp.data, c->resp.len, 0, NULL);
-	arr = json_object_get(root, "translations");
-	if (!json_is_array(arr) || json_array_size(arr) != (size_t)n) {
-		worker_http_malformed(c, res, root ? "wrong number of "
-		    "translations" : "not JSON");
+	if (worker_deepl_parse(c->resp.data, c->resp.len, n, tr + first,
+			       res) < 0) {
+		res->http_status = (int)c->status;
 		goto done;
-	}
-	for (int k = 0; k < n; k++) {
-		json_t *t = json_object_get(json_array_get(arr, (size_t)k), "text");
-		if (!json_is_string(t)) {
-			worker_http_malformed(c, res, "translation without text");
-			goto done;
-		}
-		tr[first + k] = xstrndup(json_string_value(t), json_string_length(t));
 	}
 	rc = 0;
 done:
 	json_decref(texts);
 	json_decref(body);
-	json_decref(root);
 	free(dump);
 	buf_free(&c->resp);
 	return rc;

@@ -103,7 +103,7 @@ el_subtitles(json_t *words, struct provider_result *res)
 	json_t *x;
 	bool space = false;
 
-	if (!json_is_array(words) || json_array_size(words) == 0)
+	if (json_array_size(words) == 0)
 		return;
 	w = xcalloc(json_array_size(words), sizeof(*w));
 	json_array_foreach(words, i, x) {
@@ -128,6 +128,20 @@ el_subtitles(json_t *words, struct provider_result *res)
 	free(w);
 }
 
+int
+worker_elevenlabs_parse(struct buf *body, struct provider_result *res)
+{
+	static const char *const lists[] = { "words", NULL };
+	json_t *root = worker_http_transcript_parse(body, "elevenlabs", lists,
+						    res);
+
+	if (root == NULL)
+		return -1;
+	el_subtitles(json_object_get(root, "words"), res);
+	json_decref(root);
+	return 0;
+}
+
 static int
 el_run(const struct provider_req *req, struct provider_result *res)
 {
@@ -137,7 +151,6 @@ el_run(const struct provider_req *req, struct provider_result *res)
 	const char *model = config_get(cfg, "transcribe", "model");
 	const char *lang = config_get(cfg, "transcribe", "language");
 	char err[400], *key = NULL, *hdr;
-	json_t *root = NULL, *text;
 	int64_t size;
 	int rc = -1;
 
@@ -173,19 +186,13 @@ el_run(const struct provider_req *req, struct provider_result *res)
 	c.url = xasprintf("%s/v1/speech-to-text", o.base_url);
 	if (worker_http_exchange(&c, res) < 0)
 		goto done;
-	root = json_loadb(c.resp.data, c.resp.len, 0, NULL);
-	text = json_object_get(root, "text");
-	if (!json_is_string(text)) {
-		worker_http_malformed(&c, res, root ? "no \"text\"" : "not JSON");
+	if (worker_elevenlabs_parse(&c.resp, res) < 0) {
+		res->http_status = (int)c.status;
 		goto done;
 	}
-	worker_http_transcript_add(res, json_string_value(text),
-				   json_string_length(text), &c.resp);
-	el_subtitles(json_object_get(root, "words"), res);
 	res->outcome = OUT_COMPLETED;
 	rc = 0;
 done:
-	json_decref(root);
 	curl_mime_free(c.mime);
 	worker_http_headers_free(c.headers);
 	free((char *)c.url);

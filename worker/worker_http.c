@@ -17,7 +17,6 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <jansson.h>
 
 #include "ipc_frame.h"
 
@@ -142,104 +141,6 @@ worker_http_classify(const char *provider, long status, CURLcode cc,
 		/* 400, 404, 413, 422 and the redirects we do not follow */
 		out->outcome = OUT_PERMANENT;
 	}
-}
-
-static void
-msg_clean(char *dst, size_t dstlen, const char *src, size_t n)
-{
-	size_t o = 0;
-	bool space = false;
-
-	if (dstlen == 0)
-		return;
-	for (size_t i = 0; i < n && src[i] && o + 1 < dstlen; i++) {
-		unsigned char ch = (unsigned char)src[i];
-		if (ch < 0x20 || ch == 0x7f) {
-			space = o > 0;
-			continue;
-		}
-		if (space && o + 2 < dstlen)
-			dst[o++] = ' ';
-		space = false;
-		dst[o++] = (char)ch;
-	}
-	dst[o] = '\0';
-}
-
-static const char *
-json_str(json_t *o, const char *key)
-{
-	return json_string_value(json_object_get(o, key));
-}
-
-void
-worker_http_error_parse(const char *body, size_t len, char *code,
-			size_t codelen, char *msg, size_t msglen)
-{
-	json_t *root = json_loadb(body, len, 0, NULL);
-	json_t *e, *d;
-	const char *c = NULL, *m = NULL;
-
-	code[0] = msg[0] = '\0';
-	if (json_is_object(root)) {
-		e = json_object_get(root, "error");
-		d = json_object_get(root, "detail");
-		if (json_is_object(e)) {                /* OpenAI */
-			m = json_str(e, "message");
-			c = json_str(e, "code");
-			if (c == NULL || code_is(json_str(e, "type"),
-						 "insufficient_quota"))
-				c = json_str(e, "type");
-		} else if (json_is_string(e)) {
-			m = json_string_value(e);
-		} else if (json_is_object(d)) {         /* ElevenLabs */
-			m = json_str(d, "message");
-			c = json_str(d, "status");
-		} else if (json_is_string(d)) {
-			m = json_string_value(d);
-		} else if (json_is_array(d)) {          /* validation errors */
-			m = json_str(json_array_get(d, 0), "msg");
-			c = json_str(json_array_get(d, 0), "type");
-		}
-		if (m == NULL)                          /* DeepL */
-			m = json_str(root, "message");
-	}
-	if (c != NULL)
-		msg_clean(code, codelen, c, strlen(c));
-	if (m != NULL)
-		msg_clean(msg, msglen, m, strlen(m));
-	else
-		msg_clean(msg, msglen < 201 ? msglen : 201, body, len);
-	json_decref(root);
-}
-
-void
-worker_http_scrub(char *msg, const char *secret)
-{
-	size_t slen = secret ? strlen(secret) : 0, o = 0;
-
-	if (slen < 8)
-		return;
-	for (size_t i = 0; msg[i];) {
-		size_t best = 0;
-		for (size_t j = 0; j + best < slen; j++) {
-			size_t k = 0;
-			while (msg[i + k] && secret[j + k] &&
-			       msg[i + k] == secret[j + k])
-				k++;
-			if (k > best)
-				best = k;
-		}
-		if (best >= 8) {
-			/* "***" is shorter than the run: msg never grows */
-			memcpy(msg + o, "***", 3);
-			o += 3;
-			i += best;
-		} else {
-			msg[o++] = msg[i++];
-		}
-	}
-	msg[o] = '\0';
 }
 
 /* ---- the exchange ---------------------------------------------------- */
@@ -422,12 +323,14 @@ worker_http_exchange(struct worker_http_call *c, struct provider_result *res)
 	}
 	if (cc != CURLE_OK) {
 		worker_http_classify(prov, 0, cc, NULL, &cls);
-		worker_http_scrub(errbuf, c->secret);
-		if (strcmp(errbuf, curl_easy_strerror(cc)) == 0)
-			errbuf[0] = '\0';
+		/* curl quotes what the server said in its message */
+		worker_http_text_clean(text, sizeof(text), errbuf, strlen(errbuf),
+				       c->secret);
+		if (strcmp(text, curl_easy_strerror(cc)) == 0)
+			text[0] = '\0';
 		provider_result_error(res, cls.outcome, "request to %s failed: "
-		    "%s%s%s", prov, curl_easy_strerror(cc), errbuf[0] ? ": " : "",
-		    errbuf);
+		    "%s%s%s", prov, curl_easy_strerror(cc), text[0] ? ": " : "",
+		    text);
 		res->retry_after_ms = c->retry_after_ms;
 		return -1;
 	}
@@ -448,16 +351,6 @@ worker_http_exchange(struct worker_http_call *c, struct provider_result *res)
 	if (cls.event >= 0)
 		worker_provider_event(prov, cls.event, c->retry_after_ms,
 				      (int)c->status, res->msg);
-	return -1;
-}
-
-int
-worker_http_malformed(const struct worker_http_call *c,
-		      struct provider_result *res, const char *what)
-{
-	provider_result_error(res, OUT_TRANSIENT, "malformed response from %s: "
-	    "%s", c->opts->provider, what);
-	res->http_status = (int)c->status;
 	return -1;
 }
 

@@ -11,6 +11,7 @@
 
 #include <time.h>
 #include <curl/curl.h>
+#include <jansson.h>
 #include "worker_provider.h"
 
 /* The cloud providers (registry entries in worker_provider.c).  openai's
@@ -20,7 +21,14 @@ extern const struct provider_ops provider_openai;
 extern const struct provider_ops provider_deepl;
 
 #define WORKER_HTTP_RETRY_AFTER_MAX_MS (15 * 60 * 1000)  /* cap on any pause */
-#define WORKER_HTTP_RESPONSE_MAX (64L * 1024 * 1024)    /* default cap */
+#define WORKER_HTTP_RESPONSE_MAX (16L * 1024 * 1024)    /* default body cap */
+/* Decoding a JSON body may take at most FACTOR times its size plus SLACK
+ * bytes of jansson's memory (a real answer takes about 10 times; a body of
+ * empty objects 80), and an answer may carry at most ITEMS_MAX words or
+ * segments. */
+#define WORKER_HTTP_JSON_FACTOR  16
+#define WORKER_HTTP_JSON_SLACK   (256 * 1024)
+#define WORKER_HTTP_ITEMS_MAX    2000000
 
 /* Per-provider settings from its config section ([openai] ...). */
 struct worker_http_opts {
@@ -90,9 +98,6 @@ void worker_http_mime_text(curl_mime *mime, const char *field,
  * provider's answer as received; raw is taken over and emptied). */
 void worker_http_transcript_add(struct provider_result *res, const char *text,
 				size_t len, struct buf *raw);
-/* A 2xx answer that did not parse: transient "malformed response from P". */
-int  worker_http_malformed(const struct worker_http_call *c,
-			   struct provider_result *res, const char *what);
 
 /* ---- pure helpers (unit-tested) -------------------------------------- */
 
@@ -119,6 +124,53 @@ void worker_http_error_parse(const char *body, size_t len, char *code,
 			     size_t codelen, char *msg, size_t msglen);
 /* Replace any run of 8 or more characters of `secret` found in msg. */
 void worker_http_scrub(char *msg, const char *secret);
+
+/* ---- untrusted bodies (worker_http_body.c) ---------------------------- */
+
+/* Decode a JSON body (duplicate keys refused) under the memory budget
+ * above.  Returns the root, or NULL when it is not JSON or would take more
+ * memory than allowed (*too_big is then true; too_big may be NULL). */
+json_t *worker_http_json_load(const char *body, size_t len, bool *too_big);
+/* Fill res for a 2xx body that did not decode: permanent "too large to
+ * decode" when too_big, else transient "malformed response from P: what".
+ * Returns -1. */
+int  worker_http_json_fail(const char *provider, bool too_big,
+			   const char *what, struct provider_result *res);
+/* Copy provider text src[0..n) into dst[dstlen] fit for a log line, the
+ * database and a frame: control characters (C0, DEL, C1) become single
+ * spaces between words, bytes that are not UTF-8 become '?', a character
+ * is never cut in two, and runs of the secret (if any) are scrubbed.
+ * dst is always NUL-terminated (dstlen > 0). */
+void worker_http_text_clean(char *dst, size_t dstlen, const char *src,
+			    size_t n, const char *secret);
+
+/* What both transcription answers share: decode body, require a string
+ * "text", refuse more than ITEMS_MAX entries in any array named in lists
+ * (NULL-terminated), add the .txt and the .json (body taken over).
+ * Returns the root for the subtitles (caller json_decref()s it), or NULL
+ * with res filled. */
+json_t *worker_http_transcript_parse(struct buf *body, const char *provider,
+				     const char *const *lists,
+				     struct provider_result *res);
+
+/* ---- response parsers (one per answer shape; fuzzed) ------------------ */
+
+/* ElevenLabs speech-to-text and OpenAI transcription answers: on success
+ * the transcript (.txt), the answer as received (.json; body is taken over
+ * and emptied) and the subtitles are added to res and 0 is returned; else
+ * -1 with res filled (malformed: transient; too large or too many words or
+ * segments: permanent).  body must be NUL-terminated (buf_terminate). */
+int  worker_elevenlabs_parse(struct buf *body, struct provider_result *res);
+int  worker_openai_transcript_parse(struct buf *body,
+				    struct provider_result *res);
+/* An OpenAI chat completion: *out is the malloc'd translation, or -1 with
+ * res filled (a refusal, cleaned and scrubbed of secret, is permanent). */
+int  worker_openai_chat_parse(const char *body, size_t len, const char *secret,
+			      char **out, struct provider_result *res);
+/* A DeepL answer to n texts: tr[0..n) get malloc'd translations, or -1
+ * with res filled and tr[] untouched. */
+int  worker_deepl_parse(const char *body, size_t len, int n, char **tr,
+			struct provider_result *res);
 
 /* ---- DeepL chunking (worker_deepl.c) ---------------------------------- */
 

@@ -323,6 +323,56 @@ test_target(void **state)
 	assert_string_equal(out, "ZH-HANS");
 }
 
+/* The inputs that made the splitter quadratic: a long run of trailing
+ * whitespace (it was trimmed again for every piece), a long run of
+ * closing quotes (walked back from every position), and a long run of
+ * whitespace in the middle.  Correctness here; the 100 MB timing is in
+ * `make bench` (bench_split). */
+static void
+test_long_runs(void **state)
+{
+	size_t words = 400000, ws = 2000000, len = 0, mid;
+	char *t = malloc(words + ws * 2 + 16);
+	struct deepl_piece *p;
+	int n;
+
+	(void)state;
+	for (size_t i = 0; i < words; i++)
+		t[len++] = i % 7 == 6 ? ' ' : (i % 301 == 300 ? '.' : 'w');
+	mid = len;
+	memset(t + len, ' ', ws / 2);          /* spaces in the middle */
+	len += ws / 2;
+	t[len++] = 'x';
+	memset(t + len, '\n', 3);
+	len += 3;
+	memset(t + len, ' ', ws);              /* trailing whitespace */
+	len += ws;
+	assert_int_equal(worker_deepl_split(t, len, 12000, &p, &n), 0);
+	check_pieces(t, len, 12000, p, n, true);
+	assert_true(n >= (int)(words / 12000));
+	/* the middle run of spaces is one separator, not cut into */
+	bool found = false;
+	for (int i = 0; i < n; i++)
+		found = found || (p[i].off + p[i].len == mid &&
+				  p[i].sep_len == ws / 2);
+	assert_true(found);
+	assert_int_equal(p[n - 1].sep_len, ws + 3);
+	free(p);
+
+	/* a run of closing quotes longer than any piece */
+	len = 0;
+	memcpy(t, "Hi.", 3);
+	len = 3;
+	memset(t + len, '"', ws);
+	len += ws;
+	memcpy(t + len, " end", 4);
+	len += 4;
+	assert_int_equal(worker_deepl_split(t, len, 20000, &p, &n), 0);
+	check_pieces(t, len, 20000, p, n, true);
+	free(p);
+	free(t);
+}
+
 int
 main(void)
 {
@@ -335,6 +385,7 @@ main(void)
 		cmocka_unit_test(test_json_len),
 		cmocka_unit_test(test_plan_limits),
 		cmocka_unit_test(test_target),
+		cmocka_unit_test(test_long_runs),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -239,6 +239,46 @@ test_socket_send_recv(void **state)
 	close(sv[1]);
 }
 
+/* Counts claimed by a frame never drive allocation: a nested array or map
+ * header claiming 2^32 elements in an 11-byte payload is refused at once
+ * (msgpack-c would have sized it by the count), as is an outer array16 or
+ * array32 header and a count larger than the bytes that follow. */
+static void
+test_claimed_counts_rejected(void **state)
+{
+	static const struct { const char *p; size_t n; } bad[] = {
+		/* [4, array32(0xffffffff)] : the 16 GiB finding */
+		{ "\x92\x04\xdd\xff\xff\xff\xff\x00\x00\x00\x00", 11 },
+		/* [4, map32(0xffffffff)] */
+		{ "\x92\x04\xdf\xff\xff\xff\xff\x00\x00\x00\x00", 11 },
+		/* [4, array16(0xffff)] and [4, map16] */
+		{ "\x92\x04\xdc\xff\xff", 5 },
+		{ "\x92\x04\xde\xff\xff", 5 },
+		/* [4, fixarray(15)] and [4, fixmap(15)] */
+		{ "\x92\x04\x9f", 3 },
+		{ "\x92\x04\x8f", 3 },
+		/* outer array32 / array16 claiming many elements */
+		{ "\xdd\xff\xff\xff\xff\x04\x01", 7 },
+		{ "\xdc\x00\x02\x04\x01", 5 },
+		/* outer fixarray(2) with one element present */
+		{ "\x92\x04", 2 },
+		/* a str32 claiming 4 GiB in a short payload */
+		{ "\x93\x06\xdb\xff\xff\xff\xff\x41", 8 },
+		/* trailing bytes after a whole frame */
+		{ "\x92\x04\x01\x01", 4 },
+		{ "", 0 },
+	};
+	struct ipc_msg out;
+	(void)state;
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		assert_int_equal(ipc_frame_decode(bad[i].p, bad[i].n, &out), -1);
+	/* the well-formed heartbeat still decodes */
+	assert_int_equal(ipc_frame_decode("\x92\x04\x07", 3, &out), 0);
+	assert_int_equal(out.type, IPC_MSG_HEARTBEAT);
+	assert_int_equal(out.job_id, 7);
+}
+
 int
 main(void)
 {
@@ -250,6 +290,7 @@ main(void)
 		cmocka_unit_test(test_oversize_length_is_broken),
 		cmocka_unit_test(test_garbage_and_unknown),
 		cmocka_unit_test(test_socket_send_recv),
+		cmocka_unit_test(test_claimed_counts_rejected),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
