@@ -110,4 +110,23 @@ bool proc_alive(pid_t pid);
 int fd_set_cloexec(int fd);
 int fd_set_nonblock(int fd, bool on);
 
+/* ---- process hardening and leftovers (common_proc.c) ----------------- */
+/* Make this process (and the workers it forks) not dumpable and set the
+ * soft RLIMIT_CORE to 0, remembering the old limit.  -1 (logged, not
+ * fatal) when the kernel refuses. */
+int  proc_harden(void);
+/* In an engine child before exec: the core limit proc_harden() found.
+ * Async-signal-safe. */
+void proc_core_restore(void);
+/* Become a child subreaper: orphans of our descendants become our
+ * children.  -1 (logged) when the kernel refuses. */
+int  proc_subreaper_set(void);
+/* SIGKILL every child of ours (and the process group each leads) whose
+ * pid is not in keep[].  Returns how many were signalled. */
+int  proc_children_kill(const pid_t *keep, int nkeep);
+/* Kill and reap every child until none is left; `tick` (may be NULL) is
+ * called between rounds.  0, or -1 when some child was still there after
+ * timeout_ms (logged). */
+int  proc_children_end(int timeout_ms, void (*tick)(void));
+
 #endif

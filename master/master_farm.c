@@ -498,6 +498,7 @@ master_farm_run(struct config *cfg, int argc, char **argv)
 	farm.argc = argc;
 	farm.argv = argv;
 	farm.pid = getpid();
+	(void)proc_subreaper_set();     /* engines' leftovers: master_reap.c */
 	farm.lock_fd = -1;
 	farm.log_pipe[0] = farm.log_pipe[1] = -1;
 	farm.exit_code = EXIT_OK;
@@ -562,6 +563,7 @@ master_farm_run(struct config *cfg, int argc, char **argv)
 	    cfg->stage_mask == STAGE_MASK_TRANSCRIBE ? "transcribe" : "translate");
 	farm_slots_adjust();
 	ev_run(farm.loop, 0);
+	(void)proc_children_end(2000, NULL);    /* the last leftovers */
 
 	farm_progress_show(true);
 	done_total = (int)(farm.stage[0].done + farm.stage[1].done);

@@ -13,6 +13,8 @@ main(int argc, char **argv)
 	struct config cfg;
 	int rc;
 
+	/* the keys are in every mpfarm process's environment */
+	(void)proc_harden();
 	rc = config_load(&cfg, argc, argv);
 	if (rc != 0) {
 		config_free(&cfg);

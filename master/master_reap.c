@@ -228,6 +228,29 @@ farm_retiree_reap(pid_t pid)
 	return false;
 }
 
+/* The master is a child subreaper: what an engine started, and the engine
+ * itself, become its children when their worker dies without cleaning up
+ * (SIGKILL).  Every child that is not a worker is such a leftover. */
+static void
+farm_leftovers_kill(void)
+{
+	pid_t keep[64], *k = keep;
+	int n = 0, cap = farm.nslots + farm.nretirees;
+
+	if (cap > (int)(sizeof(keep) / sizeof(keep[0])))
+		k = xcalloc((size_t)cap, sizeof(*k));
+	for (int i = 0; i < farm.nslots; i++)
+		if (farm.slots[i]->pid > 0)
+			k[n++] = farm.slots[i]->pid;
+	for (int i = 0; i < farm.nretirees; i++)
+		k[n++] = farm.retirees[i].pid;
+	n = proc_children_kill(k, n);
+	if (n > 0)
+		log_warn("engine_leftovers_killed", "count=%d", n);
+	if (k != keep)
+		free(k);
+}
+
 void
 farm_child_cb(struct ev_loop *loop, ev_child *w, int revents)
 {
@@ -242,8 +265,12 @@ farm_child_cb(struct ev_loop *loop, ev_child *w, int revents)
 	for (int i = 0; i < farm.nslots; i++)
 		if (farm.slots[i]->pid == w->rpid)
 			s = farm.slots[i];
-	if (s == NULL)
+	if (s == NULL) {
+		/* a leftover reaped: its own children are ours now */
+		farm_leftovers_kill();
 		return;
+	}
+	farm_leftovers_kill();  /* what its engine left, if it died first */
 	/* what it said before dying (a DONE, a heartbeat) counts first */
 	if (s->fd >= 0) {
 		farm.reaping = true;

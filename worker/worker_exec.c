@@ -3,8 +3,13 @@
  * pocketsphinx, apertium, a script) run as a child process.  The command is
  * split into words like a shell would (quotes and backslashes), without a
  * shell; {input} and {lang} are substituted inside words, so each stays one
- * word whatever bytes the path holds.  The engine dies with its worker
- * (PR_SET_PDEATHSIG), so a killed worker never leaves it running.
+ * word whatever bytes the path holds.  The engine runs in its own process
+ * group with an environment stripped of the provider keys.  The job ends
+ * when the engine exits (its pipes drained for a moment more); then its
+ * whole group is killed, and whatever it started elsewhere - adopted by
+ * the worker, a child subreaper - too.  A worker killed as hung does the
+ * same before it dies, and the engine dies with its worker
+ * (PR_SET_PDEATHSIG) even on SIGKILL.
  * Exit 0 = success, 75 (EX_TEMPFAIL) = retry, anything else = permanent.
  */
 #include "worker_provider.h"
@@ -17,12 +22,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #define EXEC_OUT_MAX   (256L * 1024 * 1024)
 #define EXEC_ERR_TAIL  400
 #define EXEC_TEMPFAIL  75
+#define EXEC_DRAIN_MS  200      /* reading the pipes after the engine exited */
+#define EXEC_REAP_MS   5000     /* killing and reaping what it left behind */
 
 /* Split `cmd` into words; NULL on unbalanced quotes.  Substitutes {input}
  * and {lang}. */
@@ -109,11 +117,69 @@ worker_exec_free(char **argv)
 	free(argv);
 }
 
+/* Variables an engine never sees: every provider's key (each names its
+ * own in the provider table: an engine that prints its environment would
+ * put them into a transcript) and the service manager's socket, which is
+ * the master's to talk to. */
+static const char *const exec_env_drop[] = {
+	"NOTIFY_SOCKET", "WATCHDOG_PID", "WATCHDOG_USEC", NULL,
+};
+
+static bool
+exec_env_named(const char *entry, const char *name)
+{
+	size_t len = strlen(name);
+
+	return strncmp(entry, name, len) == 0 && entry[len] == '=';
+}
+
+/* The engine's environment: pointers into environ, without the above. */
+static char **
+exec_env_build(void)
+{
+	size_t n = 0, k = 0;
+	char **env;
+
+	while (environ[n] != NULL)
+		n++;
+	env = xcalloc(n + 1, sizeof(*env));
+	for (size_t i = 0; i < n; i++) {
+		bool drop = false;
+		for (int d = 0; exec_env_drop[d] != NULL && !drop; d++)
+			drop = exec_env_named(environ[i], exec_env_drop[d]);
+		for (int d = 0; provider_at(d) != NULL && !drop; d++)
+			drop = provider_at(d)->key_env != NULL &&
+			    exec_env_named(environ[i], provider_at(d)->key_env);
+		if (!drop)
+			env[k++] = environ[i];
+	}
+	return env;
+}
+
+/* The engine being run, for the SIGTERM handler: a worker the master
+ * kills as hung takes the engine's process group with it and reaps what
+ * is left before it dies, so nothing of the job outlives the worker. */
+static volatile pid_t exec_pgid;
+static volatile sig_atomic_t exec_term;
+
+static void
+exec_term_handler(int sig)
+{
+	if (exec_pgid > 0) {
+		(void)kill(-exec_pgid, SIGKILL);
+		exec_term = 1;          /* exec_run cleans up, then dies */
+		return;
+	}
+	signal(sig, SIG_DFL);
+	raise(sig);
+}
+
 static pid_t
 exec_spawn(char **argv, int *in_fd, int *out_fd, int *err_fd)
 {
 	int pin[2] = { -1, -1 }, pout[2] = { -1, -1 }, perr[2] = { -1, -1 };
-	pid_t pid;
+	pid_t pid, parent = getpid();
+	char **env = exec_env_build();
 
 	if (pipe2(pin, O_CLOEXEC) < 0 || pipe2(pout, O_CLOEXEC) < 0 ||
 	    pipe2(perr, O_CLOEXEC) < 0)
@@ -123,8 +189,10 @@ exec_spawn(char **argv, int *in_fd, int *out_fd, int *err_fd)
 		goto fail;
 	if (pid == 0) {
 		(void)prctl(PR_SET_PDEATHSIG, SIGKILL);
-		/* out of the terminal's process group: a Ctrl-C is the master's
-		 * graceful stop, not a kill of every engine mid-job */
+		if (getppid() != parent)
+			_exit(127);     /* the worker died before prctl */
+		/* its own group: killed whole when it ends; and out of the
+		 * terminal's, so a Ctrl-C is the master's graceful stop */
 		(void)setpgid(0, 0);
 		dup2(pin[0], 0);
 		dup2(pout[1], 1);
@@ -133,10 +201,19 @@ exec_spawn(char **argv, int *in_fd, int *out_fd, int *err_fd)
 		signal(SIGINT, SIG_DFL);
 		signal(SIGQUIT, SIG_DFL);
 		signal(SIGHUP, SIG_DFL);
-		execvp(argv[0], argv);
+		signal(SIGTERM, SIG_DFL);
+		/* an engine holds no key: exec makes it dumpable again, and it
+		 * gets the operator's core limit back */
+		proc_core_restore();
+		execvpe(argv[0], argv, env);
 		dprintf(2, "cannot run %s: %s\n", argv[0], strerror(errno));
 		_exit(127);
 	}
+	/* the group exists before anyone signals it (the child may not
+	 * have run yet) */
+	(void)setpgid(pid, pid);
+	exec_pgid = pid;
+	free(env);
 	close(pin[0]);
 	close(pout[1]);
 	close(perr[1]);
@@ -150,32 +227,69 @@ fail:
 		if (pout[i] >= 0) close(pout[i]);
 		if (perr[i] >= 0) close(perr[i]);
 	}
+	free(env);
 	return -1;
 }
 
-/* Feed stdin, collect stdout and the tail of stderr, heartbeat each
- * second.  Returns 0, or -1 when stdout grew past the cap. */
-static int
-exec_pump(int in_fd, int out_fd, int err_fd, const char *in, size_t inlen,
-	  struct buf *out, struct buf *err)
+/* True once the engine has exited (left a zombie: not reaped, so its pid
+ * and group cannot be reused before exec_run kills the group). */
+static bool
+exec_exited(pid_t pid)
 {
-	struct pollfd pfd[3];
+	siginfo_t si = { 0 };
+
+	return waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0 &&
+	    si.si_pid == pid;
+}
+
+/* Feed stdin, collect stdout and the tail of stderr, heartbeat each
+ * second, until the engine exits; then drain its pipes for at most
+ * EXEC_DRAIN_MS (a process it left behind may hold them open).  Returns
+ * 0, -1 when stdout grew past the cap, -2 on SIGTERM. */
+static int
+exec_pump(pid_t pid, int in_fd, int out_fd, int err_fd, const char *in,
+	  size_t inlen, struct buf *out, struct buf *err)
+{
+	struct pollfd pfd[4];
 	size_t off = 0;
-	int rc = 0;
+	int64_t drain_until = 0;
+	int rc = 0, pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
 
 	fd_set_nonblock(in_fd, true);
 	if (inlen == 0) {
 		close(in_fd);
 		in_fd = -1;
 	}
-	while (out_fd >= 0 || err_fd >= 0) {
+	for (;;) {
 		char chunk[65536];
+		int timeout = pidfd >= 0 ? 1000 : 100;
+
+		if (exec_term) {
+			rc = -2;
+			goto out;
+		}
+		if (drain_until == 0 && (pidfd < 0 || out_fd < 0) &&
+		    exec_exited(pid))
+			drain_until = time_mono_ms() + EXEC_DRAIN_MS;
+		if (drain_until > 0) {
+			int64_t left = drain_until - time_mono_ms();
+			if (left <= 0 || (out_fd < 0 && err_fd < 0))
+				break;
+			timeout = left < timeout ? (int)left : timeout;
+			if (in_fd >= 0) {
+				close(in_fd);
+				in_fd = -1;
+			}
+		}
 		pfd[0] = (struct pollfd){ out_fd, POLLIN, 0 };
 		pfd[1] = (struct pollfd){ err_fd, POLLIN, 0 };
 		pfd[2] = (struct pollfd){ in_fd, POLLOUT, 0 };
-		if (poll(pfd, 3, 1000) < 0 && errno != EINTR)
+		pfd[3] = (struct pollfd){ drain_until ? -1 : pidfd, POLLIN, 0 };
+		if (poll(pfd, 4, timeout) < 0 && errno != EINTR)
 			break;
 		worker_heartbeat();
+		if (pfd[3].revents & POLLIN)
+			drain_until = time_mono_ms() + EXEC_DRAIN_MS;
 		if (in_fd >= 0 && (pfd[2].revents & (POLLOUT | POLLERR | POLLHUP))) {
 			ssize_t w = write(in_fd, in + off, inlen - off);
 			if (w > 0)
@@ -214,6 +328,8 @@ exec_pump(int in_fd, int out_fd, int err_fd, const char *in, size_t inlen,
 		}
 	}
 out:
+	if (pidfd >= 0)
+		close(pidfd);
 	if (in_fd >= 0)
 		close(in_fd);
 	if (out_fd >= 0)
@@ -221,6 +337,20 @@ out:
 	if (err_fd >= 0)
 		close(err_fd);
 	return rc;
+}
+
+/* The engine has exited or must die: kill its whole group (its pid is
+ * not reaped yet, so the group is still its own), reap it, then kill and
+ * reap whatever else it started (adopted by this worker, a subreaper). */
+static void
+exec_end(pid_t pid, int *status)
+{
+	(void)kill(-pid, SIGKILL);
+	(void)kill(pid, SIGKILL);
+	while (waitpid(pid, status, 0) < 0 && errno == EINTR)
+		;
+	(void)proc_children_end(EXEC_REAP_MS, worker_heartbeat);
+	exec_pgid = 0;
 }
 
 /* Last line(s) of stderr, printable, for last_error. */
@@ -252,6 +382,7 @@ exec_run(const struct provider_req *req, struct provider_result *res)
 	struct buf out, err;
 	char **argv = NULL, tail[EXEC_ERR_TAIL + 1];
 	int in_fd, out_fd, err_fd, status = 0, rc;
+	struct sigaction sa, old_term;
 	pid_t pid;
 
 	if (cmd == NULL)
@@ -269,19 +400,29 @@ exec_run(const struct provider_req *req, struct provider_result *res)
 	}
 	buf_init(&out);
 	buf_init(&err);
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = exec_term_handler;      /* no SA_RESTART: poll wakes */
+	sigemptyset(&sa.sa_mask);
+	exec_term = 0;
+	(void)sigaction(SIGTERM, &sa, &old_term);
 	pid = exec_spawn(argv, &in_fd, &out_fd, &err_fd);
 	if (pid < 0) {
 		provider_result_error(res, OUT_TRANSIENT, "cannot start %s: %s",
 		    argv[0], strerror(errno));
+		(void)sigaction(SIGTERM, &old_term, NULL);
 		worker_exec_free(argv);
 		return -1;
 	}
-	rc = exec_pump(in_fd, out_fd, err_fd, req->text,
+	rc = exec_pump(pid, in_fd, out_fd, err_fd, req->text,
 	    req->stage == STAGE_TRANSLATE ? req->text_len : 0, &out, &err);
-	if (rc < 0)
-		kill(pid, SIGKILL);
-	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-		;
+	exec_end(pid, &status);
+	if (rc == -2) {
+		/* killed as hung: die of it, as the master expects, now that
+		 * nothing of the engine is left */
+		signal(SIGTERM, SIG_DFL);
+		raise(SIGTERM);
+	}
+	(void)sigaction(SIGTERM, &old_term, NULL);
 	exec_err_tail(&err, tail, sizeof(tail));
 	if (rc < 0) {
 		provider_result_error(res, OUT_PERMANENT, "%s printed more than %ld "

@@ -1,7 +1,8 @@
 /*
  * worker_http_conf.c - what the HTTP providers take from the config and
  * the environment: the API key (environment first, else a key file that
- * only its owner may read; stripped, checked for bytes that could bend a
+ * is a regular file of the running user's that no one else may read or
+ * write; stripped, checked for bytes that could bend a
  * header, wiped when freed, never printed) and the per-provider options
  * (base_url, timeouts, response cap), checked so that `mpfarm run` stops
  * with a clear message before any worker starts.
@@ -31,14 +32,23 @@ key_strip(char *k)
 	memmove(k, k + i, n - i + 1);
 }
 
+/* The key file must be the operator's own secret: a regular file (not
+ * followed through a link, not a FIFO that would block), owned by the
+ * user mpfarm runs as, that nobody else can read or change. */
 static char *
 key_file_read(const char *path, char *err, size_t errlen)
 {
 	struct stat st;
 	char *k = NULL;
 	ssize_t n;
-	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW |
+	    O_NONBLOCK);
 
+	if (fd < 0 && errno == ELOOP) {
+		snprintf(err, errlen, "api_key_file %s is a symbolic link; "
+		    "refusing to follow it (name the file itself)", path);
+		goto fail;
+	}
 	if (fd < 0) {
 		snprintf(err, errlen, "api_key_file %s: %s", path, strerror(errno));
 		goto fail;
@@ -47,9 +57,20 @@ key_file_read(const char *path, char *err, size_t errlen)
 		snprintf(err, errlen, "api_key_file %s is not a regular file", path);
 		goto fail;
 	}
-	if (st.st_mode & S_IROTH) {
-		snprintf(err, errlen, "api_key_file %s is readable by everyone; "
-		    "refusing to use it (chmod o-r %s)", path, path);
+	if (st.st_uid != geteuid()) {
+		snprintf(err, errlen, "api_key_file %s is owned by uid %u, not by "
+		    "the user mpfarm runs as (uid %u); refusing to use it", path,
+		    (unsigned)st.st_uid, (unsigned)geteuid());
+		goto fail;
+	}
+	if (st.st_mode & (S_IRGRP | S_IWGRP | S_IROTH | S_IWOTH)) {
+		snprintf(err, errlen, "api_key_file %s is%s%s%s%s (mode %04o); "
+		    "refusing to use it (chmod 600 %s)", path,
+		    st.st_mode & S_IRGRP ? " group-readable" : "",
+		    st.st_mode & S_IWGRP ? " group-writable" : "",
+		    st.st_mode & S_IROTH ? " world-readable" : "",
+		    st.st_mode & S_IWOTH ? " world-writable" : "",
+		    (unsigned)(st.st_mode & 07777), path);
 		goto fail;
 	}
 	if (st.st_size > KEY_FILE_MAX) {

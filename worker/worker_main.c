@@ -335,6 +335,9 @@ worker_main(const struct worker_args *wa)
 	(void)prctl(PR_SET_PDEATHSIG, SIGKILL);
 	if (getppid() != wa->master_pid)
 		_exit(0);
+	/* what an exec engine leaves behind becomes ours to kill (not
+	 * dumpable and no core: inherited from the master) */
+	(void)proc_subreaper_set();
 	srandom((unsigned)(getpid() ^ time_mono_ms()));
 
 	opts.flags = w.cfg->durable ? STORE_DURABLE : 0;

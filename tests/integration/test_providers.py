@@ -296,7 +296,7 @@ def test_key_file(farm, fake, tmp_path):
     env = {k: v for k, v in ENV.items() if k != "DEEPL_AUTH_KEY"}
     p = run(farm, env=env)
     assert p.returncode == 2
-    assert str(key) in p.stderr and "readable by everyone" in p.stderr
+    assert str(key) in p.stderr and "world-readable" in p.stderr
     assert KEYS["deepl"] not in p.stderr
     key.chmod(0o600)
     p = run(farm, env=env)

@@ -271,7 +271,7 @@ test_key_load(void **state)
 	assert_int_equal(worker_http_key_load(&cfg, "openai", "OPENAI_API_KEY",
 					      &key, err, sizeof(err)), -1);
 	assert_non_null(strstr(err, path));
-	assert_non_null(strstr(err, "readable by everyone"));
+	assert_non_null(strstr(err, "world-readable"));
 	assert_null(strstr(err, "sk-secret"));
 
 	assert_int_equal(chmod(path, 0600), 0);
