@@ -133,6 +133,14 @@ static const char *const store_migrations[] = {
 	"  message     TEXT"
 	");"
 	"CREATE INDEX attempts_job ON attempts (job_id, attempt_id);",
+	/* version 2: what the worker checks before it uploads (the file the
+	 * scan saw: device and inode), and for a symbolic link the scan was
+	 * told to follow, the file it resolved to beneath a scan root.  NULL
+	 * on rows scanned before: the next scan fills dev and ino in. */
+	"ALTER TABLE media_files ADD COLUMN dev INTEGER;"
+	"ALTER TABLE media_files ADD COLUMN ino INTEGER;"
+	"ALTER TABLE media_files ADD COLUMN src_root BLOB;"
+	"ALTER TABLE media_files ADD COLUMN src_rel BLOB;",
 };
 _Static_assert(sizeof(store_migrations) / sizeof(store_migrations[0]) ==
 	       STORE_SCHEMA_VERSION, "one migration per schema version");

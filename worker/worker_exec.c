@@ -11,6 +11,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -109,8 +110,10 @@ worker_exec_free(char **argv)
 	free(argv);
 }
 
+/* keep_fd (>= 3, or -1): the media descriptor, left open across exec in
+ * the engine only, for its /dev/fd/N in {input}. */
 static pid_t
-exec_spawn(char **argv, int *in_fd, int *out_fd, int *err_fd)
+exec_spawn(char **argv, int keep_fd, int *in_fd, int *out_fd, int *err_fd)
 {
 	int pin[2] = { -1, -1 }, pout[2] = { -1, -1 }, perr[2] = { -1, -1 };
 	pid_t pid;
@@ -133,6 +136,8 @@ exec_spawn(char **argv, int *in_fd, int *out_fd, int *err_fd)
 		signal(SIGINT, SIG_DFL);
 		signal(SIGQUIT, SIG_DFL);
 		signal(SIGHUP, SIG_DFL);
+		if (keep_fd >= 3)
+			(void)fcntl(keep_fd, F_SETFD, 0);
 		execvp(argv[0], argv);
 		dprintf(2, "cannot run %s: %s\n", argv[0], strerror(errno));
 		_exit(127);
@@ -250,7 +255,7 @@ exec_run(const struct provider_req *req, struct provider_result *res)
 	    : "translate_command";
 	const char *cmd = config_stage_get(req->cfg, req->stage, req->lang, "command");
 	struct buf out, err;
-	char **argv = NULL, tail[EXEC_ERR_TAIL + 1];
+	char **argv = NULL, tail[EXEC_ERR_TAIL + 1], input[PATH_MAX];
 	int in_fd, out_fd, err_fd, status = 0, rc;
 	pid_t pid;
 
@@ -260,8 +265,14 @@ exec_run(const struct provider_req *req, struct provider_result *res)
 		provider_result_error(res, OUT_PERMANENT, "no [exec] %s configured", key);
 		return -1;
 	}
-	argv = worker_exec_split(cmd, req->input_path ? req->input_path : "",
-	    req->lang ? req->lang : "");
+	/* the media file as the worker opened and checked it: the engine
+	 * reads that very file, not whatever the name points at by now */
+	if (req->stage == STAGE_TRANSCRIBE && req->input_fd >= 3)
+		snprintf(input, sizeof(input), "/dev/fd/%d", req->input_fd);
+	else
+		snprintf(input, sizeof(input), "%s",
+		    req->input_path ? req->input_path : "");
+	argv = worker_exec_split(cmd, input, req->lang ? req->lang : "");
 	if (argv == NULL || argv[0] == NULL) {
 		provider_result_error(res, OUT_PERMANENT, "cannot parse %s: %s", key, cmd);
 		worker_exec_free(argv);
@@ -269,7 +280,8 @@ exec_run(const struct provider_req *req, struct provider_result *res)
 	}
 	buf_init(&out);
 	buf_init(&err);
-	pid = exec_spawn(argv, &in_fd, &out_fd, &err_fd);
+	pid = exec_spawn(argv, req->stage == STAGE_TRANSCRIBE ? req->input_fd
+	    : -1, &in_fd, &out_fd, &err_fd);
 	if (pid < 0) {
 		provider_result_error(res, OUT_TRANSIENT, "cannot start %s: %s",
 		    argv[0], strerror(errno));
