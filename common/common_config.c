@@ -169,8 +169,10 @@ config_set_farm(struct config *cfg, const char *key, const char *v,
 		}
 		return 0;
 	}
-	if (strcmp(key, "durable") == 0 || strcmp(key, "watch") == 0) {
-		bool *b = key[0] == 'd' ? &cfg->durable : &cfg->watch;
+	if (strcmp(key, "durable") == 0 || strcmp(key, "watch") == 0 ||
+	    strcmp(key, "follow_symlinks") == 0) {
+		bool *b = key[0] == 'd' ? &cfg->durable : key[0] == 'w' ?
+		    &cfg->watch : &cfg->follow_symlinks;
 		if (parse_bool(v, b) < 0) {
 			snprintf(err, errlen, "%s must be yes or no, not \"%s\"", key, v);
 			return -1;
@@ -283,6 +285,7 @@ static const struct option config_longopts[] = {
 	{ "durable", no_argument, NULL, 'D' },
 	{ "json", no_argument, NULL, 'j' },
 	{ "dry-run", no_argument, NULL, 'n' },
+	{ "follow-symlinks", no_argument, NULL, 'F' },
 	{ "help", no_argument, NULL, 'h' },
 	{ "version", no_argument, NULL, 'V' },
 	{ NULL, 0, NULL, 0 },
@@ -314,7 +317,7 @@ config_usage(FILE *fp)
 {
 	fprintf(fp,
 "usage: mpfarm [run] [options]          run the farm until there is nothing left to do\n"
-"       mpfarm scan DIR...              register media files and create their jobs\n"
+"       mpfarm scan [--dry-run] [--follow-symlinks] DIR...   register media files and create their jobs\n"
 "       mpfarm status [--json]          counts per stage and status; live farm figures\n"
 "       mpfarm retry [--stage S] [--language L]   failed jobs back to not_started\n"
 "       mpfarm fix [--dry-run]          reconcile the database with the files on disk\n"
@@ -340,7 +343,8 @@ config_usage(FILE *fp)
 "  --log-file FILE          log here instead of stderr (HUP reopens it)\n"
 "  --log-level LEVEL        debug, info, warn or error (info)\n"
 "  --json                   status: one JSON object\n"
-"  --dry-run                fix: list the changes, make none\n"
+"  --dry-run                fix, scan: list the changes, make none\n"
+"  --follow-symlinks        scan: include links to files inside a scan root\n"
 "  --help, --version\n");
 }
 
@@ -422,6 +426,7 @@ config_parse(struct config *cfg, int argc, char **argv, char *err,
 		switch (c) {
 		case 'W': cfg->watch = true; break;
 		case 'D': cfg->durable = true; break;
+		case 'F': cfg->follow_symlinks = true; break;
 		case 'j': cfg->json = true; break;
 		case 'n': cfg->dry_run = true; break;
 		case 'c': break;

@@ -52,6 +52,7 @@ struct config {
 	int   retry_max_delay_ms;   /* backoff and Retry-After cap, 600000 */
 	bool  durable;              /* synchronous=FULL + fsync outputs */
 	bool  watch;
+	bool  follow_symlinks;      /* scan: links resolving inside a scan root */
 	char *output;               /* "./output" */
 	char *db;                   /* "media_tracking.db" */
 	char *log_file;             /* NULL = stderr */
@@ -64,7 +65,7 @@ struct config {
 
 	/* command-specific flags */
 	bool  json;                 /* status --json */
-	bool  dry_run;              /* fix --dry-run */
+	bool  dry_run;              /* fix --dry-run, scan --dry-run */
 
 	/* [translate] */
 	char  langs[CONFIG_LANGS_MAX][CONFIG_LANG_MAX];     /* [translate] languages */

@@ -594,7 +594,7 @@ store_schema(store_t *st)
 		if (v == 0)
 			return store_fail(st, "no mpfarm schema in this database "
 			    "yet (run mpfarm scan first)");
-		if (v < STORE_SCHEMA_VERSION)
+		if (v < STORE_SCHEMA_VERSION && !(st->flags & STORE_OLD_OK))
 			return store_fail(st, "database schema version %d is older "
 			    "than this mpfarm's (%d); a read-write command such as "
 			    "mpfarm scan migrates it", v, STORE_SCHEMA_VERSION);

@@ -41,6 +41,8 @@ const char *job_outcome_name(enum job_outcome o);
 
 #define STORE_DURABLE  0x01   /* synchronous=FULL */
 #define STORE_READONLY 0x02   /* status/check: never writes, never migrates */
+#define STORE_OLD_OK   0x04   /* with READONLY: an older schema is read as
+			       * it is (scan --dry-run) */
 
 typedef struct store store_t;
 

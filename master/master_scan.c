@@ -9,6 +9,16 @@
  * transactions of SCAN_TX_FILES, short enough that a running farm's workers
  * are never starved of the write lock for long.
  *
+ * Symbolic links are not followed: a link among the recordings could make
+ * the farm upload any file the operator can read.  Each one with a media
+ * extension is named and skipped; --follow-symlinks ([farm]
+ * follow_symlinks) registers a link that resolves to a regular file
+ * beneath one of this scan's roots, under the link's name, with the file
+ * it resolves to recorded for the worker, which opens that beneath its root
+ * (worker_media.c).  Links to folders are never followed (loops, files
+ * seen twice).  --dry-run walks and compares the same way, then prints
+ * what a scan would register and opens the database read-only, if at all.
+ *
  * Exit status: 0 when everything was registered; 1 when a file or folder
  * inside a tree could not be read (the rest is registered, like find(1)),
  * on a conflict (nothing registered) or a database error; 2 when a folder
@@ -21,6 +31,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,7 +57,7 @@ struct scan_root {
 	char   *arg;            /* as given */
 	char   *abs;            /* realpath */
 	int64_t n_new, n_unchanged, n_changed, n_not_media;
-	int64_t n_temp, n_unreadable, n_links;
+	int64_t n_temp, n_unreadable, n_links, n_followed;
 };
 
 struct scan_entry {
@@ -54,13 +65,18 @@ struct scan_entry {
 	size_t  rel_off;        /* into scan.names */
 	int64_t size;
 	int64_t mtime_ns;
+	int64_t dev, ino;
+	int     src_root;       /* a followed link: the root of its file, */
+	size_t  src_off;        /* and its rel path (scan.names); else -1 */
 	int64_t old_size;       /* as registered before, for "changed" lines */
+	int64_t old_mtime_ns, old_dev, old_ino;
 	bool    known;
 };
 
 struct scan {
 	struct scan_root  *roots;
 	int                nroots;
+	bool               follow;  /* --follow-symlinks */
 	struct buf         names;   /* NUL-separated rel paths */
 	struct scan_entry *ents;
 	size_t             nents, cap;
@@ -109,7 +125,7 @@ scan_is_temp(const char *name)
 	    scan_ext_in(scan_ext(name), scan_temp_exts);
 }
 
-static void
+static struct scan_entry *
 scan_add(struct scan *sc, int ri, const char *relpfx, const char *name,
 	 const struct stat *sb)
 {
@@ -124,8 +140,13 @@ scan_add(struct scan *sc, int ri, const char *relpfx, const char *name,
 	e->rel_off = sc->names.len;
 	e->size = (int64_t)sb->st_size;
 	e->mtime_ns = (int64_t)sb->st_mtim.tv_sec * 1000000000 + sb->st_mtim.tv_nsec;
+	e->dev = (int64_t)sb->st_dev;
+	e->ino = (int64_t)sb->st_ino;
+	e->src_root = -1;
+	e->known = false;
 	buf_append(&sc->names, relpfx, strlen(relpfx));
 	buf_append(&sc->names, name, strlen(name) + 1);
+	return e;
 }
 
 /* "scan: <what about> DIR/NAME<tail>" with the whole path quoted once. */
@@ -143,6 +164,86 @@ static int
 scan_name_cmp(const void *a, const void *b)
 {
 	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* The scan root holding `real` (a resolved path), or -1. */
+static int
+scan_root_of(const struct scan *sc, const char *real)
+{
+	for (int k = 0; k < sc->nroots; k++) {
+		const char *root = sc->roots[k].abs;
+		size_t n = strlen(root);
+		if (strcmp(root, "/") == 0 ||
+		    (strncmp(real, root, n) == 0 && real[n] == '/'))
+			return k;
+	}
+	return -1;
+}
+
+/* A symbolic link with a media extension: named and skipped, or with
+ * --follow-symlinks registered when it resolves to a regular file beneath
+ * a scan root (see the top of this file). */
+static void
+scan_link(struct scan *sc, int ri, const char *abs, const char *relpfx,
+	  const char *name)
+{
+	struct scan_root *r = &sc->roots[ri];
+	char *path = xasprintf("%s%s%s", abs, strcmp(abs, "/") == 0 ? "" : "/",
+	    name);
+	char *real = NULL, why[PATH_MAX + 80];
+	struct stat sb;
+	int k;
+
+	r->n_links++;
+	if (!sc->follow) {
+		say_err("scan: skipped symbolic link %s (links are not followed; "
+		    "--follow-symlinks includes links to files inside a scan "
+		    "root)", log_quote(path));
+		goto out;
+	}
+	if ((real = realpath(path, NULL)) == NULL ||
+	    lstat(real, &sb) < 0) {
+		say_err("scan: skipped symbolic link %s: %s", log_quote(path),
+		    errno == ENOENT ? "broken" : strerror(errno));
+		goto out;
+	}
+	if (S_ISDIR(sb.st_mode)) {
+		/* following them risks loops and files seen twice */
+		say_err("scan: skipped symbolic link %s: links to folders are "
+		    "never followed", log_quote(path));
+		goto out;
+	}
+	if ((k = scan_root_of(sc, real)) < 0) {
+		snprintf(why, sizeof(why), "%s", log_quote(real));
+		say_err("scan: skipped symbolic link %s: it leads outside the "
+		    "scan roots (to %s)", log_quote(path), why);
+		goto out;
+	}
+	if (!S_ISREG(sb.st_mode)) {
+		say_err("scan: skipped symbolic link %s: not a link to a regular "
+		    "file", log_quote(path));
+		goto out;
+	}
+	if (access(real, R_OK) < 0) {
+		say_err("scan: cannot read %s (through symbolic link %s): %s "
+		    "(skipped)", log_quote(real), log_quote(path),
+		    strerror(errno));
+		r->n_unreadable++;
+		sc->unreadable++;
+		goto out;
+	}
+	const char *root = sc->roots[k].abs;
+	const char *src = real + (strcmp(root, "/") == 0 ? 1 : strlen(root) + 1);
+	size_t off = sc->names.len;
+	buf_append(&sc->names, src, strlen(src) + 1);
+	struct scan_entry *e = scan_add(sc, ri, relpfx, name, &sb);
+	e->src_root = k;
+	e->src_off = off;
+	r->n_links--;
+	r->n_followed++;
+out:
+	free(path);
+	free(real);
 }
 
 /* One folder: files are registered in name order, then each subfolder is
@@ -216,20 +317,13 @@ scan_dir(struct scan *sc, int ri, const char *abs, const char *relpfx)
 			continue;
 		}
 		if (type == DT_LNK) {
-			if (fstatat(fd, name, &sb, 0) < 0) {
-				scan_say_path(abs, name, "", ": broken symbolic "
-				    "link (skipped)");
-				r->n_links++;
-				continue;
-			}
-			if (S_ISDIR(sb.st_mode)) {
-				/* following them risks loops and files seen twice */
-				scan_say_path(abs, name, "not following symbolic "
-				    "link to a folder ", "");
-				r->n_links++;
-				continue;
-			}
-			type = S_ISREG(sb.st_mode) ? DT_REG : DT_FIFO;
+			/* named: media, and folders the user may expect walked */
+			if (!media && (fstatat(fd, name, &sb, 0) < 0 ||
+			    !S_ISDIR(sb.st_mode)))
+				r->n_not_media++;
+			else
+				scan_link(sc, ri, abs, relpfx, name);
+			continue;
 		}
 		if (!media) {
 			r->n_not_media++;
@@ -241,9 +335,11 @@ scan_dir(struct scan *sc, int ri, const char *abs, const char *relpfx)
 			r->n_not_media++;
 			continue;
 		}
-		if (fstatat(fd, name, &sb, 0) < 0 ||
-		    faccessat(fd, name, R_OK, AT_EACCESS) < 0)
+		if (fstatat(fd, name, &sb, AT_SYMLINK_NOFOLLOW) < 0 ||
+		    faccessat(fd, name, R_OK, AT_EACCESS | AT_SYMLINK_NOFOLLOW) < 0)
 			goto unreadable;
+		if (!S_ISREG(sb.st_mode))
+			continue;       /* swapped since the listing: next scan */
 		scan_add(sc, ri, relpfx, name, &sb);
 		continue;
 unreadable:
@@ -401,6 +497,10 @@ scan_conflicts_check(struct scan *sc, const struct config *cfg, store_t *st)
 		}
 		free(tmp);
 	}
+	if (st == NULL) {       /* scan --dry-run and no database yet */
+		rc = 0;
+		goto out;
+	}
 	if (store_audit_lookup_open(st, &lk) < 0)
 		goto fail;
 	for (size_t i = 0; i < sc->nents; i++) {
@@ -412,6 +512,9 @@ scan_conflicts_check(struct scan *sc, const struct config *cfg, store_t *st)
 		}
 		e->known = kf.found;
 		e->old_size = kf.size;
+		e->old_mtime_ns = kf.mtime_ns;
+		e->old_dev = kf.dev;
+		e->old_ino = kf.ino;
 		if (kf.conflict_abs != NULL)
 			scan_conflict_say(cfg, kf.conflict_abs, abs,
 			    scan_rel(sc, e), 0);
@@ -429,6 +532,24 @@ out:
 	store_known_file_clear(&kf);
 	store_audit_lookup_close(lk);
 	return rc;
+}
+
+/* "changed: PATH (...)", the line scan prints for a file whose jobs
+ * start again (verb "" or "would " for --dry-run). */
+static void
+scan_changed_say(const struct scan_entry *e, const char *abs,
+		 const char *verb)
+{
+	if (e->known && e->old_size != e->size)
+		printf("changed: %s (size %lld -> %lld bytes; its jobs %sstart "
+		    "again)\n", log_quote(abs), (long long)e->old_size,
+		    (long long)e->size, verb);
+	else if (e->known && e->old_mtime_ns == e->mtime_ns)
+		printf("changed: %s (another file under the same name; its jobs "
+		    "%sstart again)\n", log_quote(abs), verb);
+	else
+		printf("changed: %s (modified since the last scan; its jobs "
+		    "%sstart again)\n", log_quote(abs), verb);
 }
 
 /* Phase 3.  Returns 0, 1 on a conflict that appeared since phase 2 (another
@@ -453,7 +574,9 @@ scan_store(struct scan *sc, const struct config *cfg, store_t *st)
 		free(abs);
 		abs = scan_abs(sc, e);
 		struct media_file mf = { r->abs, scan_rel(sc, e), abs, e->size,
-		    e->mtime_ns };
+		    e->mtime_ns, e->dev, e->ino,
+		    e->src_root >= 0 ? sc->roots[e->src_root].abs : NULL,
+		    e->src_root >= 0 ? sc->names.data + e->src_off : NULL };
 		if (store_file_add(st, &mf, cfg->langs, cfg->nlangs, &res,
 		    &conflict) < 0)
 			goto fail;
@@ -462,15 +585,7 @@ scan_store(struct scan *sc, const struct config *cfg, store_t *st)
 		case STORE_UNCHANGED: r->n_unchanged++; break;
 		case STORE_CHANGED:
 			r->n_changed++;
-			if (e->known && e->old_size != e->size)
-				printf("changed: %s (size %lld -> %lld bytes; its "
-				    "jobs start again)\n",
-				    log_quote(abs), (long long)e->old_size,
-				    (long long)e->size);
-			else
-				printf("changed: %s (modified since the last scan; "
-				    "its jobs start again)\n",
-				    log_quote(abs));
+			scan_changed_say(e, abs, "");
 			break;
 		case STORE_CONFLICT:
 			store_tx_rollback(st);
@@ -499,25 +614,105 @@ out:
 }
 
 static void
-scan_summary(const struct scan *sc)
+scan_summary(const struct scan *sc, bool dry)
 {
 	for (int i = 0; i < sc->nroots; i++) {
 		const struct scan_root *r = &sc->roots[i];
-		printf("scanned %s: %lld new, %lld unchanged, %lld changed, "
-		    "%lld skipped (not media)", log_quote(r->abs),
+		printf("%s %s: %lld new, %lld unchanged, %lld changed, "
+		    "%lld skipped (not media)", dry ? "would scan" : "scanned",
+		    log_quote(r->abs),
 		    (long long)r->n_new, (long long)r->n_unchanged,
 		    (long long)r->n_changed, (long long)r->n_not_media);
 		if (r->n_temp > 0)
 			printf(", %lld temporary or system file%s skipped",
 			    (long long)r->n_temp, r->n_temp == 1 ? "" : "s");
 		if (r->n_links > 0)
-			printf(", %lld symbolic link%s not followed",
+			printf(", %lld symbolic link%s skipped (named above)",
 			    (long long)r->n_links, r->n_links == 1 ? "" : "s");
+		if (r->n_followed > 0)
+			printf(", %lld symbolic link%s followed",
+			    (long long)r->n_followed,
+			    r->n_followed == 1 ? "" : "s");
 		if (r->n_unreadable > 0)
 			printf(", %lld unreadable (named above)",
 			    (long long)r->n_unreadable);
 		printf("\n");
 	}
+}
+
+/* True when a registered file would be recorded anew (store_file_add's
+ * STORE_CHANGED, by what the look up reads: size, mtime, inode). */
+static bool
+scan_is_changed(const struct scan_entry *e)
+{
+	return e->known && (e->old_size != e->size ||
+	    e->old_mtime_ns != e->mtime_ns ||
+	    (e->old_ino != 0 && (e->old_dev != e->dev || e->old_ino != e->ino)));
+}
+
+/* scan --dry-run: what a scan would register and the jobs it would make,
+ * with the database opened read-only (not created when missing, not
+ * migrated when older).  Returns the exit status. */
+static int
+scan_dry_run(struct scan *sc, const struct config *cfg)
+{
+	int64_t nnew = 0, nchanged = 0, njobs = 0, missing;
+	struct stat sb;
+	store_t *st = NULL;
+	int ex = EXIT_FATAL;
+
+	if (stat(cfg->db, &sb) == 0) {
+		st = master_store_open(cfg, STORE_READONLY | STORE_OLD_OK);
+		if (st == NULL)
+			return EXIT_FATAL;
+	} else if (errno != ENOENT) {
+		say_err("scan: cannot use database %s: %s", log_quote(cfg->db),
+		    strerror(errno));
+		return EXIT_FATAL;
+	}
+	if (scan_conflicts_check(sc, cfg, st) != 0)
+		goto out;
+	for (size_t i = 0; i < sc->nents; i++) {
+		struct scan_entry *e = &sc->ents[i];
+		struct scan_root *r = &sc->roots[e->root];
+		char *abs = scan_abs(sc, e);
+		if (!e->known) {
+			printf("new: %s\n", log_quote(abs));
+			r->n_new++;
+			nnew++;
+		} else if (scan_is_changed(e)) {
+			scan_changed_say(e, abs, "would ");
+			r->n_changed++;
+			nchanged++;
+		} else {
+			r->n_unchanged++;
+		}
+		free(abs);
+	}
+	njobs = nnew * (1 + cfg->nlangs);
+	for (int i = 0; st != NULL && i < cfg->nlangs; i++) {
+		if (store_audit_lang_missing(st, cfg->langs[i], &missing) < 0) {
+			say_err("scan: %s: %s", log_quote(cfg->db),
+			    store_errmsg(st));
+			goto out;
+		}
+		if (missing > 0)
+			printf("new language %s: %lld registered file%s would get "
+			    "its translation job\n", cfg->langs[i],
+			    (long long)missing, missing == 1 ? "" : "s");
+		njobs += missing;
+	}
+	scan_summary(sc, true);
+	printf("dry run: %lld new file%s, %lld changed; %lld job%s would be "
+	    "created, the jobs of %lld file%s would start again; nothing was "
+	    "written%s\n", (long long)nnew, nnew == 1 ? "" : "s",
+	    (long long)nchanged, (long long)njobs, njobs == 1 ? "" : "s",
+	    (long long)nchanged, nchanged == 1 ? "" : "s",
+	    st == NULL ? " (no database yet)" : "");
+	ex = sc->unreadable > 0 ? EXIT_FATAL : EXIT_OK;
+out:
+	store_close(st);
+	return ex;
 }
 
 int
@@ -528,6 +723,7 @@ master_scan_run(struct config *cfg)
 	int rc, ex = EXIT_FATAL;
 
 	buf_init(&sc.names);
+	sc.follow = cfg->follow_symlinks;
 	if (scan_roots_check(&sc, cfg) < 0) {
 		ex = EXIT_USAGE;
 		goto out;
@@ -542,6 +738,10 @@ master_scan_run(struct config *cfg)
 		    "a later scan with [translate] languages set",
 		    cfg->config_path ? "none in " : "no mpfarm.conf read",
 		    cfg->config_path ? log_quote(cfg->config_path) : "");
+	if (cfg->dry_run) {
+		ex = scan_dry_run(&sc, cfg);
+		goto out;
+	}
 	if ((st = master_store_open(cfg, 0)) == NULL)
 		goto out;
 	/* the check only reads: a refused scan changes nothing at all, not
@@ -554,7 +754,7 @@ master_scan_run(struct config *cfg)
 	}
 	if ((rc = scan_store(&sc, cfg, st)) != 0)
 		goto out;
-	scan_summary(&sc);
+	scan_summary(&sc, false);
 	ex = sc.unreadable > 0 ? EXIT_FATAL : EXIT_OK;
 out:
 	fflush(stdout);
