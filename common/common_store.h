@@ -43,6 +43,9 @@ const char *job_outcome_name(enum job_outcome o);
 #define STORE_READONLY 0x02   /* status/check: never writes, never migrates */
 #define STORE_OLD_OK   0x04   /* with READONLY: an older schema is read as
 			       * it is (scan --dry-run) */
+#define STORE_NO_TRACE 0x08   /* with READONLY: leave no -wal/-shm behind;
+			       * a database no connection has open (no
+			       * -wal file) is read immutable */
 
 typedef struct store store_t;
 

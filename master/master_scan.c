@@ -662,7 +662,8 @@ scan_dry_run(struct scan *sc, const struct config *cfg)
 	int ex = EXIT_FATAL;
 
 	if (stat(cfg->db, &sb) == 0) {
-		st = master_store_open(cfg, STORE_READONLY | STORE_OLD_OK);
+		st = master_store_open(cfg, STORE_READONLY | STORE_OLD_OK |
+		    STORE_NO_TRACE);
 		if (st == NULL)
 			return EXIT_FATAL;
 	} else if (errno != ENOENT) {

@@ -159,7 +159,7 @@ worker_media_open(const struct job *j, char *err, size_t errlen,
 	const char *what = NULL;
 	if (j->ino != 0 && ((int64_t)sb.st_dev != j->dev ||
 	    (int64_t)sb.st_ino != j->ino))
-		what = "another file (device or inode differ)";
+		what = "replaced by another file: device or inode differ";
 	else if ((int64_t)sb.st_size != j->size)
 		what = "resized";
 	else if (mtime != j->mtime_ns)
