@@ -46,7 +46,12 @@ media_walk(int rootfd, const char *rel)
 		fd = openat(dir, p, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
 		    O_CLOEXEC);
 		if (fd < 0) {
-			e = errno;
+			struct stat sb;
+			/* O_DIRECTORY answers ENOTDIR for a link: say ELOOP,
+			 * as openat2 does */
+			e = errno == ENOTDIR && fstatat(dir, p, &sb,
+			    AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(sb.st_mode) ?
+			    ELOOP : errno;
 			goto out;
 		}
 		if (dir != rootfd)
