@@ -82,7 +82,9 @@ worker_media_open_at(int rootfd, const char *rel, int flags)
 			    RESOLVE_NO_MAGICLINKS,
 		};
 		fd = (int)syscall(SYS_openat2, rootfd, rel, &how, sizeof(how));
-		if (fd < 0 && errno != ENOSYS)
+		/* EPERM: a seccomp filter that predates openat2 (older
+		 * container runtimes); the walk is just as strict */
+		if (fd < 0 && errno != ENOSYS && errno != EPERM)
 			return -1;
 	}
 	if (fd < 0 && (fd = media_walk(rootfd, rel)) < 0)
