@@ -16,9 +16,10 @@
 /* Open `rel` (a relative path, no "." or ".." component) beneath the
  * folder rootfd for reading, following no symbolic link on the way or at
  * the end: openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS) where the kernel
- * has it, else (ENOSYS or EPERM from it, or WORKER_MEDIA_WALK) one openat(O_NOFOLLOW) per
- * component.  Returns a CLOEXEC descriptor numbered 3 or more, or -1 with
- * errno (ELOOP for a link in the way, EXDEV for a path leaving the root). */
+ * has it, else (ENOSYS or EPERM from it, or WORKER_MEDIA_WALK) one
+ * openat(O_NOFOLLOW) per component.  Returns a CLOEXEC descriptor
+ * numbered 3 or more, or -1 with errno (ELOOP for a link in the way, EXDEV
+ * for a path leaving the root). */
 int worker_media_open_at(int rootfd, const char *rel, int flags);
 
 /* The job's media file opened and checked: beneath j->open_root, a regular
