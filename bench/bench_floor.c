@@ -126,6 +126,7 @@ floor_job(store_t *st, const struct config *cfg, int64_t job_id, pid_t self)
 	req.stage = j.stage;
 	req.lang = j.lang;
 	req.input_path = j.abs_path;
+	req.input_fd = -1;
 	req.text = "";
 	req.job_id = job_id;
 	res.exit_code = -1;

@@ -133,6 +133,14 @@ static const char *const store_migrations[] = {
 	"  message     TEXT"
 	");"
 	"CREATE INDEX attempts_job ON attempts (job_id, attempt_id);",
+	/* version 2: what the worker checks before it uploads (the file the
+	 * scan saw: device and inode), and for a symbolic link the scan was
+	 * told to follow, the file it resolved to beneath a scan root.  NULL
+	 * on rows scanned before: the next scan fills dev and ino in. */
+	"ALTER TABLE media_files ADD COLUMN dev INTEGER;"
+	"ALTER TABLE media_files ADD COLUMN ino INTEGER;"
+	"ALTER TABLE media_files ADD COLUMN src_root BLOB;"
+	"ALTER TABLE media_files ADD COLUMN src_rel BLOB;",
 };
 _Static_assert(sizeof(store_migrations) / sizeof(store_migrations[0]) ==
 	       STORE_SCHEMA_VERSION, "one migration per schema version");
@@ -586,7 +594,7 @@ store_schema(store_t *st)
 		if (v == 0)
 			return store_fail(st, "no mpfarm schema in this database "
 			    "yet (run mpfarm scan first)");
-		if (v < STORE_SCHEMA_VERSION)
+		if (v < STORE_SCHEMA_VERSION && !(st->flags & STORE_OLD_OK))
 			return store_fail(st, "database schema version %d is older "
 			    "than this mpfarm's (%d); a read-write command such as "
 			    "mpfarm scan migrates it", v, STORE_SCHEMA_VERSION);
@@ -596,6 +604,43 @@ store_schema(store_t *st)
 		if (store_migrate_one(st, to) < 0)
 			return -1;
 	return store_view_ensure(st);
+}
+
+/* True when `path` has no -wal file beside it: in WAL mode, no connection
+ * has the database open (the last one to close removes it). */
+static bool
+store_no_wal(const char *path)
+{
+	char *wal = xasprintf("%s-wal", path);
+	struct stat sb;
+	bool none = lstat(wal, &sb) < 0 && errno == ENOENT;
+
+	free(wal);
+	return none;
+}
+
+/* "file:PATH?immutable=1" with the bytes a URI path cannot hold escaped. */
+static char *
+store_uri_immutable(const char *path)
+{
+	struct buf b;
+
+	buf_init(&b);
+	/* "file:///abs" (empty authority) or "file:rel" */
+	buf_append(&b, path[0] == '/' ? "file://" : "file:", path[0] == '/' ?
+	    7 : 5);
+	for (const unsigned char *p = (const unsigned char *)path; *p; p++) {
+		char esc[4];
+		if (*p == '%' || *p == '?' || *p == '#' || *p < 0x21 ||
+		    *p >= 0x7f) {
+			snprintf(esc, sizeof(esc), "%%%02X", *p);
+			buf_append(&b, esc, 3);
+		} else {
+			buf_append(&b, (const char *)p, 1);
+		}
+	}
+	buf_append(&b, "?immutable=1", 13);     /* with the NUL */
+	return b.data;
 }
 
 int
@@ -621,7 +666,17 @@ store_open(store_t **out, const char *path,
 	} else {
 		oflags |= SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
 	}
-	if (sqlite3_open_v2(path, &st->db, oflags, NULL) != SQLITE_OK) {
+	if ((st->flags & STORE_NO_TRACE) && store_no_wal(path)) {
+		/* nobody has it open, and nothing may appear beside it */
+		char *uri = store_uri_immutable(path);
+		int rc = sqlite3_open_v2(uri, &st->db, oflags | SQLITE_OPEN_URI,
+		    NULL);
+		free(uri);
+		if (rc != SQLITE_OK) {
+			store_fail_db(st);
+			goto fail;
+		}
+	} else if (sqlite3_open_v2(path, &st->db, oflags, NULL) != SQLITE_OK) {
 		store_fail_db(st);
 		goto fail;
 	}

@@ -11,7 +11,7 @@
 #include "common.h"
 #include "common_config.h"
 
-#define STORE_SCHEMA_VERSION 1
+#define STORE_SCHEMA_VERSION 2
 
 #define JOB_NOT_STARTED "not_started"
 #define JOB_IN_PROGRESS "in-progress"
@@ -41,6 +41,11 @@ const char *job_outcome_name(enum job_outcome o);
 
 #define STORE_DURABLE  0x01   /* synchronous=FULL */
 #define STORE_READONLY 0x02   /* status/check: never writes, never migrates */
+#define STORE_OLD_OK   0x04   /* with READONLY: an older schema is read as
+			       * it is (scan --dry-run) */
+#define STORE_NO_TRACE 0x08   /* with READONLY: leave no -wal/-shm behind;
+			       * a database no connection has open (no
+			       * -wal file) is read immutable */
 
 typedef struct store store_t;
 
@@ -76,11 +81,18 @@ struct media_file {
 	const char *abs;        /* absolute path */
 	int64_t     size;
 	int64_t     mtime_ns;
+	int64_t     dev, ino;   /* st_dev, st_ino; ino 0 = not known */
+	/* A symbolic link the scan followed (--follow-symlinks): the file it
+	 * resolved to, as a scan root and a path beneath it.  NULL for a
+	 * plain file (the worker opens rel beneath root). */
+	const char *src_root;
+	const char *src_rel;
 };
 enum store_add_result {
 	STORE_ADDED = 0,        /* new file, jobs created */
 	STORE_UNCHANGED,        /* already known, same size and mtime */
-	STORE_CHANGED,          /* known, size or mtime differ (recorded anew) */
+	STORE_CHANGED,          /* known, size, mtime, inode or link target
+				 * differ (recorded anew) */
 	STORE_CONFLICT,         /* another file already maps to that rel path */
 };
 /* Inside store_tx_begin/commit.  *conflict_abs gets the other file's
@@ -118,6 +130,11 @@ struct job {
 	int     attempts;       /* attempts counted so far, this one included */
 	char   *abs_path;       /* media file */
 	char   *rel_path;       /* output name */
+	/* what the worker opens, beneath open_root without following links,
+	 * and checks against what the scan saw (ino 0: not recorded) */
+	char   *open_root;
+	char   *open_rel;
+	int64_t size, mtime_ns, dev, ino;
 };
 void job_clear(struct job *j);
 

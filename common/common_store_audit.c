@@ -45,14 +45,29 @@ store_audit_lookup_open(store_t *st, store_audit_lookup_t **out)
 	store_audit_lookup_t *lk = xcalloc(1, sizeof(*lk));
 	sqlite3 *db = store_db(st);
 
+	char *by_rel, *by_abs;
+	int v = 0, rc;
+	/* scan --dry-run reads a database it must not migrate: one from
+	 * schema 1 has no dev/ino yet */
+	sqlite3_stmt *s = NULL;
+
 	*out = NULL;
 	lk->st = st;
-	if (sqlite3_prepare_v2(db, "SELECT file_id, size, mtime_ns, abs_path "
-	    "FROM media_files WHERE rel_path = ?1", -1, &lk->by_rel,
-	    NULL) != SQLITE_OK ||
-	    sqlite3_prepare_v2(db, "SELECT file_id, size, mtime_ns "
-	    "FROM media_files WHERE abs_path = ?1", -1, &lk->by_abs,
-	    NULL) != SQLITE_OK) {
+	if (sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &s, NULL) ==
+	    SQLITE_OK && sqlite3_step(s) == SQLITE_ROW)
+		v = sqlite3_column_int(s, 0);
+	sqlite3_finalize(s);
+	const char *seen = v >= 2 ? "coalesce(dev, 0), coalesce(ino, 0)"
+	    : "0, 0";
+	by_rel = xasprintf("SELECT file_id, size, mtime_ns, %s, abs_path "
+	    "FROM media_files WHERE rel_path = ?1", seen);
+	by_abs = xasprintf("SELECT file_id, size, mtime_ns, %s "
+	    "FROM media_files WHERE abs_path = ?1", seen);
+	rc = sqlite3_prepare_v2(db, by_rel, -1, &lk->by_rel, NULL) != SQLITE_OK ||
+	    sqlite3_prepare_v2(db, by_abs, -1, &lk->by_abs, NULL) != SQLITE_OK;
+	free(by_rel);
+	free(by_abs);
+	if (rc) {
 		store_fail_db(st);
 		store_audit_lookup_close(lk);
 		return -1;
@@ -86,8 +101,10 @@ store_audit_lookup_one(store_audit_lookup_t *lk, sqlite3_stmt *s,
 	kf->file_id = sqlite3_column_int64(s, 0);
 	kf->size = sqlite3_column_int64(s, 1);
 	kf->mtime_ns = sqlite3_column_int64(s, 2);
+	kf->dev = sqlite3_column_int64(s, 3);
+	kf->ino = sqlite3_column_int64(s, 4);
 	if (abs != NULL)
-		*abs = store_column_path(s, 3);
+		*abs = store_column_path(s, 5);
 	sqlite3_reset(s);
 	return 1;
 }
@@ -130,6 +147,32 @@ store_audit_lookup_close(store_audit_lookup_t *lk)
 	sqlite3_finalize(lk->by_rel);
 	sqlite3_finalize(lk->by_abs);
 	free(lk);
+}
+
+int
+store_audit_lang_missing(store_t *st, const char *lang, int64_t *n)
+{
+	char norm[CONFIG_LANG_MAX];
+	sqlite3_stmt *s = NULL;
+	int rc;
+
+	*n = 0;
+	if (store_lang_norm(lang, norm) < 0)
+		return store_fail(st, "invalid language code \"%.*s\"",
+		    CONFIG_LANG_MAX - 1, lang);
+	if (sqlite3_prepare_v2(store_db(st), "SELECT count(*) FROM media_files "
+	    "f WHERE NOT EXISTS (SELECT 1 FROM jobs j WHERE j.file_id = "
+	    "f.file_id AND j.stage = 'translate' AND j.lang = ?1)", -1, &s,
+	    NULL) != SQLITE_OK)
+		return store_fail_db(st);
+	sqlite3_bind_text(s, 1, norm, -1, SQLITE_STATIC);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW)
+		*n = sqlite3_column_int64(s, 0);
+	else
+		store_fail_db(st);
+	sqlite3_finalize(s);
+	return rc == SQLITE_ROW ? 0 : -1;
 }
 
 /* ---- the job list ----------------------------------------------------- */

@@ -22,6 +22,7 @@ struct store_known_file {
 	int64_t file_id;
 	int64_t size;           /* as registered */
 	int64_t mtime_ns;
+	int64_t dev, ino;       /* ino 0: not recorded (schema 1) */
 	char   *conflict_abs;   /* malloc'd: another file holds this rel path,
 				 * store_file_add will say STORE_CONFLICT */
 };
@@ -37,6 +38,9 @@ int  store_audit_lookup_file(store_audit_lookup_t *lk, const char *rel,
 			     const char *abs, struct store_known_file *kf);
 void store_audit_lookup_close(store_audit_lookup_t *lk);
 void store_known_file_clear(struct store_known_file *kf);
+/* scan --dry-run: how many translation jobs for `lang` a scan would add to
+ * files already registered (those without one).  0 or -1. */
+int  store_audit_lang_missing(store_t *st, const char *lang, int64_t *n);
 
 /* ---- fix / check: every job with its file ----------------------------- */
 struct store_audit_job {

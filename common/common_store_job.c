@@ -17,16 +17,22 @@
 
 /* ---- scan ---------------------------------------------------------- */
 
+/* Columns 1.. of both look-ups: what decides "unchanged". */
+#define STORE_FILE_SEEN "size, mtime_ns, coalesce(dev, 0), coalesce(ino, 0), " \
+	"coalesce(src_root, x''), coalesce(src_rel, x'')"
 static struct store_sql q_file_by_rel = STORE_SQL(
-	"SELECT file_id, abs_path, size, mtime_ns FROM media_files "
+	"SELECT file_id, " STORE_FILE_SEEN ", abs_path FROM media_files "
 	"WHERE rel_path = ?1");
 static struct store_sql q_file_by_abs = STORE_SQL(
-	"SELECT file_id, size, mtime_ns FROM media_files WHERE abs_path = ?1");
+	"SELECT file_id, " STORE_FILE_SEEN " FROM media_files "
+	"WHERE abs_path = ?1");
 static struct store_sql q_file_insert = STORE_SQL(
 	"INSERT INTO media_files (scan_root, rel_path, abs_path, size, "
-	"mtime_ns, added_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
+	"mtime_ns, added_at, dev, ino, src_root, src_rel) "
+	"VALUES (?1, ?2, ?3, ?4, ?5, ?6, nullif(?7, 0), nullif(?8, 0), ?9, ?10)");
 static struct store_sql q_file_update = STORE_SQL(
-	"UPDATE media_files SET size = ?2, mtime_ns = ?3 WHERE file_id = ?1");
+	"UPDATE media_files SET size = ?2, mtime_ns = ?3, dev = nullif(?4, 0), "
+	"ino = nullif(?5, 0), src_root = ?6, src_rel = ?7 WHERE file_id = ?1");
 static struct store_sql q_file_transcribed = STORE_SQL(
 	"SELECT status = 'completed' FROM jobs "
 	"WHERE file_id = ?1 AND stage = 'transcribe' AND lang = ''");
@@ -94,7 +100,7 @@ store_file_jobs(store_t *st, int64_t file_id, char (*langs)[CONFIG_LANG_MAX],
  * old name: its outputs are stale, so every job starts again, and a
  * worker still busy with one loses it at completion (status check). */
 static int
-store_file_reset(store_t *st, int64_t file_id, const struct media_file *mf)
+store_file_update(store_t *st, int64_t file_id, const struct media_file *mf)
 {
 	sqlite3_stmt *s;
 
@@ -103,7 +109,21 @@ store_file_reset(store_t *st, int64_t file_id, const struct media_file *mf)
 	sqlite3_bind_int64(s, 1, file_id);
 	sqlite3_bind_int64(s, 2, mf->size);
 	sqlite3_bind_int64(s, 3, mf->mtime_ns);
-	if (store_run(st, s) < 0)
+	sqlite3_bind_int64(s, 4, mf->dev);
+	sqlite3_bind_int64(s, 5, mf->ino);
+	if (mf->src_root != NULL && mf->src_rel != NULL) {
+		store_bind_path(s, 6, mf->src_root);
+		store_bind_path(s, 7, mf->src_rel);
+	}
+	return store_run(st, s);
+}
+
+static int
+store_file_reset(store_t *st, int64_t file_id, const struct media_file *mf)
+{
+	sqlite3_stmt *s;
+
+	if (store_file_update(st, file_id, mf) < 0)
 		return -1;
 	if ((s = store_stmt(st, &q_file_reset_attempts)) == NULL)
 		return -1;
@@ -117,16 +137,51 @@ store_file_reset(store_t *st, int64_t file_id, const struct media_file *mf)
 	return store_run(st, s);
 }
 
+/* What the scan saw of a registered file, from q_file_by_rel/by_abs. */
+struct store_file_seen {
+	int64_t size, mtime_ns, dev, ino;
+	char   *src_root, *src_rel;     /* "" when not a followed link */
+};
+
+static void
+store_file_seen_read(sqlite3_stmt *s, struct store_file_seen *fs)
+{
+	fs->size = sqlite3_column_int64(s, 1);
+	fs->mtime_ns = sqlite3_column_int64(s, 2);
+	fs->dev = sqlite3_column_int64(s, 3);
+	fs->ino = sqlite3_column_int64(s, 4);
+	fs->src_root = store_column_path(s, 5);
+	fs->src_rel = store_column_path(s, 6);
+}
+
+/* 0 unchanged, 1 changed, 2 unchanged but the device and inode were never
+ * recorded (a row from schema 1: filled in without a reset). */
+static int
+store_file_seen_cmp(const struct store_file_seen *fs,
+		    const struct media_file *mf)
+{
+	const char *root = mf->src_root ? mf->src_root : "";
+	const char *rel = mf->src_rel ? mf->src_rel : "";
+
+	if (fs->size != mf->size || fs->mtime_ns != mf->mtime_ns ||
+	    strcmp(fs->src_root, root) != 0 || strcmp(fs->src_rel, rel) != 0)
+		return 1;
+	if (fs->ino == 0)
+		return mf->ino != 0 ? 2 : 0;
+	return fs->dev != mf->dev || fs->ino != mf->ino;
+}
+
 int
 store_file_add(store_t *st, const struct media_file *mf,
 	       const char (*langs)[CONFIG_LANG_MAX], int nlangs,
 	       enum store_add_result *res, char **conflict_abs)
 {
 	char norm[CONFIG_LANGS_MAX][CONFIG_LANG_MAX];
-	int64_t file_id = 0, size = 0, mtime = 0;
+	struct store_file_seen fs = { 0 };
+	int64_t file_id = 0;
 	sqlite3_stmt *s;
 	bool own, known = false;
-	int step, rc = -1;
+	int step, cmp, rc = -1;
 
 	*res = STORE_ADDED;
 	if (conflict_abs)
@@ -143,11 +198,10 @@ store_file_add(store_t *st, const struct media_file *mf,
 	if ((step = store_step(st, s)) < 0)
 		goto out;
 	if (step == SQLITE_ROW) {
-		char *abs = store_column_path(s, 1);
+		char *abs = store_column_path(s, 7);
 		known = true;
 		file_id = sqlite3_column_int64(s, 0);
-		size = sqlite3_column_int64(s, 2);
-		mtime = sqlite3_column_int64(s, 3);
+		store_file_seen_read(s, &fs);
 		sqlite3_reset(s);
 		if (strcmp(abs, mf->abs) != 0) {
 			/* outputs are named by rel: two files cannot share one */
@@ -171,8 +225,7 @@ store_file_add(store_t *st, const struct media_file *mf,
 		if (step == SQLITE_ROW) {
 			known = true;
 			file_id = sqlite3_column_int64(s, 0);
-			size = sqlite3_column_int64(s, 1);
-			mtime = sqlite3_column_int64(s, 2);
+			store_file_seen_read(s, &fs);
 			sqlite3_reset(s);
 		}
 	}
@@ -185,11 +238,19 @@ store_file_add(store_t *st, const struct media_file *mf,
 		sqlite3_bind_int64(s, 4, mf->size);
 		sqlite3_bind_int64(s, 5, mf->mtime_ns);
 		sqlite3_bind_int64(s, 6, time_wall_ms());
+		sqlite3_bind_int64(s, 7, mf->dev);
+		sqlite3_bind_int64(s, 8, mf->ino);
+		if (mf->src_root != NULL && mf->src_rel != NULL) {
+			store_bind_path(s, 9, mf->src_root);
+			store_bind_path(s, 10, mf->src_rel);
+		}
 		if (store_run(st, s) < 0)
 			goto out;
 		file_id = sqlite3_last_insert_rowid(store_db(st));
-	} else if (size == mf->size && mtime == mf->mtime_ns) {
+	} else if ((cmp = store_file_seen_cmp(&fs, mf)) != 1) {
 		*res = STORE_UNCHANGED;
+		if (cmp == 2 && store_file_update(st, file_id, mf) < 0)
+			goto out;
 	} else {
 		*res = STORE_CHANGED;
 		if (store_file_reset(st, file_id, mf) < 0)
@@ -197,6 +258,8 @@ store_file_add(store_t *st, const struct media_file *mf,
 	}
 	rc = store_file_jobs(st, file_id, norm, nlangs);
 out:
+	free(fs.src_root);
+	free(fs.src_rel);
 	return store_tx_leave(st, own, rc);
 }
 
@@ -210,7 +273,9 @@ static struct store_sql q_claim = STORE_SQL(
 	"WHERE job_id = ?1 AND status = 'not_started' AND ready = 1 AND "
 	"run_after <= ?4 RETURNING file_id, stage, lang, attempts, lease");
 static struct store_sql q_file_paths = STORE_SQL(
-	"SELECT abs_path, rel_path FROM media_files WHERE file_id = ?1");
+	"SELECT abs_path, rel_path, coalesce(src_root, scan_root), "
+	"coalesce(src_rel, rel_path), size, mtime_ns, coalesce(dev, 0), "
+	"coalesce(ino, 0) FROM media_files WHERE file_id = ?1");
 static struct store_sql q_attempt_open = STORE_SQL(
 	"INSERT INTO attempts (attempt_id, job_id, attempt, worker_pid, "
 	"started_at) VALUES (?1, ?2, ?3, ?4, ?5)");
@@ -232,6 +297,8 @@ job_clear(struct job *j)
 {
 	free(j->abs_path);
 	free(j->rel_path);
+	free(j->open_root);
+	free(j->open_rel);
 	memset(j, 0, sizeof(*j));
 }
 
@@ -279,6 +346,12 @@ store_job_claim(store_t *st, int64_t job_id, pid_t worker, pid_t master,
 	}
 	j->abs_path = store_column_path(s, 0);
 	j->rel_path = store_column_path(s, 1);
+	j->open_root = store_column_path(s, 2);
+	j->open_rel = store_column_path(s, 3);
+	j->size = sqlite3_column_int64(s, 4);
+	j->mtime_ns = sqlite3_column_int64(s, 5);
+	j->dev = sqlite3_column_int64(s, 6);
+	j->ino = sqlite3_column_int64(s, 7);
 	sqlite3_reset(s);
 	if ((s = store_stmt(st, &q_attempt_open)) == NULL)
 		goto out;

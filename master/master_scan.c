@@ -9,18 +9,28 @@
  * transactions of SCAN_TX_FILES, short enough that a running farm's workers
  * are never starved of the write lock for long.
  *
+ * Symbolic links are not followed: a link among the recordings could make
+ * the farm upload any file the operator can read.  Each one with a media
+ * extension is named and skipped; --follow-symlinks ([farm]
+ * follow_symlinks) registers a link that resolves to a regular file
+ * beneath one of this scan's roots, under the link's name, with the file
+ * it resolves to recorded for the worker, which opens that beneath its root
+ * (worker_media.c).  Links to folders are never followed (loops, files
+ * seen twice).  --dry-run walks and compares the same way, then prints
+ * what a scan would register and opens the database read-only, if at all.
+ *
  * Exit status: 0 when everything was registered; 1 when a file or folder
  * inside a tree could not be read (the rest is registered, like find(1)),
  * on a conflict (nothing registered) or a database error; 2 when a folder
  * given on the command line is missing, not a folder or unreadable (checked
  * before the database is opened, so it is left untouched).
  */
-#include "master.h"
+#include "master_scan.h"
 #include "common_store_audit.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,245 +38,6 @@
 #include <unistd.h>
 
 #define SCAN_TX_FILES 4000
-
-static const char *const scan_media_exts[] = {
-	"wav", "mp3", "m4a", "flac", "ogg", "oga", "opus", "aac", "wma",
-	"aiff", "aif", "aifc", "mp4", "mov", "mkv", "webm", "avi", "m4v",
-	"mpg", "mpeg", "3gp", "3g2", "amr", "wv", "ape", "mka", "m4b", "ts",
-	"mts", "m2ts", "wmv", "flv", "ogv", "caf", "au", "spx", NULL
-};
-
-/* Partial downloads and copies, editor droppings and our own temp files:
- * never media, whatever their extension says. */
-static const char *const scan_temp_exts[] = {
-	"part", "partial", "crdownload", "download", "tmp", "temp", NULL
-};
-
-struct scan_root {
-	char   *arg;            /* as given */
-	char   *abs;            /* realpath */
-	int64_t n_new, n_unchanged, n_changed, n_not_media;
-	int64_t n_temp, n_unreadable, n_links;
-};
-
-struct scan_entry {
-	int     root;
-	size_t  rel_off;        /* into scan.names */
-	int64_t size;
-	int64_t mtime_ns;
-	int64_t old_size;       /* as registered before, for "changed" lines */
-	bool    known;
-};
-
-struct scan {
-	struct scan_root  *roots;
-	int                nroots;
-	struct buf         names;   /* NUL-separated rel paths */
-	struct scan_entry *ents;
-	size_t             nents, cap;
-	int                unreadable;
-};
-
-static const char *
-scan_rel(const struct scan *sc, const struct scan_entry *e)
-{
-	return sc->names.data + e->rel_off;
-}
-
-static char *
-scan_abs(const struct scan *sc, const struct scan_entry *e)
-{
-	const char *root = sc->roots[e->root].abs;
-	return xasprintf("%s%s%s", root, strcmp(root, "/") == 0 ? "" : "/",
-	    scan_rel(sc, e));
-}
-
-/* Extension after the last dot of the base name, or "" (".mp3" alone is a
- * hidden file with no extension). */
-static const char *
-scan_ext(const char *name)
-{
-	const char *dot = strrchr(name, '.');
-	return (dot == NULL || dot == name) ? "" : dot + 1;
-}
-
-static bool
-scan_ext_in(const char *ext, const char *const *list)
-{
-	for (; *list; list++)
-		if (strcasecmp(ext, *list) == 0)
-			return true;
-	return false;
-}
-
-static bool
-scan_is_temp(const char *name)
-{
-	size_t n = strlen(name);
-
-	return file_is_temp(name) || strncmp(name, "._", 2) == 0 ||
-	    strncmp(name, ".~lock.", 7) == 0 || (n > 0 && name[n - 1] == '~') ||
-	    scan_ext_in(scan_ext(name), scan_temp_exts);
-}
-
-static void
-scan_add(struct scan *sc, int ri, const char *relpfx, const char *name,
-	 const struct stat *sb)
-{
-	struct scan_entry *e;
-
-	if (sc->nents == sc->cap) {
-		sc->cap = sc->cap ? sc->cap * 2 : 1024;
-		sc->ents = xrealloc(sc->ents, sc->cap * sizeof(*sc->ents));
-	}
-	e = &sc->ents[sc->nents++];
-	e->root = ri;
-	e->rel_off = sc->names.len;
-	e->size = (int64_t)sb->st_size;
-	e->mtime_ns = (int64_t)sb->st_mtim.tv_sec * 1000000000 + sb->st_mtim.tv_nsec;
-	buf_append(&sc->names, relpfx, strlen(relpfx));
-	buf_append(&sc->names, name, strlen(name) + 1);
-}
-
-/* "scan: <what about> DIR/NAME<tail>" with the whole path quoted once. */
-static void
-scan_say_path(const char *dir, const char *name, const char *what,
-	      const char *tail)
-{
-	char *path = xasprintf("%s%s%s", dir, strcmp(dir, "/") == 0 ? "" : "/",
-	    name);
-	say_err("scan: %s%s%s", what, log_quote(path), tail);
-	free(path);
-}
-
-static int
-scan_name_cmp(const void *a, const void *b)
-{
-	return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-/* One folder: files are registered in name order, then each subfolder is
- * walked with this folder closed, so a deep tree costs one descriptor. */
-static void
-scan_dir(struct scan *sc, int ri, const char *abs, const char *relpfx)
-{
-	struct scan_root *r = &sc->roots[ri];
-	char **names = NULL, **subs = NULL;
-	size_t nnames = 0, cap = 0, nsubs = 0;
-	struct dirent *de;
-	DIR *dir = NULL;
-	int fd;
-
-	fd = open(abs, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (fd < 0 || (dir = fdopendir(fd)) == NULL) {
-		say_err("scan: cannot read folder %s: %s (skipped)",
-		    log_quote(abs), strerror(errno));
-		if (fd >= 0)
-			close(fd);
-		r->n_unreadable++;
-		sc->unreadable++;
-		return;
-	}
-	for (;;) {
-		errno = 0;
-		if ((de = readdir(dir)) == NULL)
-			break;
-		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-			continue;
-		if (nnames == cap) {
-			cap = cap ? cap * 2 : 64;
-			names = xrealloc(names, cap * sizeof(*names));
-		}
-		/* the d_type byte rides in front of the name: one allocation */
-		size_t len = strlen(de->d_name);
-		char *p = xmalloc(len + 2);
-		p[0] = (char)de->d_type;
-		memcpy(p + 1, de->d_name, len + 1);
-		names[nnames++] = p + 1;
-	}
-	if (errno != 0) {
-		say_err("scan: cannot list folder %s: %s (partly skipped)",
-		    log_quote(abs), strerror(errno));
-		r->n_unreadable++;
-		sc->unreadable++;
-	}
-	if (nnames > 1)
-		qsort(names, nnames, sizeof(*names), scan_name_cmp);
-	subs = xmalloc((nnames ? nnames : 1) * sizeof(*subs));
-
-	for (size_t i = 0; i < nnames; i++) {
-		const char *name = names[i];
-		unsigned char type = (unsigned char)name[-1];
-		bool media = scan_ext_in(scan_ext(name), scan_media_exts);
-		struct stat sb;
-		char why[160];
-
-		if (type == DT_UNKNOWN) {
-			if (fstatat(fd, name, &sb, AT_SYMLINK_NOFOLLOW) < 0)
-				goto unreadable;
-			type = S_ISDIR(sb.st_mode) ? DT_DIR : S_ISLNK(sb.st_mode)
-			    ? DT_LNK : S_ISREG(sb.st_mode) ? DT_REG : DT_FIFO;
-		}
-		if (type == DT_DIR) {
-			subs[nsubs++] = (char *)name;
-			continue;
-		}
-		if (scan_is_temp(name)) {
-			r->n_temp++;
-			continue;
-		}
-		if (type == DT_LNK) {
-			if (fstatat(fd, name, &sb, 0) < 0) {
-				scan_say_path(abs, name, "", ": broken symbolic "
-				    "link (skipped)");
-				r->n_links++;
-				continue;
-			}
-			if (S_ISDIR(sb.st_mode)) {
-				/* following them risks loops and files seen twice */
-				scan_say_path(abs, name, "not following symbolic "
-				    "link to a folder ", "");
-				r->n_links++;
-				continue;
-			}
-			type = S_ISREG(sb.st_mode) ? DT_REG : DT_FIFO;
-		}
-		if (!media) {
-			r->n_not_media++;
-			continue;
-		}
-		if (type != DT_REG) {
-			scan_say_path(abs, name, "", " is not a regular file "
-			    "(skipped)");
-			r->n_not_media++;
-			continue;
-		}
-		if (fstatat(fd, name, &sb, 0) < 0 ||
-		    faccessat(fd, name, R_OK, AT_EACCESS) < 0)
-			goto unreadable;
-		scan_add(sc, ri, relpfx, name, &sb);
-		continue;
-unreadable:
-		snprintf(why, sizeof(why), ": %s (skipped)", strerror(errno));
-		scan_say_path(abs, name, "cannot read ", why);
-		r->n_unreadable++;
-		sc->unreadable++;
-	}
-	closedir(dir);
-
-	for (size_t i = 0; i < nsubs; i++) {
-		char *sub_abs = xasprintf("%s%s%s", abs,
-		    strcmp(abs, "/") == 0 ? "" : "/", subs[i]);
-		char *sub_rel = xasprintf("%s%s/", relpfx, subs[i]);
-		scan_dir(sc, ri, sub_abs, sub_rel);
-		free(sub_abs);
-		free(sub_rel);
-	}
-	for (size_t i = 0; i < nnames; i++)
-		free(names[i] - 1);
-	free(names);
-	free(subs);
-}
 
 /* Every argument must be a readable folder before anything else happens. */
 static int
@@ -372,7 +143,7 @@ static int
 scan_ent_cmp(const void *a, const void *b)
 {
 	const struct scan_entry *x = a, *y = b;
-	return strcmp(scan_rel(scan_sort_ctx, x), scan_rel(scan_sort_ctx, y));
+	return strcmp(master_scan_rel(scan_sort_ctx, x), master_scan_rel(scan_sort_ctx, y));
 }
 
 /* Phase 2: a conflict refuses the whole scan before anything is written.
@@ -390,10 +161,10 @@ scan_conflicts_check(struct scan *sc, const struct config *cfg, store_t *st)
 		scan_sort_ctx = sc;
 		qsort(tmp, sc->nents, sizeof(*tmp), scan_ent_cmp);
 		for (size_t i = 1; i < sc->nents; i++) {
-			if (strcmp(scan_rel(sc, &tmp[i - 1]), scan_rel(sc, &tmp[i])) != 0)
+			if (strcmp(master_scan_rel(sc, &tmp[i - 1]), master_scan_rel(sc, &tmp[i])) != 0)
 				continue;
-			char *a = scan_abs(sc, &tmp[i - 1]), *b = scan_abs(sc, &tmp[i]);
-			scan_conflict_say(cfg, a, b, scan_rel(sc, &tmp[i]), 0);
+			char *a = master_scan_abs(sc, &tmp[i - 1]), *b = master_scan_abs(sc, &tmp[i]);
+			scan_conflict_say(cfg, a, b, master_scan_rel(sc, &tmp[i]), 0);
 			free(a);
 			free(b);
 			free(tmp);
@@ -401,20 +172,27 @@ scan_conflicts_check(struct scan *sc, const struct config *cfg, store_t *st)
 		}
 		free(tmp);
 	}
+	if (st == NULL) {       /* scan --dry-run and no database yet */
+		rc = 0;
+		goto out;
+	}
 	if (store_audit_lookup_open(st, &lk) < 0)
 		goto fail;
 	for (size_t i = 0; i < sc->nents; i++) {
 		struct scan_entry *e = &sc->ents[i];
-		char *abs = scan_abs(sc, e);
-		if (store_audit_lookup_file(lk, scan_rel(sc, e), abs, &kf) < 0) {
+		char *abs = master_scan_abs(sc, e);
+		if (store_audit_lookup_file(lk, master_scan_rel(sc, e), abs, &kf) < 0) {
 			free(abs);
 			goto fail;
 		}
 		e->known = kf.found;
 		e->old_size = kf.size;
+		e->old_mtime_ns = kf.mtime_ns;
+		e->old_dev = kf.dev;
+		e->old_ino = kf.ino;
 		if (kf.conflict_abs != NULL)
 			scan_conflict_say(cfg, kf.conflict_abs, abs,
-			    scan_rel(sc, e), 0);
+			    master_scan_rel(sc, e), 0);
 		free(abs);
 		if (kf.conflict_abs != NULL) {
 			rc = 1;
@@ -429,6 +207,24 @@ out:
 	store_known_file_clear(&kf);
 	store_audit_lookup_close(lk);
 	return rc;
+}
+
+/* "changed: PATH (...)", the line scan prints for a file whose jobs
+ * start again (verb "" or "would " for --dry-run). */
+static void
+scan_changed_say(const struct scan_entry *e, const char *abs,
+		 const char *verb)
+{
+	if (e->known && e->old_size != e->size)
+		printf("changed: %s (size %lld -> %lld bytes; its jobs %sstart "
+		    "again)\n", log_quote(abs), (long long)e->old_size,
+		    (long long)e->size, verb);
+	else if (e->known && e->old_mtime_ns == e->mtime_ns)
+		printf("changed: %s (another file under the same name; its jobs "
+		    "%sstart again)\n", log_quote(abs), verb);
+	else
+		printf("changed: %s (modified since the last scan; its jobs "
+		    "%sstart again)\n", log_quote(abs), verb);
 }
 
 /* Phase 3.  Returns 0, 1 on a conflict that appeared since phase 2 (another
@@ -451,9 +247,11 @@ scan_store(struct scan *sc, const struct config *cfg, store_t *st)
 			in_tx = true;
 		}
 		free(abs);
-		abs = scan_abs(sc, e);
-		struct media_file mf = { r->abs, scan_rel(sc, e), abs, e->size,
-		    e->mtime_ns };
+		abs = master_scan_abs(sc, e);
+		struct media_file mf = { r->abs, master_scan_rel(sc, e), abs, e->size,
+		    e->mtime_ns, e->dev, e->ino,
+		    e->src_root >= 0 ? sc->roots[e->src_root].abs : NULL,
+		    e->src_root >= 0 ? sc->names.data + e->src_off : NULL };
 		if (store_file_add(st, &mf, cfg->langs, cfg->nlangs, &res,
 		    &conflict) < 0)
 			goto fail;
@@ -462,21 +260,13 @@ scan_store(struct scan *sc, const struct config *cfg, store_t *st)
 		case STORE_UNCHANGED: r->n_unchanged++; break;
 		case STORE_CHANGED:
 			r->n_changed++;
-			if (e->known && e->old_size != e->size)
-				printf("changed: %s (size %lld -> %lld bytes; its "
-				    "jobs start again)\n",
-				    log_quote(abs), (long long)e->old_size,
-				    (long long)e->size);
-			else
-				printf("changed: %s (modified since the last scan; "
-				    "its jobs start again)\n",
-				    log_quote(abs));
+			scan_changed_say(e, abs, "");
 			break;
 		case STORE_CONFLICT:
 			store_tx_rollback(st);
 			in_tx = false;
 			scan_conflict_say(cfg, conflict ? conflict : "another file",
-			    abs, scan_rel(sc, e), i - i % SCAN_TX_FILES);
+			    abs, master_scan_rel(sc, e), i - i % SCAN_TX_FILES);
 			rc = 1;
 			goto out;
 		}
@@ -499,25 +289,106 @@ out:
 }
 
 static void
-scan_summary(const struct scan *sc)
+scan_summary(const struct scan *sc, bool dry)
 {
 	for (int i = 0; i < sc->nroots; i++) {
 		const struct scan_root *r = &sc->roots[i];
-		printf("scanned %s: %lld new, %lld unchanged, %lld changed, "
-		    "%lld skipped (not media)", log_quote(r->abs),
+		printf("%s %s: %lld new, %lld unchanged, %lld changed, "
+		    "%lld skipped (not media)", dry ? "would scan" : "scanned",
+		    log_quote(r->abs),
 		    (long long)r->n_new, (long long)r->n_unchanged,
 		    (long long)r->n_changed, (long long)r->n_not_media);
 		if (r->n_temp > 0)
 			printf(", %lld temporary or system file%s skipped",
 			    (long long)r->n_temp, r->n_temp == 1 ? "" : "s");
 		if (r->n_links > 0)
-			printf(", %lld symbolic link%s not followed",
+			printf(", %lld symbolic link%s skipped (named above)",
 			    (long long)r->n_links, r->n_links == 1 ? "" : "s");
+		if (r->n_followed > 0)
+			printf(", %lld symbolic link%s followed",
+			    (long long)r->n_followed,
+			    r->n_followed == 1 ? "" : "s");
 		if (r->n_unreadable > 0)
 			printf(", %lld unreadable (named above)",
 			    (long long)r->n_unreadable);
 		printf("\n");
 	}
+}
+
+/* True when a registered file would be recorded anew (store_file_add's
+ * STORE_CHANGED, by what the look up reads: size, mtime, inode). */
+static bool
+scan_is_changed(const struct scan_entry *e)
+{
+	return e->known && (e->old_size != e->size ||
+	    e->old_mtime_ns != e->mtime_ns ||
+	    (e->old_ino != 0 && (e->old_dev != e->dev || e->old_ino != e->ino)));
+}
+
+/* scan --dry-run: what a scan would register and the jobs it would make,
+ * with the database opened read-only (not created when missing, not
+ * migrated when older).  Returns the exit status. */
+static int
+scan_dry_run(struct scan *sc, const struct config *cfg)
+{
+	int64_t nnew = 0, nchanged = 0, njobs = 0, missing;
+	struct stat sb;
+	store_t *st = NULL;
+	int ex = EXIT_FATAL;
+
+	if (stat(cfg->db, &sb) == 0) {
+		st = master_store_open(cfg, STORE_READONLY | STORE_OLD_OK |
+		    STORE_NO_TRACE);
+		if (st == NULL)
+			return EXIT_FATAL;
+	} else if (errno != ENOENT) {
+		say_err("scan: cannot use database %s: %s", log_quote(cfg->db),
+		    strerror(errno));
+		return EXIT_FATAL;
+	}
+	if (scan_conflicts_check(sc, cfg, st) != 0)
+		goto out;
+	for (size_t i = 0; i < sc->nents; i++) {
+		struct scan_entry *e = &sc->ents[i];
+		struct scan_root *r = &sc->roots[e->root];
+		char *abs = master_scan_abs(sc, e);
+		if (!e->known) {
+			printf("new: %s\n", log_quote(abs));
+			r->n_new++;
+			nnew++;
+		} else if (scan_is_changed(e)) {
+			scan_changed_say(e, abs, "would ");
+			r->n_changed++;
+			nchanged++;
+		} else {
+			r->n_unchanged++;
+		}
+		free(abs);
+	}
+	njobs = nnew * (1 + cfg->nlangs);
+	for (int i = 0; st != NULL && i < cfg->nlangs; i++) {
+		if (store_audit_lang_missing(st, cfg->langs[i], &missing) < 0) {
+			say_err("scan: %s: %s", log_quote(cfg->db),
+			    store_errmsg(st));
+			goto out;
+		}
+		if (missing > 0)
+			printf("new language %s: %lld registered file%s would get "
+			    "its translation job\n", cfg->langs[i],
+			    (long long)missing, missing == 1 ? "" : "s");
+		njobs += missing;
+	}
+	scan_summary(sc, true);
+	printf("dry run: %lld new file%s, %lld changed; %lld job%s would be "
+	    "created, the jobs of %lld file%s would start again; nothing was "
+	    "written%s\n", (long long)nnew, nnew == 1 ? "" : "s",
+	    (long long)nchanged, (long long)njobs, njobs == 1 ? "" : "s",
+	    (long long)nchanged, nchanged == 1 ? "" : "s",
+	    st == NULL ? " (no database yet)" : "");
+	ex = sc->unreadable > 0 ? EXIT_FATAL : EXIT_OK;
+out:
+	store_close(st);
+	return ex;
 }
 
 int
@@ -528,12 +399,13 @@ master_scan_run(struct config *cfg)
 	int rc, ex = EXIT_FATAL;
 
 	buf_init(&sc.names);
+	sc.follow = cfg->follow_symlinks;
 	if (scan_roots_check(&sc, cfg) < 0) {
 		ex = EXIT_USAGE;
 		goto out;
 	}
 	for (int i = 0; i < sc.nroots; i++)
-		scan_dir(&sc, i, sc.roots[i].abs, "");
+		master_scan_dir(&sc, i, sc.roots[i].abs, "");
 
 	/* easy to miss when scanning from another folder than the config's */
 	if (cfg->nlangs == 0)
@@ -542,6 +414,10 @@ master_scan_run(struct config *cfg)
 		    "a later scan with [translate] languages set",
 		    cfg->config_path ? "none in " : "no mpfarm.conf read",
 		    cfg->config_path ? log_quote(cfg->config_path) : "");
+	if (cfg->dry_run) {
+		ex = scan_dry_run(&sc, cfg);
+		goto out;
+	}
 	if ((st = master_store_open(cfg, 0)) == NULL)
 		goto out;
 	/* the check only reads: a refused scan changes nothing at all, not
@@ -554,7 +430,7 @@ master_scan_run(struct config *cfg)
 	}
 	if ((rc = scan_store(&sc, cfg, st)) != 0)
 		goto out;
-	scan_summary(&sc);
+	scan_summary(&sc, false);
 	ex = sc.unreadable > 0 ? EXIT_FATAL : EXIT_OK;
 out:
 	fflush(stdout);

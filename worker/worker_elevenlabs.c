@@ -154,7 +154,8 @@ el_run(const struct provider_req *req, struct provider_result *res)
 	int64_t size;
 	int rc = -1;
 
-	if (worker_http_media_check(req->input_path, &size, res) < 0)
+	if (worker_http_media_check(req->input_fd, req->input_path, &size,
+	    res) < 0)
 		goto done;
 	if (el_setup(cfg, &key, &o, err, sizeof(err)) < 0) {
 		provider_result_error(res, OUT_PERMANENT, "%s", err);
@@ -179,7 +180,8 @@ el_run(const struct provider_req *req, struct provider_result *res)
 		if (v != NULL)
 			worker_http_mime_text(c.mime, el_opts[i].key, v);
 	}
-	if (worker_http_mime_file(c.mime, "file", req->input_path, res) < 0)
+	if (worker_http_mime_file(c.mime, "file", req->input_fd,
+	    req->input_path, size, res) < 0)
 		goto done;
 	c.opts = &o;
 	c.secret = key;

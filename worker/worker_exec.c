@@ -16,6 +16,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -174,8 +175,10 @@ exec_term_handler(int sig)
 	raise(sig);
 }
 
+/* keep_fd (>= 3, or -1): the media descriptor, left open across exec in
+ * the engine only, for its /dev/fd/N in {input}. */
 static pid_t
-exec_spawn(char **argv, int *in_fd, int *out_fd, int *err_fd)
+exec_spawn(char **argv, int keep_fd, int *in_fd, int *out_fd, int *err_fd)
 {
 	int pin[2] = { -1, -1 }, pout[2] = { -1, -1 }, perr[2] = { -1, -1 };
 	pid_t pid, parent = getpid();
@@ -205,6 +208,8 @@ exec_spawn(char **argv, int *in_fd, int *out_fd, int *err_fd)
 		/* an engine holds no key: exec makes it dumpable again, and it
 		 * gets the operator's core limit back */
 		proc_core_restore();
+		if (keep_fd >= 3)
+			(void)fcntl(keep_fd, F_SETFD, 0);
 		execvpe(argv[0], argv, env);
 		dprintf(2, "cannot run %s: %s\n", argv[0], strerror(errno));
 		_exit(127);
@@ -380,7 +385,7 @@ exec_run(const struct provider_req *req, struct provider_result *res)
 	    : "translate_command";
 	const char *cmd = config_stage_get(req->cfg, req->stage, req->lang, "command");
 	struct buf out, err;
-	char **argv = NULL, tail[EXEC_ERR_TAIL + 1];
+	char **argv = NULL, tail[EXEC_ERR_TAIL + 1], input[PATH_MAX];
 	int in_fd, out_fd, err_fd, status = 0, rc;
 	struct sigaction sa, old_term;
 	pid_t pid;
@@ -391,8 +396,14 @@ exec_run(const struct provider_req *req, struct provider_result *res)
 		provider_result_error(res, OUT_PERMANENT, "no [exec] %s configured", key);
 		return -1;
 	}
-	argv = worker_exec_split(cmd, req->input_path ? req->input_path : "",
-	    req->lang ? req->lang : "");
+	/* the media file as the worker opened and checked it: the engine
+	 * reads that very file, not whatever the name points at by now */
+	if (req->stage == STAGE_TRANSCRIBE && req->input_fd >= 3)
+		snprintf(input, sizeof(input), "/dev/fd/%d", req->input_fd);
+	else
+		snprintf(input, sizeof(input), "%s",
+		    req->input_path ? req->input_path : "");
+	argv = worker_exec_split(cmd, input, req->lang ? req->lang : "");
 	if (argv == NULL || argv[0] == NULL) {
 		provider_result_error(res, OUT_PERMANENT, "cannot parse %s: %s", key, cmd);
 		worker_exec_free(argv);
@@ -405,7 +416,8 @@ exec_run(const struct provider_req *req, struct provider_result *res)
 	sigemptyset(&sa.sa_mask);
 	exec_term = 0;
 	(void)sigaction(SIGTERM, &sa, &old_term);
-	pid = exec_spawn(argv, &in_fd, &out_fd, &err_fd);
+	pid = exec_spawn(argv, req->stage == STAGE_TRANSCRIBE ? req->input_fd
+	    : -1, &in_fd, &out_fd, &err_fd);
 	if (pid < 0) {
 		provider_result_error(res, OUT_TRANSIENT, "cannot start %s: %s",
 		    argv[0], strerror(errno));

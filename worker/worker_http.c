@@ -357,27 +357,21 @@ worker_http_exchange(struct worker_http_call *c, struct provider_result *res)
 /* ---- media files and forms ------------------------------------------ */
 
 int
-worker_http_media_check(const char *path, int64_t *size,
+worker_http_media_check(int fd, const char *path, int64_t *size,
 			struct provider_result *res)
 {
 	struct stat st;
-	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
 
-	if (fd < 0) {
-		int e = errno;
-		bool gone = e == ENOENT || e == EACCES || e == ENOTDIR ||
-			    e == ELOOP || e == EISDIR || e == EPERM;
-		provider_result_error(res, gone ? OUT_PERMANENT : OUT_TRANSIENT,
-		    "cannot open %s: %s", path, strerror(e));
+	if (fd < 0 || fstat(fd, &st) < 0) {
+		provider_result_error(res, OUT_TRANSIENT, "cannot read %s: %s",
+		    path, fd < 0 ? "not opened" : strerror(errno));
 		return -1;
 	}
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-		close(fd);
+	if (!S_ISREG(st.st_mode)) {
 		provider_result_error(res, OUT_PERMANENT, "%s is not a regular "
 		    "file", path);
 		return -1;
 	}
-	close(fd);
 	if (st.st_size == 0) {
 		provider_result_error(res, OUT_PERMANENT, "empty file: %s", path);
 		return -1;
@@ -386,12 +380,61 @@ worker_http_media_check(const char *path, int64_t *size,
 	return 0;
 }
 
+/* The upload reads the worker's descriptor with pread at its own offset:
+ * libcurl may rewind (a redirect, an auth retry) through the seek
+ * callback, and the descriptor's own offset stays untouched. */
+struct http_upload {
+	int   fd;
+	off_t off, size;
+	const char *path;
+};
+
+static size_t
+http_upload_read(char *dst, size_t size, size_t nitems, void *arg)
+{
+	struct http_upload *u = arg;
+	size_t want = size * nitems;
+	ssize_t n;
+
+	if (u->off >= u->size)
+		return 0;
+	if ((off_t)want > u->size - u->off)
+		want = (size_t)(u->size - u->off);
+	do
+		n = pread(u->fd, dst, want, u->off);
+	while (n < 0 && errno == EINTR);
+	if (n < 0) {
+		log_warn("upload_read_failed", "file=%s error=%s",
+		    log_quote(u->path), log_quote(strerror(errno)));
+		return CURL_READFUNC_ABORT;
+	}
+	if (n == 0)             /* shrank under us: the length was promised */
+		return CURL_READFUNC_ABORT;
+	u->off += n;
+	return (size_t)n;
+}
+
+static int
+http_upload_seek(void *arg, curl_off_t offset, int origin)
+{
+	struct http_upload *u = arg;
+	curl_off_t base = origin == SEEK_SET ? 0 : origin == SEEK_CUR ?
+	    u->off : u->size;
+
+	if (base + offset < 0 || base + offset > u->size)
+		return CURL_SEEKFUNC_FAIL;
+	u->off = (off_t)(base + offset);
+	return CURL_SEEKFUNC_OK;
+}
+
 int
-worker_http_mime_file(curl_mime *mime, const char *field, const char *path,
+worker_http_mime_file(curl_mime *mime, const char *field, int fd,
+		      const char *path, int64_t size,
 		      struct provider_result *res)
 {
 	const char *base = strrchr(path, '/');
 	curl_mimepart *part = curl_mime_addpart(mime);
+	struct http_upload *u = xcalloc(1, sizeof(*u));
 	char name[128];
 	size_t n = 0;
 
@@ -404,15 +447,23 @@ worker_http_mime_file(curl_mime *mime, const char *field, const char *path,
 			(char)ch : '_';
 	}
 	name[n] = '\0';
+	u->fd = fd;
+	u->size = (off_t)size;
+	u->path = path;
 	if (part == NULL || curl_mime_name(part, field) != CURLE_OK ||
-	    curl_mime_filedata(part, path) != CURLE_OK ||
-	    curl_mime_filename(part, n ? name : "media") != CURLE_OK ||
-	    curl_mime_type(part, "application/octet-stream") != CURLE_OK) {
-		provider_result_error(res, OUT_TRANSIENT, "cannot prepare the "
-		    "upload of %s", path);
-		return -1;
+	    curl_mime_data_cb(part, (curl_off_t)size, http_upload_read,
+	    http_upload_seek, free, u) != CURLE_OK) {
+		free(u);        /* curl owns it only once data_cb succeeded */
+		goto fail;
 	}
+	if (curl_mime_filename(part, n ? name : "media") != CURLE_OK ||
+	    curl_mime_type(part, "application/octet-stream") != CURLE_OK)
+		goto fail;
 	return 0;
+fail:
+	provider_result_error(res, OUT_TRANSIENT, "cannot prepare the "
+	    "upload of %s", path);
+	return -1;
 }
 
 void

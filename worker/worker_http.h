@@ -82,15 +82,18 @@ void worker_http_cleanup(void);
  * the matching provider event sent. */
 int  worker_http_exchange(struct worker_http_call *c,
 			  struct provider_result *res);
-/* Check a media file before any upload: missing or unreadable (naming
- * the path), not a regular file, or empty ("empty file") fill res and
- * return -1; else 0 with its size. */
-int  worker_http_media_check(const char *path, int64_t *size,
+/* Check the job's media descriptor before any upload: not a regular file
+ * or empty ("empty file", naming path) fill res and return -1; else 0
+ * with its size. */
+int  worker_http_media_check(int fd, const char *path, int64_t *size,
 			     struct provider_result *res);
-/* A multipart file part streamed from disk (curl_mime_filedata), sent
- * under a tamed copy of the base name.  0 / -1 (res filled). */
-int  worker_http_mime_file(curl_mime *mime, const char *field,
-			   const char *path, struct provider_result *res);
+/* A multipart file part of `size` bytes streamed from the descriptor fd
+ * (curl_mime_data_cb and pread: never read whole, never reopened by
+ * name), sent under a tamed copy of path's base name.  fd stays the
+ * caller's.  0 / -1 (res filled). */
+int  worker_http_mime_file(curl_mime *mime, const char *field, int fd,
+			   const char *path, int64_t size,
+			   struct provider_result *res);
 /* Add a text field to a multipart form. */
 void worker_http_mime_text(curl_mime *mime, const char *field,
 			   const char *value);

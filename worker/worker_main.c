@@ -8,6 +8,7 @@
  */
 #include "worker.h"
 #include "worker_provider.h"
+#include "worker_media.h"
 #include "ipc_frame.h"
 
 #include <errno.h>
@@ -230,6 +231,7 @@ worker_job_run(store_t *st, int64_t job_id)
 	const char *pname;
 	struct buf text;
 	char err[512] = "";
+	bool permanent;
 	int rc;
 
 	buf_init(&text);
@@ -258,6 +260,7 @@ worker_job_run(store_t *st, int64_t job_id)
 	req.stage = j.stage;
 	req.lang = j.lang;
 	req.input_path = j.abs_path;
+	req.input_fd = -1;
 	req.job_id = job_id;
 	res.exit_code = -1;
 	if (pname == NULL) {
@@ -266,6 +269,13 @@ worker_job_run(store_t *st, int64_t job_id)
 		    "configured for %s", job_stage_name(j.stage));
 	} else if (ops == NULL) {
 		provider_result_error(&res, OUT_PERMANENT, "unknown provider %s", pname);
+	} else if (j.stage == STAGE_TRANSCRIBE &&
+	    (req.input_fd = worker_media_open(&j, err, sizeof(err),
+	    &permanent)) < 0) {
+		/* before any provider call: a link or a swapped file is
+		 * never read, let alone uploaded */
+		provider_result_error(&res, permanent ? OUT_PERMANENT :
+		    OUT_TRANSIENT, "%s", err);
 	} else if (j.stage == STAGE_TRANSLATE &&
 	    worker_transcript_load(&j, &text, err, sizeof(err)) < 0) {
 		provider_result_error(&res, OUT_PERMANENT, "%s", err);
@@ -274,6 +284,8 @@ worker_job_run(store_t *st, int64_t job_id)
 		req.text_len = text.len;
 		(void)ops->run(&req, &res);
 	}
+	if (req.input_fd >= 0)
+		close(req.input_fd);
 	if (res.outcome == OUT_COMPLETED) {
 		/* held for a flush, which also sends its DONE: the main loop
 		 * decides when, right after it reads what the master sent */

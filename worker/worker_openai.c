@@ -181,7 +181,8 @@ openai_transcribe(const struct provider_req *req, struct worker_http_call *c,
 	int64_t size;
 	int rc = -1;
 
-	if (worker_http_media_check(req->input_path, &size, res) < 0)
+	if (worker_http_media_check(req->input_fd, req->input_path, &size,
+	    res) < 0)
 		return -1;
 	if (size > max) {
 		provider_result_error(res, OUT_PERMANENT, "%s is %lld bytes; OpenAI "
@@ -195,7 +196,8 @@ openai_transcribe(const struct provider_req *req, struct worker_http_call *c,
 		provider_result_error(res, OUT_TRANSIENT, "cannot start libcurl");
 		goto done;
 	}
-	if (worker_http_mime_file(c->mime, "file", req->input_path, res) < 0)
+	if (worker_http_mime_file(c->mime, "file", req->input_fd,
+	    req->input_path, size, res) < 0)
 		goto done;
 	worker_http_mime_text(c->mime, "model", model);
 	worker_http_mime_text(c->mime, "response_format",

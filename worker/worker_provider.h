@@ -18,7 +18,11 @@ struct provider_req {
 	const struct config *cfg;
 	int         stage;          /* STAGE_TRANSCRIBE / STAGE_TRANSLATE */
 	const char *lang;           /* target language ("" for transcribe) */
-	const char *input_path;     /* transcribe: the media file */
+	const char *input_path;     /* transcribe: the media file's name, for
+				     * messages and form file names only */
+	int         input_fd;       /* transcribe: the media file, opened and
+				     * checked (worker_media.h); read it with
+				     * pread, never close it.  -1 otherwise */
 	const char *text;           /* translate: the transcript */
 	size_t      text_len;
 	int64_t     job_id;

@@ -265,10 +265,11 @@ transcribe_command = sh -c 'kill -9 $PPID; sleep 5'
 def test_exec_exit_codes(farm):
     script = farm.dir / "engine.sh"
     script.write_text("""#!/bin/sh
-case "$1" in
-  *f00000.wav) echo "hello from $1" ;;
-  *f00001.wav) [ -e "$1.once" ] && { echo retried ok; exit 0; }
-               touch "$1.once"; echo busy >&2; exit 75 ;;
+# {input} is /dev/fd/N, the media file the worker opened and checked
+case "$(cat "$1")" in
+  RIFF0) echo "hello from $(cat "$1")" ;;
+  RIFF1) [ -e "$0.once" ] && { echo retried ok; exit 0; }
+         touch "$0.once"; echo busy >&2; exit 75 ;;
   *) echo "bad input, cannot decode" >&2; exit 3 ;;
 esac
 """)
@@ -296,7 +297,7 @@ translate_command = sed -e "s/^/{{lang}}: /"
     assert "exit 3" in rows[b"f00002.wav"][1]
     assert "cannot decode" in rows[b"f00002.wav"][1]
     tr = (farm.out / "translations" / "es" / "f00000.wav.txt").read_text()
-    assert tr == f"es: hello from {farm.media}/f00000.wav\n"
+    assert tr == "es: hello from RIFF0\n"
 
 
 def test_watch_picks_up_new_work(farm):
@@ -420,7 +421,8 @@ transcribe_command = sh -c 'ls /proc/$$/fd | sort -n | tr "\\n" " "'
     farm.run("scan", farm.media, check=0)
     farm.run("run", check=0)
     fds = (farm.out / "transcripts" / "f00000.wav.txt").read_text().split()
-    assert fds == ["0", "1", "2"], fds
+    # and the media file, for {input} = /dev/fd/N (not used here)
+    assert fds[:3] == ["0", "1", "2"] and len(fds) <= 4, fds
 
 
 def test_ctrl_c_lets_engines_finish(farm):

@@ -336,30 +336,37 @@ test_media_check(void **state)
 	char dir[] = "/tmp/mpfarm-test-media.XXXXXX", path[128];
 	struct provider_result res;
 	int64_t size;
+	int fd;
 
 	(void)state;
 	assert_non_null(mkdtemp(dir));
 	snprintf(path, sizeof(path), "%s/empty file.mp3", dir);
 	write_file(path, "", 0644);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
 	memset(&res, 0, sizeof(res));
-	assert_int_equal(worker_http_media_check(path, &size, &res), -1);
+	assert_int_equal(worker_http_media_check(fd, path, &size, &res), -1);
 	assert_int_equal(res.outcome, OUT_PERMANENT);
 	assert_non_null(strstr(res.msg, "empty file"));
+	close(fd);
 
 	write_file(path, "abc", 0644);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
 	memset(&res, 0, sizeof(res));
-	assert_int_equal(worker_http_media_check(path, &size, &res), 0);
+	assert_int_equal(worker_http_media_check(fd, path, &size, &res), 0);
 	assert_int_equal(size, 3);
+	close(fd);
 	unlink(path);
 
+	/* no descriptor: the worker could not open it (its own message) */
 	memset(&res, 0, sizeof(res));
-	assert_int_equal(worker_http_media_check(path, &size, &res), -1);
-	assert_int_equal(res.outcome, OUT_PERMANENT);
+	assert_int_equal(worker_http_media_check(-1, path, &size, &res), -1);
 	assert_non_null(strstr(res.msg, path));
 
+	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	memset(&res, 0, sizeof(res));
-	assert_int_equal(worker_http_media_check(dir, &size, &res), -1);
+	assert_int_equal(worker_http_media_check(fd, dir, &size, &res), -1);
 	assert_int_equal(res.outcome, OUT_PERMANENT);
+	close(fd);
 	rmdir(dir);
 }
 
