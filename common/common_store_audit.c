@@ -284,11 +284,11 @@ store_audit_job_set(store_t *st, int64_t job_id, enum job_status from,
 	sqlite3_bind_int64(s, 1, job_id);
 	sqlite3_bind_text(s, 2, job_status_name(from), -1, SQLITE_STATIC);
 	if (to == JOB_ST_NOT_STARTED)
-		sqlite3_bind_text(s, 3, msg, -1, SQLITE_TRANSIENT);
+		store_bind_msg(s, 3, msg);
 	else
 		sqlite3_bind_int64(s, 3, now);
 	if (to == JOB_ST_FAILED)
-		sqlite3_bind_text(s, 4, msg, -1, SQLITE_TRANSIENT);
+		store_bind_msg(s, 4, msg);
 	if (store_run(st, s) < 0)
 		goto out;
 	changed = sqlite3_changes(store_db(st));
@@ -303,7 +303,7 @@ store_audit_job_set(store_t *st, int64_t job_id, enum job_status from,
 		sqlite3_bind_int64(s, 2, now);
 		sqlite3_bind_text(s, 3, to == JOB_ST_COMPLETED ? "completed"
 		    : "interrupted", -1, SQLITE_STATIC);
-		sqlite3_bind_text(s, 4, msg, -1, SQLITE_TRANSIENT);
+		store_bind_msg(s, 4, msg);
 		if (store_run(st, s) < 0)
 			goto out;
 	}
@@ -423,7 +423,7 @@ store_audit_fail_pending(store_t *st, int stage, const char *lang,
 		return -1;
 	if ((s = store_stmt(st, &q_audit_fail_pending)) == NULL)
 		goto out;
-	sqlite3_bind_text(s, 1, why, -1, SQLITE_TRANSIENT);
+	store_bind_msg(s, 1, why);
 	sqlite3_bind_text(s, 2, job_stage_name(stage), -1, SQLITE_STATIC);
 	sqlite3_bind_text(s, 3, lang, -1, SQLITE_TRANSIENT);
 	sqlite3_bind_int64(s, 4, time_wall_ms());

@@ -24,7 +24,8 @@ static struct store_sql q_file_by_abs = STORE_SQL(
 	"SELECT file_id, size, mtime_ns FROM media_files WHERE abs_path = ?1");
 static struct store_sql q_file_insert = STORE_SQL(
 	"INSERT INTO media_files (scan_root, rel_path, abs_path, size, "
-	"mtime_ns, added_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
+	"mtime_ns, added_at, abs_path_text) "
+	"VALUES (?1, ?2, ?3, ?4, ?5, ?6, mpfarm_path_text(?3))");
 static struct store_sql q_file_update = STORE_SQL(
 	"UPDATE media_files SET size = ?2, mtime_ns = ?3 WHERE file_id = ?1");
 static struct store_sql q_file_transcribed = STORE_SQL(
@@ -466,7 +467,7 @@ store_attempt_close(store_t *st, int64_t job_id, int64_t lease, int attempt,
 			sqlite3_bind_int(s, 5, r->exit_code);
 		if (r->signal > 0)
 			sqlite3_bind_int(s, 6, r->signal);
-		sqlite3_bind_text(s, 7, msg, -1, SQLITE_TRANSIENT);
+		store_bind_msg(s, 7, msg);
 		sqlite3_bind_int64(s, 8, job_id);
 		if (pass)
 			sqlite3_bind_int(s, 9, attempt);
@@ -543,7 +544,7 @@ store_job_end(store_t *st, const struct store_end *e,
 	sqlite3_bind_int(s, 3, attempts);
 	if (!failed && !e->keep_run_after)
 		sqlite3_bind_int64(s, 4, r->retry_at_ms);
-	sqlite3_bind_text(s, 5, err.data, -1, SQLITE_STATIC);
+	store_bind_msg(s, 5, err.data);
 	if (failed)
 		sqlite3_bind_int64(s, 6, now);
 	if (store_run(st, s) < 0 ||

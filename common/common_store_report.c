@@ -95,7 +95,10 @@ store_langs_load(store_t *st, char (*langs)[CONFIG_LANG_MAX], int max,
  *   not_started otherwise.
  * Each column is a correlated lookup on jobs' (file_id, stage, lang) key,
  * so a query reading only transcription_status costs one index probe per
- * file.  Language codes were checked by store_lang_norm, so putting them
+ * file.  file_path is the name escaped into valid UTF-8 (text_escape:
+ * every SQL client decodes the whole view); file_path_bytes, last so that
+ * the older tooling's column positions hold, is the exact name as a BLOB.
+ * Language codes were checked by store_lang_norm, so putting them
  * into literals and quoted identifiers is safe.
  */
 static int
@@ -107,7 +110,7 @@ store_view_build(store_t *st, char (*langs)[CONFIG_LANG_MAX], int n)
 	buf_init(&b);
 	buf_printf(&b, "DROP VIEW IF EXISTS " STORE_VIEW "; "
 	    "CREATE VIEW " STORE_VIEW " AS SELECT f.file_id AS file_id, "
-	    "CAST(f.abs_path AS TEXT) AS file_path, "
+	    "f.abs_path_text AS file_path, "
 	    "(SELECT CASE WHEN count(*) = 0 THEN 'not_started' "
 	    "WHEN sum(j.status = 'completed') = count(*) THEN 'completed' "
 	    "WHEN sum(j.status = 'failed') > 0 THEN 'failed' "
@@ -127,7 +130,7 @@ store_view_build(store_t *st, char (*langs)[CONFIG_LANG_MAX], int n)
 		buf_printf(&b, ", (SELECT j.status FROM jobs j WHERE j.file_id = "
 		    "f.file_id AND j.stage = 'translate' AND j.lang = '%s') AS "
 		    "\"translation_%s_status\"", langs[i], langs[i]);
-	buf_printf(&b, " FROM media_files f");
+	buf_printf(&b, ", f.abs_path AS file_path_bytes FROM media_files f");
 	rc = sqlite3_exec(store_db(st), b.data, NULL, NULL, NULL) == SQLITE_OK ?
 	    0 : store_fail_db(st);
 	buf_free(&b);

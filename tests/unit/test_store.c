@@ -625,14 +625,14 @@ test_view(void **state)
 	sqlite3_stmt *s;
 	const char *cols[] = { "file_id", "file_path", "status",
 	    "transcription_status", "translation_en_status",
-	    "translation_de_status" };
+	    "translation_de_status", "file_path_bytes" };
 
 	OK(store_langs_sync(st, langs2, 2));
 	add_files(st, 4, langs2, 2);
 	OK(sqlite3_prepare_v2(h, "SELECT * FROM processing_status", -1, &s,
 	    NULL));
-	assert_int_equal(sqlite3_column_count(s), 6);
-	for (int i = 0; i < 6; i++)
+	assert_int_equal(sqlite3_column_count(s), 7);
+	for (int i = 0; i < 7; i++)
 		assert_string_equal(sqlite3_column_name(s, i), cols[i]);
 	sqlite3_finalize(s);
 
