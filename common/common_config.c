@@ -283,6 +283,7 @@ static const struct option config_longopts[] = {
 	{ "durable", no_argument, NULL, 'D' },
 	{ "json", no_argument, NULL, 'j' },
 	{ "dry-run", no_argument, NULL, 'n' },
+	{ "file", required_argument, NULL, 'f' },
 	{ "help", no_argument, NULL, 'h' },
 	{ "version", no_argument, NULL, 'V' },
 	{ NULL, 0, NULL, 0 },
@@ -316,7 +317,8 @@ config_usage(FILE *fp)
 "usage: mpfarm [run] [options]          run the farm until there is nothing left to do\n"
 "       mpfarm scan DIR...              register media files and create their jobs\n"
 "       mpfarm status [--json]          counts per stage and status; live farm figures\n"
-"       mpfarm retry [--stage S] [--language L]   failed jobs back to not_started\n"
+"       mpfarm retry [--stage S] [--language L] [--file PATH] [--dry-run]\n"
+"                                       failed jobs back to not_started\n"
 "       mpfarm fix [--dry-run]          reconcile the database with the files on disk\n"
 "       mpfarm check                    verify integrity; exit 1 if anything is off\n"
 "       mpfarm --help | --version\n"
@@ -340,7 +342,8 @@ config_usage(FILE *fp)
 "  --log-file FILE          log here instead of stderr (HUP reopens it)\n"
 "  --log-level LEVEL        debug, info, warn or error (info)\n"
 "  --json                   status: one JSON object\n"
-"  --dry-run                fix: list the changes, make none\n"
+"  --dry-run                fix, retry: list the changes, make none\n"
+"  --file PATH              retry: only this media file's jobs\n"
 "  --help, --version\n");
 }
 
@@ -424,6 +427,7 @@ config_parse(struct config *cfg, int argc, char **argv, char *err,
 		case 'D': cfg->durable = true; break;
 		case 'j': cfg->json = true; break;
 		case 'n': cfg->dry_run = true; break;
+		case 'f': set_str(&cfg->file, optarg); break;
 		case 'c': break;
 		case 's':
 			if (strcmp(optarg, "transcribe") == 0)
@@ -544,6 +548,7 @@ config_free(struct config *cfg)
 	free(cfg->output);
 	free(cfg->db);
 	free(cfg->log_file);
+	free(cfg->file);
 	memset(cfg, 0, sizeof(*cfg));
 }
 

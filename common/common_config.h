@@ -65,6 +65,7 @@ struct config {
 	/* command-specific flags */
 	bool  json;                 /* status --json */
 	bool  dry_run;              /* fix --dry-run */
+	char *file;                 /* retry --file PATH */
 
 	/* [translate] */
 	char  langs[CONFIG_LANGS_MAX][CONFIG_LANG_MAX];     /* [translate] languages */

@@ -198,9 +198,6 @@ struct store_counts {
 int  store_counts_get(store_t *st, struct store_counts *c);
 void store_counts_free(struct store_counts *c);
 
-/* failed -> not_started, attempts reset, for the stage (-1 = all) and
- * language ("" or NULL = all).  *n gets how many. */
-int  store_retry_failed(store_t *st, int stage, const char *lang, int64_t *n);
 
 /* ---- internal to common_store*.c ---------------------------------------
  * The store is split over three files that share store_t through these

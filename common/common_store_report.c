@@ -1,8 +1,9 @@
 /*
  * common_store_report.c - what there is to do and how far along it is:
  * the target languages and the processing_status view users query with
- * the sqlite3 shell, the runnable jobs the master hands out, the counts
- * behind `mpfarm status`, and `mpfarm retry`.  Everything here reads
+ * the sqlite3 shell, the runnable jobs the master hands out and the counts
+ * behind `mpfarm status` (`mpfarm retry` is in common_store_audit.c).
+ * Everything here reads
  * through the indexes made for it (see the schema in common_store.c), so
  * it stays fast with a million files.
  */
@@ -533,41 +534,4 @@ store_counts_free(struct store_counts *c)
 {
 	free(c->stages);
 	memset(c, 0, sizeof(*c));
-}
-
-/* ---- retry --------------------------------------------------------- */
-
-/* Served by the jobs_failed partial index: only failed jobs are read. */
-static struct store_sql q_retry = STORE_SQL(
-	"UPDATE jobs SET status = 'not_started', attempts = 0, run_after = 0, "
-	"last_error = NULL, finished_at = NULL "
-	"WHERE status = 'failed' AND (?1 IS NULL OR stage = ?1) "
-	"AND (?2 IS NULL OR lang = ?2)");
-
-int
-store_retry_failed(store_t *st, int stage, const char *lang, int64_t *n)
-{
-	char norm[CONFIG_LANG_MAX];
-	sqlite3_stmt *s;
-	bool own;
-	int rc = -1;
-
-	*n = 0;
-	if (lang && lang[0] && store_lang_norm(lang, norm) < 0)
-		return store_fail(st, "invalid language code \"%.*s\"",
-		    CONFIG_LANG_MAX - 1, lang);
-	if (store_tx_enter(st, &own) < 0)
-		return -1;
-	if ((s = store_stmt(st, &q_retry)) == NULL)
-		goto out;
-	if (stage >= 0)
-		sqlite3_bind_text(s, 1, job_stage_name(stage), -1, SQLITE_STATIC);
-	if (lang && lang[0])
-		sqlite3_bind_text(s, 2, norm, -1, SQLITE_TRANSIENT);
-	if (store_run(st, s) < 0)
-		goto out;
-	*n = sqlite3_changes(store_db(st));
-	rc = 0;
-out:
-	return store_tx_leave(st, own, rc);
 }

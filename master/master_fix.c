@@ -1,8 +1,5 @@
 /*
- * master_fix.c - the repair commands.  `mpfarm retry` puts failed jobs back
- * to not_started with their attempts reset, the one way out of `failed`
- * (translations that waited for a failed transcript need no retry of their
- * own: they become runnable once it completes).  `mpfarm fix [--dry-run]`
+ * master_fix.c - the repair commands.  `mpfarm fix [--dry-run]`
  * and `mpfarm check` reconcile the database with the outputs on disk, the
  * older tooling's
  * fix_stalled_files.py and check_missing_transcripts.py done for every
@@ -483,49 +480,5 @@ master_check_run(struct config *cfg)
 out:
 	free(msg);
 	fix_end(&fc);
-	return ex;
-}
-
-int
-master_retry_run(struct config *cfg)
-{
-	int stage = -1;
-	int64_t total = 0;
-	store_t *st = NULL;
-	int ex = EXIT_FATAL;
-
-	if (cfg->stage_mask == STAGE_MASK_TRANSCRIBE)
-		stage = STAGE_TRANSCRIBE;
-	else if (cfg->stage_mask == STAGE_MASK_TRANSLATE)
-		stage = STAGE_TRANSLATE;
-	if (store_audit_db_missing(cfg->db, "retry"))
-		goto out;
-	if ((st = master_store_open(cfg, 0)) == NULL)
-		goto out;
-
-	if (cfg->nrun_langs == 0 || stage == STAGE_TRANSCRIBE) {
-		if (store_retry_failed(st, stage, NULL, &total) < 0)
-			goto fail;
-	} else {
-		/* a language names translations; transcripts have none */
-		if (stage == -1)
-			stage = STAGE_TRANSLATE;
-		for (int i = 0; i < cfg->nrun_langs; i++) {
-			int64_t n = 0;
-			if (store_retry_failed(st, stage, cfg->run_langs[i], &n) < 0)
-				goto fail;
-			total += n;
-		}
-	}
-	printf("%lld failed job%s back to not_started\n", (long long)total,
-	    total == 1 ? "" : "s");
-	ex = EXIT_OK;
-	goto out;
-fail:
-	say_err("retry: %s: %s", log_quote(cfg->db), store_errmsg(st));
-out:
-	fflush(stdout);
-	if (st != NULL)
-		store_close(st);
 	return ex;
 }
