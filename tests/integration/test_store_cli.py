@@ -7,11 +7,12 @@ client with a file name that is not valid UTF-8.
 Job states are set by hand with SQL, the way an operator or a crash leaves
 them; every test asserts the database and the output tree afterwards.
 """
-import hashlib
+import fcntl
 import os
 import sqlite3
 
 from conftest import dead_pid, fsbytes
+from test_commands import sha, touch
 
 CONF = """[transcribe]
 provider = noop
@@ -22,18 +23,6 @@ languages = en,de
 retry_delay_ms = 50
 retry_max_delay_ms = 200
 """
-
-
-def touch(p, data=b"fake media\n"):
-    p = fsbytes(p)
-    os.makedirs(os.path.dirname(p), exist_ok=True)
-    with open(p, "wb") as f:
-        f.write(data)
-    return p
-
-
-def sha(p):
-    return hashlib.sha256(open(p, "rb").read()).hexdigest()
 
 
 def fid_of(farm, rel):
@@ -323,19 +312,19 @@ def test_check_and_fix_on_a_file_no_job_writes(farm):
 
 
 def test_fix_leaves_stale_outputs_to_a_running_farm(farm):
-    import fcntl
+    """A live master (this test holding the farm lock under its own pid):
+    a worker may be renaming onto a sidecar right now."""
     ids = setup_files(farm, ["a.wav"])
     side = farm.write_output("a.wav", suffix=".json")
-    lock = open(str(farm.db) + ".lock", "w")
+    fd = os.open(str(farm.db) + ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    os.write(fd, b"%d\n" % os.getpid())
+    fcntl.flock(fd, fcntl.LOCK_EX)
     try:
-        lock.write("%d\n" % os.getpid())
-        lock.flush()
-        fcntl.flock(lock, fcntl.LOCK_EX)
         p = farm.run("fix", check=True)
         assert "stale outputs left alone" in p.stdout
         assert farm.run("check").returncode == 0
     finally:
-        lock.close()
+        os.close(fd)
     assert os.path.exists(side)
     assert job(farm, ids["a.wav"])[1] == "not_started"
     p = farm.run("check")
