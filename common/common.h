@@ -80,6 +80,24 @@ void buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(print
 /* Keep data NUL-terminated (not counted in len). */
 void buf_terminate(struct buf *b);
 
+/* Text that every SQL client and terminal reads (common_util.c).
+ * TEXT_ESCAPE_PATH: a file name as the processing_status view and the
+ * command-line listings show it: a backslash is doubled, and a control
+ * character (below 0x20, 0x7f) or a byte that is not part of a valid UTF-8
+ * sequence becomes a backslash, 'x' and two lower-case hex digits (\xff);
+ * everything else is kept.  Reversible (text_unescape_path) and the
+ * identity on the usual names.  TEXT_ESCAPE_MSG: a message (last_error):
+ * only bytes that are not valid UTF-8 become \xNN, so the result is valid
+ * UTF-8 but not reversible.  Both return a malloc'd NUL-terminated string
+ * and never fail. */
+enum text_escape_mode { TEXT_ESCAPE_PATH, TEXT_ESCAPE_MSG };
+char *text_escape(const void *s, size_t n, enum text_escape_mode mode);
+/* The bytes a TEXT_ESCAPE_PATH string stands for (malloc'd, *n gets the
+ * length), or NULL when `s` is not such a string (a lone backslash, an
+ * unknown escape, bad hex digits, or an escape of a byte the escaping
+ * would have kept). */
+char *text_unescape_path(const char *s, size_t *n);
+
 /* ---- time ----------------------------------------------------------- */
 int64_t time_mono_ms(void);   /* CLOCK_MONOTONIC, for timeouts */
 int64_t time_wall_ms(void);   /* CLOCK_REALTIME, for the database */

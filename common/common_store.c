@@ -141,6 +141,20 @@ static const char *const store_migrations[] = {
 	"ALTER TABLE media_files ADD COLUMN ino INTEGER;"
 	"ALTER TABLE media_files ADD COLUMN src_root BLOB;"
 	"ALTER TABLE media_files ADD COLUMN src_rel BLOB;",
+	/* version 3: text every SQL client can decode.  Paths are BLOBs
+	 * (any bytes); abs_path_text is the file name escaped into valid
+	 * UTF-8 (text_escape), what the view shows as file_path.  Messages
+	 * written before version 2 may carry invalid bytes from a file name:
+	 * escaped too.  The view is dropped and so rebuilt with its new
+	 * columns.  mpfarm_path_text and mpfarm_msg_text are this program's
+	 * SQL functions (store_functions), used only in its own writes. */
+	"ALTER TABLE media_files ADD COLUMN abs_path_text TEXT;"
+	"UPDATE media_files SET abs_path_text = mpfarm_path_text(abs_path);"
+	"UPDATE jobs SET last_error = mpfarm_msg_text(last_error)"
+	"  WHERE last_error IS NOT mpfarm_msg_text(last_error);"
+	"UPDATE attempts SET message = mpfarm_msg_text(message)"
+	"  WHERE message IS NOT mpfarm_msg_text(message);"
+	"DROP VIEW IF EXISTS processing_status;",
 };
 _Static_assert(sizeof(store_migrations) / sizeof(store_migrations[0]) ==
 	       STORE_SCHEMA_VERSION, "one migration per schema version");
@@ -402,6 +416,59 @@ store_column_path(sqlite3_stmt *s, int col)
 		memcpy(out, p, (size_t)n);
 	out[n] = '\0';
 	return out;
+}
+
+int
+store_bind_msg(sqlite3_stmt *s, int idx, const char *msg)
+{
+	const unsigned char *p = (const unsigned char *)msg;
+
+	if (msg == NULL)
+		return sqlite3_bind_null(s, idx);
+	while (*p != '\0' && *p < 0x80)
+		p++;
+	if (*p == '\0')        /* ASCII, the usual case: no copy */
+		return sqlite3_bind_text(s, idx, msg, -1, SQLITE_TRANSIENT);
+	return sqlite3_bind_text(s, idx, text_escape(msg, strlen(msg),
+	    TEXT_ESCAPE_MSG), -1, free);
+}
+
+/* mpfarm_path_text(X) and mpfarm_msg_text(X): text_escape of X's bytes
+ * (NULL stays NULL).  Registered on every connection this program opens;
+ * only our own writes and migrations call them, never the view, so the
+ * sqlite3 shell and other clients read everything without them. */
+static void
+store_fn_escape(sqlite3_context *ctx, int argc, sqlite3_value **argv)
+{
+	enum text_escape_mode mode = *(const enum text_escape_mode *)
+	    sqlite3_user_data(ctx);
+	const void *p;
+	int n;
+
+	(void)argc;
+	if (sqlite3_value_type(argv[0]) == SQLITE_NULL) {
+		sqlite3_result_null(ctx);
+		return;
+	}
+	p = sqlite3_value_blob(argv[0]);
+	n = sqlite3_value_bytes(argv[0]);
+	sqlite3_result_text(ctx, text_escape(p ? p : "", (size_t)n, mode), -1,
+	    free);
+}
+
+static int
+store_functions(store_t *st)
+{
+	static const enum text_escape_mode path = TEXT_ESCAPE_PATH;
+	static const enum text_escape_mode msg = TEXT_ESCAPE_MSG;
+	int fl = SQLITE_UTF8 | SQLITE_DETERMINISTIC | SQLITE_INNOCUOUS;
+
+	if (sqlite3_create_function_v2(st->db, "mpfarm_path_text", 1, fl,
+	    (void *)&path, store_fn_escape, NULL, NULL, NULL) != SQLITE_OK ||
+	    sqlite3_create_function_v2(st->db, "mpfarm_msg_text", 1, fl,
+	    (void *)&msg, store_fn_escape, NULL, NULL, NULL) != SQLITE_OK)
+		return store_fail_db(st);
+	return 0;
 }
 
 /* ---- transactions -------------------------------------------------- */
@@ -681,7 +748,8 @@ store_open(store_t **out, const char *path,
 		goto fail;
 	}
 	sqlite3_busy_handler(st->db, store_busy, st);
-	if (store_pragmas(st) < 0 || store_schema(st) < 0)
+	if (store_functions(st) < 0 || store_pragmas(st) < 0 ||
+	    store_schema(st) < 0)
 		goto fail;
 	*out = st;
 	return 0;

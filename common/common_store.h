@@ -11,7 +11,7 @@
 #include "common.h"
 #include "common_config.h"
 
-#define STORE_SCHEMA_VERSION 2
+#define STORE_SCHEMA_VERSION 3
 
 #define JOB_NOT_STARTED "not_started"
 #define JOB_IN_PROGRESS "in-progress"
@@ -215,9 +215,6 @@ struct store_counts {
 int  store_counts_get(store_t *st, struct store_counts *c);
 void store_counts_free(struct store_counts *c);
 
-/* failed -> not_started, attempts reset, for the stage (-1 = all) and
- * language ("" or NULL = all).  *n gets how many. */
-int  store_retry_failed(store_t *st, int stage, const char *lang, int64_t *n);
 
 /* ---- internal to common_store*.c ---------------------------------------
  * The store is split over three files that share store_t through these
@@ -259,6 +256,10 @@ int  store_langs_load(store_t *st, char (*langs)[CONFIG_LANG_MAX], int max,
 /* Paths are kept as BLOBs so that any byte sequence survives. */
 int  store_bind_path(sqlite3_stmt *s, int idx, const char *path);
 char *store_column_path(sqlite3_stmt *s, int col);
+/* Messages (last_error, attempt messages) are TEXT: bytes that are not
+ * valid UTF-8 (from a file name) are escaped as \xNN first.  NULL binds
+ * NULL.  Returns sqlite3_bind_text's code. */
+int  store_bind_msg(sqlite3_stmt *s, int idx, const char *msg);
 #endif
 
 #endif

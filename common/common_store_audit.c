@@ -327,11 +327,11 @@ store_audit_job_set(store_t *st, int64_t job_id, enum job_status from,
 	sqlite3_bind_int64(s, 1, job_id);
 	sqlite3_bind_text(s, 2, job_status_name(from), -1, SQLITE_STATIC);
 	if (to == JOB_ST_NOT_STARTED)
-		sqlite3_bind_text(s, 3, msg, -1, SQLITE_TRANSIENT);
+		store_bind_msg(s, 3, msg);
 	else
 		sqlite3_bind_int64(s, 3, now);
 	if (to == JOB_ST_FAILED)
-		sqlite3_bind_text(s, 4, msg, -1, SQLITE_TRANSIENT);
+		store_bind_msg(s, 4, msg);
 	if (store_run(st, s) < 0)
 		goto out;
 	changed = sqlite3_changes(store_db(st));
@@ -346,7 +346,7 @@ store_audit_job_set(store_t *st, int64_t job_id, enum job_status from,
 		sqlite3_bind_int64(s, 2, now);
 		sqlite3_bind_text(s, 3, to == JOB_ST_COMPLETED ? "completed"
 		    : "interrupted", -1, SQLITE_STATIC);
-		sqlite3_bind_text(s, 4, msg, -1, SQLITE_TRANSIENT);
+		store_bind_msg(s, 4, msg);
 		if (store_run(st, s) < 0)
 			goto out;
 	}
@@ -466,7 +466,7 @@ store_audit_fail_pending(store_t *st, int stage, const char *lang,
 		return -1;
 	if ((s = store_stmt(st, &q_audit_fail_pending)) == NULL)
 		goto out;
-	sqlite3_bind_text(s, 1, why, -1, SQLITE_TRANSIENT);
+	store_bind_msg(s, 1, why);
 	sqlite3_bind_text(s, 2, job_stage_name(stage), -1, SQLITE_STATIC);
 	sqlite3_bind_text(s, 3, lang, -1, SQLITE_TRANSIENT);
 	sqlite3_bind_int64(s, 4, time_wall_ms());
@@ -476,4 +476,154 @@ store_audit_fail_pending(store_t *st, int stage, const char *lang,
 	rc = 0;
 out:
 	return store_tx_leave(st, own, rc);
+}
+
+/* ---- retry ---------------------------------------------------------- */
+
+static struct store_sql q_audit_file_by_abs = STORE_SQL(
+	"SELECT file_id FROM media_files WHERE abs_path = ?1");
+static struct store_sql q_audit_file_by_rel = STORE_SQL(
+	"SELECT file_id FROM media_files WHERE rel_path = ?1");
+
+int
+store_audit_file_find(store_t *st, const char *path, bool by_rel,
+		      int64_t *file_id)
+{
+	sqlite3_stmt *s = store_stmt(st, by_rel ? &q_audit_file_by_rel
+	    : &q_audit_file_by_abs);
+	int step;
+
+	*file_id = 0;
+	if (s == NULL)
+		return -1;
+	store_bind_path(s, 1, path);
+	if ((step = store_step(st, s)) < 0)
+		return -1;
+	if (step != SQLITE_ROW)
+		return 1;
+	*file_id = sqlite3_column_int64(s, 0);
+	sqlite3_reset(s);
+	return 0;
+}
+
+/* Failed jobs are few and reached through the jobs_failed partial index;
+ * the order is the listing's, so a one-off statement (not cached). */
+static const char q_audit_failed[] =
+	"SELECT j.job_id, j.stage, j.lang, j.attempts, j.last_error, "
+	"f.abs_path_text FROM jobs j JOIN media_files f USING (file_id) "
+	"WHERE j.status = 'failed' AND (?1 IS NULL OR j.stage = ?1) "
+	"AND (?2 IS NULL OR j.file_id = ?2) "
+	"ORDER BY f.abs_path_text, j.stage, j.lang";
+/* The reset, fenced on the status: a job a farm changed meanwhile is not
+ * touched (and cannot be: the caller holds the write lock). */
+static struct store_sql q_audit_retry = STORE_SQL(
+	"UPDATE jobs SET status = 'not_started', attempts = 0, run_after = 0, "
+	"last_error = NULL, finished_at = NULL "
+	"WHERE job_id = ?1 AND status = 'failed'");
+
+static bool
+store_audit_lang_in(const char *lang, const char (*langs)[CONFIG_LANG_MAX],
+		    int nlangs)
+{
+	for (int i = 0; i < nlangs; i++)
+		if (strcmp(lang, langs[i]) == 0)
+			return true;
+	return false;
+}
+
+static int
+store_audit_failed_load(store_t *st, const struct store_retry_filter *f,
+			struct store_retry_jobs *out)
+{
+	sqlite3_stmt *s = NULL;
+	size_t cap = 0;
+	int rc;
+
+	if (sqlite3_prepare_v2(store_db(st), q_audit_failed, -1, &s, NULL)
+	    != SQLITE_OK)
+		return store_fail_db(st);
+	if (f->stage >= 0)
+		sqlite3_bind_text(s, 1, job_stage_name(f->stage), -1,
+		    SQLITE_STATIC);
+	if (f->file_id > 0)
+		sqlite3_bind_int64(s, 2, f->file_id);
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		struct store_retry_job *j;
+		const char *lang = (const char *)sqlite3_column_text(s, 2);
+		const char *err = (const char *)sqlite3_column_text(s, 4);
+		const char *file = (const char *)sqlite3_column_text(s, 5);
+
+		/* a language names translations; transcripts have none */
+		if (f->nlangs > 0 && !store_audit_lang_in(lang, f->langs,
+		    f->nlangs))
+			continue;
+		if (out->n == cap) {
+			cap = cap ? cap * 2 : 64;
+			out->v = xrealloc(out->v, cap * sizeof(*out->v));
+		}
+		j = &out->v[out->n++];
+		memset(j, 0, sizeof(*j));
+		j->job_id = sqlite3_column_int64(s, 0);
+		j->stage = job_stage_parse((const char *)sqlite3_column_text(s, 1));
+		snprintf(j->lang, sizeof(j->lang), "%s", lang);
+		j->attempts = sqlite3_column_int(s, 3);
+		j->last_error = err ? xstrdup(err) : NULL;
+		j->file = xstrdup(file ? file : "");
+	}
+	if (rc != SQLITE_DONE) {
+		store_fail_db(st);
+		sqlite3_finalize(s);
+		return -1;
+	}
+	sqlite3_finalize(s);
+	return 0;
+}
+
+int
+store_audit_retry(store_t *st, const struct store_retry_filter *f,
+		  bool apply, struct store_retry_jobs *out)
+{
+	struct store_retry_filter norm = *f;
+	char langs[CONFIG_LANGS_MAX][CONFIG_LANG_MAX];
+	sqlite3_stmt *s;
+	bool own = false;
+	int rc = -1;
+
+	memset(out, 0, sizeof(*out));
+	if (f->nlangs > CONFIG_LANGS_MAX)
+		return store_fail(st, "too many languages");
+	for (int i = 0; i < f->nlangs; i++)
+		if (store_lang_norm(f->langs[i], langs[i]) < 0)
+			return store_fail(st, "invalid language code \"%.*s\"",
+			    CONFIG_LANG_MAX - 1, f->langs[i]);
+	norm.langs = (const char (*)[CONFIG_LANG_MAX])langs;
+	if (apply && store_tx_enter(st, &own) < 0)
+		return -1;
+	if (store_audit_failed_load(st, &norm, out) < 0)
+		goto out;
+	for (size_t i = 0; apply && i < out->n; i++) {
+		if ((s = store_stmt(st, &q_audit_retry)) == NULL)
+			goto out;
+		sqlite3_bind_int64(s, 1, out->v[i].job_id);
+		if (store_run(st, s) < 0)
+			goto out;
+	}
+	rc = 0;
+out:
+	if (apply)
+		rc = store_tx_leave(st, own, rc);
+	if (rc < 0)
+		store_audit_retry_free(out);
+	return rc;
+}
+
+void
+store_audit_retry_free(struct store_retry_jobs *js)
+{
+	for (size_t i = 0; i < js->n; i++) {
+		free(js->v[i].file);
+		free(js->v[i].last_error);
+	}
+	free(js->v);
+	memset(js, 0, sizeof(*js));
 }

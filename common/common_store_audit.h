@@ -1,6 +1,6 @@
 /*
  * common_store_audit.h - the store queries of the bookkeeping commands
- * (scan's conflict pre-check, fix and check) that the farm itself never
+ * (scan's conflict pre-check, retry, fix and check) that the farm itself never
  * needs: reading every job with its file's paths and setting a job's status
  * by hand.  Kept apart from common_store.c so the farm's store API stays
  * small; it uses the same schema through store_db().
@@ -92,6 +92,42 @@ int  store_audit_job_rel(store_t *st, int64_t job_id, char **rel);
  * clean-up of a dead farm's temp files; stops at fn's -1.  0 / -1. */
 int  store_audit_in_progress_each(store_t *st,
 	int (*fn)(const struct job_ref *job, pid_t owner, void *arg), void *arg);
+
+/* ---- retry ------------------------------------------------------------ */
+
+/* The file registered with this exact path (bytes): by its absolute path,
+ * or with by_rel by its output name (path relative to its scan root).
+ * 0 and *file_id when found, 1 when not, -1 on error. */
+int  store_audit_file_find(store_t *st, const char *path, bool by_rel,
+			   int64_t *file_id);
+
+struct store_retry_filter {
+	int     stage;                          /* -1 = both */
+	const char (*langs)[CONFIG_LANG_MAX];   /* translations of these only */
+	int     nlangs;                         /* 0 = every language */
+	int64_t file_id;                        /* 0 = every file */
+};
+struct store_retry_job {
+	int64_t job_id;
+	int     stage;
+	char    lang[CONFIG_LANG_MAX];
+	int     attempts;
+	char   *file;           /* as the view's file_path shows it */
+	char   *last_error;     /* NULL if none */
+};
+struct store_retry_jobs {
+	struct store_retry_job *v;
+	size_t n;
+};
+/* The failed jobs the filter selects, ordered by file, stage, language.
+ * With apply, in one BEGIN IMMEDIATE transaction (or the caller's), they
+ * also go back to not_started with attempts, last_error and the backoff
+ * reset: exactly the listed jobs, no other.  Without apply nothing is
+ * written (a read-only store works).  An invalid language code is an
+ * error.  0, or -1 with nothing changed and *out empty. */
+int  store_audit_retry(store_t *st, const struct store_retry_filter *f,
+		       bool apply, struct store_retry_jobs *out);
+void store_audit_retry_free(struct store_retry_jobs *js);
 
 /* check: PRAGMA quick_check.  *problem is NULL when the database is
  * sound, else a malloc'd summary of what SQLite found.  -1 on error. */

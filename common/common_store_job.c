@@ -28,8 +28,9 @@ static struct store_sql q_file_by_abs = STORE_SQL(
 	"WHERE abs_path = ?1");
 static struct store_sql q_file_insert = STORE_SQL(
 	"INSERT INTO media_files (scan_root, rel_path, abs_path, size, "
-	"mtime_ns, added_at, dev, ino, src_root, src_rel) "
-	"VALUES (?1, ?2, ?3, ?4, ?5, ?6, nullif(?7, 0), nullif(?8, 0), ?9, ?10)");
+	"mtime_ns, added_at, dev, ino, src_root, src_rel, abs_path_text) "
+	"VALUES (?1, ?2, ?3, ?4, ?5, ?6, nullif(?7, 0), nullif(?8, 0), ?9, ?10, "
+	"mpfarm_path_text(?3))");
 static struct store_sql q_file_update = STORE_SQL(
 	"UPDATE media_files SET size = ?2, mtime_ns = ?3, dev = nullif(?4, 0), "
 	"ino = nullif(?5, 0), src_root = ?6, src_rel = ?7 WHERE file_id = ?1");
@@ -539,7 +540,7 @@ store_attempt_close(store_t *st, int64_t job_id, int64_t lease, int attempt,
 			sqlite3_bind_int(s, 5, r->exit_code);
 		if (r->signal > 0)
 			sqlite3_bind_int(s, 6, r->signal);
-		sqlite3_bind_text(s, 7, msg, -1, SQLITE_TRANSIENT);
+		store_bind_msg(s, 7, msg);
 		sqlite3_bind_int64(s, 8, job_id);
 		if (pass)
 			sqlite3_bind_int(s, 9, attempt);
@@ -616,7 +617,7 @@ store_job_end(store_t *st, const struct store_end *e,
 	sqlite3_bind_int(s, 3, attempts);
 	if (!failed && !e->keep_run_after)
 		sqlite3_bind_int64(s, 4, r->retry_at_ms);
-	sqlite3_bind_text(s, 5, err.data, -1, SQLITE_STATIC);
+	store_bind_msg(s, 5, err.data);
 	if (failed)
 		sqlite3_bind_int64(s, 6, now);
 	if (store_run(st, s) < 0 ||

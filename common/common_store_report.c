@@ -1,8 +1,9 @@
 /*
  * common_store_report.c - what there is to do and how far along it is:
  * the target languages and the processing_status view users query with
- * the sqlite3 shell, the runnable jobs the master hands out, the counts
- * behind `mpfarm status`, and `mpfarm retry`.  Everything here reads
+ * the sqlite3 shell, the runnable jobs the master hands out and the counts
+ * behind `mpfarm status` (`mpfarm retry` is in common_store_audit.c).
+ * Everything here reads
  * through the indexes made for it (see the schema in common_store.c), so
  * it stays fast with a million files.
  */
@@ -95,7 +96,10 @@ store_langs_load(store_t *st, char (*langs)[CONFIG_LANG_MAX], int max,
  *   not_started otherwise.
  * Each column is a correlated lookup on jobs' (file_id, stage, lang) key,
  * so a query reading only transcription_status costs one index probe per
- * file.  Language codes were checked by store_lang_norm, so putting them
+ * file.  file_path is the name escaped into valid UTF-8 (text_escape:
+ * every SQL client decodes the whole view); file_path_bytes, last so that
+ * the older tooling's column positions hold, is the exact name as a BLOB.
+ * Language codes were checked by store_lang_norm, so putting them
  * into literals and quoted identifiers is safe.
  */
 static int
@@ -107,7 +111,7 @@ store_view_build(store_t *st, char (*langs)[CONFIG_LANG_MAX], int n)
 	buf_init(&b);
 	buf_printf(&b, "DROP VIEW IF EXISTS " STORE_VIEW "; "
 	    "CREATE VIEW " STORE_VIEW " AS SELECT f.file_id AS file_id, "
-	    "CAST(f.abs_path AS TEXT) AS file_path, "
+	    "f.abs_path_text AS file_path, "
 	    "(SELECT CASE WHEN count(*) = 0 THEN 'not_started' "
 	    "WHEN sum(j.status = 'completed') = count(*) THEN 'completed' "
 	    "WHEN sum(j.status = 'failed') > 0 THEN 'failed' "
@@ -127,7 +131,7 @@ store_view_build(store_t *st, char (*langs)[CONFIG_LANG_MAX], int n)
 		buf_printf(&b, ", (SELECT j.status FROM jobs j WHERE j.file_id = "
 		    "f.file_id AND j.stage = 'translate' AND j.lang = '%s') AS "
 		    "\"translation_%s_status\"", langs[i], langs[i]);
-	buf_printf(&b, " FROM media_files f");
+	buf_printf(&b, ", f.abs_path AS file_path_bytes FROM media_files f");
 	rc = sqlite3_exec(store_db(st), b.data, NULL, NULL, NULL) == SQLITE_OK ?
 	    0 : store_fail_db(st);
 	buf_free(&b);
@@ -530,41 +534,4 @@ store_counts_free(struct store_counts *c)
 {
 	free(c->stages);
 	memset(c, 0, sizeof(*c));
-}
-
-/* ---- retry --------------------------------------------------------- */
-
-/* Served by the jobs_failed partial index: only failed jobs are read. */
-static struct store_sql q_retry = STORE_SQL(
-	"UPDATE jobs SET status = 'not_started', attempts = 0, run_after = 0, "
-	"last_error = NULL, finished_at = NULL "
-	"WHERE status = 'failed' AND (?1 IS NULL OR stage = ?1) "
-	"AND (?2 IS NULL OR lang = ?2)");
-
-int
-store_retry_failed(store_t *st, int stage, const char *lang, int64_t *n)
-{
-	char norm[CONFIG_LANG_MAX];
-	sqlite3_stmt *s;
-	bool own;
-	int rc = -1;
-
-	*n = 0;
-	if (lang && lang[0] && store_lang_norm(lang, norm) < 0)
-		return store_fail(st, "invalid language code \"%.*s\"",
-		    CONFIG_LANG_MAX - 1, lang);
-	if (store_tx_enter(st, &own) < 0)
-		return -1;
-	if ((s = store_stmt(st, &q_retry)) == NULL)
-		goto out;
-	if (stage >= 0)
-		sqlite3_bind_text(s, 1, job_stage_name(stage), -1, SQLITE_STATIC);
-	if (lang && lang[0])
-		sqlite3_bind_text(s, 2, norm, -1, SQLITE_TRANSIENT);
-	if (store_run(st, s) < 0)
-		goto out;
-	*n = sqlite3_changes(store_db(st));
-	rc = 0;
-out:
-	return store_tx_leave(st, own, rc);
 }

@@ -1,7 +1,9 @@
 /*
  * common_util.c - small helpers every process needs: checked allocation,
  * a growable buffer, clocks, whole-or-nothing output files and the output
- * naming rule of SPEC (DIR/transcripts/REL.txt, DIR/translations/L/REL.txt).
+ * naming rule of SPEC (DIR/transcripts/REL.txt, DIR/translations/L/REL.txt),
+ * and the escaping that turns any file name into valid UTF-8 for the
+ * database's text columns and the command-line listings.
  */
 #include "common.h"
 #include "common_config.h"
@@ -327,4 +329,115 @@ fd_set_nonblock(int fd, bool on)
 		return -1;
 	fl = on ? (fl | O_NONBLOCK) : (fl & ~O_NONBLOCK);
 	return fcntl(fd, F_SETFL, fl) < 0 ? -1 : 0;
+}
+
+/* ---- text every client reads ---------------------------------------- */
+
+/* Length (1-4) of the well-formed UTF-8 sequence at p (RFC 3629: no
+ * overlong forms, no surrogates, nothing past U+10FFFF), 0 if none. */
+static size_t
+utf8_seq_len(const unsigned char *p, size_t n)
+{
+	unsigned char c = p[0], lo = 0x80, hi = 0xbf;
+	size_t len;
+
+	if (c < 0x80)
+		return 1;
+	if (c >= 0xc2 && c <= 0xdf)
+		len = 2;
+	else if (c >= 0xe0 && c <= 0xef)
+		len = 3;
+	else if (c >= 0xf0 && c <= 0xf4)
+		len = 4;
+	else
+		return 0;
+	if (n < len)
+		return 0;
+	if (c == 0xe0)
+		lo = 0xa0;
+	else if (c == 0xed)
+		hi = 0x9f;
+	else if (c == 0xf0)
+		lo = 0x90;
+	else if (c == 0xf4)
+		hi = 0x8f;
+	if (p[1] < lo || p[1] > hi)
+		return 0;
+	for (size_t i = 2; i < len; i++)
+		if (p[i] < 0x80 || p[i] > 0xbf)
+			return 0;
+	return len;
+}
+
+char *
+text_escape(const void *s, size_t n, enum text_escape_mode mode)
+{
+	const unsigned char *p = s;
+	struct buf b;
+
+	buf_init(&b);
+	for (size_t i = 0; i < n;) {
+		size_t len = utf8_seq_len(p + i, n - i);
+		bool ctl = p[i] < 0x20 || p[i] == 0x7f;
+
+		if (len == 0 || (mode == TEXT_ESCAPE_PATH && ctl)) {
+			buf_printf(&b, "\\x%02x", p[i]);
+			i++;
+		} else if (mode == TEXT_ESCAPE_PATH && p[i] == '\\') {
+			buf_append(&b, "\\\\", 2);
+			i++;
+		} else {
+			buf_append(&b, p + i, len);
+			i += len;
+		}
+	}
+	buf_terminate(&b);
+	return b.data;
+}
+
+static int
+text_hex(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	return -1;
+}
+
+char *
+text_unescape_path(const char *s, size_t *n)
+{
+	size_t len = strlen(s), o = 0;
+	char *out = xmalloc(len + 1);
+
+	for (size_t i = 0; i < len;) {
+		int h, l;
+		if (s[i] != '\\') {
+			out[o++] = s[i++];
+			continue;
+		}
+		if (s[i + 1] == '\\') {
+			out[o++] = '\\';
+			i += 2;
+			continue;
+		}
+		if (s[i + 1] != 'x' || (h = text_hex(s[i + 2])) < 0 ||
+		    (l = text_hex(s[i + 3])) < 0)
+			goto fail;
+		out[o++] = (char)(h << 4 | l);
+		i += 4;
+	}
+	out[o] = '\0';
+	/* only the escaping's own output, so that one name has one form */
+	char *again = text_escape(out, o, TEXT_ESCAPE_PATH);
+	bool same = strcmp(again, s) == 0;
+	free(again);
+	if (!same)
+		goto fail;
+	*n = o;
+	return out;
+fail:
+	free(out);
+	return NULL;
 }

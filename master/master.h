@@ -14,7 +14,7 @@
 /* Each command returns the process exit status. */
 int master_scan_run(struct config *cfg);     /* mpfarm scan DIR... */
 int master_status_run(struct config *cfg);   /* mpfarm status [--json] */
-int master_retry_run(struct config *cfg);    /* mpfarm retry */
+int master_retry_run(struct config *cfg);    /* mpfarm retry [--file P] */
 int master_fix_run(struct config *cfg);      /* mpfarm fix [--dry-run] */
 int master_check_run(struct config *cfg);    /* mpfarm check */
 int master_farm_run(struct config *cfg, int argc, char **argv); /* run */
@@ -35,6 +35,13 @@ int master_config_check(const struct config *cfg, bool files,
  * provider configured; returns how many.  0 when st is NULL. */
 int master_config_unprovided(const struct config *cfg, store_t *st,
 			     master_check_report_fn report, void *arg);
+
+/* The media file a user names (master_retry.c): PATH relative to the
+ * current folder or absolute (resolved through symbolic links when it
+ * exists, else taken literally), else the output name stored for it,
+ * else the escaped name processing_status shows (\xNN, \\) decoded.
+ * 0 and *file_id, 1 when nothing matches, -1 on a store error. */
+int master_file_resolve(store_t *st, const char *path, int64_t *file_id);
 
 /* Open the store for a command, printing "mpfarm: <error>" on failure. */
 store_t *master_store_open(const struct config *cfg, int flags);

@@ -1,20 +1,25 @@
 /*
- * master_fix.c - the repair commands.  `mpfarm retry` puts failed jobs back
- * to not_started with their attempts reset, the one way out of `failed`
- * (translations that waited for a failed transcript need no retry of their
- * own: they become runnable once it completes).  `mpfarm fix [--dry-run]`
- * and `mpfarm check` reconcile the database with the outputs on disk, the
- * older tooling's
- * fix_stalled_files.py and check_missing_transcripts.py done for every
- * stage.  The output that decides whether a job's work exists is its .txt
- * (the other suffixes are extras written in the same step); it counts as
- * whole when its final name exists, because workers only ever rename
- * finished temp files (".mpfarm-tmp.*") onto it.
+ * master_fix.c - the repair commands.  `mpfarm fix [--dry-run]` and
+ * `mpfarm check` reconcile the database with the outputs on disk, the
+ * older tooling's fix_stalled_files.py and check_missing_transcripts.py
+ * done for every stage.  The output that decides whether a job's work
+ * exists is its .txt (the other suffixes are extras written in the same
+ * step); it counts as whole when its final name exists, because workers
+ * only ever rename finished temp files (".mpfarm-tmp.*") onto it.
+ *
+ * The two agree by construction: check reports exactly what fix repairs
+ * (both judge every output with fix_output_judge), so after a fix, check
+ * exits 0 unless a file under the output folder matches no job of this
+ * database, which fix never removes.  The rule they share: a job is
+ * completed exactly when its .txt exists, and a job that is not completed
+ * has no outputs (its stale .json/.srt/.vtt are removed), which is how a
+ * worker's whole-or-nothing completion leaves things.
  *
  * An in-progress job belongs to a running farm as long as a live master
  * holds the farm lock: then fix and check leave it alone, and temp files
- * too, since a worker may be writing them right now.  Without a master, a
- * job whose owner pid is gone is an orphan of a crash.
+ * and stale outputs too, since a worker may be renaming onto them right
+ * now.  Without a master, a job whose owner pid is gone is an orphan of a
+ * crash.
  */
 #include "master.h"
 #include "common_store_audit.h"
@@ -38,6 +43,7 @@ struct fix_ctx {
 	size_t  nslots;
 	int64_t problems, changes, races, held;
 	int64_t fixable;        /* check: problems `mpfarm fix` repairs */
+	int64_t unknown;        /* fix: outputs no job writes, left alone */
 	const char *cmd;        /* "fix" / "check" */
 };
 
@@ -210,6 +216,57 @@ fix_walk_outputs(struct fix_ctx *fc, fix_file_fn fn)
 	free(ldir);
 }
 
+/* What an output file under the output folder is to fix and check:
+ *  FIX_OUT_OK       the output of a completed job, or of a job a running
+ *                   farm holds, or anything while a master runs (a worker
+ *                   may be renaming onto it right now);
+ *  FIX_OUT_TEMP     a temp file no worker can still be writing;
+ *  FIX_OUT_TXT      the .txt of a job not marked completed: fix marks it
+ *                   completed (the .txt decides whether the work exists);
+ *  FIX_OUT_SIDECAR  a .json/.srt/.vtt of a job that is not completed and
+ *                   has no .txt: left from an earlier result (the .txt was
+ *                   deleted, or the media changed); fix removes it, so a
+ *                   job that is not completed has no outputs, as a
+ *                   worker's whole-or-nothing completion leaves it;
+ *  FIX_OUT_UNKNOWN  no job of this database writes that name: neither
+ *                   removed nor counted by fix; a problem for check. */
+enum fix_out {
+	FIX_OUT_OK = 0, FIX_OUT_TEMP, FIX_OUT_TXT, FIX_OUT_SIDECAR,
+	FIX_OUT_UNKNOWN,
+};
+
+static enum fix_out
+fix_output_judge(const struct fix_ctx *fc, const char *path,
+		 const char *lang, const char *rel,
+		 const struct store_audit_job **jp)
+{
+	const struct store_audit_job *j = NULL;
+	size_t n = strlen(rel);
+
+	*jp = NULL;
+	if (file_is_temp(path))
+		return fc->master == 0 ? FIX_OUT_TEMP : FIX_OUT_OK;
+	for (int i = 0; fix_suffixes[i] && j == NULL; i++) {
+		size_t sl = strlen(fix_suffixes[i]);
+		if (n <= sl || strcmp(rel + n - sl, fix_suffixes[i]) != 0)
+			continue;
+		char *base = xstrndup(rel, n - sl);
+		j = fix_index_find(fc, lang, base);
+		free(base);
+	}
+	*jp = j;
+	if (j == NULL)
+		return FIX_OUT_UNKNOWN;
+	if (j->status == JOB_ST_COMPLETED)
+		return FIX_OUT_OK;
+	/* a running farm renames and marks in one step: not a problem */
+	if (j->status == JOB_ST_IN_PROGRESS && !fix_owner_gone(fc, j))
+		return FIX_OUT_OK;
+	if (fix_output_whole(fc->cfg, j))
+		return FIX_OUT_TXT;
+	return fc->master == 0 ? FIX_OUT_SIDECAR : FIX_OUT_OK;
+}
+
 static int
 fix_begin(struct fix_ctx *fc, struct config *cfg, const char *cmd, int flags)
 {
@@ -241,8 +298,11 @@ fix_end(struct fix_ctx *fc)
 
 /* ---- fix ---------------------------------------------------------------- */
 
+/* Applies (or with --dry-run lists) one status change; the job's status
+ * in fc follows, so the walk over the outputs judges the job as fix
+ * leaves it. */
 static int
-fix_apply(struct fix_ctx *fc, const struct store_audit_job *j,
+fix_apply(struct fix_ctx *fc, struct store_audit_job *j,
 	  enum job_status to, const char *why)
 {
 	char *name = fix_job_name(j);
@@ -254,6 +314,7 @@ fix_apply(struct fix_ctx *fc, const struct store_audit_job *j,
 		    (long long)j->job_id, name, log_quote(j->abs), from,
 		    job_status_name(to), why);
 		fc->changes++;
+		j->status = to;
 		goto out;
 	}
 	rc = store_audit_job_set(fc->st, j->job_id, j->status, to, why);
@@ -272,13 +333,14 @@ fix_apply(struct fix_ctx *fc, const struct store_audit_job *j,
 	printf("fix: job %lld %s %s: %s -> %s (%s)\n", (long long)j->job_id,
 	    name, log_quote(j->abs), from, job_status_name(to), why);
 	fc->changes++;
+	j->status = to;
 out:
 	free(name);
 	return rc;
 }
 
 static int
-fix_job(struct fix_ctx *fc, const struct store_audit_job *j)
+fix_job(struct fix_ctx *fc, struct store_audit_job *j)
 {
 	bool whole = fix_output_whole(fc->cfg, j);
 	char why[160];
@@ -307,25 +369,45 @@ fix_job(struct fix_ctx *fc, const struct store_audit_job *j)
 	}
 }
 
+/* Removes (or with --dry-run lists) one output fix judged stale. */
 static void
-fix_temp_file(struct fix_ctx *fc, const char *path, const char *lang,
-	      const char *rel)
+fix_remove(struct fix_ctx *fc, const char *path, const char *what)
 {
-	(void)lang;
-	(void)rel;
-	if (!file_is_temp(path))
-		return;
 	if (fc->cfg->dry_run) {
-		printf("would fix: remove stale temp file %s\n", log_quote(path));
+		printf("would fix: remove %s %s\n", what, log_quote(path));
 	} else if (unlink(path) < 0 && errno != ENOENT) {
 		say_err("fix: cannot remove %s: %s", log_quote(path),
 		    strerror(errno));
 		fc->problems++;
 		return;
 	} else {
-		printf("fix: removed stale temp file %s\n", log_quote(path));
+		printf("fix: removed %s %s\n", what, log_quote(path));
 	}
 	fc->changes++;
+}
+
+static void
+fix_output_file(struct fix_ctx *fc, const char *path, const char *lang,
+		const char *rel)
+{
+	const struct store_audit_job *j;
+	char what[96];
+
+	switch (fix_output_judge(fc, path, lang, rel, &j)) {
+	case FIX_OUT_TEMP:
+		fix_remove(fc, path, "stale temp file");
+		break;
+	case FIX_OUT_SIDECAR:
+		snprintf(what, sizeof(what), "stale output of %s job %lld",
+		    job_status_name(j->status), (long long)j->job_id);
+		fix_remove(fc, path, what);
+		break;
+	case FIX_OUT_UNKNOWN:
+		fc->unknown++;
+		break;
+	default:
+		break;
+	}
 }
 
 int
@@ -353,14 +435,20 @@ master_fix_run(struct config *cfg)
 			printf("fix: %s is running: its %lld in-progress job%s "
 			    "left alone\n", who, (long long)fc.held,
 			    fc.held == 1 ? " was" : "s were");
-		printf("fix: %s is running: temp files left alone\n", who);
+		printf("fix: %s is running: temp files and stale outputs left "
+		    "alone\n", who);
 	} else {
 		if (fc.held > 0)
 			printf("fix: %lld in-progress job%s left alone: owner "
 			    "still running\n", (long long)fc.held,
 			    fc.held == 1 ? "" : "s");
-		fix_walk_outputs(&fc, fix_temp_file);
+		fix_walk_outputs(&fc, fix_output_file);
 	}
+	if (fc.unknown > 0)
+		printf("fix: %lld file%s under %s match%s no job of this "
+		    "database: left alone (fix removes only what mpfarm "
+		    "wrote)\n", (long long)fc.unknown, fc.unknown == 1 ? "" : "s",
+		    log_quote(cfg->output), fc.unknown == 1 ? "es" : "");
 	if (fc.changes == 0)
 		printf("fix: nothing to fix (%lld files, %zu jobs)\n",
 		    (long long)fc.js.files, fc.js.n);
@@ -406,42 +494,31 @@ static void
 check_file(struct fix_ctx *fc, const char *path, const char *lang,
 	   const char *rel)
 {
-	const struct store_audit_job *j = NULL;
-	size_t n = strlen(rel);
+	const struct store_audit_job *j;
 
-	if (file_is_temp(path)) {
-		if (fc->master == 0) {
-			printf("check: stale temp file %s\n", log_quote(path));
-			fc->problems++;
-			fc->fixable++;
-		}
-		return;
-	}
-	for (int i = 0; fix_suffixes[i] && j == NULL; i++) {
-		size_t sl = strlen(fix_suffixes[i]);
-		if (n <= sl || strcmp(rel + n - sl, fix_suffixes[i]) != 0)
-			continue;
-		char *base = xstrndup(rel, n - sl);
-		j = fix_index_find(fc, lang, base);
-		free(base);
-	}
-	if (j == NULL) {
+	switch (fix_output_judge(fc, path, lang, rel, &j)) {
+	case FIX_OUT_TEMP:
+		printf("check: stale temp file %s\n", log_quote(path));
+		break;
+	case FIX_OUT_UNKNOWN:
 		printf("check: %s matches no job (not written by mpfarm for "
 		    "this database?)\n", log_quote(path));
 		fc->problems++;
 		return;
+	case FIX_OUT_TXT:
+		printf("check: %s exists but job %lld is %s\n", log_quote(path),
+		    (long long)j->job_id, job_status_name(j->status));
+		break;
+	case FIX_OUT_SIDECAR:
+		printf("check: %s exists but job %lld is %s and its .txt is "
+		    "missing (a stale output)\n", log_quote(path),
+		    (long long)j->job_id, job_status_name(j->status));
+		break;
+	default:
+		return;
 	}
-	if (j->status == JOB_ST_COMPLETED)
-		return;
-	/* a running farm renames and marks in one step: not a problem */
-	if (j->status == JOB_ST_IN_PROGRESS && !fix_owner_gone(fc, j))
-		return;
-	printf("check: %s exists but job %lld is %s\n", log_quote(path),
-	    (long long)j->job_id, job_status_name(j->status));
 	fc->problems++;
-	/* fix marks the job completed when the .txt is there */
-	if (fix_output_whole(fc->cfg, j))
-		fc->fixable++;
+	fc->fixable++;
 }
 
 int
@@ -483,49 +560,5 @@ master_check_run(struct config *cfg)
 out:
 	free(msg);
 	fix_end(&fc);
-	return ex;
-}
-
-int
-master_retry_run(struct config *cfg)
-{
-	int stage = -1;
-	int64_t total = 0;
-	store_t *st = NULL;
-	int ex = EXIT_FATAL;
-
-	if (cfg->stage_mask == STAGE_MASK_TRANSCRIBE)
-		stage = STAGE_TRANSCRIBE;
-	else if (cfg->stage_mask == STAGE_MASK_TRANSLATE)
-		stage = STAGE_TRANSLATE;
-	if (store_audit_db_missing(cfg->db, "retry"))
-		goto out;
-	if ((st = master_store_open(cfg, 0)) == NULL)
-		goto out;
-
-	if (cfg->nrun_langs == 0 || stage == STAGE_TRANSCRIBE) {
-		if (store_retry_failed(st, stage, NULL, &total) < 0)
-			goto fail;
-	} else {
-		/* a language names translations; transcripts have none */
-		if (stage == -1)
-			stage = STAGE_TRANSLATE;
-		for (int i = 0; i < cfg->nrun_langs; i++) {
-			int64_t n = 0;
-			if (store_retry_failed(st, stage, cfg->run_langs[i], &n) < 0)
-				goto fail;
-			total += n;
-		}
-	}
-	printf("%lld failed job%s back to not_started\n", (long long)total,
-	    total == 1 ? "" : "s");
-	ex = EXIT_OK;
-	goto out;
-fail:
-	say_err("retry: %s: %s", log_quote(cfg->db), store_errmsg(st));
-out:
-	fflush(stdout);
-	if (st != NULL)
-		store_close(st);
 	return ex;
 }

@@ -197,10 +197,11 @@ test_store_identity(void **state)
 	    "ALTER TABLE media_files DROP COLUMN ino;"
 	    "ALTER TABLE media_files DROP COLUMN src_root;"
 	    "ALTER TABLE media_files DROP COLUMN src_rel;"
+	    "ALTER TABLE media_files DROP COLUMN abs_path_text;"
 	    "PRAGMA user_version = 1", NULL, NULL, NULL));
 	store_close(st);
 	OK(store_open(&st, db, NULL, err, sizeof(err)));
-	assert_int_equal(q_int(store_db(st), "PRAGMA user_version"), 2);
+	assert_int_equal(q_int(store_db(st), "PRAGMA user_version"), STORE_SCHEMA_VERSION);
 
 	OK(store_file_add(st, &mf, NULL, 0, &res, NULL));
 	assert_int_equal(res, STORE_ADDED);

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "common_store.h"
+#include "common_store_audit.h"
 
 #define OK(e) assert_int_equal((e), 0)
 
@@ -616,6 +617,26 @@ test_release_and_recover(void **state)
 
 /* ---- the view, languages, reports ---------------------------------- */
 
+/* mpfarm retry of one stage (-1 all) and language (NULL all): how many. */
+static int64_t
+retry(store_t *st, int stage, const char *lang)
+{
+	char l[1][CONFIG_LANG_MAX];
+	struct store_retry_filter f = { stage, NULL, 0, 0 };
+	struct store_retry_jobs js;
+	int64_t n;
+
+	if (lang != NULL) {
+		snprintf(l[0], sizeof(l[0]), "%s", lang);
+		f.langs = (const char (*)[CONFIG_LANG_MAX])l;
+		f.nlangs = 1;
+	}
+	OK(store_audit_retry(st, &f, true, &js));
+	n = (int64_t)js.n;
+	store_audit_retry_free(&js);
+	return n;
+}
+
 static void
 test_view(void **state)
 {
@@ -625,14 +646,14 @@ test_view(void **state)
 	sqlite3_stmt *s;
 	const char *cols[] = { "file_id", "file_path", "status",
 	    "transcription_status", "translation_en_status",
-	    "translation_de_status" };
+	    "translation_de_status", "file_path_bytes" };
 
 	OK(store_langs_sync(st, langs2, 2));
 	add_files(st, 4, langs2, 2);
 	OK(sqlite3_prepare_v2(h, "SELECT * FROM processing_status", -1, &s,
 	    NULL));
-	assert_int_equal(sqlite3_column_count(s), 6);
-	for (int i = 0; i < 6; i++)
+	assert_int_equal(sqlite3_column_count(s), 7);
+	for (int i = 0; i < 7; i++)
 		assert_string_equal(sqlite3_column_name(s, i), cols[i]);
 	sqlite3_finalize(s);
 
@@ -765,11 +786,11 @@ test_counts_and_retry(void **state)
 	store_counts_free(&c);
 	job_clear(&j);
 
-	OK(store_retry_failed(st, STAGE_TRANSLATE, "en", &n));
+	n = retry(st, STAGE_TRANSLATE, "en");
 	assert_int_equal(n, 0);
-	OK(store_retry_failed(st, STAGE_TRANSLATE, "DE", &n));
+	n = retry(st, STAGE_TRANSLATE, "DE");
 	assert_int_equal(n, 1);
-	OK(store_retry_failed(st, -1, NULL, &n));
+	n = retry(st, -1, NULL);
 	assert_int_equal(n, 1);
 	assert_int_equal(q_int(store_db(st), "SELECT count(*) FROM jobs WHERE "
 	    "status = 'failed' OR (job_id = %lld AND attempts != 0)",
@@ -803,7 +824,9 @@ test_query_plans(void **state)
 	OK(store_counts_get(st, &c));
 	assert_true(c.oldest_in_progress_ms > 0);
 	store_counts_free(&c);
-	OK(store_retry_failed(st, -1, NULL, &nr));
+	x(store_db(st), "UPDATE jobs SET status = 'failed' WHERE job_id = 4");
+	nr = retry(st, -1, NULL);
+	assert_int_equal(nr, 1);
 	OK(store_recover_orphans(st, 3, &n));
 
 	sqlite3 *h = store_db(st);
