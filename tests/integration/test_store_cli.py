@@ -404,15 +404,15 @@ def test_migration_escapes_old_rows(farm):
         "WHERE stage = 'transcribe';"
         "CREATE VIEW processing_status AS SELECT file_id, "
         "CAST(abs_path AS TEXT) AS file_path FROM media_files;"
-        "PRAGMA user_version = 1;")
+        "PRAGMA user_version = 2;")
     try:
         con.execute("SELECT * FROM processing_status").fetchall()
-        raise AssertionError("a version-1 view should not decode")
+        raise AssertionError("a version-2 view should not decode")
     except sqlite3.OperationalError:
         pass
     con.close()
     farm.run("retry", "--dry-run").returncode   # read-only: no migration
-    assert farm.scalar("PRAGMA user_version") == 1
+    assert farm.scalar("PRAGMA user_version") == 2
     farm.scan()
     assert farm.scalar("PRAGMA user_version") == 3
     con = sqlite3.connect(str(farm.db))
