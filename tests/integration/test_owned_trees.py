@@ -7,14 +7,14 @@ job whose outputs could not be written."""
 import os
 import shutil
 import signal
-import tempfile
 
 import pytest
 
-from conftest import Farm, wait_for
+from conftest import wait_for
+from test_commands import nobody_farm  # noqa: F401
 from test_providers import ENV, config, fake, media  # noqa: F401
 
-__all__ = ["fake"]   # the fixture, imported for pytest
+__all__ = ["fake", "nobody_farm"]   # the fixtures, imported for pytest
 
 NOOP = "[transcribe]\nprovider = noop\n[translate]\nprovider = noop\n" \
        "languages = en\n"
@@ -54,17 +54,22 @@ def elsewhere(tmp_path):
 
 # ---- the output tree -----------------------------------------------------
 
+def plant(farm, fake, names, link, target):
+    """A scanned farm on the fake provider with a link at output/LINK to
+    target; returns target's snapshot."""
+    farm.write_config(config(fake, langs="de"))
+    for i, name in enumerate(names):
+        media(farm, name, b"audio %d" % i)
+    farm.scan()
+    (farm.output / link).parent.mkdir(parents=True)
+    os.symlink(target, farm.output / link)
+    return snapshot(target)
+
+
 def test_symlinked_output_folder_fails_job_without_a_call(farm, fake,
                                                           elsewhere):
-    farm.write_config(config(fake, langs="de"))
-    media(farm, "sub/keep.wav", b"audio one")
-    media(farm, "sub/other.wav", b"audio two")
-    media(farm, "top.wav", b"audio three")
-    farm.scan()
-    (farm.output / "transcripts").mkdir(parents=True)
-    os.symlink(elsewhere, farm.output / "transcripts" / "sub")
-    before = snapshot(elsewhere)
-
+    before = plant(farm, fake, ["sub/keep.wav", "sub/other.wav", "top.wav"],
+                   "transcripts/sub", elsewhere)
     p = farm.run("run", env=ENV)
     assert p.returncode == 3, p.stderr
     assert snapshot(elsewhere) == before
@@ -88,12 +93,7 @@ def test_symlinked_output_folder_fails_job_without_a_call(farm, fake,
 
 
 def test_symlinked_language_folder_stops_the_run(farm, fake, elsewhere):
-    farm.write_config(config(fake, langs="de"))
-    media(farm, "a.wav", b"audio")
-    farm.scan()
-    (farm.output / "translations").mkdir(parents=True)
-    os.symlink(elsewhere, farm.output / "translations" / "de")
-    before = snapshot(elsewhere)
+    before = plant(farm, fake, ["a.wav"], "translations/de", elsewhere)
     p = farm.run("run", env=ENV)
     assert p.returncode == 2, p.stderr
     assert "translations/de" in p.stderr and "symbolic link" in p.stderr
@@ -239,23 +239,9 @@ def test_link_at_log_file_is_refused(farm, elsewhere):
 
 # ---- permissions: run as an unprivileged user -----------------------------
 
-@pytest.fixture
-def nobody_farm():
-    """A farm in a world-writable folder, for mpfarm run as uid 65534."""
-    if os.geteuid() != 0 or shutil.which("setpriv") is None:
-        pytest.skip("needs root and setpriv to run mpfarm as another user")
-    d = tempfile.mkdtemp(prefix="mpfarm-tree-")
-    os.chmod(d, 0o777)
-    f = Farm(d)
-    yield f
-    f.stop_all()
-    for dirpath, dirnames, _ in os.walk(d):
-        for n in dirnames:
-            os.chmod(os.path.join(dirpath, n), 0o755)
-    shutil.rmtree(d)
-
-
 def chown_tree(root, uid):
+    if os.geteuid() != 0:
+        pytest.skip("needs root to run mpfarm as another user")
     os.chown(root, uid, uid)
     for dirpath, dirnames, filenames in os.walk(root):
         for n in dirnames + filenames:
