@@ -169,9 +169,12 @@ tree_step(struct tree *t, int fd, const char *comp, const char *rel,
 	return nfd;
 }
 
-int
-tree_dir_open(struct tree *t, const char *reldir, bool create, char *err,
-	      size_t errlen)
+/* The folder's descriptor, owned by the tree's cache (valid until the
+ * next walk): the check before paying and each write of a job reuse one
+ * walk. */
+static int
+tree_dir_borrow(struct tree *t, const char *reldir, bool create, char *err,
+		size_t errlen)
 {
 	char comp[NAME_MAX + 2];
 	const char *p = reldir;
@@ -179,7 +182,7 @@ tree_dir_open(struct tree *t, const char *reldir, bool create, char *err,
 
 	if (t->cdir != NULL && strcmp(t->cdir, reldir) == 0 &&
 	    time_mono_ms() - t->cached_ms < TREE_CACHE_MS)
-		return fcntl(t->cfd, F_DUPFD_CLOEXEC, 0);
+		return t->cfd;
 	fd = fcntl(t->rootfd, F_DUPFD_CLOEXEC, 0);
 	if (fd < 0) {
 		snprintf(err, errlen, "output %s: %s", log_quote(t->root),
@@ -216,23 +219,41 @@ tree_dir_open(struct tree *t, const char *reldir, bool create, char *err,
 		p = *end ? end + 1 : end;
 	}
 	tree_cache_drop(t);
-	t->cfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
-	if (t->cfd >= 0) {
-		t->cdir = xstrdup(reldir);
-		t->cached_ms = time_mono_ms();
-	}
+	t->cfd = fd;
+	t->cdir = xstrdup(reldir);
+	t->cached_ms = time_mono_ms();
+	t->name_max = fpathconf(fd, _PC_NAME_MAX);
+	if (t->name_max <= 0)
+		t->name_max = NAME_MAX;
 	return fd;
 }
 
-/* The folder of relpath and its base name. */
+int
+tree_dir_open(struct tree *t, const char *reldir, bool create, char *err,
+	      size_t errlen)
+{
+	int fd = tree_dir_borrow(t, reldir, create, err, errlen);
+
+	if (fd < 0)
+		return -1;
+	fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+	if (fd < 0)
+		snprintf(err, errlen, "output %s: %s", log_quote(t->root),
+		    strerror(errno));
+	return fd;
+}
+
+/* The folder of relpath (borrowed from the cache, or a descriptor of
+ * the caller's own when `own`) and its base name. */
 static int
-tree_parent_open(struct tree *t, const char *relpath, bool create,
+tree_parent_open(struct tree *t, const char *relpath, bool create, bool own,
 		 const char **base, char *err, size_t errlen)
 {
 	const char *slash = strrchr(relpath, '/');
 	char *dir = slash ? xstrndup(relpath, (size_t)(slash - relpath))
 	    : xstrdup("");
-	int fd = tree_dir_open(t, dir, create, err, errlen);
+	int fd = own ? tree_dir_open(t, dir, create, err, errlen)
+	    : tree_dir_borrow(t, dir, create, err, errlen);
 
 	free(dir);
 	*base = slash ? slash + 1 : relpath;
@@ -244,8 +265,8 @@ tree_check_writable(struct tree *t, const char *relpath, char *err,
 		    size_t errlen)
 {
 	const char *base;
-	int fd = tree_parent_open(t, relpath, true, &base, err, errlen), e;
-	long max;
+	int fd = tree_parent_open(t, relpath, true, false, &base, err, errlen);
+	int e;
 
 	if (fd < 0)
 		return -1;
@@ -254,25 +275,19 @@ tree_check_writable(struct tree *t, const char *relpath, char *err,
 		snprintf(err, errlen, "cannot write in output folder %s: %s (%s)",
 		    tree_shown(t, relpath, (size_t)(base - relpath) - (base >
 		    relpath)), strerror(e), tree_errname(e));
-		goto fail;
+		errno = e;
+		return -1;
 	}
-	max = fpathconf(fd, _PC_NAME_MAX);
-	if (max <= 0)
-		max = NAME_MAX;
-	if (strlen(base) + TREE_SUFFIX_MAX > (size_t)max) {
-		e = ENAMETOOLONG;
+	if (strlen(base) + TREE_SUFFIX_MAX > (size_t)t->name_max) {
 		snprintf(err, errlen, "name too long for the output folder: %s "
 		    "(%zu bytes with its suffix, the folder takes %ld) (%s)",
 		    tree_shown(t, relpath, strlen(relpath)),
-		    strlen(base) + TREE_SUFFIX_MAX, max, tree_errname(e));
-		goto fail;
+		    strlen(base) + TREE_SUFFIX_MAX, t->name_max,
+		    tree_errname(ENAMETOOLONG));
+		errno = ENAMETOOLONG;
+		return -1;
 	}
-	close(fd);
 	return 0;
-fail:
-	close(fd);
-	errno = e;
-	return -1;
 }
 
 /* A fresh ".mpfarm-tmp.PID.XXXXXX" in dirfd, created exclusively. */
@@ -318,7 +333,8 @@ tree_temp_write(struct tree *t, const char *relpath, const void *data,
 	for (int pass = 0; pass < 2 && fd < 0; pass++) {
 		if (tt->dirfd >= 0)
 			close(tt->dirfd);
-		tt->dirfd = tree_parent_open(t, relpath, true, &base, err, errlen);
+		tt->dirfd = tree_parent_open(t, relpath, true, true, &base, err,
+		    errlen);
 		if (tt->dirfd < 0)
 			goto fail_errno;
 		fd = tree_temp_create(tt->dirfd, &tt->tmp);
@@ -404,7 +420,7 @@ int
 tree_file_open(struct tree *t, const char *relpath, char *err, size_t errlen)
 {
 	const char *base;
-	int dfd = tree_parent_open(t, relpath, false, &base, err, errlen);
+	int dfd = tree_parent_open(t, relpath, false, false, &base, err, errlen);
 	int fd = -1, e = 0;
 	struct stat sb;
 
@@ -429,7 +445,6 @@ tree_file_open(struct tree *t, const char *relpath, char *err, size_t errlen)
 		close(fd);
 		fd = -1;
 	}
-	close(dfd);
 	errno = e;
 	return fd;
 }
@@ -440,13 +455,9 @@ tree_file_is_regular(struct tree *t, const char *relpath)
 	const char *base;
 	char err[16];
 	struct stat sb;
-	int dfd = tree_parent_open(t, relpath, false, &base, err, sizeof(err));
-	bool reg;
+	int dfd = tree_parent_open(t, relpath, false, false, &base, err,
+	    sizeof(err));
 
-	if (dfd < 0)
-		return false;
-	reg = fstatat(dfd, base, &sb, AT_SYMLINK_NOFOLLOW) == 0 &&
+	return dfd >= 0 && fstatat(dfd, base, &sb, AT_SYMLINK_NOFOLLOW) == 0 &&
 	    S_ISREG(sb.st_mode);
-	close(dfd);
-	return reg;
 }

@@ -22,6 +22,7 @@ struct tree {
 	char *cdir;         /* folder (relative) of the cached descriptor */
 	int   cfd;          /* -1 when nothing is cached */
 	int64_t cached_ms;  /* when cfd was walked to */
+	long  name_max;     /* the longest name cfd's file system takes */
 	bool  durable;      /* fsync the parent of every folder made */
 };
 
