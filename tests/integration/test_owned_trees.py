@@ -248,13 +248,18 @@ def chown_tree(root, uid):
             os.chown(os.path.join(dirpath, n), uid, uid)
 
 
-def test_unwritable_output_subfolder_makes_no_call(nobody_farm, fake):
-    f = nobody_farm
+def scanned_as_nobody(f, fake, names):
+    """Media scanned by uid 65534 into a farm on the fake provider."""
     f.write_config(config(fake, langs="de"))
-    for i in range(5):
-        media(f, "locked/r%d.wav" % i, b"audio %d" % i)
+    for i, name in enumerate(names):
+        media(f, name, b"audio %d" % i)
     chown_tree(f.media, 65534)
     assert f.run("scan", f.media, user=65534).returncode == 0
+
+
+def test_unwritable_output_subfolder_makes_no_call(nobody_farm, fake):
+    f = nobody_farm
+    scanned_as_nobody(f, fake, ["locked/r%d.wav" % i for i in range(5)])
     sub = f.output / "transcripts" / "locked"
     sub.mkdir(parents=True)
     chown_tree(f.output, 65534)
@@ -273,11 +278,7 @@ def test_unwritable_output_subfolder_makes_no_call(nobody_farm, fake):
 
 def test_unwritable_output_root_stops_the_run(nobody_farm, fake):
     f = nobody_farm
-    f.write_config(config(fake, langs="de"))
-    for i in range(3):
-        media(f, "r%d.wav" % i, b"audio %d" % i)
-    chown_tree(f.media, 65534)
-    assert f.run("scan", f.media, user=65534).returncode == 0
+    scanned_as_nobody(f, fake, ["r%d.wav" % i for i in range(3)])
     f.output.mkdir()
     os.chmod(f.output, 0o755)           # root's: not writable by 65534
     p = f.run("run", env=ENV, user=65534)
