@@ -3,8 +3,9 @@
  * does exactly the per-job work of an mpfarm worker, through the same
  * store and provider code, with no master, no fork and no IPC.  It refills
  * from the store like the master (store_runnable_fetch, batch-size at a
- * time), then per job: store_job_claim, the provider's run (noop), each
- * output to a temp file (file_write_temp), store_job_complete (renames
+ * time), then per job: store_job_claim, the check before paying
+ * (tree_check_writable), the provider's run (noop), each output to a temp
+ * file in its verified folder (tree_temp_write), store_job_complete (renames
  * under the write lock, marks completed).  What mpfarm loses against this
  * loop is the price of the farm itself: fork, socketpairs, msgpack, the
  * master's event loop and the workers' write-lock contention.
@@ -21,6 +22,7 @@
 #include "common.h"
 #include "common_config.h"
 #include "common_store.h"
+#include "common_tree.h"
 #include "worker_provider.h"
 
 #include <stdio.h>
@@ -29,6 +31,7 @@
 #include <unistd.h>
 
 static sqlite3_stmt *shard_q;     /* finalized before store_close */
+static struct tree floor_out;     /* the output tree, as a worker has it */
 
 /* The shard's next runnable jobs, oldest first (a read, like a refill). */
 static int
@@ -76,30 +79,26 @@ static int
 floor_publish(store_t *st, const struct config *cfg, const struct job *j,
 	      struct provider_result *res, char *err, size_t errlen)
 {
-	char *tmp[PROVIDER_OUT_MAX] = { 0 }, *fin[PROVIDER_OUT_MAX] = { 0 };
+	struct tree_temp out[PROVIDER_OUT_MAX];
 	int n = 0, rc = -1;
 
 	for (; n < res->nout; n++) {
-		fin[n] = file_output_path(cfg->output, j->stage, j->lang,
-		    j->rel_path, res->out[n].suffix);
-		if (file_write_temp(fin[n], res->out[n].data, res->out[n].len,
-		    cfg->durable, &tmp[n], err, errlen) < 0) {
-			free(fin[n]);
-			for (int i = 0; i < n; i++) {
-				unlink(tmp[i]);
-				free(tmp[i]);
-				free(fin[i]);
-			}
+		char *rel = tree_output_rel(j->stage, j->lang, j->rel_path,
+		    res->out[n].suffix);
+		rc = tree_temp_write(&floor_out, rel, res->out[n].data,
+		    res->out[n].len, cfg->durable, &out[n], err, errlen);
+		free(rel);
+		if (rc < 0) {
+			for (int i = 0; i < n; i++)
+				tree_temp_discard(&out[i]);
 			return -1;
 		}
 	}
-	rc = store_job_complete(st, j, tmp, fin, n, cfg->durable);
+	rc = store_job_complete(st, j, out, n, cfg->durable);
 	if (rc < 0)
 		snprintf(err, errlen, "%s", store_errmsg(st));
-	for (int i = 0; i < n; i++) {
-		free(tmp[i]);
-		free(fin[i]);
-	}
+	for (int i = 0; i < n; i++)
+		tree_temp_free(&out[i]);
 	return rc;
 }
 
@@ -130,7 +129,14 @@ floor_job(store_t *st, const struct config *cfg, int64_t job_id, pid_t self)
 	req.text = "";
 	req.job_id = job_id;
 	res.exit_code = -1;
-	if (ops == NULL || j.stage != STAGE_TRANSCRIBE) {
+	char *rel = tree_output_rel(j.stage, j.lang, j.rel_path, "");
+	int writable = tree_check_writable(&floor_out, rel, err, sizeof(err));
+	free(rel);
+	if (writable < 0) {
+		fprintf(stderr, "bench_floor: job %lld: %s\n", (long long)job_id,
+		    err);
+		rc = -1;
+	} else if (ops == NULL || j.stage != STAGE_TRANSCRIBE) {
 		/* the floor measures the transcribe stage only */
 		fprintf(stderr, "bench_floor: job %lld: only the noop transcribe "
 		    "stage is measured\n", (long long)job_id);
@@ -181,8 +187,11 @@ main(int argc, char **argv)
 	opts.busy_timeout_ms = cfg.busy_timeout_ms;
 	refs = xcalloc((size_t)batch, sizeof(*refs));
 	t0 = time_mono_ms();
-	if (store_open(&st, cfg.db, &opts, err, sizeof(err)) < 0) {
+	if (tree_open(&floor_out, cfg.output, true, cfg.durable, err,
+	    sizeof(err)) < 0 ||
+	    store_open(&st, cfg.db, &opts, err, sizeof(err)) < 0) {
 		fprintf(stderr, "bench_floor: %s\n", err);
+		tree_close(&floor_out);
 		free(refs);
 		config_free(&cfg);
 		return 1;
@@ -218,6 +227,7 @@ main(int argc, char **argv)
 	}
 	sqlite3_finalize(shard_q);
 	store_close(st);
+	tree_close(&floor_out);
 	{
 		double s = (double)(time_mono_ms() - t0) / 1000.0;
 		printf("floor jobs=%lld failed=%lld seconds=%.3f rate=%.0f\n",

@@ -105,19 +105,19 @@ int64_t time_wall_ms(void);   /* CLOCK_REALTIME, for the database */
 /* ---- files ----------------------------------------------------------- */
 /* mkdir -p of the parent folders of `path` (not the last component). */
 int  file_mkdirs_parent(const char *path, char *err, size_t errlen);
-/* Write `len` bytes to a temporary file beside `final` (same folder, name
- * starting with ".mpfarm-tmp."), with mode 0666 less the process umask,
- * optionally fsync it.  On success *tmp_out
- * holds the malloc'd temp path; the caller renames it (under the store's
- * write lock) or unlinks it. */
-int  file_write_temp(const char *final, const void *data, size_t len,
-		     bool durable, char **tmp_out, char *err, size_t errlen);
-/* fsync the folder that holds `path` (durable mode, after a rename). */
-int  file_fsync_dir(const char *path);
+/* The mode a new output file gets: 0666 less the process umask. */
+mode_t file_output_mode(void);
 /* Output paths: "DIR/transcripts/REL" + suffix, "DIR/translations/LANG/REL"
  * + suffix.  Returns malloc'd string. */
 char *file_output_path(const char *outdir, int stage, const char *lang,
 		       const char *rel, const char *suffix);
+/* open(2) a file mpfarm keeps beside its database (the lock, the status
+ * file, the log file): O_NOFOLLOW and O_CLOEXEC are added, and what is
+ * opened must be a regular file.  A descriptor, or -1 with errno set and
+ * err naming the path; a symbolic link there is refused (ELOOP) and its
+ * target never opened, created or truncated. */
+int  file_open_regular(const char *path, int flags, mode_t mode, char *err,
+		       size_t errlen);
 /* True when the path's base name looks like one of our temp files. */
 bool file_is_temp(const char *path);
 

@@ -151,14 +151,16 @@ int  store_job_claim(store_t *st, int64_t job_id, pid_t worker,
 		     pid_t master, struct job *j);
 
 /* Worker, on success: in one BEGIN IMMEDIATE transaction, checks that the
- * lease still holds, renames each tmp[i] to final[i] (fsyncing the folders
- * first when durable), marks the job completed, closes its attempt row,
- * and for a transcript makes the file's translation jobs ready.  Returns 0;
- * 1 when the lease was lost (temps are unlinked, nothing is renamed); -1
- * on error (temps unlinked). */
+ * lease still holds, renames each out[i] temp onto its final name inside
+ * its verified folder (renameat; fsyncing the folders when durable),
+ * marks the job completed, closes its attempt row, and for a transcript
+ * makes the file's translation jobs ready.  Returns 0; 1 when the lease
+ * was lost (temps are unlinked, nothing is renamed); -1 on error (temps
+ * unlinked).  Either way no temp is left: the caller tree_temp_free()s
+ * each out[i]. */
+struct tree_temp;
 int  store_job_complete(store_t *st, const struct job *j,
-			char *const *tmp, char *const *final, int n,
-			bool durable);
+			const struct tree_temp *out, int n, bool durable);
 
 /* Worker, on failure of its own job (fenced by lease):
  *  OUT_TRANSIENT: attempts already counted; if attempts >= max_attempts

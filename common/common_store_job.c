@@ -8,6 +8,7 @@
  */
 #define MPFARM_STORE_INTERNAL 1
 #include "common_store.h"
+#include "common_tree.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -381,8 +382,9 @@ store_same_dir(const char *a, const char *b)
 /* Under the write lock and only for the lease holder: that is the fence
  * that keeps a stale worker from replacing a newer worker's output. */
 int
-store_job_complete(store_t *st, const struct job *j, char *const *tmp,
-		   char *const *final, int n, bool durable)
+store_job_complete(store_t *st, const struct job *j,
+		   const struct tree_temp *out,
+		   int n, bool durable)
 {
 	int64_t now = time_wall_ms();
 	sqlite3_stmt *s;
@@ -402,19 +404,20 @@ store_job_complete(store_t *st, const struct job *j, char *const *tmp,
 		rc = 1;         /* lease lost: not ours to publish */
 		goto out;
 	}
+	/* renamed inside the folder the worker verified: no link between */
 	for (; moved < n; moved++)
-		if (rename(tmp[moved], final[moved]) < 0) {
-			store_fail(st, "cannot publish %s: %s", final[moved],
+		if (tree_temp_publish(&out[moved]) < 0) {
+			store_fail(st, "cannot publish %s: %s", out[moved].path,
 			    strerror(errno));
 			goto out;
 		}
 	for (int i = 0; durable && i < n; i++) {
 		bool seen = false;
 		for (int k = 0; k < i; k++)
-			seen = seen || store_same_dir(final[k], final[i]);
-		if (!seen && file_fsync_dir(final[i]) < 0) {
+			seen = seen || store_same_dir(out[k].path, out[i].path);
+		if (!seen && fsync(out[i].dirfd) < 0) {
 			store_fail(st, "cannot sync the folder of %s: %s",
-			    final[i], strerror(errno));
+			    out[i].path, strerror(errno));
 			goto out;
 		}
 	}
@@ -430,11 +433,13 @@ store_job_complete(store_t *st, const struct job *j, char *const *tmp,
 	rc = 0;
 out:
 	rc = store_tx_leave(st, own, rc);
-	if (rc != 0) {
+	for (int i = 0; i < n; i++) {
 		/* whole or not at all: a job not marked completed keeps none
 		 * of the outputs this call published */
-		for (int i = 0; i < n; i++)
-			unlink(i < moved ? final[i] : tmp[i]);
+		if (rc != 0 && i < moved)
+			tree_temp_unpublish(&out[i]);
+		else if (rc != 0)
+			(void)unlinkat(out[i].dirfd, out[i].tmp, 0);
 	}
 	return rc;
 }

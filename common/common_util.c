@@ -190,7 +190,7 @@ fail:
  * creates a file would give it (mkstemp's 0600 is for the temp name only).
  * The umask is read once; reading it means setting it, so it is put back
  * at once (processes here are single-threaded). */
-static mode_t
+mode_t
 file_output_mode(void)
 {
 	static mode_t mode;
@@ -205,88 +205,6 @@ file_output_mode(void)
 	return mode;
 }
 
-int
-file_write_temp(const char *final, const void *data, size_t len, bool durable,
-		char **tmp_out, char *err, size_t errlen)
-{
-	const char *slash = strrchr(final, '/');
-	size_t dirlen = slash ? (size_t)(slash - final + 1) : 0;
-	char *tmp = NULL;
-	int fd = -1;
-	const char *p = data;
-
-	*tmp_out = NULL;
-	tmp = xasprintf("%.*s.mpfarm-tmp.%d.XXXXXX", (int)dirlen, final,
-	    (int)getpid());
-	fd = mkostemp(tmp, O_CLOEXEC);
-	if (fd < 0 && errno == ENOENT) {
-		/* folders are made only when missing: mkdir per output costs */
-		if (file_mkdirs_parent(final, err, errlen) < 0) {
-			free(tmp);
-			return -1;
-		}
-		memcpy(tmp + strlen(tmp) - 6, "XXXXXX", 6);
-		fd = mkostemp(tmp, O_CLOEXEC);
-	}
-	if (fd < 0) {
-		snprintf(err, errlen, "cannot create a file beside %s: %s",
-		    log_quote(final), strerror(errno));
-		goto fail;
-	}
-	while (len > 0) {
-		ssize_t w = write(fd, p, len);
-		if (w < 0) {
-			if (errno == EINTR)
-				continue;
-			snprintf(err, errlen, "cannot write %s: %s",
-			    log_quote(final), strerror(errno));
-			goto fail;
-		}
-		p += w;
-		len -= (size_t)w;
-	}
-	if (fchmod(fd, file_output_mode()) < 0 || (durable && fsync(fd) < 0)) {
-		snprintf(err, errlen, "cannot write %s: %s", log_quote(final),
-		    strerror(errno));
-		goto fail;
-	}
-	if (close(fd) < 0) {
-		fd = -1;
-		snprintf(err, errlen, "cannot write %s: %s", log_quote(final),
-		    strerror(errno));
-		goto fail;
-	}
-	*tmp_out = tmp;
-	return 0;
-fail:
-	if (fd >= 0)
-		close(fd);
-	if (tmp != NULL)
-		unlink(tmp);
-	free(tmp);
-	return -1;
-}
-
-int
-file_fsync_dir(const char *path)
-{
-	const char *slash = strrchr(path, '/');
-	char *dir = slash ? xstrndup(path, (size_t)(slash - path)) : xstrdup(".");
-	int fd, rc = -1;
-
-	if (dir[0] == '\0') {
-		free(dir);
-		dir = xstrdup("/");
-	}
-	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd >= 0) {
-		rc = fsync(fd);
-		close(fd);
-	}
-	free(dir);
-	return rc;
-}
-
 char *
 file_output_path(const char *outdir, int stage, const char *lang,
 		 const char *rel, const char *suffix)
@@ -294,6 +212,44 @@ file_output_path(const char *outdir, int stage, const char *lang,
 	if (stage == STAGE_TRANSCRIBE)
 		return xasprintf("%s/transcripts/%s%s", outdir, rel, suffix);
 	return xasprintf("%s/translations/%s/%s%s", outdir, lang, rel, suffix);
+}
+
+int
+file_open_regular(const char *path, int flags, mode_t mode, char *err,
+		  size_t errlen)
+{
+	struct stat sb;
+	int e;
+	/* O_NONBLOCK: a FIFO planted there must not hang the open */
+	int fd = open(path, flags | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK, mode);
+
+	if (fd < 0) {
+		e = errno;
+		if (e == ELOOP)
+			snprintf(err, errlen, "%s is a symbolic link: mpfarm "
+			    "follows no link for the files beside its database "
+			    "(remove it)", log_quote(path));
+		else
+			snprintf(err, errlen, "cannot open %s: %s",
+			    log_quote(path), strerror(e));
+		errno = e;
+		return -1;
+	}
+	if (fstat(fd, &sb) < 0 || !S_ISREG(sb.st_mode)) {
+		close(fd);
+		snprintf(err, errlen, "%s is not a regular file", log_quote(path));
+		errno = EINVAL;
+		return -1;
+	}
+	if (!(flags & O_NONBLOCK) && fd_set_nonblock(fd, false) < 0) {
+		e = errno;
+		close(fd);
+		snprintf(err, errlen, "cannot open %s: %s", log_quote(path),
+		    strerror(e));
+		errno = e;
+		return -1;
+	}
+	return fd;
 }
 
 bool

@@ -48,9 +48,11 @@ store_t *master_store_open(const struct config *cfg, int flags);
 
 /* ---- the farm ------------------------------------------------------- */
 
-/* The farm lock: a flock on "<db>.lock".  One master per database; a
- * second gets -1 and the holder's pid in *holder (0 if unknown). */
-int  master_lock_acquire(const char *db, int *fd_out, pid_t *holder);
+/* The farm lock: a flock on "<db>.lock", a regular file opened without
+ * following a link.  One master per database; a second gets -1 and the
+ * holder's pid in *holder (0 if unknown); err says why in every case. */
+int  master_lock_acquire(const char *db, int *fd_out, pid_t *holder,
+			 char *err, size_t errlen);
 /* For status/check/fix: the pid of a live master holding the lock, or 0. */
 pid_t master_lock_holder(const char *db);
 

@@ -9,6 +9,7 @@
 #include "worker_provider.h"
 #include "master_notify.h"
 #include "common_store_audit.h"
+#include "common_tree.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -266,6 +267,15 @@ farm_tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	farm_status_write();
 }
 
+/* The --log-file, appended to; a link there is refused, its target left
+ * alone (at start and at every HUP reopen alike). */
+static int
+farm_log_file_open(char *err, size_t errlen)
+{
+	return file_open_regular(farm.cfg->log_file, O_WRONLY | O_APPEND |
+	    O_CREAT, 0644, err, errlen);
+}
+
 static void
 farm_signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
 {
@@ -291,11 +301,11 @@ farm_signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
 			    farm.cfg->workers, farm.cfg->job_timeout);
 		}
 		if (farm.cfg->log_file != NULL) {
-			int fd = open(farm.cfg->log_file, O_WRONLY | O_APPEND |
-			    O_CREAT | O_CLOEXEC, 0644);
+			char err[600];
+			int fd = farm_log_file_open(err, sizeof(err));
 			if (fd < 0) {
 				log_error("log_reopen_failed", "file=%s error=%s",
-				    log_quote(farm.cfg->log_file), strerror(errno));
+				    log_quote(farm.cfg->log_file), log_quote(err));
 			} else {
 				int old = log_get_fd();
 				log_set_fd(fd);
@@ -382,28 +392,97 @@ farm_config_check(const struct config *cfg, char *err, size_t errlen)
 	    -1 : 0;
 }
 
+/* One folder of the output tree the run will write in, when it exists:
+ * a real folder (no link) that mpfarm may write in. */
+static int
+farm_output_dir_check(struct tree *t, const char *sub, char *err,
+		      size_t errlen)
+{
+	int fd = tree_dir_open(t, sub, false, err, errlen);
+
+	if (fd < 0)
+		return errno == ENOENT ? 0 : -1;
+	if (faccessat(fd, ".", W_OK | X_OK, AT_EACCESS) < 0) {
+		int e = errno;
+		snprintf(err, errlen, "output folder %s%s%s is not writable: %s "
+		    "(%s); no job could save its result, so none is run",
+		    log_quote(t->root), *sub ? "/" : "", sub, strerror(e),
+		    strerrorname_np(e) ? strerrorname_np(e) : "?");
+		close(fd);
+		return -1;
+	}
+	close(fd);
+	return 0;
+}
+
+/* Check before paying, for the whole run: the output root (made when
+ * missing) and the stage folders this run writes in are real folders
+ * mpfarm may write in.  Otherwise every job would pay for its provider
+ * call and then fail to save it. */
+static int
+farm_output_check(const struct config *cfg, char *err, size_t errlen)
+{
+	struct tree t;
+	int rc = -1;
+
+	if (tree_open(&t, cfg->output, true, cfg->durable, err, errlen) < 0)
+		goto out;
+	if (farm_output_dir_check(&t, "", err, errlen) < 0)
+		goto out;
+	if (config_wants(cfg, STAGE_TRANSCRIBE, "") &&
+	    farm_output_dir_check(&t, "transcripts", err, errlen) < 0)
+		goto out;
+	for (int i = 0; i < cfg->nlangs; i++) {
+		char *sub;
+		if (!config_wants(cfg, STAGE_TRANSLATE, cfg->langs[i]))
+			continue;
+		if (farm_output_dir_check(&t, "translations", err, errlen) < 0)
+			goto out;
+		sub = xasprintf("translations/%s", cfg->langs[i]);
+		int bad = farm_output_dir_check(&t, sub, err, errlen);
+		free(sub);
+		if (bad < 0)
+			goto out;
+	}
+	rc = 0;
+out:
+	tree_close(&t);
+	return rc;
+}
+
+/* The live status file beside the database is replaced by rename, which
+ * would not follow a link there; one is still refused, so that nobody
+ * mistakes what it points at for the farm's figures. */
+static int
+farm_beside_db_check(const struct config *cfg, char *err, size_t errlen)
+{
+	char *path = master_status_path(cfg->db);
+	struct stat sb;
+	int rc = 0;
+
+	if (lstat(path, &sb) == 0 && !S_ISREG(sb.st_mode)) {
+		snprintf(err, errlen, "%s is %s: mpfarm keeps only regular files "
+		    "beside its database (remove it)", log_quote(path),
+		    S_ISLNK(sb.st_mode) ? "a symbolic link" : "not a regular file");
+		rc = -1;
+	}
+	free(path);
+	return rc;
+}
+
 /* Everything that can make the run fail is checked here, before any
- * worker exists: exit 2 on usage and config errors. */
+ * worker exists: exit 2 on usage and config errors, an unusable output
+ * tree included. */
 static int
 farm_preflight(void)
 {
 	struct config *cfg = farm.cfg;
-	char err[512];
-	struct stat sb;
+	char err[1024];
 
-	if (farm_config_check(cfg, err, sizeof(err)) < 0) {
+	if (farm_config_check(cfg, err, sizeof(err)) < 0 ||
+	    farm_output_check(cfg, err, sizeof(err)) < 0 ||
+	    farm_beside_db_check(cfg, err, sizeof(err)) < 0) {
 		say_err("%s", err);
-		return -1;
-	}
-	if (stat(cfg->output, &sb) == 0 && !S_ISDIR(sb.st_mode)) {
-		say_err("output %s is not a folder", cfg->output);
-		return -1;
-	}
-	char *probe = xasprintf("%s/x", cfg->output);
-	int rc = file_mkdirs_parent(probe, err, sizeof(err));
-	free(probe);
-	if (rc < 0) {
-		say_err("output: %s", err);
 		return -1;
 	}
 	return 0;
@@ -422,12 +501,12 @@ farm_signals_start(void)
 static int
 farm_log_open(void)
 {
+	char err[600];
+
 	if (farm.cfg->log_file != NULL) {
-		int fd = open(farm.cfg->log_file, O_WRONLY | O_APPEND | O_CREAT |
-		    O_CLOEXEC, 0644);
+		int fd = farm_log_file_open(err, sizeof(err));
 		if (fd < 0) {
-			say_err("cannot open log file %s: %s", farm.cfg->log_file,
-			    strerror(errno));
+			say_err("log file: %s", err);
 			return -1;
 		}
 		log_set_fd(fd);
@@ -484,6 +563,7 @@ master_farm_run(struct config *cfg, int argc, char **argv)
 {
 	pid_t holder = 0;
 	int n = 0, done_total;
+	char err[600];
 
 	sigset_t stopsigs, oldmask;
 
@@ -504,12 +584,13 @@ master_farm_run(struct config *cfg, int argc, char **argv)
 	farm.exit_code = EXIT_OK;
 	if (farm_preflight() < 0)
 		return EXIT_USAGE;
-	if (master_lock_acquire(cfg->db, &farm.lock_fd, &holder) < 0) {
+	if (master_lock_acquire(cfg->db, &farm.lock_fd, &holder, err,
+	    sizeof(err)) < 0) {
 		if (holder > 0)
 			say_err("another mpfarm (pid %d) is running on %s",
 			    (int)holder, cfg->db);
 		else
-			say_err("cannot lock %s.lock: %s", cfg->db, strerror(errno));
+			say_err("cannot lock the database: %s", err);
 		return EXIT_FATAL;
 	}
 	farm.st = master_store_open(cfg, 0);
@@ -518,7 +599,6 @@ master_farm_run(struct config *cfg, int argc, char **argv)
 	{
 		/* a stage with work and no provider: say how to set one, rather
 		 * than fake the work (noop) or leave it silently undone */
-		char err[600];
 		struct farm_first_problem fp = { err, sizeof(err), 0 };
 		if (master_config_unprovided(cfg, farm.st, farm_first_problem,
 		    &fp) > 0) {

@@ -20,12 +20,19 @@
  * and stale outputs too, since a worker may be renaming onto them right
  * now.  Without a master, a job whose owner pid is gone is an orphan of a
  * crash.
+ *
+ * The output tree is read through common_tree.c: no link in it is ever
+ * followed (a link where a folder should be is reported and left alone),
+ * and files are removed relative to the folder they were found in, so
+ * neither command can touch anything outside the tree.
  */
 #include "master.h"
 #include "common_store_audit.h"
+#include "common_tree.h"
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,6 +52,8 @@ struct fix_ctx {
 	int64_t fixable;        /* check: problems `mpfarm fix` repairs */
 	int64_t unknown;        /* fix: outputs no job writes, left alone */
 	const char *cmd;        /* "fix" / "check" */
+	struct tree tree;       /* the output tree, when it exists */
+	bool    have_tree;
 };
 
 /* ---- jobs by output name ----------------------------------------------- */
@@ -101,14 +110,14 @@ fix_job_name(const struct store_audit_job *j)
 	return xasprintf("translate:%s", j->lang);
 }
 
+/* Whole: a regular file at the final name, reached without a link. */
 static bool
-fix_output_whole(const struct config *cfg, const struct store_audit_job *j)
+fix_output_whole(struct fix_ctx *fc, const struct store_audit_job *j)
 {
-	char *out = file_output_path(cfg->output, j->stage, j->lang, j->rel, ".txt");
-	struct stat sb;
-	bool whole = stat(out, &sb) == 0 && S_ISREG(sb.st_mode);
+	char *rel = tree_output_rel(j->stage, j->lang, j->rel, ".txt");
+	bool whole = fc->have_tree && tree_file_is_regular(&fc->tree, rel);
 
-	free(out);
+	free(rel);
 	return whole;
 }
 
@@ -120,8 +129,11 @@ fix_owner_gone(const struct fix_ctx *fc, const struct store_audit_job *j)
 	return fc->master == 0 && !proc_alive(j->owner_pid);
 }
 
-typedef void (*fix_file_fn)(struct fix_ctx *fc, const char *path,
-			    const char *lang, const char *rel);
+/* A file found in the tree: the folder holding it (valid during the
+ * call), its name there, its path for messages. */
+typedef void (*fix_file_fn)(struct fix_ctx *fc, int dirfd, const char *name,
+			    const char *path, const char *lang,
+			    const char *rel);
 
 static int
 fix_name_cmp(const void *a, const void *b)
@@ -129,25 +141,27 @@ fix_name_cmp(const void *a, const void *b)
 	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-/* Every regular file under dir, in name order, with its path relative to
- * the walk's base (relpfx ends in '/' or is ""). Symbolic links to folders
- * are not followed. */
+/* Something in the tree mpfarm will not enter: said, counted, left. */
 static void
-fix_walk(struct fix_ctx *fc, const char *dir, const char *lang,
-	 const char *relpfx, fix_file_fn fn)
+fix_refused(struct fix_ctx *fc, const char *what)
 {
-	DIR *d = opendir(dir);
+	printf("%s: %s; left alone\n", fc->cmd, what);
+	fc->problems++;
+}
+
+/* The names in a folder (not "." or ".."), sorted; closes dfd. */
+static char **
+fix_names(int dfd, size_t *n_out)
+{
+	DIR *d = fdopendir(dfd);
 	struct dirent *de;
 	char **names = NULL;
 	size_t n = 0, cap = 0;
 
+	*n_out = 0;
 	if (d == NULL) {
-		if (errno != ENOENT) {
-			say_err("%s: cannot read folder %s: %s", fc->cmd,
-			    log_quote(dir), strerror(errno));
-			fc->problems++;
-		}
-		return;
+		close(dfd);
+		return NULL;
 	}
 	while ((de = readdir(d)) != NULL) {
 		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
@@ -161,59 +175,113 @@ fix_walk(struct fix_ctx *fc, const char *dir, const char *lang,
 	closedir(d);
 	if (n > 1)
 		qsort(names, n, sizeof(*names), fix_name_cmp);
+	*n_out = n;
+	return names;
+}
+
+/* Every regular file under the folder dfd (path `dir`, closed here), in
+ * name order, with its path relative to the walk's base (relpfx ends in
+ * '/' or is "").  Sub-folders are entered with O_NOFOLLOW from their
+ * parent's descriptor; links are reported, never followed. */
+static void
+fix_walk(struct fix_ctx *fc, int dfd, const char *dir, const char *lang,
+	 const char *relpfx, fix_file_fn fn)
+{
+	int keep = fcntl(dfd, F_DUPFD_CLOEXEC, 0);
+	size_t n = 0;
+	char **names = fix_names(dfd, &n);
+
+	if (keep < 0) {
+		say_err("%s: cannot read folder %s: %s", fc->cmd, log_quote(dir),
+		    strerror(errno));
+		fc->problems++;
+	}
 	for (size_t i = 0; i < n; i++) {
 		char *path = xasprintf("%s/%s", dir, names[i]);
 		char *rel = xasprintf("%s%s", relpfx, names[i]);
 		struct stat sb;
+		int sub;
 
-		if (lstat(path, &sb) < 0) {
+		if (keep < 0 || fstatat(keep, names[i], &sb,
+		    AT_SYMLINK_NOFOLLOW) < 0) {
 			;       /* gone since the listing: nothing to judge */
+		} else if (S_ISLNK(sb.st_mode)) {
+			char *what = xasprintf("%s is a symbolic link in the "
+			    "output tree, not followed", log_quote(path));
+			fix_refused(fc, what);
+			free(what);
 		} else if (S_ISDIR(sb.st_mode)) {
-			char *sub = xasprintf("%s/", rel);
-			fix_walk(fc, path, lang, sub, fn);
-			free(sub);
+			sub = openat(keep, names[i], O_RDONLY | O_DIRECTORY |
+			    O_NOFOLLOW | O_CLOEXEC);
+			if (sub >= 0) {
+				char *pfx = xasprintf("%s/", rel);
+				fix_walk(fc, sub, path, lang, pfx, fn);
+				free(pfx);
+			} else if (errno != ENOENT) {
+				say_err("%s: cannot read folder %s: %s", fc->cmd,
+				    log_quote(path), strerror(errno));
+				fc->problems++;
+			}
 		} else if (S_ISREG(sb.st_mode)) {
-			fn(fc, path, lang, rel);
+			fn(fc, keep, names[i], path, lang, rel);
 		}
 		free(path);
 		free(rel);
 		free(names[i]);
 	}
 	free(names);
+	if (keep >= 0)
+		close(keep);
+}
+
+/* One folder of the tree by its relative name: walked, or (missing)
+ * nothing, or (a link, not a folder, unreadable) reported. */
+static void
+fix_walk_sub(struct fix_ctx *fc, const char *sub, const char *lang,
+	     fix_file_fn fn)
+{
+	char err[1024];
+	int fd = tree_dir_open(&fc->tree, sub, false, err, sizeof(err));
+	char *path;
+
+	if (fd < 0) {
+		if (errno != ENOENT)
+			fix_refused(fc, err);
+		return;
+	}
+	path = xasprintf("%s/%s", fc->cfg->output, sub);
+	fix_walk(fc, fd, path, lang, "", fn);
+	free(path);
 }
 
 /* Both output trees: transcripts/REL and translations/LANG/REL. */
 static void
 fix_walk_outputs(struct fix_ctx *fc, fix_file_fn fn)
 {
-	char *tdir = xasprintf("%s/transcripts", fc->cfg->output);
-	char *ldir = xasprintf("%s/translations", fc->cfg->output);
-	DIR *d;
-	struct dirent *de;
+	char err[1024];
+	char **langs;
+	size_t n = 0;
+	int fd;
 
-	fix_walk(fc, tdir, "", "", fn);
-	if ((d = opendir(ldir)) != NULL) {
-		char **langs = NULL;
-		size_t n = 0;
-		while ((de = readdir(d)) != NULL) {
-			if (de->d_name[0] == '.')
-				continue;
-			langs = xrealloc(langs, (n + 1) * sizeof(*langs));
-			langs[n++] = xstrdup(de->d_name);
-		}
-		closedir(d);
-		if (n > 1)
-			qsort(langs, n, sizeof(*langs), fix_name_cmp);
-		for (size_t i = 0; i < n; i++) {
-			char *sub = xasprintf("%s/%s", ldir, langs[i]);
-			fix_walk(fc, sub, langs[i], "", fn);
-			free(sub);
-			free(langs[i]);
-		}
-		free(langs);
+	if (!fc->have_tree)
+		return;
+	fix_walk_sub(fc, "transcripts", "", fn);
+	fd = tree_dir_open(&fc->tree, "translations", false, err, sizeof(err));
+	if (fd < 0) {
+		if (errno != ENOENT)
+			fix_refused(fc, err);
+		return;
 	}
-	free(tdir);
-	free(ldir);
+	langs = fix_names(fd, &n);
+	for (size_t i = 0; i < n; i++) {
+		if (langs[i][0] != '.') {
+			char *sub = xasprintf("translations/%s", langs[i]);
+			fix_walk_sub(fc, sub, langs[i], fn);
+			free(sub);
+		}
+		free(langs[i]);
+	}
+	free(langs);
 }
 
 /* What an output file under the output folder is to fix and check:
@@ -236,15 +304,14 @@ enum fix_out {
 };
 
 static enum fix_out
-fix_output_judge(const struct fix_ctx *fc, const char *path,
-		 const char *lang, const char *rel,
-		 const struct store_audit_job **jp)
+fix_output_judge(struct fix_ctx *fc, const char *name, const char *lang,
+		 const char *rel, const struct store_audit_job **jp)
 {
 	const struct store_audit_job *j = NULL;
 	size_t n = strlen(rel);
 
 	*jp = NULL;
-	if (file_is_temp(path))
+	if (file_is_temp(name))
 		return fc->master == 0 ? FIX_OUT_TEMP : FIX_OUT_OK;
 	for (int i = 0; fix_suffixes[i] && j == NULL; i++) {
 		size_t sl = strlen(fix_suffixes[i]);
@@ -262,7 +329,7 @@ fix_output_judge(const struct fix_ctx *fc, const char *path,
 	/* a running farm renames and marks in one step: not a problem */
 	if (j->status == JOB_ST_IN_PROGRESS && !fix_owner_gone(fc, j))
 		return FIX_OUT_OK;
-	if (fix_output_whole(fc->cfg, j))
+	if (fix_output_whole(fc, j))
 		return FIX_OUT_TXT;
 	return fc->master == 0 ? FIX_OUT_SIDECAR : FIX_OUT_OK;
 }
@@ -270,7 +337,10 @@ fix_output_judge(const struct fix_ctx *fc, const char *path,
 static int
 fix_begin(struct fix_ctx *fc, struct config *cfg, const char *cmd, int flags)
 {
+	char err[1024];
+
 	memset(fc, 0, sizeof(*fc));
+	fc->tree.rootfd = fc->tree.cfd = -1;
 	fc->cfg = cfg;
 	fc->cmd = cmd;
 	if (store_audit_db_missing(cfg->db, cmd))
@@ -278,6 +348,13 @@ fix_begin(struct fix_ctx *fc, struct config *cfg, const char *cmd, int flags)
 	if ((fc->st = master_store_open(cfg, flags)) == NULL)
 		return -1;
 	fc->master = master_lock_holder(cfg->db);
+	if (tree_open(&fc->tree, cfg->output, false, false, err,
+	    sizeof(err)) == 0) {
+		fc->have_tree = true;
+	} else if (errno != ENOENT) {
+		say_err("%s: %s", cmd, err);
+		return -1;
+	}
 	if (store_audit_jobs_load(fc->st, &fc->js) < 0) {
 		say_err("%s: %s: %s", cmd, log_quote(cfg->db), store_errmsg(fc->st));
 		return -1;
@@ -294,6 +371,7 @@ fix_end(struct fix_ctx *fc)
 	store_audit_jobs_free(&fc->js);
 	if (fc->st != NULL)
 		store_close(fc->st);
+	tree_close(&fc->tree);
 }
 
 /* ---- fix ---------------------------------------------------------------- */
@@ -342,7 +420,7 @@ out:
 static int
 fix_job(struct fix_ctx *fc, struct store_audit_job *j)
 {
-	bool whole = fix_output_whole(fc->cfg, j);
+	bool whole = fix_output_whole(fc, j);
 	char why[160];
 
 	switch (j->status) {
@@ -371,11 +449,12 @@ fix_job(struct fix_ctx *fc, struct store_audit_job *j)
 
 /* Removes (or with --dry-run lists) one output fix judged stale. */
 static void
-fix_remove(struct fix_ctx *fc, const char *path, const char *what)
+fix_remove(struct fix_ctx *fc, int dirfd, const char *name, const char *path,
+	   const char *what)
 {
 	if (fc->cfg->dry_run) {
 		printf("would fix: remove %s %s\n", what, log_quote(path));
-	} else if (unlink(path) < 0 && errno != ENOENT) {
+	} else if (unlinkat(dirfd, name, 0) < 0 && errno != ENOENT) {
 		say_err("fix: cannot remove %s: %s", log_quote(path),
 		    strerror(errno));
 		fc->problems++;
@@ -387,20 +466,20 @@ fix_remove(struct fix_ctx *fc, const char *path, const char *what)
 }
 
 static void
-fix_output_file(struct fix_ctx *fc, const char *path, const char *lang,
-		const char *rel)
+fix_output_file(struct fix_ctx *fc, int dirfd, const char *name,
+		const char *path, const char *lang, const char *rel)
 {
 	const struct store_audit_job *j;
 	char what[96];
 
-	switch (fix_output_judge(fc, path, lang, rel, &j)) {
+	switch (fix_output_judge(fc, name, lang, rel, &j)) {
 	case FIX_OUT_TEMP:
-		fix_remove(fc, path, "stale temp file");
+		fix_remove(fc, dirfd, name, path, "stale temp file");
 		break;
 	case FIX_OUT_SIDECAR:
 		snprintf(what, sizeof(what), "stale output of %s job %lld",
 		    job_status_name(j->status), (long long)j->job_id);
-		fix_remove(fc, path, what);
+		fix_remove(fc, dirfd, name, path, what);
 		break;
 	case FIX_OUT_UNKNOWN:
 		fc->unknown++;
@@ -471,7 +550,7 @@ check_job(struct fix_ctx *fc, const struct store_audit_job *j)
 {
 	char *name = fix_job_name(j);
 
-	if (j->status == JOB_ST_COMPLETED && !fix_output_whole(fc->cfg, j)) {
+	if (j->status == JOB_ST_COMPLETED && !fix_output_whole(fc, j)) {
 		char *out = file_output_path(fc->cfg->output, j->stage, j->lang,
 		    j->rel, ".txt");
 		printf("check: job %lld %s %s: completed but its output %s is "
@@ -491,12 +570,13 @@ check_job(struct fix_ctx *fc, const struct store_audit_job *j)
 }
 
 static void
-check_file(struct fix_ctx *fc, const char *path, const char *lang,
-	   const char *rel)
+check_file(struct fix_ctx *fc, int dirfd, const char *name, const char *path,
+	   const char *lang, const char *rel)
 {
 	const struct store_audit_job *j;
 
-	switch (fix_output_judge(fc, path, lang, rel, &j)) {
+	(void)dirfd;
+	switch (fix_output_judge(fc, name, lang, rel, &j)) {
 	case FIX_OUT_TEMP:
 		printf("check: stale temp file %s\n", log_quote(path));
 		break;

@@ -29,7 +29,8 @@ master_lock_read_pid(int fd)
 }
 
 int
-master_lock_acquire(const char *db, int *fd_out, pid_t *holder)
+master_lock_acquire(const char *db, int *fd_out, pid_t *holder, char *err,
+		    size_t errlen)
 {
 	char *path = xasprintf("%s.lock", db);
 	char pid[32];
@@ -37,18 +38,22 @@ master_lock_acquire(const char *db, int *fd_out, pid_t *holder)
 
 	*holder = 0;
 	*fd_out = -1;
-	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+	/* a link planted there is refused: its target is never truncated */
+	fd = file_open_regular(path, O_RDWR | O_CREAT, 0644, err, errlen);
 	free(path);
 	if (fd < 0)
 		return -1;
 	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
 		*holder = master_lock_read_pid(fd);
 		close(fd);
+		snprintf(err, errlen, "%s.lock is held by another process", db);
 		errno = EWOULDBLOCK;
 		return -1;
 	}
 	n = snprintf(pid, sizeof(pid), "%d\n", (int)getpid());
 	if (ftruncate(fd, 0) < 0 || pwrite(fd, pid, (size_t)n, 0) != n) {
+		snprintf(err, errlen, "cannot write %s.lock: %s", db,
+		    strerror(errno));
 		close(fd);
 		return -1;
 	}
@@ -60,7 +65,9 @@ pid_t
 master_lock_holder(const char *db)
 {
 	char *path = xasprintf("%s.lock", db);
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	char err[8];
+	/* a link there is no lock of ours: no master */
+	int fd = file_open_regular(path, O_RDONLY, 0, err, sizeof(err));
 	pid_t pid = 0;
 
 	free(path);

@@ -10,6 +10,7 @@
 #include "master_farm.h"
 #include "worker.h"
 #include "common_store_audit.h"
+#include "common_tree.h"
 
 #include <dirent.h>
 
@@ -183,34 +184,42 @@ farm_job_attribute(struct slot *s, const struct job_ref *job, const char *cause)
 
 /* A worker killed while writing leaves its temp files (named after its
  * pid) beside the outputs of the jobs it held; nobody else will remove
- * them while a farm runs, so the master does, folder by folder. */
+ * them while a farm runs, so the master does, folder by folder.  The
+ * folder is reached through the output tree without following a link:
+ * a link planted there never points this cleanup outside the tree. */
 void
 farm_temps_remove(pid_t pid, const struct job_ref *job)
 {
-	char *rel = NULL, *probe, *slash, prefix[48];
-	DIR *d;
+	char *rel = NULL, *sub, *slash, prefix[48], err[512];
+	struct tree t;
+	DIR *d = NULL;
 	struct dirent *e;
-	int n;
+	int n, fd;
 
 	if (farm_store_reopen() < 0 ||
 	    store_audit_job_rel(farm.st, job->job_id, &rel) < 0 || rel == NULL)
 		return;
-	probe = file_output_path(farm.cfg->output, job->stage, job->lang, rel, "");
-	slash = strrchr(probe, '/');
+	sub = tree_output_rel(job->stage, job->lang, rel, "");
+	slash = strrchr(sub, '/');
 	if (slash != NULL)
 		*slash = '\0';
 	n = snprintf(prefix, sizeof(prefix), ".mpfarm-tmp.%d.", (int)pid);
-	if ((d = opendir(probe)) != NULL) {
-		while ((e = readdir(d)) != NULL) {
+	if (tree_open(&t, farm.cfg->output, false, false, err, sizeof(err)) == 0) {
+		fd = tree_dir_open(&t, sub, false, err, sizeof(err));
+		if (fd >= 0 && (d = fdopendir(fd)) == NULL)
+			close(fd);
+		while (d != NULL && (e = readdir(d)) != NULL) {
 			if (strncmp(e->d_name, prefix, (size_t)n) != 0)
 				continue;
 			if (unlinkat(dirfd(d), e->d_name, 0) == 0)
 				log_debug("temp_removed", "dir=%s file=%s",
-				    log_quote(probe), log_quote(e->d_name));
+				    log_quote(sub), log_quote(e->d_name));
 		}
-		closedir(d);
+		if (d != NULL)
+			closedir(d);
 	}
-	free(probe);
+	tree_close(&t);
+	free(sub);
 	free(rel);
 }
 

@@ -7,7 +7,10 @@
 #include "master_farm.h"
 #include "master_notify.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -149,12 +152,50 @@ static const char *const slot_state_names[] = {
 	"empty", "starting", "idle", "busy"
 };
 
+/* Replace `path` whole: a fresh temp made with mkstemp beside it (never
+ * a fixed name a link could be planted at), then rename, which replaces
+ * whatever is at `path` without following it. */
+static void
+farm_status_replace(const char *path, json_t *o)
+{
+	char *tmp = xasprintf("%s.XXXXXX", path);
+	char *text = json_dumps(o, JSON_COMPACT);
+	int fd = mkostemp(tmp, O_CLOEXEC);
+	size_t len = text ? strlen(text) : 0, off = 0;
+
+	if (fd < 0 || text == NULL) {
+		log_warn("status_write_failed", "file=%s error=%s",
+		    log_quote(path), fd < 0 ? strerror(errno) : "json");
+		goto out;
+	}
+	while (off < len) {
+		ssize_t w = write(fd, text + off, len - off);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0)
+			break;
+		off += (size_t)w;
+	}
+	/* readable like the database beside it, not only by its owner */
+	bool ok = off == len && fchmod(fd, 0644) == 0;
+	if (close(fd) < 0 || !ok || rename(tmp, path) < 0)
+		unlink(tmp);
+	fd = -1;
+out:
+	if (fd >= 0) {
+		close(fd);
+		unlink(tmp);
+	}
+	free(text);
+	free(tmp);
+}
+
 void
 farm_status_write(void)
 {
 	int64_t now = time_mono_ms();
 	json_t *o, *slots, *stages;
-	char *path, *tmp;
+	char *path;
 	struct buf pb;
 
 	if (now - farm.last_status_write < 1000)
@@ -208,12 +249,7 @@ farm_status_write(void)
 		(void)master_notify_send(st);
 	}
 	path = master_status_path(farm.cfg->db);
-	tmp = xasprintf("%s.tmp", path);
-	if (json_dump_file(o, tmp, JSON_COMPACT) == 0)
-		(void)rename(tmp, path);
-	else
-		unlink(tmp);
-	free(tmp);
+	farm_status_replace(path, o);
 	free(path);
 	json_decref(o);
 }

@@ -37,7 +37,11 @@ void worker_msg_send(const struct ipc_msg *m);
 #define WORKER_PENDING_MAX 20
 struct provider_result;
 struct job;
-int  worker_batch_add(const struct config *cfg, struct job *j,
+struct tree;
+/* Write a finished job's outputs as temp files in their verified folders
+ * and hold the job for the next flush.  0, or -1 with err and errno (the
+ * temps written so far are removed, the job is still the caller's). */
+int  worker_batch_add(const struct config *cfg, struct tree *t, struct job *j,
 		      const struct provider_result *res, char *err,
 		      size_t errlen);
 bool worker_batch_due(const int64_t *pending, int npending, bool shutdown);

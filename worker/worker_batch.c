@@ -14,6 +14,7 @@
 #include "worker.h"
 #include "worker_provider.h"
 #include "ipc_frame.h"
+#include "common_tree.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -26,8 +27,7 @@
 
 struct batch_job {
 	struct job j;
-	char      *tmp[PROVIDER_OUT_MAX];
-	char      *fin[PROVIDER_OUT_MAX];
+	struct tree_temp out[PROVIDER_OUT_MAX];
 	int        n;
 };
 
@@ -84,30 +84,33 @@ static void
 batch_job_free(struct batch_job *bj, bool unlink_tmp)
 {
 	for (int i = 0; i < bj->n; i++) {
-		if (unlink_tmp && bj->tmp[i] != NULL)
-			unlink(bj->tmp[i]);
-		free(bj->tmp[i]);
-		free(bj->fin[i]);
+		if (unlink_tmp)
+			tree_temp_discard(&bj->out[i]);
+		else
+			tree_temp_free(&bj->out[i]);
 	}
 	job_clear(&bj->j);
 	memset(bj, 0, sizeof(*bj));
 }
 
 int
-worker_batch_add(const struct config *cfg, struct job *j,
+worker_batch_add(const struct config *cfg, struct tree *t, struct job *j,
 		 const struct provider_result *res, char *err, size_t errlen)
 {
 	struct batch_job *bj = &b.done[b.ndone];
 
 	memset(bj, 0, sizeof(*bj));
 	for (; bj->n < res->nout; bj->n++) {
-		int k = bj->n;
-		bj->fin[k] = file_output_path(cfg->output, j->stage, j->lang,
-		    j->rel_path, res->out[k].suffix);
-		if (file_write_temp(bj->fin[k], res->out[k].data, res->out[k].len,
-		    cfg->durable, &bj->tmp[k], err, errlen) < 0) {
-			bj->n++;
+		int k = bj->n, e;
+		char *rel = tree_output_rel(j->stage, j->lang, j->rel_path,
+		    res->out[k].suffix);
+		int rc = tree_temp_write(t, rel, res->out[k].data,
+		    res->out[k].len, cfg->durable, &bj->out[k], err, errlen);
+		free(rel);
+		if (rc < 0) {
+			e = errno;
 			batch_job_free(bj, true);
+			errno = e;
 			return -1;
 		}
 	}
@@ -147,15 +150,13 @@ worker_batch_flush(store_t *st, const struct config *cfg,
 	ok = store_tx_begin(st) == 0;
 	for (int i = 0; ok && i < b.ndone; i++) {
 		struct batch_job *bj = &b.done[i];
-		rcs[i] = store_job_complete(st, &bj->j, bj->tmp, bj->fin, bj->n,
+		rcs[i] = store_job_complete(st, &bj->j, bj->out, bj->n,
 		    cfg->durable);
 		if (rcs[i] < 0)
 			ok = false;
 		/* complete unlinks or renames the temps: nothing left here */
-		for (int k = 0; k < bj->n; k++) {
-			free(bj->tmp[k]);
-			bj->tmp[k] = NULL;
-		}
+		for (int k = 0; k < bj->n; k++)
+			tree_temp_free(&bj->out[k]);
 	}
 	for (int i = 0; ok && i < npending && b.npre < WORKER_PENDING_MAX; i++) {
 		struct batch_pre *p;

@@ -10,6 +10,7 @@
 #include "worker_provider.h"
 #include "worker_media.h"
 #include "ipc_frame.h"
+#include "common_tree.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -32,6 +33,7 @@ static struct {
 	int64_t pending[WORKER_PENDING_MAX];   /* jobs sent ahead, FIFO */
 	int     npending;
 	store_t *st;
+	struct tree out;        /* the output tree, walked without links */
 	struct ipc_reader rd;
 } w;
 
@@ -157,41 +159,62 @@ worker_retry_at(const struct config *cfg, int attempts, int64_t retry_after_ms)
 	return time_wall_ms() + delay;
 }
 
-/* The transcript a translation job reads. */
+/* The transcript a translation job reads, from inside the output tree:
+ * a link planted in its place is refused, never read and sent on. */
 static int
 worker_transcript_load(const struct job *j, struct buf *b, char *err,
 		       size_t errlen)
 {
-	char *path = file_output_path(w.cfg->output, STAGE_TRANSCRIBE, "",
-	    j->rel_path, ".txt");
-	FILE *fp = fopen(path, "rb");
+	char *rel = tree_output_rel(STAGE_TRANSCRIBE, "", j->rel_path, ".txt");
 	char chunk[65536];
-	size_t n;
-	int rc = -1;
+	ssize_t n;
+	int fd = tree_file_open(&w.out, rel, err, errlen), rc = -1;
 
-	if (fp == NULL) {
-		snprintf(err, errlen, "transcript %s: %s (mpfarm fix runs its "
-		    "transcription again)", log_quote(path), strerror(errno));
+	if (fd < 0) {
+		size_t k = strlen(err);
+		snprintf(err + k, errlen - k, " (transcript; mpfarm fix runs its "
+		    "transcription again)");
 		goto fail;
 	}
-	while ((n = fread(chunk, 1, sizeof(chunk), fp)) > 0) {
-		if (b->len + n > (size_t)WORKER_TRANSCRIPT_MAX) {
-			snprintf(err, errlen, "transcript %s is larger than %ld "
-			    "bytes", log_quote(path), WORKER_TRANSCRIPT_MAX);
+	while ((n = read(fd, chunk, sizeof(chunk))) != 0) {
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			snprintf(err, errlen, "cannot read transcript %s/%s: %s",
+			    log_quote(w.out.root), log_quote(rel), strerror(errno));
 			goto fail;
 		}
-		buf_append(b, chunk, n);
-	}
-	if (ferror(fp)) {
-		snprintf(err, errlen, "cannot read transcript %s", log_quote(path));
-		goto fail;
+		if (b->len + (size_t)n > (size_t)WORKER_TRANSCRIPT_MAX) {
+			snprintf(err, errlen, "transcript %s/%s is larger than %ld "
+			    "bytes", log_quote(w.out.root), log_quote(rel),
+			    WORKER_TRANSCRIPT_MAX);
+			goto fail;
+		}
+		buf_append(b, chunk, (size_t)n);
 	}
 	buf_terminate(b);
 	rc = 0;
 fail:
-	if (fp != NULL)
-		fclose(fp);
-	free(path);
+	if (fd >= 0)
+		close(fd);
+	free(rel);
+	return rc;
+}
+
+/* Check before paying: the job's output folder is a real folder of the
+ * tree (made now when missing) that this worker may write in, and its
+ * names fit.  -1 with err and an outcome: permanent when retrying cannot
+ * help (a link, no permission, read-only, a name too long). */
+static int
+worker_outputs_check(const struct job *j, enum job_outcome *why, char *err,
+		     size_t errlen)
+{
+	char *rel = tree_output_rel(j->stage, j->lang, j->rel_path, "");
+	int rc = tree_check_writable(&w.out, rel, err, errlen);
+
+	if (rc < 0)
+		*why = tree_errno_permanent(errno) ? OUT_PERMANENT : OUT_TRANSIENT;
+	free(rel);
 	return rc;
 }
 
@@ -227,6 +250,7 @@ worker_job_run(store_t *st, int64_t job_id)
 	struct provider_result res = { 0 };
 	struct ipc_msg done = { .type = IPC_MSG_DONE };
 	enum job_status final = JOB_ST_COMPLETED;
+	enum job_outcome why = OUT_TRANSIENT;
 	const struct provider_ops *ops;
 	const char *pname;
 	struct buf text;
@@ -269,6 +293,9 @@ worker_job_run(store_t *st, int64_t job_id)
 		    "configured for %s", job_stage_name(j.stage));
 	} else if (ops == NULL) {
 		provider_result_error(&res, OUT_PERMANENT, "unknown provider %s", pname);
+	} else if (worker_outputs_check(&j, &why, err, sizeof(err)) < 0) {
+		/* check before paying: outputs that cannot be written */
+		provider_result_error(&res, why, "%s", err);
 	} else if (j.stage == STAGE_TRANSCRIBE &&
 	    (req.input_fd = worker_media_open(&j, err, sizeof(err),
 	    &permanent)) < 0) {
@@ -289,14 +316,17 @@ worker_job_run(store_t *st, int64_t job_id)
 	if (res.outcome == OUT_COMPLETED) {
 		/* held for a flush, which also sends its DONE: the main loop
 		 * decides when, right after it reads what the master sent */
-		if (worker_batch_add(w.cfg, &j, &res, err, sizeof(err)) == 0) {
+		if (worker_batch_add(w.cfg, &w.out, &j, &res, err,
+		    sizeof(err)) == 0) {
 			w.job_id = 0;
 			provider_result_free(&res);
 			buf_free(&text);
 			return;
 		}
-		/* full disk, vanished folder: worth a retry */
-		provider_result_error(&res, OUT_TRANSIENT, "%s", err);
+		/* full disk, vanished folder: worth a retry; a link or lost
+		 * permission planted since the check is not */
+		why = tree_errno_permanent(errno) ? OUT_PERMANENT : OUT_TRANSIENT;
+		provider_result_error(&res, why, "%s", err);
 	}
 	worker_flush();                 /* DONEs go out in order */
 	if (res.outcome != OUT_COMPLETED) {
@@ -359,6 +389,13 @@ worker_main(const struct worker_args *wa)
 		    log_quote(err));
 		_exit(WORKER_EXIT_CONFIG);
 	}
+	if (tree_open(&w.out, w.cfg->output, true, w.cfg->durable, err,
+	    sizeof(err)) < 0) {
+		log_error("worker_output_failed", "slot=%d error=%s", wa->slot,
+		    log_quote(err));
+		store_close(st);
+		_exit(WORKER_EXIT_CONFIG);
+	}
 	w.st = st;
 	m.pid = getpid();
 	worker_msg_send(&m);
@@ -408,10 +445,12 @@ worker_main(const struct worker_args *wa)
 	}
 	worker_flush();         /* nothing finished stays unpublished */
 	store_close(st);
+	tree_close(&w.out);
 	_exit(0);
 broken:
 	log_error("worker_bad_frame", "slot=%d", wa->slot);
 	worker_flush();
 	store_close(st);
+	tree_close(&w.out);
 	_exit(1);
 }

@@ -20,6 +20,7 @@
 
 #include "common_store.h"
 #include "common_store_audit.h"
+#include "common_tree.h"
 
 #define OK(e) assert_int_equal((e), 0)
 
@@ -201,7 +202,7 @@ run_job(store_t *st, int64_t job_id, enum job_outcome o, int64_t retry_at)
 
 	OK(store_job_claim(st, job_id, 9, 8, &j));
 	if (o == OUT_COMPLETED)
-		OK(store_job_complete(st, &j, NULL, NULL, 0, false));
+		OK(store_job_complete(st, &j, NULL, 0, false));
 	else
 		OK(store_job_fail(st, &j, &r, 3, NULL));
 	job_clear(&j);
@@ -437,7 +438,10 @@ test_claim_complete(void **state)
 	store_t *st = open_ok(0, 0);
 	sqlite3 *h = store_db(st);
 	char tmp[2][256], fin[2][256];
-	char *tp[2] = { tmp[0], tmp[1] }, *fp[2] = { fin[0], fin[1] };
+	/* absolute names: renameat ignores the folder descriptor for them */
+	int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	struct tree_temp tp[2] = { { dfd, tmp[0], fin[0], fin[0] },
+	    { dfd, tmp[1], fin[1], fin[1] } };
 	struct job j, j2;
 
 	OK(store_langs_sync(st, langs2, 2));
@@ -457,7 +461,7 @@ test_claim_complete(void **state)
 	tmp_file(tmp[1], fin[1], "a.json");
 	assert_int_equal(q_int(h, "SELECT sum(ready) FROM jobs WHERE stage = "
 	    "'translate'"), 0);
-	OK(store_job_complete(st, &j, tp, fp, 2, true));
+	OK(store_job_complete(st, &j, tp, 2, true));
 	assert_string_equal(status_of(st, tr), "completed");
 	assert_true(exists(fin[0]) && exists(fin[1]) && !exists(tmp[0]));
 	/* the translations became ready with the same commit */
@@ -468,7 +472,7 @@ test_claim_complete(void **state)
 	    "NULL AND worker_pid = 9", (long long)j.lease), 1);
 	/* completing twice is a lost lease */
 	tmp_file(tmp[0], fin[0], "b");
-	assert_int_equal(store_job_complete(st, &j, tp, fp, 1, false), 1);
+	assert_int_equal(store_job_complete(st, &j, tp, 1, false), 1);
 	assert_true(!exists(tmp[0]) && !exists(fin[0]));
 	job_clear(&j);
 
@@ -477,11 +481,12 @@ test_claim_complete(void **state)
 	tmp_file(tmp[0], fin[0], "c");
 	tmp_file(tmp[1], fin[1], "d");
 	sprintf(fin[1], "%s/no/such/dir/c.json", dir);
-	assert_int_equal(store_job_complete(st, &j, tp, fp, 2, false), -1);
+	assert_int_equal(store_job_complete(st, &j, tp, 2, false), -1);
 	assert_non_null(strstr(store_errmsg(st), "cannot publish"));
 	assert_true(!exists(fin[0]) && !exists(tmp[1]));
 	assert_string_equal(status_of(st, en), "in-progress");
 	job_clear(&j);
+	close(dfd);
 	store_close(st);
 }
 
@@ -491,7 +496,8 @@ test_lease_fencing(void **state)
 	(void)state;
 	store_t *st = open_ok(0, 0);
 	char tmp[256], fin[256];
-	char *tp[1] = { tmp }, *fp[1] = { fin };
+	int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	struct tree_temp tp[1] = { { dfd, tmp, fin, fin } };
 	struct job stale, fresh;
 	struct job_result hung = { .outcome = OUT_TIMEOUT, .exit_code = -1 };
 	struct job_result tr = { .outcome = OUT_TRANSIENT, .exit_code = -1,
@@ -509,18 +515,19 @@ test_lease_fencing(void **state)
 	assert_int_equal(fresh.attempts, 2);
 
 	tmp_file(tmp, fin, "stale");
-	assert_int_equal(store_job_complete(st, &stale, tp, fp, 1, false), 1);
+	assert_int_equal(store_job_complete(st, &stale, tp, 1, false), 1);
 	assert_true(!exists(tmp) && !exists(fin));
 	assert_int_equal(store_job_fail(st, &stale, &tr, 3, &fs), 1);
 	assert_string_equal(status_of(st, 1), "in-progress");
 
 	tmp_file(tmp, fin, "fresh");
-	OK(store_job_complete(st, &fresh, tp, fp, 1, false));
+	OK(store_job_complete(st, &fresh, tp, 1, false));
 	assert_true(exists(fin));
 	assert_int_equal(q_int(store_db(st), "SELECT count(*) FROM attempts "
 	    "WHERE outcome IN ('timeout', 'completed')"), 2);
 	job_clear(&stale);
 	job_clear(&fresh);
+	close(dfd);
 	store_close(st);
 }
 
@@ -874,7 +881,8 @@ child_work(int wfd)
 	struct config cfg;
 	struct job_ref refs[8];
 	char err[512], tmp[256], fin[256];
-	char *tp[1] = { tmp }, *fp[1] = { fin };
+	int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	struct tree_temp tp[1] = { { dfd, tmp, fin, fin } };
 	store_t *st;
 	int n, idle = 0;
 
@@ -903,7 +911,7 @@ child_work(int wfd)
 			if (fd < 0)
 				return 13;
 			close(fd);
-			if (store_job_complete(st, &j, tp, fp, 1, false) != 0)
+			if (store_job_complete(st, &j, tp, 1, false) != 0)
 				return 14;
 			job_clear(&j);
 			if (write(wfd, &refs[i].job_id, sizeof(int64_t)) != 8)
