@@ -26,10 +26,15 @@ int master_config_run(struct config *cfg);   /* mpfarm config */
  * a sentence, and whether it passed. */
 typedef void (*master_check_report_fn)(void *arg, const char *what,
 				       const char *msg, bool ok);
-/* Workers, every provider this run uses (known, keys, base_url, engines
- * found) and, when files is true, the output and database folders being
- * writable.  Returns the number of problems (0 = ready). */
-int master_config_check(const struct config *cfg, bool files,
+/* Workers and every provider this run uses (known, keys, base_url,
+ * engines found); with MASTER_CHECK_FILES also the output tree (real
+ * folders, no link, writable) and the database's folder and the files
+ * beside it; MASTER_CHECK_CREATE makes a missing output root first, as a
+ * run does.  Returns the number of problems (0 = ready). */
+#define MASTER_CHECK_CONFIG 0
+#define MASTER_CHECK_FILES  1
+#define MASTER_CHECK_CREATE 2
+int master_config_check(const struct config *cfg, int files,
 			master_check_report_fn report, void *arg);
 /* Each stage (and language) this run wants that has work in st and no
  * provider configured; returns how many.  0 when st is NULL. */

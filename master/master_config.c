@@ -8,8 +8,10 @@
 #include "master.h"
 #include "worker_provider.h"
 #include "common_store_audit.h"
+#include "common_tree.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -58,8 +60,91 @@ config_dir_check(const char *what, const char *path, char *err, size_t errlen)
 	return rc;
 }
 
+/* One folder of the output tree the run will write in, when it exists:
+ * a real folder (no link) that mpfarm may write in. */
+static int
+config_output_dir_check(struct tree *t, const char *sub, char *err,
+		      size_t errlen)
+{
+	int fd = tree_dir_open(t, sub, false, err, errlen);
+
+	if (fd < 0)
+		return errno == ENOENT ? 0 : -1;
+	if (faccessat(fd, ".", W_OK | X_OK, AT_EACCESS) < 0) {
+		int e = errno;
+		snprintf(err, errlen, "output folder %s%s%s is not writable: %s "
+		    "(%s); no job could save its result, so none is run",
+		    log_quote(t->root), *sub ? "/" : "", sub, strerror(e),
+		    strerrorname_np(e) ? strerrorname_np(e) : "?");
+		close(fd);
+		return -1;
+	}
+	close(fd);
+	return 0;
+}
+
+/* Check before paying, for the whole run: the output root (made when
+ * missing) and the stage folders this run writes in are real folders
+ * mpfarm may write in.  Otherwise every job would pay for its provider
+ * call and then fail to save it. */
+static int
+config_output_check(const struct config *cfg, bool create, char *err,
+		    size_t errlen)
+{
+	struct tree t;
+	int rc = -1;
+
+	if (tree_open(&t, cfg->output, create, cfg->durable, err, errlen) < 0) {
+		/* not made yet (mpfarm config): where it would be made */
+		if (!create && errno == ENOENT)
+			rc = config_dir_check("output", cfg->output, err, errlen);
+		goto out;
+	}
+	if (config_output_dir_check(&t, "", err, errlen) < 0)
+		goto out;
+	if (config_wants(cfg, STAGE_TRANSCRIBE, "") &&
+	    config_output_dir_check(&t, "transcripts", err, errlen) < 0)
+		goto out;
+	for (int i = 0; i < cfg->nlangs; i++) {
+		char *sub;
+		if (!config_wants(cfg, STAGE_TRANSLATE, cfg->langs[i]))
+			continue;
+		if (config_output_dir_check(&t, "translations", err, errlen) < 0)
+			goto out;
+		sub = xasprintf("translations/%s", cfg->langs[i]);
+		int bad = config_output_dir_check(&t, sub, err, errlen);
+		free(sub);
+		if (bad < 0)
+			goto out;
+	}
+	rc = 0;
+out:
+	tree_close(&t);
+	return rc;
+}
+
+/* The live status file beside the database is replaced by rename, which
+ * would not follow a link there; one is still refused, so that nobody
+ * mistakes what it points at for the farm's figures. */
+static int
+config_beside_db_check(const struct config *cfg, char *err, size_t errlen)
+{
+	char *path = master_status_path(cfg->db);
+	struct stat sb;
+	int rc = 0;
+
+	if (lstat(path, &sb) == 0 && !S_ISREG(sb.st_mode)) {
+		snprintf(err, errlen, "%s is %s: mpfarm keeps only regular files "
+		    "beside its database (remove it)", log_quote(path),
+		    S_ISLNK(sb.st_mode) ? "a symbolic link" : "not a regular file");
+		rc = -1;
+	}
+	free(path);
+	return rc;
+}
+
 int
-master_config_check(const struct config *cfg, bool files,
+master_config_check(const struct config *cfg, int files,
 		    master_check_report_fn report, void *arg)
 {
 	char err[600], name[64];
@@ -100,21 +185,20 @@ master_config_check(const struct config *cfg, bool files,
 			}
 		}
 	}
-	if (!files)
+	if (files == MASTER_CHECK_CONFIG)
 		return problems;
-	if (config_dir_check("output", cfg->output, err, sizeof(err)) < 0) {
+	if (config_output_check(cfg, files == MASTER_CHECK_CREATE, err,
+	    sizeof(err)) < 0) {
 		report(arg, "output", err, false);
 		problems++;
 	} else {
-		report(arg, "output", "writable", true);
+		report(arg, "output", "writable, no link in the way", true);
 	}
 	{
 		char *dbdir = xstrdup(cfg->db);
 		char *d = dirname(dbdir);
 		if (config_dir_check("database folder", d, err, sizeof(err)) < 0 ||
-		    (access(cfg->db, F_OK) == 0 && access(cfg->db, W_OK) < 0 &&
-		    snprintf(err, sizeof(err), "database %s is not writable",
-		    cfg->db) > 0)) {
+		    config_beside_db_check(cfg, err, sizeof(err)) < 0) {
 			report(arg, "database", err, false);
 			problems++;
 		} else {
@@ -330,7 +414,8 @@ master_config_run(struct config *cfg)
 	config_show_stages(cfg);
 	config_show_sections(cfg);
 	printf("\n# checks (the ones mpfarm run makes before it starts)\n");
-	(void)master_config_check(cfg, true, config_report_print, &r);
+	(void)master_config_check(cfg, MASTER_CHECK_FILES, config_report_print,
+	    &r);
 	if (access(cfg->db, F_OK) == 0) {
 		struct store_open_opts o = { .flags = STORE_READONLY };
 		char err[600];

@@ -388,86 +388,9 @@ farm_config_check(const struct config *cfg, char *err, size_t errlen)
 {
 	struct farm_first_problem fp = { err, errlen, 0 };
 
-	return master_config_check(cfg, false, farm_first_problem, &fp) > 0 ?
+	return master_config_check(cfg, MASTER_CHECK_CONFIG, farm_first_problem,
+	    &fp) > 0 ?
 	    -1 : 0;
-}
-
-/* One folder of the output tree the run will write in, when it exists:
- * a real folder (no link) that mpfarm may write in. */
-static int
-farm_output_dir_check(struct tree *t, const char *sub, char *err,
-		      size_t errlen)
-{
-	int fd = tree_dir_open(t, sub, false, err, errlen);
-
-	if (fd < 0)
-		return errno == ENOENT ? 0 : -1;
-	if (faccessat(fd, ".", W_OK | X_OK, AT_EACCESS) < 0) {
-		int e = errno;
-		snprintf(err, errlen, "output folder %s%s%s is not writable: %s "
-		    "(%s); no job could save its result, so none is run",
-		    log_quote(t->root), *sub ? "/" : "", sub, strerror(e),
-		    strerrorname_np(e) ? strerrorname_np(e) : "?");
-		close(fd);
-		return -1;
-	}
-	close(fd);
-	return 0;
-}
-
-/* Check before paying, for the whole run: the output root (made when
- * missing) and the stage folders this run writes in are real folders
- * mpfarm may write in.  Otherwise every job would pay for its provider
- * call and then fail to save it. */
-static int
-farm_output_check(const struct config *cfg, char *err, size_t errlen)
-{
-	struct tree t;
-	int rc = -1;
-
-	if (tree_open(&t, cfg->output, true, cfg->durable, err, errlen) < 0)
-		goto out;
-	if (farm_output_dir_check(&t, "", err, errlen) < 0)
-		goto out;
-	if (config_wants(cfg, STAGE_TRANSCRIBE, "") &&
-	    farm_output_dir_check(&t, "transcripts", err, errlen) < 0)
-		goto out;
-	for (int i = 0; i < cfg->nlangs; i++) {
-		char *sub;
-		if (!config_wants(cfg, STAGE_TRANSLATE, cfg->langs[i]))
-			continue;
-		if (farm_output_dir_check(&t, "translations", err, errlen) < 0)
-			goto out;
-		sub = xasprintf("translations/%s", cfg->langs[i]);
-		int bad = farm_output_dir_check(&t, sub, err, errlen);
-		free(sub);
-		if (bad < 0)
-			goto out;
-	}
-	rc = 0;
-out:
-	tree_close(&t);
-	return rc;
-}
-
-/* The live status file beside the database is replaced by rename, which
- * would not follow a link there; one is still refused, so that nobody
- * mistakes what it points at for the farm's figures. */
-static int
-farm_beside_db_check(const struct config *cfg, char *err, size_t errlen)
-{
-	char *path = master_status_path(cfg->db);
-	struct stat sb;
-	int rc = 0;
-
-	if (lstat(path, &sb) == 0 && !S_ISREG(sb.st_mode)) {
-		snprintf(err, errlen, "%s is %s: mpfarm keeps only regular files "
-		    "beside its database (remove it)", log_quote(path),
-		    S_ISLNK(sb.st_mode) ? "a symbolic link" : "not a regular file");
-		rc = -1;
-	}
-	free(path);
-	return rc;
 }
 
 /* Everything that can make the run fail is checked here, before any
@@ -479,9 +402,10 @@ farm_preflight(void)
 	struct config *cfg = farm.cfg;
 	char err[1024];
 
-	if (farm_config_check(cfg, err, sizeof(err)) < 0 ||
-	    farm_output_check(cfg, err, sizeof(err)) < 0 ||
-	    farm_beside_db_check(cfg, err, sizeof(err)) < 0) {
+	struct farm_first_problem fp = { err, sizeof(err), 0 };
+
+	if (master_config_check(cfg, MASTER_CHECK_CREATE, farm_first_problem,
+	    &fp) > 0) {
 		say_err("%s", err);
 		return -1;
 	}

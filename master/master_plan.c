@@ -102,7 +102,8 @@ master_plan_run(struct config *cfg)
 	int64_t runnable = 0;
 	pid_t holder;
 
-	if (master_config_check(cfg, false, plan_problem, &problems) > 0)
+	if (master_config_check(cfg, MASTER_CHECK_CONFIG, plan_problem,
+	    &problems) > 0)
 		return EXIT_USAGE;
 	printf("dry run: nothing is started, called or written\n");
 	if (access(cfg->db, F_OK) != 0) {
