@@ -319,6 +319,7 @@ config_usage(FILE *fp)
 "       mpfarm retry [--stage S] [--language L]   failed jobs back to not_started\n"
 "       mpfarm fix [--dry-run]          reconcile the database with the files on disk\n"
 "       mpfarm check                    verify integrity; exit 1 if anything is off\n"
+"       mpfarm signal SIG               send USR1/HUP/TTIN/TTOU/TERM/QUIT to this database's master\n"
 "       mpfarm --help | --version\n"
 "\n"
 "options (each also settable in the config file; the command line wins):\n"
@@ -449,7 +450,7 @@ config_parse(struct config *cfg, int argc, char **argv, char *err,
 	}
 
 	static const char *const cmds[] = {
-		"run", "scan", "status", "retry", "fix", "check", NULL
+		"run", "scan", "status", "retry", "fix", "check", "signal", NULL
 	};
 	cfg->cmd = CMD_RUN;
 	if (optind < argc) {
@@ -470,7 +471,12 @@ config_parse(struct config *cfg, int argc, char **argv, char *err,
 		snprintf(err, errlen, "scan needs at least one folder");
 		return -1;
 	}
-	if (cfg->cmd != CMD_SCAN && cfg->nargs > 0) {
+	if (cfg->cmd == CMD_SIGNAL && cfg->nargs != 1) {
+		snprintf(err, errlen, "signal needs one signal name (USR1, HUP, "
+		    "TTIN, TTOU, TERM or QUIT)");
+		return -1;
+	}
+	if (cfg->cmd != CMD_SCAN && cfg->cmd != CMD_SIGNAL && cfg->nargs > 0) {
 		snprintf(err, errlen, "unexpected argument \"%s\"", cfg->args[0]);
 		return -1;
 	}

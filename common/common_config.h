@@ -22,6 +22,7 @@
 
 enum config_cmd {
 	CMD_RUN = 0, CMD_SCAN, CMD_STATUS, CMD_RETRY, CMD_FIX, CMD_CHECK,
+	CMD_SIGNAL,
 };
 
 struct config_entry {

@@ -39,6 +39,7 @@ log_level_parse(const char *s, enum log_level *out)
 }
 
 void log_set_level(enum log_level lvl) { log_min = lvl; }
+bool log_wants(enum log_level lvl) { return lvl >= log_min; }
 void log_set_fd(int fd) { log_fd = fd; }
 int log_get_fd(void) { return log_fd; }
 void log_set_hook(void (*hook)(void)) { log_hook = hook; }

@@ -13,6 +13,7 @@ main(int argc, char **argv)
 	struct config cfg;
 	int rc;
 
+	argv = title_init(argc, argv);
 	rc = config_load(&cfg, argc, argv);
 	if (rc != 0) {
 		config_free(&cfg);
@@ -24,6 +25,7 @@ main(int argc, char **argv)
 	case CMD_RETRY:  rc = master_retry_run(&cfg); break;
 	case CMD_FIX:    rc = master_fix_run(&cfg); break;
 	case CMD_CHECK:  rc = master_check_run(&cfg); break;
+	case CMD_SIGNAL: rc = master_signal_run(&cfg); break;
 	case CMD_RUN:
 	default:         rc = master_farm_run(&cfg, argc, argv); break;
 	}
