@@ -23,6 +23,7 @@ import pytest
 
 from conftest import MPFARM_BIN, SLOW, wait_for
 from test_providers import ENV, config, fake, media  # noqa: F401
+from test_provider_faults import worker_pids as children
 
 NOOP = """
 [farm]
@@ -79,21 +80,6 @@ def cmdline(pid):
             return f.read().split(b"\0")[0].decode(errors="replace")
     except OSError:
         return ""
-
-
-def children(pid):
-    kids = []
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % d) as f:
-                rest = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(rest[1]) == pid and rest[0] != "Z":
-            kids.append(int(d))
-    return kids
 
 
 def small_tree(farm, n_top=2, n_sub=2):
