@@ -172,7 +172,7 @@ def test_process_titles(farm):
             t = cmdline(k)
             if re.fullmatch(r"mpfarm: worker [0-2] idle", t):
                 idle.add(t)
-            elif t:
+            elif t and t != master:     # not just forked
                 busy.add(t)
         return any("sub/deep/" in t for t in busy) and idle and any(
             "translate:en" in t for t in busy)
@@ -220,9 +220,11 @@ def need_script():
 
 
 def on_pty(farm, cmd, timeout=120):
-    return subprocess.run(["script", "-qec", cmd, "/dev/null"],
-                          cwd=str(farm.path), env=farm.env,
-                          capture_output=True, timeout=timeout * SLOW)
+    p = subprocess.run(["script", "-qec", cmd, "/dev/null"],
+                       cwd=str(farm.path), env=farm.env,
+                       capture_output=True, timeout=timeout * SLOW)
+    assert b"Sanitizer" not in p.stdout, p.stdout[-3000:]
+    return p
 
 
 SUMMARY = re.compile(r"mpfarm: (\d+) completed, (\d+) failed in [\d.]+ s "
@@ -252,7 +254,7 @@ def test_progress_line_and_summary_on_a_terminal(farm):
 
 def test_progress_line_with_a_log_file(farm):
     need_script()
-    farm.write_config(NOOP % (2, 50))
+    farm.write_config(NOOP % (2, 150))
     small_tree(farm, 3, 3)
     farm.scan()
     p = on_pty(farm, "%s run --log-file farm.log" % MPFARM_BIN)
@@ -288,6 +290,7 @@ def test_progress_total_follows_a_new_scan_under_watch(farm):
         s.wait(timeout=60 * SLOW)
         m = SUMMARY.search(text())
         assert m and m.group(1) == "10", text()[-2000:]
+        assert "Sanitizer" not in text()
     finally:
         if s.poll() is None:
             os.killpg(s.pid, signal.SIGKILL)
