@@ -23,6 +23,7 @@ extern char **environ;
 
 static char  *title_area;       /* start of the old argv strings, or NULL */
 static char **title_argv;       /* the copy of argv main() goes on with */
+static char **title_env;        /* the environment's copy, kept reachable */
 static size_t title_size;       /* bytes up to the last contiguous string */
 
 /* End (one past the NUL) of the strings in `v` that lie back to back
@@ -54,10 +55,10 @@ title_init(int argc, char **argv)
 	end = title_area_end(environ, nenv, end);
 	/* the environment moves to the heap: setenv and exec still work */
 	if (nenv > 0) {
-		char **env = xcalloc((size_t)nenv + 1, sizeof(*env));
+		title_env = xcalloc((size_t)nenv + 1, sizeof(*title_env));
 		for (int i = 0; i < nenv; i++)
-			env[i] = xstrdup(environ[i]);
-		environ = env;
+			title_env[i] = xstrdup(environ[i]);
+		environ = title_env;
 	}
 	title_area = argv[0];
 	title_size = (size_t)(end - argv[0]);
