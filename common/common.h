@@ -34,6 +34,7 @@
 enum log_level { LOG_DEBUG = 0, LOG_INFO, LOG_WARN, LOG_ERROR };
 
 int  log_level_parse(const char *s, enum log_level *out);
+const char *log_level_name(enum log_level lvl);   /* "info" */
 void log_set_level(enum log_level lvl);
 /* True when a line of this level would be written: lets a caller skip
  * the work of gathering values for a debug line nobody reads. */

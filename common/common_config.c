@@ -1,17 +1,19 @@
 /*
  * common_config.c - settings: defaults, then the INI file (inih), then
- * MPFARM_DB, then the command line (getopt_long), which wins.  The file is
- * checked strictly where a typo would silently change behaviour ([farm]
- * keys, section names, provider names, numbers); provider sections accept
- * any key because each provider reads its own.  Errors name file and line.
+ * MPFARM_DB, then the command line (common_cli.c), which wins.  The file is
+ * checked strictly where a typo or a value out of range would silently
+ * change behaviour ([farm] keys, section names, provider names, numbers,
+ * language codes, text that is not UTF-8); provider sections accept any
+ * other key because each provider reads its own.  Every value remembers
+ * where it came from (FILE:LINE), for error messages and `mpfarm config`.
  */
 #include <stdio.h>
 #include "common_config.h"
 
 #include <ctype.h>
 #include <errno.h>
-#include <getopt.h>
 #include <ini.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -21,17 +23,36 @@ struct config_parse {
 	char *err;
 	size_t errlen;
 	const char *file;
+	FILE *fp;
+	int line;                   /* of the line inih is handling */
+	int next_line;
 };
 
 static const char *const config_sections[] = {
 	"farm", "transcribe", "translate", "elevenlabs", "openai", "deepl",
-	"exec", "noop", NULL
+	"exec", "noop", "serve", NULL
 };
 static const char *const transcribe_providers[] = {
 	"elevenlabs", "openai", "exec", "noop", NULL
 };
 static const char *const translate_providers[] = {
 	"deepl", "openai", "exec", "noop", NULL
+};
+
+/* Numbers any provider section may hold, with their ranges: a value that
+ * parses but makes no sense (inf, 2.5 requests in flight, 4294967295)
+ * would otherwise stall or unlimit the farm at run time. */
+static const struct config_num {
+	const char *key;
+	bool   whole;
+	double lo, hi;
+} config_nums[] = {
+	{ "rate", false, 1e-6, 1e6 },
+	{ "max_concurrency", true, 1, 10000 },
+	{ "quota_pause", true, 1, 86400 * 30 },
+	{ "delay_ms", true, 0, 3600000 },
+	{ "connect_timeout", true, 1, 3600 },
+	{ "low_speed_time", true, 1, 86400 },
 };
 
 static bool
@@ -43,12 +64,13 @@ word_in(const char *w, const char *const *list)
 	return false;
 }
 
-static void
+void
 config_defaults(struct config *cfg)
 {
 	memset(cfg, 0, sizeof(*cfg));
 	cfg->workers = 5;
-	cfg->batch_size = 50;
+	cfg->batch_size = 0;
+	cfg->fetch_size = 50;
 	cfg->job_timeout = 3600;
 	cfg->heartbeat_timeout = 60;
 	cfg->max_attempts = 3;
@@ -59,6 +81,7 @@ config_defaults(struct config *cfg)
 	cfg->retry_max_delay_ms = 600000;
 	cfg->output = xstrdup("./output");
 	cfg->db = xstrdup("media_tracking.db");
+	cfg->listen = xstrdup("127.0.0.1:8080");
 	cfg->log_level = LOG_INFO;
 	cfg->stage_mask = STAGE_MASK_ALL;
 }
@@ -90,10 +113,37 @@ parse_bool(const char *s, bool *out)
 	return 0;
 }
 
-/* "en, de,HE" -> {"en","de","he"}; a code is [A-Za-z0-9_-]{1,15}. */
-static int
-parse_langs(const char *s, char (*langs)[CONFIG_LANG_MAX], int *n,
-	    char *err, size_t errlen)
+/* Well-formed UTF-8 (no overlongs, no surrogates, at most U+10FFFF). */
+static bool
+utf8_valid(const char *s)
+{
+	const unsigned char *p = (const unsigned char *)s;
+
+	while (*p) {
+		unsigned c = *p;
+		int n = c < 0x80 ? 0 : (c >> 5) == 6 ? 1 : (c >> 4) == 14 ? 2 :
+		    (c >> 3) == 30 ? 3 : -1;
+		unsigned cp = n == 0 ? c : n == 1 ? c & 0x1f : n == 2 ? c & 0x0f :
+		    c & 0x07;
+		if (n < 0)
+			return false;
+		p++;
+		for (int i = 0; i < n; i++, p++) {
+			if ((*p & 0xc0) != 0x80)
+				return false;
+			cp = (cp << 6) | (*p & 0x3f);
+		}
+		if ((n == 1 && cp < 0x80) || (n == 2 && cp < 0x800) ||
+		    (n == 3 && cp < 0x10000) || cp > 0x10ffff ||
+		    (cp >= 0xd800 && cp <= 0xdfff))
+			return false;
+	}
+	return true;
+}
+
+int
+config_langs_parse(const char *s, char (*langs)[CONFIG_LANG_MAX], int *n,
+		   char *err, size_t errlen)
 {
 	int count = 0;
 	const char *p = s;
@@ -108,9 +158,13 @@ parse_langs(const char *s, char (*langs)[CONFIG_LANG_MAX], int *n,
 			break;
 		while (*p && *p != ',' && !isspace((unsigned char)*p)) {
 			unsigned char c = (unsigned char)*p++;
-			if (!(isalnum(c) || c == '_' || c == '-') || k >= CONFIG_LANG_MAX - 1) {
+			/* a letter first: "--verbose" must never reach an
+			 * engine's command line as {lang} */
+			if (!(isalnum(c) || c == '_' || c == '-') ||
+			    (k == 0 && !isalpha(c)) || k >= CONFIG_LANG_MAX - 1) {
 				snprintf(err, errlen, "invalid language list \"%s\" "
-				    "(codes like en,de,he)", s);
+				    "(codes like en,de,he: a letter, then letters, "
+				    "digits, - or _)", s);
 				return -1;
 			}
 			code[k++] = (char)tolower(c);
@@ -140,15 +194,29 @@ set_str(char **dst, const char *v)
 	*dst = xstrdup(v);
 }
 
-/* [farm] key or a command-line option of the same name. err gets a
- * message without location; returns -1 on a bad value, -2 unknown key. */
-static int
-config_set_farm(struct config *cfg, const char *key, const char *v,
-		char *err, size_t errlen)
+static void
+config_origin_set(struct config *cfg, const char *key, const char *where)
+{
+	for (int i = 0; i < cfg->norigins; i++) {
+		if (strcmp(cfg->origins[i].key, key) == 0) {
+			set_str(&cfg->origins[i].where, where);
+			return;
+		}
+	}
+	cfg->origins = xrealloc(cfg->origins,
+	    sizeof(*cfg->origins) * (size_t)(cfg->norigins + 1));
+	cfg->origins[cfg->norigins++] = (struct config_origin){
+		xstrdup(key), xstrdup(where) };
+}
+
+int
+config_farm_set(struct config *cfg, const char *key, const char *v,
+		const char *where, char *err, size_t errlen)
 {
 	struct { const char *k; int *p; long lo, hi; } ints[] = {
 		{ "workers", &cfg->workers, 0, 1024 },
-		{ "batch_size", &cfg->batch_size, 1, 100000 },
+		{ "batch_size", &cfg->batch_size, 0, 1000000000 },
+		{ "fetch_size", &cfg->fetch_size, 1, 100000 },
 		{ "job_timeout", &cfg->job_timeout, 1, 86400 * 30 },
 		{ "heartbeat_timeout", &cfg->heartbeat_timeout, 1, 86400 },
 		{ "max_attempts", &cfg->max_attempts, 1, 1000 },
@@ -159,7 +227,19 @@ config_set_farm(struct config *cfg, const char *key, const char *v,
 		{ "retry_delay_ms", &cfg->retry_delay_ms, 1, 86400000 },
 		{ "retry_max_delay_ms", &cfg->retry_max_delay_ms, 1, 86400000 },
 	};
-	for (size_t i = 0; i < sizeof(ints) / sizeof(ints[0]); i++) {
+	struct { const char *k; bool *p; } bools[] = {
+		{ "durable", &cfg->durable },
+		{ "watch", &cfg->watch },
+		{ "follow_symlinks", &cfg->follow_symlinks },
+	};
+	struct { const char *k; char **p; } strs[] = {
+		{ "output", &cfg->output },
+		{ "db", &cfg->db },
+		{ "log_file", &cfg->log_file },
+	};
+	size_t i;
+
+	for (i = 0; i < sizeof(ints) / sizeof(ints[0]); i++) {
 		if (strcmp(key, ints[i].k) != 0)
 			continue;
 		if (parse_int(v, ints[i].lo, ints[i].hi, ints[i].p) < 0) {
@@ -167,25 +247,27 @@ config_set_farm(struct config *cfg, const char *key, const char *v,
 			    "to %ld, not \"%s\"", key, ints[i].lo, ints[i].hi, v);
 			return -1;
 		}
-		return 0;
+		goto ok;
 	}
-	if (strcmp(key, "durable") == 0 || strcmp(key, "watch") == 0) {
-		bool *b = key[0] == 'd' ? &cfg->durable : &cfg->watch;
-		if (parse_bool(v, b) < 0) {
-			snprintf(err, errlen, "%s must be yes or no, not \"%s\"", key, v);
+	for (i = 0; i < sizeof(bools) / sizeof(bools[0]); i++) {
+		if (strcmp(key, bools[i].k) != 0)
+			continue;
+		if (parse_bool(v, bools[i].p) < 0) {
+			snprintf(err, errlen, "%s must be yes or no, not \"%s\"",
+			    key, v);
 			return -1;
 		}
-		return 0;
+		goto ok;
 	}
-	if (strcmp(key, "output") == 0 || strcmp(key, "db") == 0 ||
-	    strcmp(key, "log_file") == 0) {
+	for (i = 0; i < sizeof(strs) / sizeof(strs[0]); i++) {
+		if (strcmp(key, strs[i].k) != 0)
+			continue;
 		if (v[0] == '\0') {
 			snprintf(err, errlen, "%s must not be empty", key);
 			return -1;
 		}
-		set_str(key[0] == 'o' ? &cfg->output : key[0] == 'd' ? &cfg->db
-		    : &cfg->log_file, v);
-		return 0;
+		set_str(strs[i].p, v);
+		goto ok;
 	}
 	if (strcmp(key, "log_level") == 0) {
 		if (log_level_parse(v, &cfg->log_level) < 0) {
@@ -193,10 +275,43 @@ config_set_farm(struct config *cfg, const char *key, const char *v,
 			    "warn or error, not \"%s\"", v);
 			return -1;
 		}
-		return 0;
+		goto ok;
 	}
 	snprintf(err, errlen, "unknown key \"%s\" in [farm]", key);
 	return -2;
+ok:
+	config_origin_set(cfg, key, where);
+	return 0;
+}
+
+/* A number a provider section holds: finite, whole where it must be, in
+ * range.  0, or -1 with a message. */
+static int
+config_num_check(const char *key, const char *v, char *err, size_t errlen)
+{
+	for (size_t i = 0; i < sizeof(config_nums) / sizeof(config_nums[0]); i++) {
+		const struct config_num *n = &config_nums[i];
+		char *end;
+		double d;
+
+		if (strcmp(key, n->key) != 0)
+			continue;
+		errno = 0;
+		d = strtod(v, &end);
+		if (end == v || *end != '\0' || errno != 0 || !isfinite(d) ||
+		    d < n->lo || d > n->hi || (n->whole && d != floor(d)) ||
+		    (n->whole && strpbrk(v, ".eExXpP") != NULL)) {
+			if (n->whole)
+				snprintf(err, errlen, "%s must be a whole number "
+				    "from %.0f to %.0f, not \"%s\"", key, n->lo,
+				    n->hi, v);
+			else
+				snprintf(err, errlen, "%s must be a number above 0 "
+				    "and at most %.0f, not \"%s\"", key, n->hi, v);
+			return -1;
+		}
+	}
+	return 0;
 }
 
 static int
@@ -206,25 +321,41 @@ config_ini_handler(void *user, const char *section, const char *key,
 	struct config_parse *cp = user;
 	struct config *cfg = cp->cfg;
 	char msg[400] = "";
+	char where[600];
 	bool lang_section = strncmp(section, "translate.", 10) == 0;
 
+	snprintf(where, sizeof(where), "%s:%d", cp->file, cp->line);
 	if (key == NULL)        /* a bare [section] line */
 		return 1;
 	if (!word_in(section, config_sections) && !lang_section) {
 		snprintf(msg, sizeof(msg), "unknown section [%s]", section);
 		goto fail;
 	}
+	if (!utf8_valid(value)) {
+		snprintf(msg, sizeof(msg), "[%s] %s is not valid UTF-8", section,
+		    key);
+		goto fail;
+	}
 	if (lang_section) {
 		char one[1][CONFIG_LANG_MAX];
 		int n = 0;
-		if (parse_langs(section + 10, one, &n, msg, sizeof(msg)) < 0 || n != 1) {
+		if (config_langs_parse(section + 10, one, &n, msg, sizeof(msg)) < 0 ||
+		    n != 1) {
 			snprintf(msg, sizeof(msg), "bad language in section [%s]", section);
 			goto fail;
 		}
 	}
 	if (strcmp(section, "farm") == 0 &&
-	    config_set_farm(cfg, key, value, msg, sizeof(msg)) < 0)
+	    config_farm_set(cfg, key, value, where, msg, sizeof(msg)) < 0)
 		goto fail;
+	if (strcmp(section, "serve") == 0) {
+		if (strcmp(key, "listen") != 0) {
+			snprintf(msg, sizeof(msg), "unknown key \"%s\" in [serve]",
+			    key);
+			goto fail;
+		}
+		set_str(&cfg->listen, value);
+	}
 	if (strcmp(key, "provider") == 0) {
 		bool tr = strcmp(section, "transcribe") == 0;
 		if (tr && !word_in(value, transcribe_providers)) {
@@ -240,272 +371,69 @@ config_ini_handler(void *user, const char *section, const char *key,
 		}
 	}
 	if (strcmp(section, "translate") == 0 && strcmp(key, "languages") == 0 &&
-	    parse_langs(value, cfg->langs, &cfg->nlangs, msg, sizeof(msg)) < 0)
+	    config_langs_parse(value, cfg->langs, &cfg->nlangs, msg,
+	    sizeof(msg)) < 0)
 		goto fail;
-	if (strcmp(key, "max_concurrency") == 0 || strcmp(key, "rate") == 0) {
-		char *end;
-		double d = strtod(value, &end);
-		if (end == value || *end != '\0' || d < 0) {
-			snprintf(msg, sizeof(msg), "%s must be a positive number, "
-			    "not \"%s\"", key, value);
-			goto fail;
-		}
+	if (strcmp(section, "farm") != 0 &&
+	    config_num_check(key, value, msg, sizeof(msg)) < 0) {
+		char tmp[400];
+		snprintf(tmp, sizeof(tmp), "[%s] %s", section, msg);
+		snprintf(msg, sizeof(msg), "%s", tmp);
+		goto fail;
 	}
 	cfg->entries = xrealloc(cfg->entries,
 	    sizeof(*cfg->entries) * (size_t)(cfg->nentries + 1));
 	cfg->entries[cfg->nentries++] = (struct config_entry){
-		xstrdup(section), xstrdup(key), xstrdup(value) };
+		xstrdup(section), xstrdup(key), xstrdup(value), xstrdup(where) };
 	return 1;
 fail:
-	/* Debian's inih passes no line number; ini_parse_file returns it */
-	snprintf(cp->err, cp->errlen, "%s", msg);
+	snprintf(cp->err, cp->errlen, "%s: %s", where, msg);
 	return 0;
 }
 
-static const struct option config_longopts[] = {
-	{ "workers", required_argument, NULL, 'w' },
-	{ "batch-size", required_argument, NULL, 'b' },
-	{ "stage", required_argument, NULL, 's' },
-	{ "language", required_argument, NULL, 'l' },
-	{ "languages", required_argument, NULL, 'l' },
-	{ "watch", no_argument, NULL, 'W' },
-	{ "check-interval", required_argument, NULL, 'i' },
-	{ "job-timeout", required_argument, NULL, 't' },
-	{ "heartbeat-timeout", required_argument, NULL, 'H' },
-	{ "max-attempts", required_argument, NULL, 'a' },
-	{ "max-jobs-per-worker", required_argument, NULL, 'm' },
-	{ "grace", required_argument, NULL, 'g' },
-	{ "config", required_argument, NULL, 'c' },
-	{ "db", required_argument, NULL, 'd' },
-	{ "output", required_argument, NULL, 'o' },
-	{ "log-file", required_argument, NULL, 'L' },
-	{ "log-level", required_argument, NULL, 'v' },
-	{ "durable", no_argument, NULL, 'D' },
-	{ "json", no_argument, NULL, 'j' },
-	{ "dry-run", no_argument, NULL, 'n' },
-	{ "help", no_argument, NULL, 'h' },
-	{ "version", no_argument, NULL, 'V' },
-	{ NULL, 0, NULL, 0 },
-};
-
-/* option letter -> [farm] key, for the options that mirror one */
-static const char *
-config_opt_key(int c)
+/* inih's reader: fgets that counts lines, so that every value knows its
+ * line (Debian's inih is built without INI_HANDLER_LINENO). */
+static char *
+config_reader(char *str, int num, void *stream)
 {
-	switch (c) {
-	case 'w': return "workers";
-	case 'b': return "batch_size";
-	case 'i': return "check_interval";
-	case 't': return "job_timeout";
-	case 'H': return "heartbeat_timeout";
-	case 'a': return "max_attempts";
-	case 'm': return "max_jobs_per_worker";
-	case 'g': return "grace";
-	case 'd': return "db";
-	case 'o': return "output";
-	case 'L': return "log_file";
-	case 'v': return "log_level";
-	}
-	return NULL;
-}
+	struct config_parse *cp = stream;
+	char *r = fgets(str, num, cp->fp);
+	size_t n;
 
-void
-config_usage(FILE *fp)
-{
-	fprintf(fp,
-"usage: mpfarm [run] [options]          run the farm until there is nothing left to do\n"
-"       mpfarm scan DIR...              register media files and create their jobs\n"
-"       mpfarm status [--json]          counts per stage and status; live farm figures\n"
-"       mpfarm retry [--stage S] [--language L]   failed jobs back to not_started\n"
-"       mpfarm fix [--dry-run]          reconcile the database with the files on disk\n"
-"       mpfarm check                    verify integrity; exit 1 if anything is off\n"
-"       mpfarm signal SIG               send USR1/HUP/TTIN/TTOU/TERM/QUIT to this database's master\n"
-"       mpfarm --help | --version\n"
-"\n"
-"options (each also settable in the config file; the command line wins):\n"
-"  --workers N              worker processes (default 5)\n"
-"  --batch-size N           most jobs taken from the database per refill (50)\n"
-"  --stage S                transcribe, translate or all (default all)\n"
-"  --language L[,L...]      translation targets to work on (alias --languages)\n"
-"  --watch                  keep running and pick up new work\n"
-"  --check-interval SEC     how often --watch looks for new work (60)\n"
-"  --job-timeout SEC        a job running longer is hung (3600)\n"
-"  --heartbeat-timeout SEC  a busy worker silent this long is wedged (60)\n"
-"  --max-attempts N         attempts before a job ends failed (3)\n"
-"  --max-jobs-per-worker N  recycle a worker after about N jobs (0 = never)\n"
-"  --grace SEC              how long TERM lets running jobs finish (30)\n"
-"  --durable                fsync outputs and use synchronous=FULL\n"
-"  --config FILE            INI config (default ./mpfarm.conf if present)\n"
-"  --db PATH                database (default media_tracking.db, or $MPFARM_DB)\n"
-"  --output DIR             output folder (default ./output)\n"
-"  --log-file FILE          log here instead of stderr (HUP reopens it)\n"
-"  --log-level LEVEL        debug, info, warn or error (info)\n"
-"  --json                   status: one JSON object\n"
-"  --dry-run                fix: list the changes, make none\n"
-"  --help, --version\n");
-}
-
-static int
-config_parse(struct config *cfg, int argc, char **argv, char *err,
-	     size_t errlen)
-{
-	const char *file = NULL;
-	int c, rc;
-
-	config_defaults(cfg);
-	/* pass 1: --config, --help, --version */
-	opterr = 0;
-	optind = 0;
-	while ((c = getopt_long(argc, argv, "+:", config_longopts, NULL)) != -1) {
-		if (c == 'c') {
-			file = optarg;
-		} else if (c == 'h' || c == 'V') {
-			if (c == 'h')
-				config_usage(stdout);
-			else
-				printf("mpfarm %s\n", MPFARM_VERSION);
-			return 1;
-		}
-	}
-	if (file == NULL && access("mpfarm.conf", F_OK) == 0)
-		file = "mpfarm.conf";
-	if (file != NULL) {
-		struct config_parse cp = { cfg, err, errlen, file };
-		FILE *fp = fopen(file, "r");
-		if (fp == NULL) {
-			snprintf(err, errlen, "cannot read config %s: %s", file,
-			    strerror(errno));
-			return -1;
-		}
-		err[0] = '\0';
-		rc = ini_parse_file(fp, config_ini_handler, &cp);
-		fclose(fp);
-		if (rc != 0) {
-			char msg[400];
-			snprintf(msg, sizeof(msg), "%s", err[0] ? err : "syntax error");
-			if (rc > 0)
-				snprintf(err, errlen, "%s:%d: %s", file, rc, msg);
-			else
-				snprintf(err, errlen, "%s: %s", file, msg);
-			return -1;
-		}
-		cfg->config_path = xstrdup(file);
-	}
-	if (getenv("MPFARM_DB") != NULL && getenv("MPFARM_DB")[0] != '\0')
-		set_str(&cfg->db, getenv("MPFARM_DB"));
-
-	/* pass 2: everything else, permuting so options may follow the command */
-	optind = 0;
-	while ((c = getopt_long(argc, argv, ":", config_longopts, NULL)) != -1) {
-		char msg[300];
-		const char *key = config_opt_key(c);
-
-		if (c == '?') {
-			snprintf(err, errlen, "unknown option %s (see mpfarm --help)",
-			    argv[optind - 1]);
-			return -1;
-		}
-		if (c == ':') {
-			snprintf(err, errlen, "option %s needs a value",
-			    argv[optind - 1]);
-			return -1;
-		}
-		if (key != NULL) {
-			if (config_set_farm(cfg, key, optarg, msg, sizeof(msg)) < 0) {
-				snprintf(err, errlen, "--%s: %s", key, msg);
-				for (char *p = err + 2; *p && *p != ':'; p++)
-					if (*p == '_')
-						*p = '-';
-				return -1;
-			}
-			continue;
-		}
-		switch (c) {
-		case 'W': cfg->watch = true; break;
-		case 'D': cfg->durable = true; break;
-		case 'j': cfg->json = true; break;
-		case 'n': cfg->dry_run = true; break;
-		case 'c': break;
-		case 's':
-			if (strcmp(optarg, "transcribe") == 0)
-				cfg->stage_mask = STAGE_MASK_TRANSCRIBE;
-			else if (strcmp(optarg, "translate") == 0)
-				cfg->stage_mask = STAGE_MASK_TRANSLATE;
-			else if (strcmp(optarg, "all") == 0)
-				cfg->stage_mask = STAGE_MASK_ALL;
-			else {
-				snprintf(err, errlen, "--stage must be transcribe, "
-				    "translate or all, not \"%s\"", optarg);
-				return -1;
-			}
-			break;
-		case 'l':
-			if (parse_langs(optarg, cfg->run_langs, &cfg->nrun_langs,
-			    msg, sizeof(msg)) < 0) {
-				snprintf(err, errlen, "--language: %s", msg);
-				return -1;
-			}
-			break;
-		}
-	}
-
-	static const char *const cmds[] = {
-		"run", "scan", "status", "retry", "fix", "check", "signal", NULL
-	};
-	cfg->cmd = CMD_RUN;
-	if (optind < argc) {
-		int k = 0;
-		while (cmds[k] && strcmp(cmds[k], argv[optind]) != 0)
-			k++;
-		if (cmds[k] == NULL) {
-			snprintf(err, errlen, "unknown command \"%s\" (see mpfarm "
-			    "--help)", argv[optind]);
-			return -1;
-		}
-		cfg->cmd = (enum config_cmd)k;
-		optind++;
-	}
-	cfg->args = argv + optind;
-	cfg->nargs = argc - optind;
-	if (cfg->cmd == CMD_SCAN && cfg->nargs == 0) {
-		snprintf(err, errlen, "scan needs at least one folder");
-		return -1;
-	}
-	if (cfg->cmd == CMD_SIGNAL && cfg->nargs != 1) {
-		snprintf(err, errlen, "signal needs one signal name (USR1, HUP, "
-		    "TTIN, TTOU, TERM or QUIT)");
-		return -1;
-	}
-	if (cfg->cmd != CMD_SCAN && cfg->cmd != CMD_SIGNAL && cfg->nargs > 0) {
-		snprintf(err, errlen, "unexpected argument \"%s\"", cfg->args[0]);
-		return -1;
-	}
-	/* --language names work to do: it must be a configured target */
-	for (int i = 0; i < cfg->nrun_langs; i++) {
-		if (!config_has_lang(cfg, cfg->run_langs[i])) {
-			if (cfg->cmd == CMD_RUN || cfg->cmd == CMD_RETRY) {
-				snprintf(err, errlen, "--language %s is not a target "
-				    "language (set [translate] languages in the "
-				    "config%s%s)", cfg->run_langs[i],
-				    cfg->config_path ? ", now " : "",
-				    cfg->config_path ? cfg->config_path : "");
-				return -1;
-			}
-		}
-	}
-	log_set_level(cfg->log_level);
-	return 0;
+	if (r == NULL)
+		return NULL;
+	cp->line = cp->next_line;
+	n = strlen(r);
+	if (n > 0 && r[n - 1] == '\n')
+		cp->next_line++;
+	return r;
 }
 
 int
-config_load(struct config *cfg, int argc, char **argv)
+config_file_read(struct config *cfg, const char *file, char *err,
+		 size_t errlen)
 {
-	char err[600] = "";
-	int rc = config_parse(cfg, argc, argv, err, sizeof(err));
+	struct config_parse cp = { cfg, err, errlen, file, NULL, 1, 1 };
+	int rc;
 
-	if (rc < 0)
-		say_err("%s", err);
-	return rc;
+	cp.fp = fopen(file, "re");
+	if (cp.fp == NULL) {
+		snprintf(err, errlen, "cannot read config %s: %s", file,
+		    strerror(errno));
+		return -1;
+	}
+	err[0] = '\0';
+	rc = ini_parse_stream(config_reader, &cp, config_ini_handler, &cp);
+	fclose(cp.fp);
+	if (rc != 0) {
+		if (err[0] == '\0' && rc > 0)
+			snprintf(err, errlen, "%s:%d: syntax error", file, rc);
+		else if (err[0] == '\0')
+			snprintf(err, errlen, "%s: cannot parse", file);
+		return -1;
+	}
+	set_str(&cfg->config_path, file);
+	return 0;
 }
 
 int
@@ -544,12 +472,21 @@ config_free(struct config *cfg)
 		free(cfg->entries[i].section);
 		free(cfg->entries[i].key);
 		free(cfg->entries[i].value);
+		free(cfg->entries[i].where);
 	}
 	free(cfg->entries);
+	for (int i = 0; i < cfg->norigins; i++) {
+		free(cfg->origins[i].key);
+		free(cfg->origins[i].where);
+	}
+	free(cfg->origins);
 	free(cfg->config_path);
 	free(cfg->output);
 	free(cfg->db);
 	free(cfg->log_file);
+	free(cfg->file);
+	free(cfg->listen);
+	free(cfg->args);
 	memset(cfg, 0, sizeof(*cfg));
 }
 
@@ -610,8 +547,21 @@ config_stage_get(const struct config *cfg, int stage, const char *lang,
 const char *
 config_provider(const struct config *cfg, int stage, const char *lang)
 {
-	const char *v = config_stage_get(cfg, stage, lang, "provider");
-	return v != NULL ? v : "noop";
+	return config_stage_get(cfg, stage, lang, "provider");
+}
+
+const char *
+config_where(const struct config *cfg, const char *section, const char *key)
+{
+	if (strcmp(section, "farm") == 0)
+		for (int i = 0; i < cfg->norigins; i++)
+			if (strcmp(cfg->origins[i].key, key) == 0)
+				return cfg->origins[i].where;
+	for (int i = cfg->nentries - 1; i >= 0; i--)
+		if (strcmp(cfg->entries[i].section, section) == 0 &&
+		    strcmp(cfg->entries[i].key, key) == 0)
+			return cfg->entries[i].where;
+	return NULL;
 }
 
 bool

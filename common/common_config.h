@@ -20,15 +20,27 @@
 #define CONFIG_LANG_MAX 16      /* bytes of a language code, with NUL */
 #define CONFIG_LANGS_MAX 64
 
+/* The command words, in the order `mpfarm --help` lists them; the table
+ * that describes each one (its options, arguments and help) is in
+ * common_cli.c. */
 enum config_cmd {
-	CMD_RUN = 0, CMD_SCAN, CMD_STATUS, CMD_RETRY, CMD_FIX, CMD_CHECK,
-	CMD_SIGNAL,
+	CMD_RUN = 0, CMD_SCAN, CMD_STATUS, CMD_FAILED, CMD_SHOW, CMD_RETRY,
+	CMD_FIX, CMD_CHECK, CMD_CONFIG, CMD_SIGNAL, CMD_SERVE, CMD_HELP,
+	CMD_COUNT
 };
 
 struct config_entry {
 	char *section;
 	char *key;
 	char *value;
+	char *where;                /* "FILE:LINE" */
+};
+
+/* Where a [farm] setting got its value, for `mpfarm config`. */
+struct config_origin {
+	char *key;                  /* [farm] key, e.g. "workers" */
+	char *where;                /* "FILE:LINE", "environment MPFARM_DB",
+				       "command line --workers" */
 };
 
 struct config {
@@ -41,7 +53,8 @@ struct config {
 
 	/* [farm] */
 	int   workers;              /* 5 */
-	int   batch_size;           /* 50 */
+	int   batch_size;           /* at most N jobs this run; 0 = all */
+	int   fetch_size;           /* jobs fetched per queue refill, 50 */
 	int   job_timeout;          /* seconds, 3600 */
 	int   heartbeat_timeout;    /* seconds of silence from a busy worker, 60 */
 	int   max_attempts;         /* 3 */
@@ -64,8 +77,11 @@ struct config {
 	int   nrun_langs;                   /* 0 = all target languages */
 
 	/* command-specific flags */
-	bool  json;                 /* status --json */
-	bool  dry_run;              /* fix --dry-run */
+	bool  json;                 /* status/failed/show --json */
+	bool  dry_run;              /* run/scan/retry/fix --dry-run */
+	bool  follow_symlinks;      /* scan: links resolving inside a root */
+	char *file;                 /* retry --file PATH */
+	char *listen;               /* serve: ADDR:PORT, "127.0.0.1:8080" */
 
 	/* [translate] */
 	char  langs[CONFIG_LANGS_MAX][CONFIG_LANG_MAX];     /* [translate] languages */
@@ -74,13 +90,22 @@ struct config {
 	/* every INI entry, in file order */
 	struct config_entry *entries;
 	int   nentries;
+
+	/* where each [farm] value that is not a default came from */
+	struct config_origin *origins;
+	int   norigins;
 };
 
 /* Fill defaults, read the config file (explicit --config, else ./mpfarm.conf
- * if it exists), then the command line, then MPFARM_DB.  On a usage or
- * config error prints one message naming the file and line (or option) to
- * stderr and returns -1; the caller exits EXIT_USAGE.  Returns 1 when
- * --help or --version was printed (caller exits 0). */
+ * if it exists), then MPFARM_DB, then the command line.  Options may stand
+ * before or after the command word; one the command does not use is a
+ * usage error.  Returns 0 to run cfg->cmd; CONFIG_PRINTED when help or the
+ * version was printed (exit 0); CONFIG_EUSAGE after printing one message
+ * naming the file and line (or option) to stderr (exit 2); CONFIG_EIO when
+ * the help could not be written (exit 1). */
+#define CONFIG_PRINTED   1
+#define CONFIG_EUSAGE  (-1)
+#define CONFIG_EIO     (-2)
 int  config_load(struct config *cfg, int argc, char **argv);
 void config_free(struct config *cfg);
 
@@ -102,7 +127,7 @@ double config_get_double(const struct config *cfg, const char *section,
 
 /* Provider name of a stage: transcribe -> [transcribe] provider;
  * translate -> [translate.LANG] provider, else [translate] provider.
- * Defaults to "noop". */
+ * NULL when none is configured: no provider is ever assumed. */
 const char *config_provider(const struct config *cfg, int stage,
 			    const char *lang);
 /* Per-stage/per-language value of a key: [translate.LANG] key, else
@@ -115,6 +140,31 @@ bool config_has_lang(const struct config *cfg, const char *lang);
 /* True when this run works on stage/lang (--stage, --language). */
 bool config_wants(const struct config *cfg, int stage, const char *lang);
 
-void config_usage(FILE *fp);
+/* Where section/key got its value ("FILE:LINE"), NULL if not from the
+ * file; for [farm] keys also the environment or the command line. */
+const char *config_where(const struct config *cfg, const char *section,
+			 const char *key);
+
+/* Print the usage of one command (or of all with CMD_COUNT) to fp. */
+void config_usage(FILE *fp, int cmd);
+/* The command word of cmd ("run", "scan", ...). */
+const char *config_cmd_name(int cmd);
+
+/* ---- between common_config.c and common_cli.c ------------------------ */
+/* The whole parse (defaults, file, environment, options) without printing:
+ * the codes of config_load, the message in err. */
+int  config_parse(struct config *cfg, int argc, char **argv, char *err,
+		  size_t errlen);
+void config_defaults(struct config *cfg);
+/* Read an INI file into cfg; errors as "FILE:LINE: message". */
+int  config_file_read(struct config *cfg, const char *file, char *err,
+		      size_t errlen);
+/* Set one [farm] key from the file, the environment or an option; where
+ * says which.  -1 on a bad value (err without location), -2 unknown key. */
+int  config_farm_set(struct config *cfg, const char *key, const char *v,
+		     const char *where, char *err, size_t errlen);
+/* "en, de,HE" -> {"en","de","he"}: codes start with a letter. */
+int  config_langs_parse(const char *s, char (*langs)[CONFIG_LANG_MAX],
+			int *n, char *err, size_t errlen);
 
 #endif

@@ -38,6 +38,12 @@ log_level_parse(const char *s, enum log_level *out)
 	return -1;
 }
 
+const char *
+log_level_name(enum log_level lvl)
+{
+	return lvl >= LOG_DEBUG && lvl <= LOG_ERROR ? log_names[lvl] : "?";
+}
+
 void log_set_level(enum log_level lvl) { log_min = lvl; }
 bool log_wants(enum log_level lvl) { return lvl >= log_min; }
 void log_set_fd(int fd) { log_fd = fd; }

@@ -19,6 +19,23 @@ int master_fix_run(struct config *cfg);      /* mpfarm fix [--dry-run] */
 int master_check_run(struct config *cfg);    /* mpfarm check */
 int master_signal_run(struct config *cfg);   /* mpfarm signal SIG */
 int master_farm_run(struct config *cfg, int argc, char **argv); /* run */
+int master_plan_run(struct config *cfg);     /* mpfarm run --dry-run */
+int master_config_run(struct config *cfg);   /* mpfarm config */
+
+/* master_config.c: the checks a farm makes before it starts.  report is
+ * called once per check, with what was checked ("transcribe", "output"),
+ * a sentence, and whether it passed. */
+typedef void (*master_check_report_fn)(void *arg, const char *what,
+				       const char *msg, bool ok);
+/* Workers, every provider this run uses (known, keys, base_url, engines
+ * found) and, when files is true, the output and database folders being
+ * writable.  Returns the number of problems (0 = ready). */
+int master_config_check(const struct config *cfg, bool files,
+			master_check_report_fn report, void *arg);
+/* Each stage (and language) this run wants that has work in st and no
+ * provider configured; returns how many.  0 when st is NULL. */
+int master_config_unprovided(const struct config *cfg, store_t *st,
+			     master_check_report_fn report, void *arg);
 
 /* Open the store for a command, printing "mpfarm: <error>" on failure. */
 store_t *master_store_open(const struct config *cfg, int flags);

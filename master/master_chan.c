@@ -75,6 +75,11 @@ farm_dispatch_one(struct slot *s, bool ahead)
 			farm.qlen++;
 			continue;
 		}
+		if (farm_budget_spent()) {
+			/* --batch-size reached: the rest stays not_started */
+			farm.qlen = 0;
+			return;
+		}
 		if (prov >= 0 && !farm_prov_may_start(prov)) {
 			/* paused, full or disabled: drop it (it stays not_started)
 			 * so it cannot crowd out other work; the refill leaves its
@@ -82,6 +87,7 @@ farm_dispatch_one(struct slot *s, bool ahead)
 			farm.dirty = true;
 			continue;
 		}
+		(void)farm_budget_take();
 		if (farm_job_send(s, &j) < 0) {
 			farm_slot_kill(s, SIGKILL, SLOT_F_BROKEN);
 			farm.dirty = true;

@@ -32,23 +32,34 @@ static const int farm_sigs[] = {
 	SIGTERM, SIGINT, SIGQUIT, SIGUSR1, SIGHUP, SIGTTIN, SIGTTOU
 };
 
+/* Whether the farm runs a stage's jobs at all (a provider is configured:
+ * none is ever assumed) and, with held, whether its provider can start a
+ * job now (not paused, at its concurrency limit or disabled). */
+static bool
+farm_stage_runs(int stage, const char *lang, bool held)
+{
+	const char *p = config_provider(farm.cfg, stage, lang);
+
+	return p != NULL && !(held && farm_prov_blocked(p));
+}
+
 /* The settings a refill fetches with: this run's stages and languages,
- * less those whose provider cannot start a job now (paused, at its
- * concurrency limit, disabled), so that their jobs never crowd the queue
- * while other work waits.  A shallow copy: only the filters change. */
+ * less those without a provider and, with held, those whose provider
+ * cannot start a job now, so that their jobs never crowd the queue while
+ * other work waits.  A shallow copy: only the filters change. */
 static void
-farm_fetch_filter(struct config *fc)
+farm_fetch_filter(struct config *fc, bool held)
 {
 	const struct config *cfg = farm.cfg;
 	int n = 0;
 
 	*fc = *cfg;
-	if (farm_prov_blocked(config_provider(cfg, STAGE_TRANSCRIBE, "")))
+	if (!farm_stage_runs(STAGE_TRANSCRIBE, "", held))
 		fc->stage_mask &= ~STAGE_MASK_TRANSCRIBE;
 	for (int i = 0; i < cfg->nlangs; i++) {
 		const char *lang = cfg->langs[i];
 		if (!config_wants(cfg, STAGE_TRANSLATE, lang) ||
-		    farm_prov_blocked(config_provider(cfg, STAGE_TRANSLATE, lang)))
+		    !farm_stage_runs(STAGE_TRANSLATE, lang, held))
 			continue;
 		memcpy(fc->run_langs[n++], lang, CONFIG_LANG_MAX);
 	}
@@ -72,7 +83,9 @@ farm_refill(int64_t now)
 	if (farm.st == NULL && farm_store_reopen() < 0)
 		return;
 	farm_prov_fail_disabled();
-	farm_fetch_filter(&fc);
+	farm_fetch_filter(&fc, true);
+	if (farm_budget_spent())
+		fc.stage_mask = 0;
 	farm.qhead = 0;
 	if (fc.stage_mask == 0) {       /* every provider is held back */
 		farm.dirty = false;
@@ -132,21 +145,59 @@ farm_refill_now(void)
 static bool
 farm_finished(void)
 {
+	struct config fc;
 	struct job_ref one;
 	int64_t due = 0;
 	int n = 0;
 
 	if (farm.cfg->watch || farm.qlen > 0 || farm_busy_count() > 0 ||
-	    farm.dirty || farm.nowed > 0)
+	    farm.nowed > 0)
 		return false;
-	if (farm.st == NULL)
+	/* --batch-size reached: what was started has ended; jobs waiting for
+	 * a retry are the next run's */
+	if (farm_budget_spent())
+		return true;
+	if (farm.dirty || farm.st == NULL)
 		return false;
-	if (store_runnable_fetch(farm.st, farm.cfg, time_wall_ms(), NULL, 0,
+	farm_fetch_filter(&fc, false);
+	if (fc.stage_mask == 0)
+		return true;
+	if (store_runnable_fetch(farm.st, &fc, time_wall_ms(), NULL, 0,
 	    &one, 1, &n) < 0 || n > 0)
 		return false;
-	if (store_next_due(farm.st, farm.cfg, &due) < 0 || due > 0)
+	if (store_next_due(farm.st, &fc, &due) < 0 || due > 0)
 		return false;
 	return true;
+}
+
+/* --batch-size: at most N jobs started this run (under --watch, per
+ * check interval).  Each start counts, a retry within the run too. */
+bool
+farm_budget_spent(void)
+{
+	return farm.cfg->batch_size > 0 &&
+	    farm.budget_used >= farm.cfg->batch_size;
+}
+
+bool
+farm_budget_take(void)
+{
+	if (farm_budget_spent())
+		return false;
+	farm.budget_used++;
+	return true;
+}
+
+static void
+farm_budget_tick(int64_t now)
+{
+	if (!farm.cfg->watch || farm.cfg->batch_size <= 0 ||
+	    now < farm.budget_reset_at)
+		return;
+	if (farm.budget_used > 0)
+		farm.dirty = true;
+	farm.budget_used = 0;
+	farm.budget_reset_at = now + (int64_t)farm.cfg->check_interval * 1000;
 }
 
 static void
@@ -203,6 +254,7 @@ farm_tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
 			ev_break(loop, EVBREAK_ALL);
 		return;
 	}
+	farm_budget_tick(now);
 	farm_slots_adjust();
 	farm_refill(now);
 	farm_dispatch();
@@ -300,35 +352,35 @@ farm_log_cb(struct ev_loop *loop, ev_io *w, int revents)
 	}
 }
 
+struct farm_first_problem {
+	char  *err;
+	size_t errlen;
+	int    n;
+};
+
+static void
+farm_first_problem(void *arg, const char *what, const char *msg, bool ok)
+{
+	struct farm_first_problem *fp = arg;
+
+	if (ok || fp->n++ > 0)
+		return;
+	if (strcmp(what, "workers") == 0)
+		snprintf(fp->err, fp->errlen, "%s", msg);
+	else
+		snprintf(fp->err, fp->errlen, "%s: %s", what, msg);
+}
+
 /* What a config must satisfy to run a farm: at least one worker, every
- * provider it uses built in and ready (keys, commands).  At start-up and
- * for a HUP reload alike. */
+ * provider it uses built in and ready (keys, commands): the checks of
+ * `mpfarm config`.  At start-up and for a HUP reload alike. */
 static int
 farm_config_check(const struct config *cfg, char *err, size_t errlen)
 {
-	if (cfg->workers < 1) {
-		snprintf(err, errlen, "--workers must be at least 1");
-		return -1;
-	}
-	for (int stage = 0; stage < 2; stage++) {
-		int n = stage == STAGE_TRANSCRIBE ? 1 : cfg->nlangs;
-		for (int i = 0; i < n; i++) {
-			const char *lang = stage == STAGE_TRANSCRIBE ? "" : cfg->langs[i];
-			const char *name = config_provider(cfg, stage, lang);
-			const struct provider_ops *ops = provider_find(name);
-			if (!config_wants(cfg, stage, lang))
-				continue;
-			if (ops == NULL) {
-				snprintf(err, errlen, "provider %s is not built into "
-				    "this mpfarm", name);
-				return -1;
-			}
-			if (ops->check != NULL && ops->check(cfg, stage, lang, err,
-			    errlen) < 0)
-				return -1;
-		}
-	}
-	return 0;
+	struct farm_first_problem fp = { err, errlen, 0 };
+
+	return master_config_check(cfg, false, farm_first_problem, &fp) > 0 ?
+	    -1 : 0;
 }
 
 /* Everything that can make the run fail is checked here, before any
@@ -494,6 +546,18 @@ master_farm_run(struct config *cfg, int argc, char **argv)
 	farm.st = master_store_open(cfg, 0);
 	if (farm.st == NULL)
 		goto fail;
+	{
+		/* a stage with work and no provider: say how to set one, rather
+		 * than fake the work (noop) or leave it silently undone */
+		char err[600];
+		struct farm_first_problem fp = { err, sizeof(err), 0 };
+		if (master_config_unprovided(cfg, farm.st, farm_first_problem,
+		    &fp) > 0) {
+			say_err("%s", err);
+			farm.exit_code = EXIT_USAGE;
+			goto out;
+		}
+	}
 	/* a dead farm's workers may have left temp files beside the outputs
 	 * of the jobs they held: those jobs are about to be recovered */
 	(void)store_audit_in_progress_each(farm.st, farm_orphan_temps, NULL);
@@ -508,7 +572,8 @@ master_farm_run(struct config *cfg, int argc, char **argv)
 		goto fail;
 	if (n > 0)
 		log_info("recovered", "jobs=%d note=in-progress-from-a-gone-master", n);
-	farm.qcap = cfg->batch_size;
+	farm.qcap = cfg->fetch_size;
+	farm.budget_reset_at = time_mono_ms() + (int64_t)cfg->check_interval * 1000;
 	farm.queue = xcalloc((size_t)farm.qcap, sizeof(*farm.queue));
 	farm.dirty = true;
 	farm.target = cfg->workers;

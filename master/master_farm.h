@@ -128,6 +128,8 @@ struct farm {
 	int64_t jobs_last;      /* highest job id when total_jobs was counted */
 	bool    progress;       /* stderr is a terminal */
 	int64_t last_status_write;
+	int64_t budget_used;    /* jobs started toward --batch-size */
+	int64_t budget_reset_at;    /* mono ms: --watch starts a new budget */
 };
 
 extern struct farm farm;
@@ -154,6 +156,8 @@ const char *farm_job_file(int64_t job_id);
 
 /* master_farm.c */
 void farm_refill_now(void);
+bool farm_budget_spent(void);      /* --batch-size jobs started */
+bool farm_budget_take(void);       /* count one start; false when spent */
 
 /* master_chan.c */
 void farm_chan_cb(struct ev_loop *loop, ev_io *w, int revents);

@@ -17,7 +17,8 @@ main(int argc, char **argv)
 	rc = config_load(&cfg, argc, argv);
 	if (rc != 0) {
 		config_free(&cfg);
-		return rc > 0 ? EXIT_OK : EXIT_USAGE;
+		return rc == CONFIG_PRINTED ? EXIT_OK : rc == CONFIG_EIO ?
+		    EXIT_FATAL : EXIT_USAGE;
 	}
 	switch (cfg.cmd) {
 	case CMD_SCAN:   rc = master_scan_run(&cfg); break;
@@ -25,9 +26,14 @@ main(int argc, char **argv)
 	case CMD_RETRY:  rc = master_retry_run(&cfg); break;
 	case CMD_FIX:    rc = master_fix_run(&cfg); break;
 	case CMD_CHECK:  rc = master_check_run(&cfg); break;
+	case CMD_CONFIG: rc = master_config_run(&cfg); break;
 	case CMD_SIGNAL: rc = master_signal_run(&cfg); break;
-	case CMD_RUN:
-	default:         rc = master_farm_run(&cfg, argc, argv); break;
+	case CMD_RUN:    rc = cfg.dry_run ? master_plan_run(&cfg) :
+			     master_farm_run(&cfg, argc, argv); break;
+	default:
+		say_err("mpfarm %s is not in this build", config_cmd_name(cfg.cmd));
+		rc = EXIT_FATAL;
+		break;
 	}
 	config_free(&cfg);
 	return rc;

@@ -45,7 +45,7 @@ static struct prov provs[] = {
 int
 farm_prov_index(const char *name)
 {
-	for (int i = 0; i < NPROVS; i++)
+	for (int i = 0; name != NULL && i < NPROVS; i++)
 		if (strcmp(provs[i].name, name) == 0)
 			return i;
 	return -1;
@@ -210,7 +210,8 @@ prov_fail_pending(struct prov *p, const char *why)
 		for (int k = 0; k < nl; k++) {
 			const char *lang = stage ? farm.cfg->langs[k] : "";
 			int64_t one;
-			if (strcmp(config_provider(farm.cfg, stage, lang), p->name) != 0 ||
+			const char *pn = config_provider(farm.cfg, stage, lang);
+			if (pn == NULL || strcmp(pn, p->name) != 0 ||
 			    !config_wants(farm.cfg, stage, lang))
 				continue;
 			if (store_audit_fail_pending(farm.st, stage, lang, why, &one) < 0)

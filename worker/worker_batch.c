@@ -182,8 +182,8 @@ worker_batch_flush(store_t *st, const struct config *cfg,
 		enum job_status final = JOB_ST_COMPLETED;
 
 		done.job_id = bj->j.job_id;
-		snprintf(done.provider, sizeof(done.provider), "%s",
-		    config_provider(cfg, bj->j.stage, bj->j.lang));
+		const char *pn = config_provider(cfg, bj->j.stage, bj->j.lang);
+		snprintf(done.provider, sizeof(done.provider), "%s", pn ? pn : "");
 		if (ok && rcs[i] == 0) {
 			done.outcome = OUT_COMPLETED;
 			done.status = JOB_ST_COMPLETED;

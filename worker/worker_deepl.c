@@ -213,7 +213,7 @@ deepl_setup(const struct config *cfg, const char *lang, char **key,
 	const char *ev = config_get(cfg, "deepl", "english_variant");
 	const char *pv = config_get(cfg, "deepl", "portuguese_variant");
 
-	if (worker_http_key_load(cfg, "deepl", "DEEPL_AUTH_KEY", key, err,
+	if (worker_http_key_load(cfg, "deepl", provider_deepl.key_env, key, err,
 				 errlen) < 0)
 		return -1;
 	/* free-plan keys end in ":fx" and only work on the free host */
@@ -372,6 +372,7 @@ done:
 
 const struct provider_ops provider_deepl = {
 	.name = "deepl",
+	.key_env = "DEEPL_AUTH_KEY",
 	.check = deepl_check,
 	.run = deepl_run,
 };

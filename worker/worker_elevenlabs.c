@@ -60,7 +60,7 @@ static int
 el_setup(const struct config *cfg, char **key, struct worker_http_opts *o,
 	 char *err, size_t errlen)
 {
-	if (worker_http_key_load(cfg, "elevenlabs", "ELEVENLABS_API_KEY", key,
+	if (worker_http_key_load(cfg, "elevenlabs", provider_elevenlabs.key_env, key,
 				 err, errlen) < 0)
 		return -1;
 	if (worker_http_opts_load(cfg, "elevenlabs", ELEVENLABS_BASE, o, err,
@@ -196,6 +196,7 @@ done:
 
 const struct provider_ops provider_elevenlabs = {
 	.name = "elevenlabs",
+	.key_env = "ELEVENLABS_API_KEY",
 	.check = el_check,
 	.run = el_run,
 };

@@ -258,7 +258,7 @@ worker_job_run(store_t *st, int64_t job_id)
 		title_set("mpfarm: worker %d translate:%s %s", w.slot, j.lang,
 		    j.rel_path);
 	pname = config_provider(w.cfg, j.stage, j.lang);
-	snprintf(done.provider, sizeof(done.provider), "%s", pname);
+	snprintf(done.provider, sizeof(done.provider), "%s", pname ? pname : "");
 	ops = provider_find(pname);
 	req.cfg = w.cfg;
 	req.stage = j.stage;
@@ -266,7 +266,11 @@ worker_job_run(store_t *st, int64_t job_id)
 	req.input_path = j.abs_path;
 	req.job_id = job_id;
 	res.exit_code = -1;
-	if (ops == NULL) {
+	if (pname == NULL) {
+		/* the master hands out no such job; a reload may have raced */
+		provider_result_error(&res, OUT_TRANSIENT, "no provider is "
+		    "configured for %s", job_stage_name(j.stage));
+	} else if (ops == NULL) {
 		provider_result_error(&res, OUT_PERMANENT, "unknown provider %s", pname);
 	} else if (j.stage == STAGE_TRANSLATE &&
 	    worker_transcript_load(&j, &text, err, sizeof(err)) < 0) {

@@ -70,7 +70,7 @@ static int
 openai_setup(const struct config *cfg, char **key, struct worker_http_opts *o,
 	     char *err, size_t errlen)
 {
-	if (worker_http_key_load(cfg, "openai", "OPENAI_API_KEY", key, err,
+	if (worker_http_key_load(cfg, "openai", provider_openai.key_env, key, err,
 				 errlen) < 0)
 		return -1;
 	return worker_http_opts_load(cfg, "openai", OPENAI_BASE, o, err, errlen);
@@ -357,6 +357,7 @@ done:
 
 const struct provider_ops provider_openai = {
 	.name = "openai",
+	.key_env = "OPENAI_API_KEY",
 	.check = openai_check,
 	.run = openai_run,
 };

@@ -22,8 +22,18 @@ static const struct provider_ops *const provider_table[] = {
 };
 
 const struct provider_ops *
+provider_at(int i)
+{
+	int n = (int)(sizeof(provider_table) / sizeof(provider_table[0])) - 1;
+
+	return i >= 0 && i < n ? provider_table[i] : NULL;
+}
+
+const struct provider_ops *
 provider_find(const char *name)
 {
+	if (name == NULL)
+		return NULL;
 	for (int i = 0; provider_table[i] != NULL; i++)
 		if (strcmp(provider_table[i]->name, name) == 0)
 			return provider_table[i];

@@ -46,6 +46,9 @@ struct provider_result {
 
 struct provider_ops {
 	const char *name;
+	/* the environment variable that holds its API key, NULL if none;
+	 * exec engines never see these */
+	const char *key_env;
 	/* Check the config and keys before any worker starts (master side):
 	 * returns 0, or -1 with a message in err (exit 2). May be NULL. */
 	int (*check)(const struct config *cfg, int stage, const char *lang,
@@ -56,7 +59,10 @@ struct provider_ops {
 	int (*run)(const struct provider_req *req, struct provider_result *res);
 };
 
+/* The provider called name, NULL for an unknown name or NULL. */
 const struct provider_ops *provider_find(const char *name);
+/* The i-th built-in provider, NULL past the last: for listings. */
+const struct provider_ops *provider_at(int i);
 void provider_result_add(struct provider_result *res, const char *suffix,
 			 char *data, size_t len);   /* takes ownership */
 void provider_result_free(struct provider_result *res);

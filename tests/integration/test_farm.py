@@ -13,6 +13,8 @@ import pytest
 from farmlib import Farm, alive, wait_for, zombies_of, SLOW
 
 BASE = """
+[transcribe]
+provider = noop
 [farm]
 retry_delay_ms = 50
 retry_max_delay_ms = 200

@@ -41,6 +41,8 @@ workers = 2
 check_interval = 1
 retry_delay_ms = 50
 retry_max_delay_ms = 200
+[transcribe]
+provider = noop
 [translate]
 provider = noop
 languages = en
@@ -138,7 +140,7 @@ def roff_text(path):
 def farm_keys():
     """[farm] keys and their defaults, from the code that parses them."""
     src = (REPO / "common" / "common_config.c").read_text()
-    body = src[src.index("\nconfig_set_farm("):]
+    body = src[src.index("\nconfig_farm_set("):]
     body = body[:body.index("\n}\n")]
     keys = re.findall(r'"([a-z_]+)"', body)
     assert "workers" in keys and "log_level" in keys, keys
@@ -151,7 +153,7 @@ def farm_keys():
 
 
 SECTIONS = {"farm", "transcribe", "translate", "elevenlabs", "openai",
-            "deepl", "exec", "noop"}
+            "deepl", "exec", "noop", "serve"}
 # keys the code reads through a variable or a table, not a literal
 INDIRECT_KEYS = {"provider", "languages", "transcribe_command",
                  "translate_command", "diarize", "num_speakers",
@@ -192,11 +194,22 @@ def test_man_page_renders_clean(page):
         assert p.returncode == 0 and p.stderr == "", p.stderr
 
 
+COMMANDS = ("run", "scan", "status", "failed", "show", "retry", "fix",
+            "check", "config", "signal", "serve", "help")
+
+
 def test_every_option_is_in_the_manual():
     p = sh(BIN, "--help")
     assert p.returncode == 0
     opts = set(re.findall(r"(?<![\w-])--[a-z][a-z-]*", p.stdout))
     assert "--workers" in opts and "--durable" in opts, opts
+    for cmd in COMMANDS:
+        # both spellings of a command's help print the same text
+        h = sh(BIN, "help", cmd)
+        assert h.returncode == 0 and h.stdout.startswith(
+            "usage: mpfarm " + cmd), (cmd, h.stdout, h.stderr)
+        assert sh(BIN, cmd, "--help").stdout == h.stdout, cmd
+        opts |= set(re.findall(r"(?<![\w-])--[a-z][a-z-]*", h.stdout))
     text = roff_text(MAN1)
     missing = [o for o in sorted(opts)
                if not re.search(re.escape(o) + r"(?![a-z-])", text)]
@@ -205,7 +218,7 @@ def test_every_option_is_in_the_manual():
     section = text[text.index(".SH OPTIONS"):text.index(".SH SIGNALS")]
     tagged = set(re.findall(r"\.TP\n\.BI? (--[a-z-]+)", section))
     assert tagged == opts, (tagged - opts, opts - tagged)
-    for word in ("run", "scan", "status", "retry", "fix", "check"):
+    for word in COMMANDS:
         assert re.search(r"\.B(?:R|I)? \[?%s" % word, text), word
 
 

@@ -63,7 +63,11 @@ test_defaults(void **state)
 	assert_int_equal(cfg.max_attempts, 3);
 	assert_string_equal(cfg.output, "./output");
 	assert_int_equal(cfg.stage_mask, STAGE_MASK_ALL);
-	assert_string_equal(config_provider(&cfg, STAGE_TRANSCRIBE, ""), "noop");
+	/* no provider is ever assumed */
+	assert_null(config_provider(&cfg, STAGE_TRANSCRIBE, ""));
+	assert_int_equal(cfg.batch_size, 0);        /* all */
+	assert_int_equal(cfg.fetch_size, 50);
+	assert_null(config_where(&cfg, "farm", "workers"));
 	config_free(&cfg);
 }
 
@@ -129,6 +133,74 @@ test_malformed(void **state)
 	expect_bad("[translate]\nlanguages = en,d$e\n", "invalid language", 2);
 	expect_bad("[farm]\nthis line has no equals sign\n", "syntax", 2);
 	expect_bad("[deepl]\nrate = fast\n", "rate must be", 2);
+	/* values that parse but would break the run */
+	expect_bad("[openai]\n\nrate = inf\n", "rate must be", 3);
+	expect_bad("[openai]\nrate = nan\n", "rate must be", 2);
+	expect_bad("[openai]\nrate = 0\n", "rate must be", 2);
+	expect_bad("[openai]\nmax_concurrency = 4294967295\n", "max_concurrency", 2);
+	expect_bad("[openai]\nmax_concurrency = 2.5\n", "whole number", 2);
+	expect_bad("[openai]\nmax_concurrency = 0\n", "max_concurrency", 2);
+	expect_bad("[deepl]\nquota_pause = -5\n", "quota_pause", 2);
+	expect_bad("[transcribe]\nprovider = openai\nmodel = \xff\xfe\n",
+	    "not valid UTF-8", 3);
+	expect_bad("[translate]\nlanguages = en,--verbose\n", "invalid language", 2);
+	expect_bad("[translate]\nlanguages = 1en\n", "invalid language", 2);
+	expect_bad("[translate.-x]\nprovider = deepl\n", "bad language", 2);
+	expect_bad("[farm]\nbatch_size = -1\n", "batch_size", 2);
+}
+
+/* Options before and after the command word mean the same; an option the
+ * command does not use is refused, naming both. */
+static void
+test_cli_placement(void **state)
+{
+	struct config cfg;
+	char err[512];
+	(void)state;
+
+	write_cfg("[farm]\nworkers = 7\ndb = from-file.db\n");
+	char *a1[] = { "mpfarm", "status", "--config", cfgpath, "--json", NULL };
+	assert_int_equal(load(&cfg, err, sizeof(err), 5, a1), 0);
+	assert_int_equal(cfg.cmd, CMD_STATUS);
+	assert_string_equal(cfg.db, "from-file.db");
+	assert_true(cfg.json);
+	assert_non_null(strstr(config_where(&cfg, "farm", "db"), ":3"));
+	config_free(&cfg);
+
+	char *a2[] = { "mpfarm", "scan", "d1", "--config", cfgpath, "d2",
+		"--db", "x.db", NULL };
+	assert_int_equal(load(&cfg, err, sizeof(err), 8, a2), 0);
+	assert_int_equal(cfg.cmd, CMD_SCAN);
+	assert_int_equal(cfg.nargs, 2);
+	assert_string_equal(cfg.args[0], "d1");
+	assert_string_equal(cfg.args[1], "d2");
+	assert_string_equal(cfg.db, "x.db");
+	assert_string_equal(config_where(&cfg, "farm", "db"), "command line --db");
+	config_free(&cfg);
+
+	char *a3[] = { "mpfarm", "retry", "--workers", "2", NULL };
+	assert_int_equal(load(&cfg, err, sizeof(err), 4, a3), -1);
+	assert_non_null(strstr(err, "retry"));
+	assert_non_null(strstr(err, "--workers"));
+	config_free(&cfg);
+
+	char *a4[] = { "mpfarm", "--json", NULL };      /* run takes no --json */
+	assert_int_equal(load(&cfg, err, sizeof(err), 2, a4), -1);
+	config_free(&cfg);
+
+	char *a5[] = { "mpfarm", "--config", cfgpath, "--batch-size", "10",
+		"--dry-run", NULL };
+	assert_int_equal(load(&cfg, err, sizeof(err), 6, a5), 0);
+	assert_int_equal(cfg.cmd, CMD_RUN);
+	assert_int_equal(cfg.batch_size, 10);
+	assert_true(cfg.dry_run);
+	config_free(&cfg);
+
+	char *a6[] = { "mpfarm", "status", "extra", NULL };
+	assert_int_equal(load(&cfg, err, sizeof(err), 3, a6), -1);
+	assert_non_null(strstr(err, "unexpected argument"));
+	config_free(&cfg);
+	unlink(cfgpath);
 }
 
 static void
@@ -196,6 +268,7 @@ main(void)
 		cmocka_unit_test(test_file_and_cli_override),
 		cmocka_unit_test(test_malformed),
 		cmocka_unit_test(test_cli_errors),
+		cmocka_unit_test(test_cli_placement),
 		cmocka_unit_test(test_exec_split),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

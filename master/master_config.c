@@ -1,0 +1,352 @@
+/*
+ * master_config.c - what a farm checks before it starts, and `mpfarm
+ * config`, which shows the effective settings with where each came from
+ * and then runs those same checks (as `nginx -t` does, with `git config
+ * --show-origin`'s origins).  One list of checks serves both, so the
+ * command never passes a config that `run` would refuse.
+ */
+#include "master.h"
+#include "worker_provider.h"
+#include "common_store_audit.h"
+
+#include <errno.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* The folder a path would be created in: the path itself when it is an
+ * existing folder, else its nearest existing ancestor. */
+static char *
+config_existing_dir(const char *path)
+{
+	char *p = xstrdup(path);
+	struct stat sb;
+
+	while (stat(p, &sb) < 0 || !S_ISDIR(sb.st_mode)) {
+		char *d = xstrdup(dirname(p));
+		bool top = strcmp(d, p) == 0;
+		free(p);
+		p = d;
+		if (top)
+			break;
+	}
+	return p;
+}
+
+/* A folder (or the place it would be made in) the farm must write. */
+static int
+config_dir_check(const char *what, const char *path, char *err, size_t errlen)
+{
+	struct stat sb;
+	char *dir;
+	int rc = 0;
+
+	if (stat(path, &sb) == 0 && !S_ISDIR(sb.st_mode)) {
+		snprintf(err, errlen, "%s %s is not a folder", what, path);
+		return -1;
+	}
+	dir = config_existing_dir(path);
+	if (access(dir, W_OK | X_OK) < 0) {
+		snprintf(err, errlen, "%s %s: cannot write in %s: %s", what, path,
+		    dir, strerror(errno));
+		rc = -1;
+	}
+	free(dir);
+	return rc;
+}
+
+int
+master_config_check(const struct config *cfg, bool files,
+		    master_check_report_fn report, void *arg)
+{
+	char err[600], name[64];
+	int problems = 0;
+
+	if (cfg->workers < 1) {
+		report(arg, "workers", "--workers must be at least 1", false);
+		problems++;
+	}
+	for (int stage = 0; stage < 2; stage++) {
+		int n = stage == STAGE_TRANSCRIBE ? 1 : cfg->nlangs;
+		for (int i = 0; i < n; i++) {
+			const char *lang = stage == STAGE_TRANSCRIBE ? "" : cfg->langs[i];
+			const char *pname = config_provider(cfg, stage, lang);
+			const struct provider_ops *ops = provider_find(pname);
+
+			if (!config_wants(cfg, stage, lang))
+				continue;
+			snprintf(name, sizeof(name), "%s%s%s", job_stage_name(stage),
+			    lang[0] ? ":" : "", lang);
+			if (pname == NULL)
+				continue;       /* only a problem with work: run says */
+			err[0] = '\0';
+			if (ops == NULL)
+				snprintf(err, sizeof(err), "provider %s is not built "
+				    "into this mpfarm", pname);
+			else if (ops->check != NULL)
+				(void)ops->check(cfg, stage, lang, err, sizeof(err));
+			if (err[0] != '\0') {
+				char msg[700];
+				snprintf(msg, sizeof(msg), "provider %s: %s", pname, err);
+				report(arg, name, msg, false);
+				problems++;
+			} else {
+				char msg[120];
+				snprintf(msg, sizeof(msg), "provider %s ready", pname);
+				report(arg, name, msg, true);
+			}
+		}
+	}
+	if (!files)
+		return problems;
+	if (config_dir_check("output", cfg->output, err, sizeof(err)) < 0) {
+		report(arg, "output", err, false);
+		problems++;
+	} else {
+		report(arg, "output", "writable", true);
+	}
+	{
+		char *dbdir = xstrdup(cfg->db);
+		char *d = dirname(dbdir);
+		if (config_dir_check("database folder", d, err, sizeof(err)) < 0 ||
+		    (access(cfg->db, F_OK) == 0 && access(cfg->db, W_OK) < 0 &&
+		    snprintf(err, sizeof(err), "database %s is not writable",
+		    cfg->db) > 0)) {
+			report(arg, "database", err, false);
+			problems++;
+		} else {
+			report(arg, "database", "folder writable", true);
+		}
+		free(dbdir);
+	}
+	return problems;
+}
+
+/* A stage this run wants, with work waiting, and no provider: the run
+ * would either do nothing for it or (as before) fake it.  Reports each;
+ * returns how many.  No store, or a store that cannot be read: 0. */
+int
+master_config_unprovided(const struct config *cfg, store_t *st,
+			 master_check_report_fn report, void *arg)
+{
+	struct store_counts c;
+	int problems = 0;
+
+	if (st == NULL || store_counts_get(st, &c) < 0)
+		return 0;
+	for (int i = 0; i < c.nstages; i++) {
+		struct store_stage_counts *s = &c.stages[i];
+		int64_t todo = s->n[JOB_ST_NOT_STARTED] + s->n[JOB_ST_IN_PROGRESS];
+		char name[64], msg[400];
+
+		if (todo == 0 || !config_wants(cfg, s->stage, s->lang) ||
+		    config_provider(cfg, s->stage, s->lang) != NULL)
+			continue;
+		if (s->stage == STAGE_TRANSLATE && !config_has_lang(cfg, s->lang))
+			continue;
+		snprintf(name, sizeof(name), "%s%s%s", job_stage_name(s->stage),
+		    s->lang[0] ? ":" : "", s->lang);
+		if (s->stage == STAGE_TRANSCRIBE)
+			snprintf(msg, sizeof(msg), "%lld jobs to do and no provider: "
+			    "set [transcribe] provider = elevenlabs, openai or exec "
+			    "in the config (noop only fakes the work, for tests)",
+			    (long long)todo);
+		else
+			snprintf(msg, sizeof(msg), "%lld jobs to do and no provider: "
+			    "set [translate] provider (or [translate.%s] provider) "
+			    "= deepl, openai or exec in the config (noop only fakes "
+			    "the work, for tests)", (long long)todo, s->lang);
+		report(arg, name, msg, false);
+		problems++;
+	}
+	store_counts_free(&c);
+	return problems;
+}
+
+/* ---- mpfarm config -------------------------------------------------- */
+
+static void
+config_show_line(const char *key, const char *value, const char *where)
+{
+	char lhs[1200];
+
+	snprintf(lhs, sizeof(lhs), "%s = %s", key, value);
+	printf("%-40s ; %s\n", lhs, where ? where : "default");
+}
+
+static void
+config_show_farm(const struct config *cfg)
+{
+	struct { const char *key; long v; } ints[] = {
+		{ "workers", cfg->workers }, { "batch_size", cfg->batch_size },
+		{ "fetch_size", cfg->fetch_size },
+		{ "job_timeout", cfg->job_timeout },
+		{ "heartbeat_timeout", cfg->heartbeat_timeout },
+		{ "max_attempts", cfg->max_attempts },
+		{ "max_jobs_per_worker", cfg->max_jobs_per_worker },
+		{ "grace", cfg->grace }, { "check_interval", cfg->check_interval },
+		{ "busy_timeout", cfg->busy_timeout_ms },
+		{ "retry_delay_ms", cfg->retry_delay_ms },
+		{ "retry_max_delay_ms", cfg->retry_max_delay_ms },
+	};
+	char v[64];
+
+	printf("[farm]\n");
+	for (size_t i = 0; i < sizeof(ints) / sizeof(ints[0]); i++) {
+		snprintf(v, sizeof(v), "%ld%s", ints[i].v,
+		    strcmp(ints[i].key, "batch_size") == 0 && ints[i].v == 0 ?
+		    " (all)" : "");
+		config_show_line(ints[i].key, v, config_where(cfg, "farm",
+		    ints[i].key));
+	}
+	config_show_line("durable", cfg->durable ? "yes" : "no",
+	    config_where(cfg, "farm", "durable"));
+	config_show_line("watch", cfg->watch ? "yes" : "no",
+	    config_where(cfg, "farm", "watch"));
+	config_show_line("follow_symlinks", cfg->follow_symlinks ? "yes" : "no",
+	    config_where(cfg, "farm", "follow_symlinks"));
+	config_show_line("output", cfg->output, config_where(cfg, "farm", "output"));
+	config_show_line("db", cfg->db, config_where(cfg, "farm", "db"));
+	config_show_line("log_file", cfg->log_file ? cfg->log_file : "(stderr)",
+	    config_where(cfg, "farm", "log_file"));
+	config_show_line("log_level", log_level_name(cfg->log_level),
+	    config_where(cfg, "farm", "log_level"));
+}
+
+/* The other sections, as the file has them, keys hidden where they are
+ * secrets; then each HTTP provider's key as set or unset. */
+static void
+config_show_sections(const struct config *cfg)
+{
+	const char *last = "farm";
+
+	for (int i = 0; i < cfg->nentries; i++) {
+		const struct config_entry *e = &cfg->entries[i];
+		if (strcmp(e->section, "farm") == 0)
+			continue;
+		if (config_get(cfg, e->section, e->key) != e->value)
+			continue;       /* overridden further down the file */
+		if (strcmp(e->section, last) != 0)
+			printf("[%s]\n", e->section);
+		last = e->section;
+		config_show_line(e->key, strstr(e->key, "key") != NULL &&
+		    strcmp(e->key, "api_key_file") != 0 ? "(hidden)" : e->value,
+		    e->where);
+	}
+	printf("[keys]\n");
+	for (int i = 0; provider_at(i) != NULL; i++) {
+		const struct provider_ops *p = provider_at(i);
+		const char *env, *file;
+		char v[600];
+		if (p->key_env == NULL)
+			continue;
+		env = getenv(p->key_env);
+		file = config_get(cfg, p->name, "api_key_file");
+		if (env != NULL && env[0] != '\0')
+			snprintf(v, sizeof(v), "set");
+		else if (file != NULL && file[0] != '\0')
+			snprintf(v, sizeof(v), "from file %s", file);
+		else
+			snprintf(v, sizeof(v), "unset");
+		char where[200];
+		snprintf(where, sizeof(where), env && env[0] ? "environment %s" :
+		    file && file[0] ? "%s" : "%s: not in the environment",
+		    env && env[0] ? p->key_env : file && file[0] ?
+		    config_where(cfg, p->name, "api_key_file") : p->key_env);
+		char k[80];
+		snprintf(k, sizeof(k), "%s api key", p->name);
+		config_show_line(k, v, where);
+	}
+}
+
+static void
+config_show_stages(const struct config *cfg)
+{
+	char langs[CONFIG_LANGS_MAX * CONFIG_LANG_MAX + 1] = "";
+
+	for (int i = 0; i < cfg->nlangs; i++) {
+		if (i > 0)
+			strcat(langs, ",");
+		strcat(langs, cfg->langs[i]);
+	}
+	printf("[what runs]\n");
+	config_show_line("stage", cfg->stage_mask == STAGE_MASK_ALL ? "all" :
+	    cfg->stage_mask == STAGE_MASK_TRANSCRIBE ? "transcribe" :
+	    "translate", NULL);
+	config_show_line("languages", cfg->nlangs ? langs : "(none)",
+	    config_where(cfg, "translate", "languages"));
+	for (int stage = 0; stage < 2; stage++) {
+		int n = stage == STAGE_TRANSCRIBE ? 1 : cfg->nlangs;
+		for (int i = 0; i < n; i++) {
+			const char *lang = stage == STAGE_TRANSCRIBE ? "" : cfg->langs[i];
+			const char *p = config_provider(cfg, stage, lang);
+			char sec[CONFIG_LANG_MAX + 16], key[64];
+			const char *where = NULL;
+			if (stage == STAGE_TRANSCRIBE) {
+				where = config_where(cfg, "transcribe", "provider");
+			} else {
+				snprintf(sec, sizeof(sec), "translate.%s", lang);
+				where = config_where(cfg, sec, "provider");
+				if (where == NULL)
+					where = config_where(cfg, "translate", "provider");
+			}
+			snprintf(key, sizeof(key), "provider of %s%s%s",
+			    job_stage_name(stage), lang[0] ? ":" : "", lang);
+			config_show_line(key, p ? p : "(none)", where);
+		}
+	}
+}
+
+struct config_report {
+	int ok, bad;
+};
+
+static void
+config_report_print(void *arg, const char *what, const char *msg, bool ok)
+{
+	struct config_report *r = arg;
+
+	if (ok)
+		r->ok++;
+	else
+		r->bad++;
+	printf("%-5s %-16s %s\n", ok ? "ok" : "FAIL", what, msg);
+}
+
+int
+master_config_run(struct config *cfg)
+{
+	struct config_report r = { 0, 0 };
+	store_t *st = NULL;
+
+	printf("# mpfarm %s: the effective configuration; after each value, "
+	    "where it came from\n", MPFARM_VERSION);
+	printf("config file = %s\n", cfg->config_path ? cfg->config_path :
+	    "(none: no --config and no ./mpfarm.conf)");
+	config_show_farm(cfg);
+	config_show_stages(cfg);
+	config_show_sections(cfg);
+	printf("\n# checks (the ones mpfarm run makes before it starts)\n");
+	(void)master_config_check(cfg, true, config_report_print, &r);
+	if (access(cfg->db, F_OK) == 0) {
+		struct store_open_opts o = { .flags = STORE_READONLY };
+		char err[600];
+		if (store_open(&st, cfg->db, &o, err, sizeof(err)) < 0)
+			config_report_print(&r, "database", err, false);
+		else
+			(void)master_config_unprovided(cfg, st, config_report_print,
+			    &r);
+		store_close(st);
+	}
+	if (fflush(stdout) != 0 || ferror(stdout))
+		return EXIT_FATAL;
+	if (r.bad > 0) {
+		say_err("%d problem%s (listed above with FAIL)", r.bad,
+		    r.bad == 1 ? "" : "s");
+		return EXIT_USAGE;
+	}
+	return EXIT_OK;
+}
