@@ -393,7 +393,7 @@ class FarmLog:
             if ev not in ("worker_spawn", "worker_ready"):
                 continue
             kv = dict(re.findall(r"(\w+)=(\S+)", rest))
-            slot, pid = int(kv["slot"]), int(kv["pid"])
+            slot, pid = int(kv["slot"]), int(kv["worker_pid"])
             if ev == "worker_spawn":
                 self.slot_pid[slot] = pid
                 self.spawned[pid] = (slot, ts)

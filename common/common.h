@@ -36,6 +36,9 @@ enum log_level { LOG_DEBUG = 0, LOG_INFO, LOG_WARN, LOG_ERROR };
 int  log_level_parse(const char *s, enum log_level *out);
 const char *log_level_name(enum log_level lvl);   /* "info" */
 void log_set_level(enum log_level lvl);
+/* True when a line of this level would be written: lets a caller skip
+ * the work of gathering values for a debug line nobody reads. */
+bool log_wants(enum log_level lvl);
 /* Where lines go: a file descriptor (default 2). The master points it at the
  * log file; workers write to the pipe the master forwards. */
 void log_set_fd(int fd);
@@ -58,6 +61,18 @@ void say_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Start-up only: print and exit(code). */
 void fatal(int code, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3), noreturn));
+
+/* ---- process titles (common_title.c) -------------------------------- */
+/* First thing in main(): moves the command line's strings and the
+ * environment to the heap so their memory can hold a title, and returns
+ * the argv copy main() must use from then on (argv stays parseable).
+ * Never fails: without a usable area, title_set only sets the short
+ * name. */
+char **title_init(int argc, char **argv);
+/* Set the title `ps -o args` shows ("mpfarm: worker 3 idle"), truncated
+ * to the original command line's and environment's length, and the
+ * short name (comm) to "mpfarm-" and the title's role word. */
+void title_set(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* ---- memory and strings (common_util.c) ----------------------------- */
 void *xmalloc(size_t n);

@@ -45,6 +45,7 @@ log_level_name(enum log_level lvl)
 }
 
 void log_set_level(enum log_level lvl) { log_min = lvl; }
+bool log_wants(enum log_level lvl) { return lvl >= log_min; }
 void log_set_fd(int fd) { log_fd = fd; }
 int log_get_fd(void) { return log_fd; }
 void log_set_hook(void (*hook)(void)) { log_hook = hook; }

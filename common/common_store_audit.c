@@ -412,6 +412,26 @@ store_audit_job_rel(store_t *st, int64_t job_id, char **rel)
 	return 0;
 }
 
+static struct store_sql q_audit_jobs_last = STORE_SQL(
+	"SELECT coalesce(max(job_id), 0) FROM jobs");
+
+int
+store_audit_jobs_last(store_t *st, int64_t *last)
+{
+	sqlite3_stmt *s = store_stmt(st, &q_audit_jobs_last);
+	int step;
+
+	*last = 0;
+	if (s == NULL)
+		return -1;
+	if ((step = store_step(st, s)) < 0)
+		return -1;
+	if (step == SQLITE_ROW)
+		*last = sqlite3_column_int64(s, 0);
+	sqlite3_reset(s);
+	return 0;
+}
+
 static struct store_sql q_audit_in_progress = STORE_SQL(
 	"SELECT job_id, stage, lang, owner_pid FROM jobs "
 	"WHERE status = 'in-progress'");

@@ -87,6 +87,10 @@ int  store_audit_fail_pending(store_t *st, int stage, const char *lang,
 /* The output name (rel path) of a job's media file: *rel is malloc'd,
  * NULL when the job does not exist.  0 / -1. */
 int  store_audit_job_rel(store_t *st, int64_t job_id, char **rel);
+/* The highest job id (0 when there is none): it moves when a scan or a
+ * new language adds jobs, and costs one index lookup, so the progress
+ * line can recompute its total only then.  0 / -1. */
+int  store_audit_jobs_last(store_t *st, int64_t *last);
 
 /* Each in-progress job with its owner pid, for the master's start-up
  * clean-up of a dead farm's temp files; stops at fn's -1.  0 / -1. */

@@ -17,6 +17,7 @@ int master_status_run(struct config *cfg);   /* mpfarm status [--json] */
 int master_retry_run(struct config *cfg);    /* mpfarm retry [--file P] */
 int master_fix_run(struct config *cfg);      /* mpfarm fix [--dry-run] */
 int master_check_run(struct config *cfg);    /* mpfarm check */
+int master_signal_run(struct config *cfg);   /* mpfarm signal SIG */
 int master_farm_run(struct config *cfg, int argc, char **argv); /* run */
 int master_plan_run(struct config *cfg);     /* mpfarm run --dry-run */
 int master_config_run(struct config *cfg);   /* mpfarm config */
@@ -58,6 +59,9 @@ store_t *master_store_open(const struct config *cfg, int flags);
  * holder's pid in *holder (0 if unknown); err says why in every case. */
 int  master_lock_acquire(const char *db, int *fd_out, pid_t *holder,
 			 char *err, size_t errlen);
+/* Empty the lock file (it names no pid once unlocked), then close fd,
+ * which releases the lock.  Errors are ignored: the lock goes anyway. */
+void master_lock_release(int fd);
 /* For status/check/fix: the pid of a live master holding the lock, or 0. */
 pid_t master_lock_holder(const char *db);
 

@@ -20,7 +20,7 @@ farm_job_send(struct slot *s, const struct job_ref *j)
 
 	m.job_id = j->job_id;
 	if (ipc_frame_send(s->fd, &m) < 0) {
-		log_warn("job_send_failed", "slot=%d pid=%d error=%s", s->idx,
+		log_warn("job_send_failed", "slot=%d worker_pid=%d error=%s", s->idx,
 		    (int)s->pid, strerror(errno));
 		return -1;
 	}
@@ -166,8 +166,9 @@ farm_done(struct slot *s, const struct ipc_msg *m)
 			s->avg_job_ms = 1;
 	}
 	if (m->outcome == WORKER_OUT_SKIPPED) {
-		log_debug("job_skipped", "slot=%d job=%lld", s->idx,
-		    (long long)m->job_id);
+		if (log_wants(LOG_DEBUG))
+			log_debug("job_skipped", "slot=%d job=%lld file=%s", s->idx,
+			    (long long)m->job_id, farm_job_file(m->job_id));
 		/* usually not claimable, and this changes nothing; but a worker
 		 * that claimed the job and then could not record its outcome
 		 * (database busy, disk full) leaves it in-progress under its
@@ -179,7 +180,9 @@ farm_done(struct slot *s, const struct ipc_msg *m)
 		farm_rate_add(1);
 		s->fails = 0;
 		farm.early_deaths = 0;
-		log_debug("job_done", "slot=%d job=%lld", s->idx, (long long)m->job_id);
+		if (log_wants(LOG_DEBUG))
+			log_debug("job_done", "slot=%d job=%lld file=%s", s->idx,
+			    (long long)m->job_id, farm_job_file(m->job_id));
 	} else {
 		if (m->status == JOB_ST_FAILED) {
 			farm.stage[st].failed++;
@@ -188,9 +191,10 @@ farm_done(struct slot *s, const struct ipc_msg *m)
 			farm.stage[st].retried++;
 		}
 		log_event(m->status == JOB_ST_FAILED ? LOG_WARN : LOG_INFO,
-		    "job_failed", "slot=%d job=%lld stage=%s lang=%s outcome=%s "
-		    "status=%s http=%d retry_after_ms=%lld provider=%s error=%s",
-		    s->idx, (long long)m->job_id, job_stage_name(st),
+		    "job_failed", "slot=%d job=%lld file=%s stage=%s lang=%s "
+		    "outcome=%s status=%s http=%d retry_after_ms=%lld provider=%s "
+		    "error=%s", s->idx, (long long)m->job_id,
+		    farm_job_file(m->job_id), job_stage_name(st),
 		    s->job.lang[0] ? s->job.lang : "-", job_outcome_name(m->outcome),
 		    job_status_name(m->status), m->http, (long long)m->ms,
 		    m->provider, log_quote(m->text));
@@ -217,7 +221,8 @@ farm_msg_handle(struct slot *s, const struct ipc_msg *m)
 		if (s->state != SLOT_STARTING || m->pid != s->pid)
 			return -1;
 		s->state = SLOT_IDLE;
-		log_debug("worker_ready", "slot=%d pid=%d", s->idx, (int)s->pid);
+		log_debug("worker_ready", "slot=%d worker_pid=%d", s->idx,
+		    (int)s->pid);
 		if (!farm.all_ready_logged) {
 			int ready = 0;
 			for (int i = 0; i < farm.nslots; i++)
@@ -276,7 +281,7 @@ farm_chan_read(struct slot *s)
 				break;
 			}
 		if (rc < 0) {
-			log_error("worker_broken", "slot=%d pid=%d type=%d "
+			log_error("worker_broken", "slot=%d worker_pid=%d type=%d "
 			    "note=bad-frame", s->idx, (int)s->pid, m.type);
 			farm.broken++;
 			ev_io_stop(farm.loop, &s->io);

@@ -304,14 +304,14 @@ farm_signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
 			char err[600];
 			int fd = farm_log_file_open(err, sizeof(err));
 			if (fd < 0) {
-				log_error("log_reopen_failed", "file=%s error=%s",
+				log_error("log_reopen_failed", "path=%s error=%s",
 				    log_quote(farm.cfg->log_file), log_quote(err));
 			} else {
 				int old = log_get_fd();
 				log_set_fd(fd);
 				if (old > 2)
 					close(old);
-				log_info("log_reopened", "file=%s",
+				log_info("log_reopened", "path=%s",
 				    log_quote(farm.cfg->log_file));
 			}
 		}
@@ -346,7 +346,8 @@ farm_log_cb(struct ev_loop *loop, ev_io *w, int revents)
 		if (nl == NULL)
 			continue;
 		size_t whole = (size_t)(nl - farm.log_partial.data) + 1;
-		farm_progress_clear();
+		if (log_get_fd() == 2)
+			farm_progress_clear();
 		for (size_t off = 0; off < whole; ) {
 			ssize_t k = write(log_get_fd(), farm.log_partial.data + off,
 			    whole - off);
@@ -473,6 +474,36 @@ farm_explain_idle(void)
 	store_counts_free(&c);
 }
 
+/* farm_start names the provider of every stage and language this run
+ * works on ("none" when the config names none). */
+static void
+farm_start_log(void)
+{
+	const struct config *cfg = farm.cfg;
+	const char *p;
+	struct buf b;
+
+	buf_init(&b);
+	if (config_wants(cfg, STAGE_TRANSCRIBE, "")) {
+		p = config_provider(cfg, STAGE_TRANSCRIBE, "");
+		buf_printf(&b, " transcribe=%s", p != NULL ? p : "none");
+	}
+	for (int i = 0; i < cfg->nlangs; i++) {
+		if (!config_wants(cfg, STAGE_TRANSLATE, cfg->langs[i]))
+			continue;
+		p = config_provider(cfg, STAGE_TRANSLATE, cfg->langs[i]);
+		buf_printf(&b, " translate.%s=%s", cfg->langs[i],
+		    p != NULL ? p : "none");
+	}
+	buf_terminate(&b);
+	log_info("farm_start", "workers=%d db=%s output=%s stage=%s%s",
+	    farm.target, log_quote(cfg->db), log_quote(cfg->output),
+	    cfg->stage_mask == STAGE_MASK_ALL ? "all" :
+	    cfg->stage_mask == STAGE_MASK_TRANSCRIBE ? "transcribe" : "translate",
+	    b.data != NULL ? b.data : "");
+	buf_free(&b);
+}
+
 static int
 farm_orphan_temps(const struct job_ref *job, pid_t owner, void *arg)
 {
@@ -517,6 +548,7 @@ master_farm_run(struct config *cfg, int argc, char **argv)
 			say_err("cannot lock the database: %s", err);
 		return EXIT_FATAL;
 	}
+	title_set("mpfarm: master %s", cfg->db);
 	farm.st = master_store_open(cfg, 0);
 	if (farm.st == NULL)
 		goto fail;
@@ -551,8 +583,10 @@ master_farm_run(struct config *cfg, int argc, char **argv)
 	farm.dirty = true;
 	farm.target = cfg->workers;
 	farm.started_mono = time_mono_ms();
-	farm.progress = isatty(2) && cfg->log_file == NULL;
-	if (farm.progress)
+	/* the progress line is for a person at a terminal, wherever the log
+	 * goes; it is cleared before a log line only when both share it */
+	farm.progress = isatty(2);
+	if (farm.progress && cfg->log_file == NULL)
 		log_set_hook(farm_progress_clear);
 	farm_prov_init();
 	farm_signals_start();
@@ -561,10 +595,13 @@ master_farm_run(struct config *cfg, int argc, char **argv)
 	ev_child_start(farm.loop, &farm.child);
 	ev_timer_init(&farm.tick, farm_tick_cb, FARM_TICK_S, FARM_TICK_S);
 	ev_timer_start(farm.loop, &farm.tick);
-	log_info("farm_start", "pid=%d workers=%d db=%s output=%s stage=%s",
-	    (int)farm.pid, farm.target, log_quote(cfg->db), log_quote(cfg->output),
-	    cfg->stage_mask == STAGE_MASK_ALL ? "all" :
-	    cfg->stage_mask == STAGE_MASK_TRANSCRIBE ? "transcribe" : "translate");
+	farm_start_log();
+	/* a run with nothing to do forks no worker: decided before any */
+	if (!cfg->watch) {
+		farm_refill(time_mono_ms());
+		if (farm_finished())
+			farm_stop_begin(false, "done");
+	}
 	farm_slots_adjust();
 	ev_run(farm.loop, 0);
 	(void)proc_children_end(2000, NULL);    /* the last leftovers */
@@ -616,8 +653,7 @@ out:
 		close(log_get_fd());
 		log_set_fd(2);
 	}
-	if (farm.lock_fd >= 0)
-		close(farm.lock_fd);
+	master_lock_release(farm.lock_fd);
 	if (farm.loop != NULL)
 		ev_loop_destroy(farm.loop);
 	return farm.exit_code;

@@ -125,6 +125,7 @@ struct farm {
 	int     early_deaths;        /* consecutive deaths before READY */
 	bool    all_ready_logged;
 	int64_t total_jobs;     /* for the progress line */
+	int64_t jobs_last;      /* highest job id when total_jobs was counted */
 	bool    progress;       /* stderr is a terminal */
 	int64_t last_status_write;
 	int64_t budget_used;    /* jobs started toward --batch-size */
@@ -148,6 +149,10 @@ void farm_job_release(struct slot *s, const struct job_ref *job,
 		      enum job_outcome outcome, const char *msg);
 void farm_owed_retry(void);
 void farm_temps_remove(pid_t pid, const struct job_ref *job);
+/* The job's media path relative to its scan root, quoted for the file=
+ * of a log line (log_quote's rotating buffer); "-" when the database
+ * cannot say. */
+const char *farm_job_file(int64_t job_id);
 
 /* master_farm.c */
 void farm_refill_now(void);

@@ -4,7 +4,8 @@
  * every in-progress job as an orphan of a dead one, and lets `status`,
  * `fix` and `check` tell a live farm from a stale one.  flock dies with the
  * process that holds it, so a kill -9 never leaves a stale lock.  Workers
- * never hold it (the master closes it in every child).
+ * never hold it (the master closes it in every child).  A clean exit
+ * empties the file before unlocking: it names a pid only while locked.
  */
 #include "master.h"
 
@@ -59,6 +60,16 @@ master_lock_acquire(const char *db, int *fd_out, pid_t *holder, char *err,
 	}
 	*fd_out = fd;
 	return 0;
+}
+
+void
+master_lock_release(int fd)
+{
+	if (fd < 0)
+		return;
+	/* an unlocked file must not name a pid someone might signal */
+	(void)!ftruncate(fd, 0);
+	close(fd);
 }
 
 pid_t

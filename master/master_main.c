@@ -15,6 +15,7 @@ main(int argc, char **argv)
 
 	/* the keys are in every mpfarm process's environment */
 	(void)proc_harden();
+	argv = title_init(argc, argv);
 	rc = config_load(&cfg, argc, argv);
 	if (rc != 0) {
 		config_free(&cfg);
@@ -28,6 +29,7 @@ main(int argc, char **argv)
 	case CMD_FIX:    rc = master_fix_run(&cfg); break;
 	case CMD_CHECK:  rc = master_check_run(&cfg); break;
 	case CMD_CONFIG: rc = master_config_run(&cfg); break;
+	case CMD_SIGNAL: rc = master_signal_run(&cfg); break;
 	case CMD_RUN:    rc = cfg.dry_run ? master_plan_run(&cfg) :
 			     master_farm_run(&cfg, argc, argv); break;
 	default:

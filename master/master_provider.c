@@ -352,11 +352,12 @@ farm_prov_stats(struct buf *b)
 		    p->rate == 0)
 			continue;
 		buf_printf(b, "%s%s_inflight=%d %s_limit=%.1f %s_requests=%lld "
-		    "%s_rate_limited=%lld %s_paused_s=%lld%s", b->len ? " " : "",
+		    "%s_rate_limited=%lld %s_paused_s=%lld%s%s%s", b->len ? " " : "",
 		    p->name, p->inflight, p->name, p->limit, p->name,
 		    (long long)p->granted, p->name, (long long)p->rate_limited,
 		    p->name, (long long)(p->paused_until > now ?
 		    (p->paused_until - now) / 1000 : 0),
-		    p->disabled ? " disabled=1" : "");
+		    p->disabled ? " " : "", p->disabled ? p->name : "",
+		    p->disabled ? "_disabled=1" : "");
 	}
 }

@@ -33,7 +33,7 @@ farm_slot_kill(struct slot *s, int sig, int flag)
 	s->flags |= flag;
 	if (kill(s->pid, sig) == 0 && sig == SIGTERM)
 		s->kill_at = time_mono_ms() + FARM_TERM_GRACE_MS;
-	log_info("worker_kill", "slot=%d pid=%d signal=%d reason=%s", s->idx,
+	log_info("worker_kill", "slot=%d worker_pid=%d signal=%d reason=%s", s->idx,
 	    (int)s->pid, sig, flag == SLOT_F_HUNG ? "hung" : flag == SLOT_F_BROKEN
 	    ? "broken" : "stop");
 }
@@ -53,8 +53,9 @@ farm_hung_check(int64_t now)
 		if (s->state != SLOT_BUSY || (s->flags & SLOT_F_HUNG))
 			continue;
 		if (now - s->job_started > (int64_t)farm.cfg->job_timeout * 1000) {
-			log_warn("job_hung", "slot=%d pid=%d job=%lld age_s=%lld",
-			    s->idx, (int)s->pid, (long long)s->job.job_id,
+			log_warn("job_hung", "slot=%d worker_pid=%d job=%lld "
+			    "file=%s age_s=%lld", s->idx, (int)s->pid,
+			    (long long)s->job.job_id, farm_job_file(s->job.job_id),
 			    (long long)(now - s->job_started) / 1000);
 			farm.hung_kills++;
 			farm_slot_kill(s, SIGTERM, SLOT_F_HUNG);
@@ -62,8 +63,9 @@ farm_hung_check(int64_t now)
 		    (int64_t)farm.cfg->heartbeat_timeout * 1000) {
 			/* no heartbeat: stopped (SIGSTOP) or wedged; TERM would
 			 * not be delivered to a stopped process */
-			log_warn("worker_silent", "slot=%d pid=%d job=%lld silent_s=%lld",
-			    s->idx, (int)s->pid, (long long)s->job.job_id,
+			log_warn("worker_silent", "slot=%d worker_pid=%d job=%lld "
+			    "file=%s silent_s=%lld", s->idx, (int)s->pid,
+			    (long long)s->job.job_id, farm_job_file(s->job.job_id),
 			    (long long)(now - s->last_beat) / 1000);
 			farm.hung_kills++;
 			farm_slot_kill(s, SIGKILL, SLOT_F_HUNG);
@@ -118,9 +120,9 @@ farm_release_write(int64_t job_id, pid_t pid, int stage,
 	} else if (outcome != OUT_INTERRUPTED) {
 		farm.stage[stage].retried++;
 	}
-	log_info("job_released", "job=%lld outcome=%s status=%s reason=%s",
-	    (long long)job_id, job_outcome_name(outcome), job_status_name(final),
-	    log_quote(msg));
+	log_info("job_released", "job=%lld file=%s outcome=%s status=%s "
+	    "reason=%s", (long long)job_id, farm_job_file(job_id),
+	    job_outcome_name(outcome), job_status_name(final), log_quote(msg));
 	return 0;
 }
 
@@ -133,7 +135,7 @@ farm_job_release(struct slot *s, const struct job_ref *job,
 	if (farm_release_write(job->job_id, s->pid, job->stage, outcome, msg,
 	    s->fails) >= 0)
 		return;
-	log_error("job_release_owed", "job=%lld pid=%d error=%s",
+	log_error("job_release_owed", "job=%lld worker_pid=%d error=%s",
 	    (long long)job->job_id, (int)s->pid,
 	    log_quote(farm.st ? store_errmsg(farm.st) : "no database"));
 	farm.owed = xrealloc(farm.owed, sizeof(*farm.owed) *
@@ -182,6 +184,20 @@ farm_job_attribute(struct slot *s, const struct job_ref *job, const char *cause)
 	farm_job_release(s, job, outcome, msg);
 }
 
+const char *
+farm_job_file(int64_t job_id)
+{
+	char *rel = NULL;
+	const char *q;
+
+	if (farm_store_reopen() < 0 ||
+	    store_audit_job_rel(farm.st, job_id, &rel) < 0 || rel == NULL)
+		return "-";
+	q = log_quote(rel);
+	free(rel);
+	return q;
+}
+
 /* A worker killed while writing leaves its temp files (named after its
  * pid) beside the outputs of the jobs it held; nobody else will remove
  * them while a farm runs, so the master does, folder by folder.  The
@@ -212,7 +228,7 @@ farm_temps_remove(pid_t pid, const struct job_ref *job)
 			if (strncmp(e->d_name, prefix, (size_t)n) != 0)
 				continue;
 			if (unlinkat(dirfd(d), e->d_name, 0) == 0)
-				log_debug("temp_removed", "dir=%s file=%s",
+				log_debug("temp_removed", "dir=%s temp=%s",
 				    log_quote(sub), log_quote(e->d_name));
 		}
 		if (d != NULL)
@@ -229,7 +245,7 @@ farm_retiree_reap(pid_t pid)
 	for (int i = 0; i < farm.nretirees; i++) {
 		if (farm.retirees[i].pid != pid)
 			continue;
-		log_info("worker_retired", "slot=%d pid=%d", farm.retirees[i].slot,
+		log_info("worker_retired", "slot=%d worker_pid=%d", farm.retirees[i].slot,
 		    (int)pid);
 		farm.retirees[i] = farm.retirees[--farm.nretirees];
 		return true;
@@ -297,9 +313,10 @@ farm_child_cb(struct ev_loop *loop, ev_child *w, int revents)
 			farm.deaths_exit++;
 	}
 	log_event(clean || (s->flags & SLOT_F_STOPPED) ? LOG_INFO : LOG_WARN,
-	    "worker_exit", "slot=%d pid=%d cause=%s job=%lld", s->idx,
-	    (int)s->pid, log_quote(cause),
-	    s->state == SLOT_BUSY ? (long long)s->job.job_id : 0LL);
+	    "worker_exit", "slot=%d worker_pid=%d cause=%s job=%lld file=%s",
+	    s->idx, (int)s->pid, log_quote(cause),
+	    s->state == SLOT_BUSY ? (long long)s->job.job_id : 0LL,
+	    s->state == SLOT_BUSY ? farm_job_file(s->job.job_id) : "-");
 	if (s->state == SLOT_BUSY) {
 		farm_job_attribute(s, &s->job, cause);
 		farm_prov_slot_gone(s);

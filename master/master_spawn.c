@@ -124,7 +124,8 @@ farm_slot_spawn(struct slot *s)
 	ev_io_init(&s->io, farm_chan_cb, s->fd, EV_READ);
 	s->io.data = s;
 	ev_io_start(farm.loop, &s->io);
-	log_info("worker_spawn", "slot=%d pid=%d gen=%u", s->idx, (int)pid, s->gen);
+	log_info("worker_spawn", "slot=%d worker_pid=%d gen=%u", s->idx, (int)pid,
+	    s->gen);
 	farm_store_reopen();
 	return 0;
 }
@@ -173,7 +174,8 @@ farm_slots_adjust(void)
 		if (i >= farm.target) {
 			/* TTOU: slots past the target empty out */
 			if (s->state == SLOT_IDLE || s->state == SLOT_STARTING) {
-				log_info("worker_retire", "slot=%d pid=%d", i, (int)s->pid);
+				log_info("worker_retire", "slot=%d worker_pid=%d", i,
+				    (int)s->pid);
 				ev_io_stop(farm.loop, &s->io);
 				close(s->fd);
 				s->fd = -1;

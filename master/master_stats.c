@@ -1,11 +1,13 @@
 /*
  * master_stats.c - what the farm tells people while it runs: the USR1
- * key=value line, the one-line progress display on a terminal, the jobs/s
- * rate over the last minute, and the live status file "<db>.status" that
- * `mpfarm status` reads (JSON, replaced atomically about once a second).
+ * key=value line, the one-line progress display on a terminal (and the
+ * summary line a run ends with there), the jobs/s rate over the last
+ * minute, and the live status file "<db>.status" that `mpfarm status`
+ * reads (JSON, replaced atomically about once a second).
  */
 #include "master_farm.h"
 #include "master_notify.h"
+#include "common_store_audit.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -107,45 +109,97 @@ farm_progress_clear(void)
 	}
 }
 
-/* done/total, rate and ETA on one terminal line, redrawn in place. */
+/* The progress line's total: what this run already finished plus what
+ * it still has to do.  Counted again whenever jobs were added (a scan
+ * while the farm runs, under --watch or not), which the highest job id
+ * tells at the cost of one index lookup. */
+static void
+farm_progress_total(void)
+{
+	struct store_counts c;
+	int64_t last = 0;
+
+	if (farm.st == NULL || store_audit_jobs_last(farm.st, &last) < 0 ||
+	    (last == farm.jobs_last && farm.total_jobs > 0))
+		return;
+	if (store_counts_get(farm.st, &c) < 0)
+		return;
+	farm.jobs_last = last;
+	farm.total_jobs = farm.stage[0].done + farm.stage[1].done +
+	    farm.stage[0].failed + farm.stage[1].failed;
+	for (int i = 0; i < c.nstages; i++)
+		if (config_wants(farm.cfg, c.stages[i].stage, c.stages[i].lang))
+			farm.total_jobs += c.stages[i].n[JOB_ST_NOT_STARTED] +
+			    c.stages[i].n[JOB_ST_IN_PROGRESS];
+	store_counts_free(&c);
+}
+
+/* "1h02m", "3m20s", "42s" */
+static void
+farm_eta_format(int64_t s, char *out, size_t len)
+{
+	if (s >= 3600)
+		snprintf(out, len, "%lldh%02lldm", (long long)(s / 3600),
+		    (long long)(s % 3600 / 60));
+	else if (s >= 60)
+		snprintf(out, len, "%lldm%02llds", (long long)(s / 60),
+		    (long long)(s % 60));
+	else
+		snprintf(out, len, "%llds", (long long)s);
+}
+
+/* The line a run ends with on a terminal: what it did, how fast. */
+static void
+farm_progress_summary(void)
+{
+	int64_t done = farm.stage[0].done + farm.stage[1].done;
+	int64_t failed = farm.stage[0].failed + farm.stage[1].failed;
+	double secs = (double)(time_mono_ms() - farm.started_mono) / 1000.0;
+	char line[200];
+
+	if (done + failed == 0)
+		return;         /* the "nothing to do" message says why */
+	snprintf(line, sizeof(line), "mpfarm: %lld completed, %lld failed in "
+	    "%.*f s (%.1f jobs/s)\n", (long long)done, (long long)failed,
+	    secs < 10 ? 1 : 0, secs, secs > 0 ? (double)done / secs : 0.0);
+	(void)!write(2, line, strlen(line));
+}
+
+/* done/total, failed, rate and ETA on one terminal line, redrawn in
+ * place about once a second; at the end, the summary line instead. */
 void
 farm_progress_show(bool final)
 {
 	static int64_t last;
-	int64_t now = time_mono_ms(), done;
-	struct store_counts c;
-	char line[200];
+	int64_t now = time_mono_ms(), done, failed, left;
+	char line[240], eta[32] = "-";
 	double rate;
 
-	if (!farm.progress || (!final && now - last < 1000))
+	if (!farm.progress)
+		return;
+	if (final) {
+		farm_progress_clear();
+		farm_progress_summary();
+		return;
+	}
+	if (now - last < 1000)
 		return;
 	last = now;
-	if (farm.total_jobs == 0 && farm.st != NULL &&
-	    store_counts_get(farm.st, &c) == 0) {
-		/* what is left now plus what this run already did */
-		farm.total_jobs = farm.stage[0].done + farm.stage[1].done +
-		    farm.stage[0].failed + farm.stage[1].failed;
-		for (int i = 0; i < c.nstages; i++)
-			if (config_wants(farm.cfg, c.stages[i].stage, c.stages[i].lang))
-				farm.total_jobs += c.stages[i].n[JOB_ST_NOT_STARTED] +
-				    c.stages[i].n[JOB_ST_IN_PROGRESS];
-		store_counts_free(&c);
-	}
+	farm_progress_total();
 	done = farm.stage[0].done + farm.stage[1].done;
+	failed = farm.stage[0].failed + farm.stage[1].failed;
+	left = farm.total_jobs - done - failed;
 	rate = farm_rate_get();
-	if (rate > 0 && farm.total_jobs > done)
-		snprintf(line, sizeof(line), "\r\033[K%lld/%lld jobs, %.1f/s, ETA %llds",
-		    (long long)done, (long long)farm.total_jobs, rate,
-		    (long long)((double)(farm.total_jobs - done) / rate));
-	else
-		snprintf(line, sizeof(line), "\r\033[K%lld/%lld jobs",
-		    (long long)done, (long long)farm.total_jobs);
+	if (rate > 0 && left > 0)
+		farm_eta_format((int64_t)((double)left / rate + 0.5), eta,
+		    sizeof(eta));
+	else if (left <= 0)
+		snprintf(eta, sizeof(eta), "0s");
+	snprintf(line, sizeof(line), "\r\033[K%lld/%lld jobs done, %lld failed, "
+	    "%.1f jobs/s, ETA %s", (long long)done, (long long)farm.total_jobs,
+	    (long long)failed, rate, eta);
 	(void)!write(2, line, strlen(line));
 	progress_shown = true;
-	if (final) {
-		(void)!write(2, "\n", 1);
-		progress_shown = false;
-	}
 }
 
 static const char *const slot_state_names[] = {

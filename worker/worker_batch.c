@@ -189,7 +189,8 @@ worker_batch_flush(store_t *st, const struct config *cfg,
 			done.outcome = OUT_COMPLETED;
 			done.status = JOB_ST_COMPLETED;
 		} else if (ok && rcs[i] == 1) {
-			log_warn("job_lease_lost", "job=%lld", (long long)done.job_id);
+			log_warn("job_lease_lost", "job=%lld file=%s",
+			    (long long)done.job_id, log_quote(bj->j.rel_path));
 			done.outcome = WORKER_OUT_SKIPPED;
 		} else {
 			struct job_result jr = {

@@ -27,6 +27,7 @@ static struct {
 	const struct config *cfg;
 	int     fd;
 	pid_t   master;
+	int     slot;
 	int64_t job_id;         /* job being run, 0 when idle */
 	int64_t last_beat;
 	bool    shutdown;       /* SHUTDOWN seen: finish the job, skip the rest */
@@ -277,6 +278,11 @@ worker_job_run(store_t *st, int64_t job_id)
 	}
 	w.job_id = job_id;
 	w.last_beat = time_mono_ms();
+	if (j.stage == STAGE_TRANSCRIBE)
+		title_set("mpfarm: worker %d transcribe %s", w.slot, j.rel_path);
+	else
+		title_set("mpfarm: worker %d translate:%s %s", w.slot, j.lang,
+		    j.rel_path);
 	pname = config_provider(w.cfg, j.stage, j.lang);
 	snprintf(done.provider, sizeof(done.provider), "%s", pname ? pname : "");
 	ops = provider_find(pname);
@@ -319,6 +325,7 @@ worker_job_run(store_t *st, int64_t job_id)
 		if (worker_batch_add(w.cfg, &w.out, &j, &res, err,
 		    sizeof(err)) == 0) {
 			w.job_id = 0;
+			title_set("mpfarm: worker %d idle", w.slot);
 			provider_result_free(&res);
 			buf_free(&text);
 			return;
@@ -339,9 +346,9 @@ worker_job_run(store_t *st, int64_t job_id)
 		};
 		rc = store_job_fail(st, &j, &jr, w.cfg->max_attempts, &final);
 		if (rc != 0) {
-			log_error("job_record_failed", "job=%lld error=%s",
-			    (long long)job_id, rc < 0 ? log_quote(store_errmsg(st))
-			    : "lease-lost");
+			log_error("job_record_failed", "job=%lld file=%s error=%s",
+			    (long long)job_id, log_quote(j.rel_path),
+			    rc < 0 ? log_quote(store_errmsg(st)) : "lease-lost");
 			done.outcome = WORKER_OUT_SKIPPED;
 			goto out;
 		}
@@ -353,6 +360,7 @@ worker_job_run(store_t *st, int64_t job_id)
 	done.http = res.http_status;
 out:
 	w.job_id = 0;
+	title_set("mpfarm: worker %d idle", w.slot);
 	worker_msg_send(&done);
 	provider_result_free(&res);
 	buf_free(&text);
@@ -370,6 +378,8 @@ worker_main(const struct worker_args *wa)
 	w.cfg = wa->cfg;
 	w.fd = wa->chan_fd;
 	w.master = wa->master_pid;
+	w.slot = wa->slot;
+	title_set("mpfarm: worker %d idle", w.slot);
 	ipc_reader_init(&w.rd);
 	worker_signals_reset();
 	/* die with the master, even on kill -9; the check closes the race

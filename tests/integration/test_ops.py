@@ -71,10 +71,11 @@ def sh(*argv, timeout=60, **kw):
 def is_ours(pid):
     """pid is still an mpfarm process (not a recycled pid)."""
     try:
-        return Path("/proc/%d/cmdline" % pid).read_bytes().split(
-            b"\0")[0] == os.fsencode(BIN)
+        arg0 = Path("/proc/%d/cmdline" % pid).read_bytes().split(b"\0")[0]
     except OSError:
         return False
+    # a master or worker shows its title ("mpfarm: worker 1 idle")
+    return arg0 == os.fsencode(BIN) or arg0.startswith(b"mpfarm: ")
 
 
 class Tracker:
@@ -781,6 +782,7 @@ def logrotate_conf(tmp_path, log, lockdir):
     assert "/var/log/mpfarm/mpfarm.log {" in text
     text = text.replace("/var/log/mpfarm/mpfarm.log", str(log))
     text = text.replace("/var/lib/mpfarm/", str(lockdir) + "/")
+    text = text.replace("/usr/local/bin/mpfarm", BIN)
     conf = tmp_path / "logrotate.conf"
     conf.write_text(text)
     conf.chmod(0o644)
