@@ -9,7 +9,7 @@ MANDIR   = $(PREFIX)/share/man
 SHAREDIR = $(PREFIX)/share/mpfarm
 
 CC      ?= cc
-PKGS     = sqlite3 libcurl msgpack jansson inih
+PKGS     = sqlite3 libcurl msgpack jansson inih libmicrohttpd
 CFLAGS  ?= -O2 -g
 WARN     = -std=c11 -Wall -Wextra -Werror -Wshadow -Wno-missing-field-initializers
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)

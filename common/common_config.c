@@ -25,7 +25,7 @@ struct config_parse {
 
 static const char *const config_sections[] = {
 	"farm", "transcribe", "translate", "elevenlabs", "openai", "deepl",
-	"exec", "noop", NULL
+	"exec", "noop", "serve", NULL
 };
 static const char *const transcribe_providers[] = {
 	"elevenlabs", "openai", "exec", "noop", NULL
@@ -59,6 +59,7 @@ config_defaults(struct config *cfg)
 	cfg->retry_max_delay_ms = 600000;
 	cfg->output = xstrdup("./output");
 	cfg->db = xstrdup("media_tracking.db");
+	cfg->listen = xstrdup("127.0.0.1:8080");
 	cfg->log_level = LOG_INFO;
 	cfg->stage_mask = STAGE_MASK_ALL;
 }
@@ -225,6 +226,14 @@ config_ini_handler(void *user, const char *section, const char *key,
 	if (strcmp(section, "farm") == 0 &&
 	    config_set_farm(cfg, key, value, msg, sizeof(msg)) < 0)
 		goto fail;
+	if (strcmp(section, "serve") == 0) {
+		if (strcmp(key, "listen") != 0) {
+			snprintf(msg, sizeof(msg), "unknown key \"%s\" in [serve]",
+			    key);
+			goto fail;
+		}
+		set_str(&cfg->listen, value);
+	}
 	if (strcmp(key, "provider") == 0) {
 		bool tr = strcmp(section, "transcribe") == 0;
 		if (tr && !word_in(value, transcribe_providers)) {
@@ -283,6 +292,7 @@ static const struct option config_longopts[] = {
 	{ "durable", no_argument, NULL, 'D' },
 	{ "json", no_argument, NULL, 'j' },
 	{ "dry-run", no_argument, NULL, 'n' },
+	{ "listen", required_argument, NULL, 'A' },
 	{ "help", no_argument, NULL, 'h' },
 	{ "version", no_argument, NULL, 'V' },
 	{ NULL, 0, NULL, 0 },
@@ -319,6 +329,9 @@ config_usage(FILE *fp)
 "       mpfarm retry [--stage S] [--language L]   failed jobs back to not_started\n"
 "       mpfarm fix [--dry-run]          reconcile the database with the files on disk\n"
 "       mpfarm check                    verify integrity; exit 1 if anything is off\n"
+"       mpfarm failed [--stage S] [--language L] [--json]   the failed jobs\n"
+"       mpfarm show FILE|FILE_ID [--json]   one file: jobs, outputs, attempts\n"
+"       mpfarm serve [--listen ADDR:PORT]   read-only web dashboard and /metrics\n"
 "       mpfarm --help | --version\n"
 "\n"
 "options (each also settable in the config file; the command line wins):\n"
@@ -339,7 +352,8 @@ config_usage(FILE *fp)
 "  --output DIR             output folder (default ./output)\n"
 "  --log-file FILE          log here instead of stderr (HUP reopens it)\n"
 "  --log-level LEVEL        debug, info, warn or error (info)\n"
-"  --json                   status: one JSON object\n"
+"  --json                   status, failed, show: JSON\n"
+"  --listen ADDR:PORT       serve: where to listen (127.0.0.1:8080)\n"
 "  --dry-run                fix: list the changes, make none\n"
 "  --help, --version\n");
 }
@@ -425,6 +439,7 @@ config_parse(struct config *cfg, int argc, char **argv, char *err,
 		case 'j': cfg->json = true; break;
 		case 'n': cfg->dry_run = true; break;
 		case 'c': break;
+		case 'A': set_str(&cfg->listen, optarg); break;
 		case 's':
 			if (strcmp(optarg, "transcribe") == 0)
 				cfg->stage_mask = STAGE_MASK_TRANSCRIBE;
@@ -449,7 +464,8 @@ config_parse(struct config *cfg, int argc, char **argv, char *err,
 	}
 
 	static const char *const cmds[] = {
-		"run", "scan", "status", "retry", "fix", "check", NULL
+		"run", "scan", "status", "retry", "fix", "check", "failed",
+		"show", "serve", NULL
 	};
 	cfg->cmd = CMD_RUN;
 	if (optind < argc) {
@@ -470,7 +486,11 @@ config_parse(struct config *cfg, int argc, char **argv, char *err,
 		snprintf(err, errlen, "scan needs at least one folder");
 		return -1;
 	}
-	if (cfg->cmd != CMD_SCAN && cfg->nargs > 0) {
+	if (cfg->cmd == CMD_SHOW && cfg->nargs != 1) {
+		snprintf(err, errlen, "show needs one file (a path or a file id)");
+		return -1;
+	}
+	if (cfg->cmd != CMD_SCAN && cfg->cmd != CMD_SHOW && cfg->nargs > 0) {
 		snprintf(err, errlen, "unexpected argument \"%s\"", cfg->args[0]);
 		return -1;
 	}
@@ -544,6 +564,7 @@ config_free(struct config *cfg)
 	free(cfg->output);
 	free(cfg->db);
 	free(cfg->log_file);
+	free(cfg->listen);
 	memset(cfg, 0, sizeof(*cfg));
 }
 

@@ -22,6 +22,7 @@
 
 enum config_cmd {
 	CMD_RUN = 0, CMD_SCAN, CMD_STATUS, CMD_RETRY, CMD_FIX, CMD_CHECK,
+	CMD_FAILED, CMD_SHOW, CMD_SERVE,
 };
 
 struct config_entry {
@@ -65,6 +66,8 @@ struct config {
 	/* command-specific flags */
 	bool  json;                 /* status --json */
 	bool  dry_run;              /* fix --dry-run */
+	char *listen;               /* serve --listen / [serve] listen,
+				     * "127.0.0.1:8080" */
 
 	/* [translate] */
 	char  langs[CONFIG_LANGS_MAX][CONFIG_LANG_MAX];     /* [translate] languages */

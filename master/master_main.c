@@ -24,6 +24,9 @@ main(int argc, char **argv)
 	case CMD_RETRY:  rc = master_retry_run(&cfg); break;
 	case CMD_FIX:    rc = master_fix_run(&cfg); break;
 	case CMD_CHECK:  rc = master_check_run(&cfg); break;
+	case CMD_FAILED: rc = master_failed_run(&cfg); break;
+	case CMD_SHOW:   rc = master_show_run(&cfg); break;
+	case CMD_SERVE:  rc = master_serve_run(&cfg); break;
 	case CMD_RUN:
 	default:         rc = master_farm_run(&cfg, argc, argv); break;
 	}
