@@ -263,6 +263,11 @@ int  store_file_find(store_t *st, const char *what, int64_t *file_id);
 int  store_file_get(store_t *st, int64_t file_id, struct store_file *f);
 void store_file_free(struct store_file *f);
 
+/* The file a job belongs to: 0 with *file_id and *rel_path (malloc'd)
+ * set, 1 when there is no such job, -1 on a store error. */
+int  store_job_file_get(store_t *st, int64_t job_id, int64_t *file_id,
+			char **rel_path);
+
 /* Attempts that ended per minute over the last `minutes` minutes before
  * now_ms: completed[i] and failed[i] (every outcome but completed,
  * rate_limited and interrupted) for the minute starting at

@@ -296,6 +296,29 @@ store_file_free(struct store_file *f)
 	memset(f, 0, sizeof(*f));
 }
 
+static struct store_sql q_job_file = STORE_SQL(
+	"SELECT f.file_id, f.rel_path FROM jobs j JOIN media_files f "
+	"ON f.file_id = j.file_id WHERE j.job_id = ?1");
+
+int
+store_job_file_get(store_t *st, int64_t job_id, int64_t *file_id,
+		   char **rel_path)
+{
+	sqlite3_stmt *s = store_stmt(st, &q_job_file);
+	int rc;
+
+	*rel_path = NULL;
+	if (s == NULL)
+		return -1;
+	sqlite3_bind_int64(s, 1, job_id);
+	if ((rc = store_step(st, s)) != SQLITE_ROW)
+		return rc < 0 ? -1 : 1;
+	*file_id = sqlite3_column_int64(s, 0);
+	*rel_path = store_column_path(s, 1);
+	sqlite3_reset(s);
+	return 0;
+}
+
 /* ---- throughput ---------------------------------------------------- */
 
 /* ?1 first minute's start, ?2 now.  Scans the attempts log (no index on
