@@ -322,7 +322,11 @@ master_serve_run(struct config *cfg)
 		    errno ? strerror(errno) : "libmicrohttpd refused");
 		goto out;
 	}
-	log_info("serve_start", "listen=%s db=%s pid=%d", log_quote(cfg->listen),
+	/* the port actually bound: "--listen 127.0.0.1:0" picks a free one */
+	const union MHD_DaemonInfo *di = MHD_get_daemon_info(d,
+	    MHD_DAEMON_INFO_BIND_PORT);
+	log_info("serve_start", "listen=%s port=%u db=%s pid=%d",
+	    log_quote(cfg->listen), di ? (unsigned)di->port : 0u,
 	    log_quote(cfg->db), (int)getpid());
 	while (sig != SIGTERM && sig != SIGINT) {
 		if (sigwait(&set, &sig) != 0)
