@@ -191,13 +191,27 @@ page_progress(struct buf *b, const struct serve_snap *s, double rate)
 		    sts[i], (long long)tot[i]);
 	buf_printf(b, "<th class=\"n\">%lld</th></tr></tfoot></table>\n",
 	    (long long)all);
-	buf_printf(b, "<p id=\"rate\">Files: %lld. Rate: %.2f jobs/min",
-	    (long long)page_int(s->status, "files"), rate * 60);
-	if (rate > 0 && tot[1] + tot[3] > 0) {
-		buf_printf(b, "; about ");
-		page_age(b, (json_int_t)((double)(tot[1] + tot[3]) / rate));
-		buf_printf(b, " left at this rate");
-	} else if (tot[1] + tot[3] > 0) {
+	/* translations waiting for a transcript run only as far as those
+	 * transcripts are still to come (a failed one holds them back) */
+	json_int_t waiting = page_int(s->status, "waiting"), tr_left = 0, left;
+	int ntr = 0;
+	json_object_foreach(stages, key, o) {
+		if (strcmp(key, "transcribe") == 0)
+			tr_left = page_int(o, "not_started") + page_int(o,
+			    "in-progress");
+		else
+			ntr++;
+	}
+	left = tot[1] + tot[3] - waiting;
+	left += waiting < tr_left * ntr ? waiting : tr_left * ntr;
+	buf_printf(b, "<p id=\"rate\">Files: %lld. Rate: %.2f jobs/min; %lld "
+	    "jobs left to run", (long long)page_int(s->status, "files"),
+	    rate * 60, (long long)left);
+	if (rate > 0 && left > 0) {
+		buf_printf(b, ", about ");
+		page_age(b, (json_int_t)((double)left / rate));
+		buf_printf(b, " at this rate");
+	} else if (left > 0) {
 		buf_printf(b, "; no estimate (nothing completed lately)");
 	}
 	buf_printf(b, ".</p>\n");
