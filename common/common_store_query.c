@@ -31,6 +31,17 @@ store_column_lang(sqlite3_stmt *s, int col, char out[CONFIG_LANG_MAX])
 	snprintf(out, CONFIG_LANG_MAX, "%s", t ? (const char *)t : "");
 }
 
+/* Room for one more element in a growing array of n elements. */
+static void *
+store_grow(void *v, int n, int *cap, size_t size)
+{
+	if (n == *cap) {
+		*cap = *cap ? *cap * 2 : 8;
+		v = xrealloc(v, size * (size_t)*cap);
+	}
+	return v;
+}
+
 /* ---- failed jobs --------------------------------------------------- */
 
 /* ?1 stage or NULL, ?2 lang or NULL, ?3 limit (-1 = all) */
@@ -80,10 +91,7 @@ store_failed_list(store_t *st, int stage, const char *lang, int max,
 	sqlite3_bind_int(s, 3, max > 0 ? max : -1);
 	while ((rc = store_step(st, s)) == SQLITE_ROW) {
 		struct store_failed_job *j;
-		if (cnt == cap) {
-			cap = cap ? cap * 2 : 16;
-			v = xrealloc(v, sizeof(*v) * (size_t)cap);
-		}
+		v = store_grow(v, cnt, &cap, sizeof(*v));
 		j = &v[cnt++];
 		memset(j, 0, sizeof(*j));
 		j->job_id = sqlite3_column_int64(s, 0);
@@ -208,10 +216,7 @@ store_job_tries(store_t *st, struct store_file_job *j)
 	sqlite3_bind_int64(s, 1, j->job_id);
 	while ((rc = store_step(st, s)) == SQLITE_ROW) {
 		struct store_attempt *a;
-		if (j->ntries == cap) {
-			cap = cap ? cap * 2 : 4;
-			j->tries = xrealloc(j->tries, sizeof(*a) * (size_t)cap);
-		}
+		j->tries = store_grow(j->tries, j->ntries, &cap, sizeof(*a));
 		a = &j->tries[j->ntries++];
 		a->attempt = sqlite3_column_int(s, 0);
 		a->worker_pid = sqlite3_column_int64(s, 1);
@@ -252,10 +257,7 @@ store_file_get(store_t *st, int64_t file_id, struct store_file *f)
 	sqlite3_bind_int64(s, 1, file_id);
 	while ((rc = store_step(st, s)) == SQLITE_ROW) {
 		struct store_file_job *j;
-		if (f->njobs == cap) {
-			cap = cap ? cap * 2 : 4;
-			f->jobs = xrealloc(f->jobs, sizeof(*j) * (size_t)cap);
-		}
+		f->jobs = store_grow(f->jobs, f->njobs, &cap, sizeof(*j));
 		j = &f->jobs[f->njobs++];
 		memset(j, 0, sizeof(*j));
 		j->job_id = sqlite3_column_int64(s, 0);

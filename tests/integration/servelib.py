@@ -2,22 +2,14 @@
 filled by a real run against tests/fake_provider.py with some failures,
 and a running `mpfarm serve` on a free loopback port."""
 import http.client
-import importlib.util
 import json
-import pathlib
 import re
-import subprocess
-import sys
+
+import pytest
 
 from conftest import SLOW, wait_for
+from test_providers import KEYS, Fake  # noqa: F401  (one fake server)
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
-FAKE = REPO / "tests" / "fake_provider.py"
-_spec = importlib.util.spec_from_file_location("fake_provider", FAKE)
-fake_provider = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(fake_provider)
-
-KEYS = fake_provider.DEFAULT_KEYS
 ENV = {"ELEVENLABS_API_KEY": KEYS["elevenlabs"],
        "DEEPL_AUTH_KEY": KEYS["deepl"]}
 
@@ -28,35 +20,18 @@ NAMES = ["talks/a1.mp3", "talks/a2.mp3", "talks/b1.wav", "c1.mp3",
 FAILED_TRANSCRIPTS = 2
 
 
-class Fake:
-    """A fake_provider.py process of the test's own."""
+@pytest.fixture
+def fake(tmp_path):
+    f = Fake(tmp_path)
+    yield f
+    f.stop()
 
-    def __init__(self, tmp_path):
-        port_file = tmp_path / "fake.port"
-        self.log = open(tmp_path / "fake.err", "wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, str(FAKE), "--port-file", str(port_file),
-             "--max-seconds", str(300 * SLOW)],
-            stdout=subprocess.DEVNULL, stderr=self.log)
-        wait_for(port_file.exists, timeout=15)
-        self.url = "http://127.0.0.1:%d" % int(port_file.read_text())
 
-    def control(self, **kw):
-        import urllib.request
-        req = urllib.request.Request(self.url + "/_control",
-                                     data=json.dumps(kw).encode())
-        with urllib.request.urlopen(req, timeout=10) as r:
-            return json.loads(r.read())
-
-    def stats(self):
-        import urllib.request
-        with urllib.request.urlopen(self.url + "/_stats", timeout=10) as r:
-            return json.loads(r.read())
-
-    def stop(self):
-        self.proc.kill()
-        self.proc.wait(timeout=10)
-        self.log.close()
+@pytest.fixture
+def filled(farm, fake):
+    """farm after fill()."""
+    fill(farm, fake)
+    return farm
 
 
 def config(fake, extra=""):

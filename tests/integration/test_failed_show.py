@@ -5,23 +5,8 @@ and a file that is not there."""
 import json
 import os
 
-import pytest
-
-from servelib import (ENV, FAILED_TRANSCRIPTS, HOSTILE, NAMES, Fake,
-                      fill)
-
-
-@pytest.fixture
-def fake(tmp_path):
-    f = Fake(tmp_path)
-    yield f
-    f.stop()
-
-
-@pytest.fixture
-def filled(farm, fake):
-    fill(farm, fake)
-    return farm
+from servelib import (ENV, FAILED_TRANSCRIPTS, HOSTILE, NAMES,  # noqa: F401
+                      fake, filled)
 
 
 def failed_rows(farm, where="1"):
