@@ -302,7 +302,11 @@ master_serve_run(struct config *cfg)
 	if (ai->ai_family == AF_INET6)
 		flags |= MHD_USE_IPv6;
 	/* the polling thread inherits this mask: only the main thread
-	 * takes the signals, with sigwait */
+	 * takes the signals, with sigwait.  A signal a parent left ignored
+	 * (INT for a background job) would never reach sigwait. */
+	signal(SIGTERM, SIG_DFL);
+	signal(SIGINT, SIG_DFL);
+	signal(SIGHUP, SIG_DFL);
 	sigemptyset(&set);
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGINT);
