@@ -9,7 +9,7 @@ MANDIR   = $(PREFIX)/share/man
 SHAREDIR = $(PREFIX)/share/mpfarm
 
 CC      ?= cc
-PKGS     = sqlite3 libcurl msgpack jansson inih
+PKGS     = sqlite3 libcurl msgpack jansson inih libmicrohttpd
 CFLAGS  ?= -O2 -g
 WARN     = -std=c11 -Wall -Wextra -Werror -Wshadow -Wno-missing-field-initializers
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
@@ -33,8 +33,13 @@ PYTEST   = /usr/bin/python3 -m pytest
 
 DEB_PKGS = build-essential pkg-config libsqlite3-dev sqlite3 libcurl4-openssl-dev \
 	   libev-dev libmsgpack-dev libjansson-dev libinih-dev libcmocka-dev \
+	   libmicrohttpd-dev \
 	   python3 python3-pytest man-db groff-base runit supervisor logrotate \
 	   util-linux procps
+
+# what the integration tests need beyond building: the headless browser
+# test of `mpfarm serve` (tests/integration/test_serve.py)
+TEST_PKGS = chromium chromium-driver python3-selenium
 
 DEMO_PKGS = pocketsphinx pocketsphinx-en-us pocketsphinx-testdata apertium-eng-spa
 DEMO_DIR  = demo-work
@@ -78,6 +83,7 @@ integration: $(B)/mpfarm
 
 # The whole suite, then again under AddressSanitizer + UBSan in build-san/.
 check: deps
+	@$(MAKE) --no-print-directory deps DEB_PKGS="$(TEST_PKGS)"
 	@$(MAKE) --no-print-directory B=build build/mpfarm
 	@$(MAKE) --no-print-directory B=build unit
 	@$(MAKE) --no-print-directory B=build fuzz-replay

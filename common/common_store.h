@@ -218,6 +218,79 @@ int  store_counts_get(store_t *st, struct store_counts *c);
 void store_counts_free(struct store_counts *c);
 
 
+/* ---- answers: failed jobs, one file, throughput (common_store_query.c)
+ * What `mpfarm failed`, `mpfarm show` and the `mpfarm serve` page read;
+ * the page calls exactly these, so both tell the same facts.  All read
+ * only; strings are malloc'd and freed by the matching _free. */
+struct store_failed_job {
+	int64_t job_id;
+	int64_t file_id;
+	int     stage;
+	char    lang[CONFIG_LANG_MAX];
+	int     attempts;
+	int64_t finished_at_ms;     /* 0 if unknown */
+	char   *abs_path;
+	char   *rel_path;
+	char   *last_error;         /* "" if none */
+};
+/* The failed jobs of stage (-1 = all) and lang ("" or NULL = all), by
+ * file path then stage and language, at most `max` (0 = all); *total gets
+ * how many match in all (may be NULL).  0, or -1 (store_errmsg says why). */
+int  store_failed_list(store_t *st, int stage, const char *lang, int max,
+		       struct store_failed_job **out, int *n, int64_t *total);
+void store_failed_free(struct store_failed_job *v, int n);
+
+struct store_attempt {
+	int     attempt;            /* the job's attempt number */
+	int64_t worker_pid;         /* 0 if none (released by the master) */
+	int64_t started_at_ms;
+	int64_t ended_at_ms;        /* 0 while running */
+	char   *outcome;            /* job_outcome_name, "" while running */
+	int     http_status;        /* 0 if none */
+	int     exit_code;          /* -1 if none */
+	int     signal;             /* 0 if none */
+	char   *message;            /* "" if none */
+};
+struct store_file_job {
+	int64_t job_id;
+	int     stage;
+	char    lang[CONFIG_LANG_MAX];
+	char    status[16];         /* JOB_* */
+	int     attempts;
+	int64_t started_at_ms, finished_at_ms;  /* 0 if unset */
+	char   *last_error;         /* "" if none */
+	struct store_attempt *tries;            /* oldest first */
+	int     ntries;
+};
+struct store_file {
+	int64_t file_id;
+	char   *abs_path, *rel_path, *scan_root;
+	int64_t size, mtime_ns, added_at_ms;
+	struct store_file_job *jobs;            /* transcribe, then by lang */
+	int     njobs;
+};
+/* Which file the user means by `what`: a path as stored, the same path
+ * made absolute against the current directory (realpath when it exists),
+ * a path relative to its scan root, else a decimal file id.  Returns 0
+ * with *file_id set, 1 when no file matches, -1 on a store error. */
+int  store_file_find(store_t *st, const char *what, int64_t *file_id);
+/* One file with its jobs and every attempt: 0, 1 if there is no such
+ * file, -1 on a store error.  Free with store_file_free (also after 1). */
+int  store_file_get(store_t *st, int64_t file_id, struct store_file *f);
+void store_file_free(struct store_file *f);
+
+/* The file a job belongs to: 0 with *file_id and *rel_path (malloc'd)
+ * set, 1 when there is no such job, -1 on a store error. */
+int  store_job_file_get(store_t *st, int64_t job_id, int64_t *file_id,
+			char **rel_path);
+
+/* Attempts that ended per minute over the last `minutes` minutes before
+ * now_ms: completed[i] and failed[i] (every outcome but completed,
+ * rate_limited and interrupted) for the minute starting at
+ * now_ms - (minutes - i) * 60000.  0 or -1. */
+int  store_throughput_get(store_t *st, int64_t now_ms, int minutes,
+			  int64_t *completed, int64_t *failed);
+
 /* ---- internal to common_store*.c ---------------------------------------
  * The store is split over three files that share store_t through these
  * few helpers; define MPFARM_STORE_INTERNAL to see them.  Nothing outside

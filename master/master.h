@@ -49,6 +49,31 @@ int master_config_unprovided(const struct config *cfg, store_t *st,
  * 0 and *file_id, 1 when nothing matches, -1 on a store error. */
 int master_file_resolve(store_t *st, const char *path, int64_t *file_id);
 
+int master_failed_run(struct config *cfg);   /* mpfarm failed */
+int master_show_run(struct config *cfg);     /* mpfarm show FILE */
+int master_serve_run(struct config *cfg);    /* mpfarm serve */
+
+/* The live figures of the master of database `db`, read from its status
+ * file, plus "stale" (that master is gone) and "age_s"; NULL when there
+ * is no status file or it does not parse.  The caller json_decref's it. */
+struct json_t *master_status_farm(const char *db);
+/* The object `status --json` prints (and `serve` answers at /api/status):
+ * counts from c, live figures from farm (may be NULL; "providers" is then
+ * {}).  Never NULL; the caller json_decref's it. */
+struct json_t *master_status_json(const struct config *cfg,
+				  const struct store_counts *c,
+				  struct json_t *farm);
+
+/* A string as JSON: itself when it is UTF-8, else with every byte
+ * outside ASCII (and backslash) written \xNN.  Never NULL. */
+struct json_t *master_json_text(const char *s);
+/* Local time "YYYY-MM-DD HH:MM:SS" of wall-clock ms, "-" when ms <= 0. */
+void master_time_text(int64_t ms, char *out, size_t outlen);
+/* What `show` and the serve page say about one file (jobs, outputs on
+ * disk under cfg->output, attempts).  Never NULL. */
+struct json_t *master_show_json(const struct config *cfg,
+				const struct store_file *f);
+
 /* Open the store for a command, printing "mpfarm: <error>" on failure. */
 store_t *master_store_open(const struct config *cfg, int flags);
 

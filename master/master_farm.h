@@ -189,5 +189,10 @@ void farm_prov_slot_gone(struct slot *s);
 bool farm_prov_blocked(const char *name);    /* paused, full or disabled */
 void farm_prov_fail_disabled(void);
 void farm_prov_stats(struct buf *b);
+/* The same figures for the status file: {"NAME": {"inflight": N, "limit":
+ * N or null when unlimited, "requests": N, "rate_limited": N, "paused_s":
+ * N, "disabled": bool}} for each provider in use.  Never NULL. */
+struct json_t;
+struct json_t *farm_prov_stats_json(void);
 
 #endif

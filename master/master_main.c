@@ -28,6 +28,9 @@ main(int argc, char **argv)
 	case CMD_RETRY:  rc = master_retry_run(&cfg); break;
 	case CMD_FIX:    rc = master_fix_run(&cfg); break;
 	case CMD_CHECK:  rc = master_check_run(&cfg); break;
+	case CMD_FAILED: rc = master_failed_run(&cfg); break;
+	case CMD_SHOW:   rc = master_show_run(&cfg); break;
+	case CMD_SERVE:  rc = master_serve_run(&cfg); break;
 	case CMD_CONFIG: rc = master_config_run(&cfg); break;
 	case CMD_SIGNAL: rc = master_signal_run(&cfg); break;
 	case CMD_RUN:    rc = cfg.dry_run ? master_plan_run(&cfg) :

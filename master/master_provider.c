@@ -11,6 +11,7 @@
 #include "master_farm.h"
 #include "common_store_audit.h"
 
+#include <jansson.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -360,4 +361,28 @@ farm_prov_stats(struct buf *b)
 		    p->disabled ? " " : "", p->disabled ? p->name : "",
 		    p->disabled ? "_disabled=1" : "");
 	}
+}
+
+json_t *
+farm_prov_stats_json(void)
+{
+	int64_t now = time_mono_ms();
+	json_t *o = json_object();
+
+	for (int i = 0; i < NPROVS; i++) {
+		struct prov *p = &provs[i];
+		if (p->granted == 0 && p->inflight == 0 && p->max_conc == 0 &&
+		    p->rate == 0)
+			continue;
+		json_object_set_new(o, p->name, json_pack("{sisosIsIsIsb}",
+		    "inflight", p->inflight,
+		    "limit", p->max_conc > 0 ? json_integer(
+		    (json_int_t)floor(p->limit)) : json_null(),
+		    "requests", (json_int_t)p->granted,
+		    "rate_limited", (json_int_t)p->rate_limited,
+		    "paused_s", (json_int_t)(p->paused_until > now ?
+		    (p->paused_until - now + 999) / 1000 : 0),
+		    "disabled", p->disabled));
+	}
+	return o;
 }

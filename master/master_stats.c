@@ -250,7 +250,6 @@ farm_status_write(void)
 	int64_t now = time_mono_ms();
 	json_t *o, *slots, *stages;
 	char *path;
-	struct buf pb;
 
 	if (now - farm.last_status_write < 1000)
 		return;
@@ -289,10 +288,7 @@ farm_status_write(void)
 		json_array_append_new(slots, so);
 	}
 	json_object_set_new(o, "slots", slots);
-	buf_init(&pb);
-	farm_prov_stats(&pb);
-	json_object_set_new(o, "providers", json_string(pb.data ? pb.data : ""));
-	buf_free(&pb);
+	json_object_set_new(o, "providers", farm_prov_stats_json());
 	{
 		char st[200];
 		snprintf(st, sizeof(st), "STATUS=workers %d/%d busy %d, done %lld, "

@@ -87,10 +87,10 @@ status_stage_key(const struct store_stage_counts *sc)
  * half-written file is never seen).  Live means: that pid runs and holds
  * the farm lock.
  */
-static json_t *
-status_farm_live(const struct config *cfg)
+json_t *
+master_status_farm(const char *db)
 {
-	char *path = master_status_path(cfg->db);
+	char *path = master_status_path(db);
 	json_error_t jerr;
 	struct stat sb;
 	json_t *farm = NULL;
@@ -106,7 +106,7 @@ status_farm_live(const struct config *cfg)
 	json_int_t pid = json_integer_value(json_object_get(farm, "pid"));
 	/* a pid alone may have been reused since; the farm lock cannot be
 	 * held by a master that is gone */
-	pid_t holder = master_lock_holder(cfg->db);
+	pid_t holder = master_lock_holder(db);
 	json_object_set_new(farm, "stale", json_boolean(pid <= 0 ||
 	    !proc_alive((pid_t)pid) || holder == 0 ||
 	    (holder > 0 && holder != (pid_t)pid)));
@@ -117,92 +117,117 @@ out:
 	return farm;
 }
 
-/* A scalar as text; objects and arrays compact JSON.  malloc'd. */
-static char *
-status_json_text(json_t *v)
+static json_int_t
+status_int(json_t *o, const char *key)
 {
-	if (json_is_string(v))
-		return xstrdup(json_string_value(v));
-	char *d = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
-	char *s = xstrdup(d ? d : "?");
-	free(d);
-	return s;
+	return json_integer_value(json_object_get(o, key));
 }
 
-/* An object on one line: "k=v k=v" (nested values compact). */
-static void
-status_json_pairs(json_t *o, struct buf *b)
+static const char *
+status_plural(json_int_t n)
 {
-	const char *key;
-	json_t *v;
-
-	json_object_foreach(o, key, v) {
-		char *t = status_json_text(v);
-		buf_printf(b, "%s%s=%s", b->len ? " " : "", key, t);
-		free(t);
-	}
+	return n == 1 ? "" : "s";
 }
 
-/* One value of the live figures as text: an object as key=value pairs. */
+/* "Worker 2 (pid 123) is busy with job 45 for 3s, 7 jobs done." */
 static void
-status_json_item(json_t *v, struct buf *b)
+status_slot_print(json_t *slot)
 {
-	b->len = 0;
-	if (json_is_object(v)) {
-		status_json_pairs(v, b);
+	const char *state = json_string_value(json_object_get(slot, "state"));
+	json_int_t pid = status_int(slot, "pid"), done = status_int(slot,
+	    "jobs_done");
+
+	printf("- Worker %lld", (long long)status_int(slot, "slot"));
+	if (pid > 0)
+		printf(" (pid %lld)", (long long)pid);
+	if (state != NULL && strcmp(state, "busy") == 0) {
+		char *age = status_age(status_int(slot, "job_age_s"));
+		printf(" is busy with job %lld for %s", (long long)status_int(slot,
+		    "job"), age);
+		free(age);
+	} else if (state != NULL && strcmp(state, "empty") == 0) {
+		printf(" is not running");
 	} else {
-		char *t = status_json_text(v);
-		buf_printf(b, "%s", t);
-		free(t);
+		printf(" is %s", state ? state : "in an unknown state");
 	}
+	printf(", %lld job%s done.\n", (long long)done, status_plural(done));
 }
 
-/* The master's figures, whatever it puts there: scalars one per line,
- * an object one line per member, an array one line per element. */
+/* "openai: 2 requests in flight (at most 4); 120 requests, 3 refused
+ * with 429; paused for 5s more." */
+static void
+status_provider_print(const char *name, json_t *p)
+{
+	json_int_t inflight = status_int(p, "inflight");
+	json_int_t req = status_int(p, "requests");
+	json_int_t rl = status_int(p, "rate_limited");
+	json_int_t paused = status_int(p, "paused_s");
+	json_t *limit = json_object_get(p, "limit");
+
+	printf("- %s: %lld request%s in flight", name, (long long)inflight,
+	    status_plural(inflight));
+	if (json_is_integer(limit))
+		printf(" (at most %lld at a time)",
+		    (long long)json_integer_value(limit));
+	else
+		printf(" (no concurrency limit)");
+	printf("; %lld request%s made, %lld answered \"too many requests\" "
+	    "(429)", (long long)req, status_plural(req), (long long)rl);
+	if (paused > 0)
+		printf("; paused for %llds more", (long long)paused);
+	if (json_is_true(json_object_get(p, "disabled")))
+		printf("; stopped for this run (key or quota refused)");
+	printf(".\n");
+}
+
+/* The master's live figures as sentences. */
 static void
 status_farm_print(json_t *farm)
 {
-	const char *key, *k2;
-	json_t *v, *v2;
+	json_int_t pid = status_int(farm, "pid");
+	char *age = status_age(status_int(farm, "age_s"));
+	char *up = status_age(status_int(farm, "uptime_s"));
+	json_t *stages = json_object_get(farm, "stages"), *v;
+	json_t *provs = json_object_get(farm, "providers");
+	const char *key;
 	size_t i;
-	json_int_t pid = json_integer_value(json_object_get(farm, "pid"));
-	char *age = status_age(json_integer_value(json_object_get(farm, "age_s")));
 
 	printf("\nFarm:\n");
 	if (json_is_true(json_object_get(farm, "stale")))
-		printf("- master pid %lld is not running: these figures are stale "
-		    "(written %s ago)\n", (long long)pid, age);
+		printf("- The master (pid %lld) is not running: these figures are "
+		    "stale (written %s ago).\n", (long long)pid, age);
 	else
-		printf("- master pid %lld running (figures from %s ago)\n",
-		    (long long)pid, age);
-	free(age);
-	json_object_foreach(farm, key, v) {
-		struct buf b;
-
-		if (strcmp(key, "pid") == 0 || strcmp(key, "stale") == 0 ||
-		    strcmp(key, "age_s") == 0 || strcmp(key, "updated_at_ms") == 0 ||
-		    (json_is_string(v) && json_string_length(v) == 0))
-			continue;
-		buf_init(&b);
-		if (json_is_object(v)) {
-			printf("- %s:\n", key);
-			json_object_foreach(v, k2, v2) {
-				status_json_item(v2, &b);
-				printf("  - %s: %s\n", k2, b.data ? b.data : "");
-			}
-		} else if (json_is_array(v)) {
-			printf("- %s:\n", key);
-			json_array_foreach(v, i, v2) {
-				status_json_item(v2, &b);
-				printf("  - %s\n", b.data ? b.data : "");
-			}
-		} else {
-			char *t = status_json_text(v);
-			printf("- %s: %s\n", key, t);
-			free(t);
-		}
-		buf_free(&b);
+		printf("- The master (pid %lld) has been running for %s%s "
+		    "(figures from %s ago).\n", (long long)pid, up,
+		    json_is_true(json_object_get(farm, "stopping")) ?
+		    " and is stopping" : "", age);
+	printf("- Workers: %lld of %lld running, %lld busy; %lld job%s queued "
+	    "in the master.\n", (long long)status_int(farm, "workers_live"),
+	    (long long)status_int(farm, "workers_target"),
+	    (long long)status_int(farm, "workers_busy"),
+	    (long long)status_int(farm, "queue_depth"),
+	    status_plural(status_int(farm, "queue_depth")));
+	json_object_foreach(stages, key, v)
+		printf("- This run, %s: %lld done, %lld failed, %lld to be "
+		    "retried.\n", key, (long long)status_int(v, "done"),
+		    (long long)status_int(v, "failed"),
+		    (long long)status_int(v, "retried"));
+	printf("- Rate: %.2f jobs/s over the last minute; %lld worker%s "
+	    "respawned, %lld hung job%s killed.\n",
+	    json_number_value(json_object_get(farm, "rate_per_s")),
+	    (long long)status_int(farm, "respawns"),
+	    status_plural(status_int(farm, "respawns")),
+	    (long long)status_int(farm, "hung_kills"),
+	    status_plural(status_int(farm, "hung_kills")));
+	json_array_foreach(json_object_get(farm, "slots"), i, v)
+		status_slot_print(v);
+	if (json_is_object(provs) && json_object_size(provs) > 0) {
+		printf("\nProviders:\n");
+		json_object_foreach(provs, key, v)
+			status_provider_print(key, v);
 	}
+	free(up);
+	free(age);
 }
 
 /* Transcription first, then the target languages in the order the config
@@ -294,14 +319,13 @@ status_print_text(const struct config *cfg, const struct store_counts *c,
 	free(order);
 }
 
-static int
-status_print_json(const struct config *cfg, const struct store_counts *c,
-		  json_t *farm)
+json_t *
+master_status_json(const struct config *cfg, const struct store_counts *c,
+		   json_t *farm)
 {
 	json_t *root = json_object(), *stages = json_object();
 	json_t *waiting = json_object(), *delayed = json_object();
 	int64_t tw = 0, td = 0;
-	int rc;
 
 	/* a path that is not UTF-8 cannot be a JSON string: show it escaped */
 	json_t *db = json_string(cfg->db);
@@ -332,12 +356,13 @@ status_print_json(const struct config *cfg, const struct store_counts *c,
 	json_object_set_new(root, "oldest_in_progress_age_s",
 	    c->oldest_in_progress_ms > 0 ? json_integer(
 	    (time_wall_ms() - c->oldest_in_progress_ms) / 1000) : json_null());
+	/* per provider, an object of objects; {} without a live master */
+	json_t *provs = farm ? json_object_get(farm, "providers") : NULL;
+	json_object_set_new(root, "providers", json_is_object(provs) ?
+	    json_deep_copy(provs) : json_object());
 	if (farm != NULL)
 		json_object_set(root, "farm", farm);
-	rc = json_dumpf(root, stdout, JSON_INDENT(2) | JSON_ENSURE_ASCII);
-	printf("\n");
-	json_decref(root);
-	return rc;
+	return root;
 }
 
 int
@@ -356,10 +381,18 @@ master_status_run(struct config *cfg)
 		say_err("status: %s: %s", log_quote(cfg->db), store_errmsg(st));
 		goto out;
 	}
-	farm = status_farm_live(cfg);
-	if (cfg->json ? status_print_json(cfg, &c, farm) < 0 :
-	    (status_print_text(cfg, &c, farm), 0) < 0)
-		goto out;
+	farm = master_status_farm(cfg->db);
+	if (cfg->json) {
+		json_t *root = master_status_json(cfg, &c, farm);
+		int rc = json_dumpf(root, stdout, JSON_INDENT(2) |
+		    JSON_ENSURE_ASCII);
+		json_decref(root);
+		printf("\n");
+		if (rc < 0)
+			goto out;
+	} else {
+		status_print_text(cfg, &c, farm);
+	}
 	ex = EXIT_OK;
 out:
 	if (fflush(stdout) != 0 && ex == EXIT_OK) {

@@ -23,7 +23,10 @@ INSTALL_EXAMPLES = \
 	runit/mpfarm/run:0755 \
 	runit/mpfarm/finish:0755 \
 	runit/mpfarm/check:0755 \
-	runit/mpfarm/log/run:0755
+	runit/mpfarm/log/run:0755 \
+	systemd/mpfarm-serve.service:0644 \
+	supervisord/mpfarm-serve.conf:0644 \
+	runit/mpfarm-serve/run:0755
 
 install: $(INSTALL_BIN)
 	$(INSTALL) -d '$(DESTDIR)$(BINDIR)' '$(DESTDIR)$(MAN1DIR)' \
@@ -49,7 +52,8 @@ uninstall:
 	@for e in $(INSTALL_EXAMPLES); do \
 	  rm -f '$(DESTDIR)$(EXAMPLESDIR)'/$${e%:*}; done
 	-rmdir '$(DESTDIR)$(EXAMPLESDIR)/runit/mpfarm/log' \
-	    '$(DESTDIR)$(EXAMPLESDIR)/runit/mpfarm' '$(DESTDIR)$(EXAMPLESDIR)/runit' \
+	    '$(DESTDIR)$(EXAMPLESDIR)/runit/mpfarm' \
+	    '$(DESTDIR)$(EXAMPLESDIR)/runit/mpfarm-serve' '$(DESTDIR)$(EXAMPLESDIR)/runit' \
 	    '$(DESTDIR)$(EXAMPLESDIR)/systemd' '$(DESTDIR)$(EXAMPLESDIR)/supervisord' \
 	    '$(DESTDIR)$(EXAMPLESDIR)/logrotate.d' '$(DESTDIR)$(EXAMPLESDIR)' \
 	    '$(DESTDIR)$(SHAREDIR)' 2>/dev/null

@@ -440,7 +440,9 @@ def test_status_reads_beside_a_writer(cfarm):
 def test_status_shows_farm_file(cfarm):
     status_fixture(cfarm)
     sp = pathlib.Path(str(cfarm.db) + ".status")
-    sp.write_text(json.dumps({"pid": os.getpid(), "workers": 5, "busy": 2}))
+    sp.write_text(json.dumps({"pid": os.getpid(), "workers_target": 5,
+                              "workers_live": 4, "workers_busy": 2,
+                              "busy": 2}))
     # a live pid without the farm lock is not a master (pid reuse)
     j = json.loads(cfarm.run("status", "--json", check=True).stdout)
     assert j["farm"]["stale"] is True
@@ -452,7 +454,8 @@ def test_status_shows_farm_file(cfarm):
         assert j["farm"]["pid"] == os.getpid() and j["farm"]["stale"] is False
         assert j["farm"]["busy"] == 2
         out = cfarm.run("status", check=True).stdout
-    assert "Farm:" in out and "running" in out and "workers: 5" in out
+    assert "Farm:" in out and "running" in out
+    assert "- Workers: 4 of 5 running, 2 busy" in out
     gone = dead_pid()
     sp.write_text(json.dumps({"pid": gone, "workers": 5}))
     j = json.loads(cfarm.run("status", "--json", check=True).stdout)

@@ -333,6 +333,9 @@ def test_install_and_uninstall(tmp_path):
         "usr/share/mpfarm/examples/runit/mpfarm/finish": 0o755,
         "usr/share/mpfarm/examples/runit/mpfarm/check": 0o755,
         "usr/share/mpfarm/examples/runit/mpfarm/log/run": 0o755,
+        "usr/share/mpfarm/examples/systemd/mpfarm-serve.service": 0o644,
+        "usr/share/mpfarm/examples/supervisord/mpfarm-serve.conf": 0o644,
+        "usr/share/mpfarm/examples/runit/mpfarm-serve/run": 0o755,
     }
     got = {str(f.relative_to(dest)): f.stat().st_mode & 0o777
            for f in dest.rglob("*") if f.is_file()}
@@ -343,7 +346,8 @@ def test_install_and_uninstall(tmp_path):
     assert re.match(r"mpfarm \d+\.\d+", v.stdout)
     # the examples name where the binary went, not the /usr/local default
     for f in ("systemd/mpfarm.service", "supervisord/mpfarm.conf",
-              "runit/mpfarm/run"):
+              "runit/mpfarm/run", "systemd/mpfarm-serve.service",
+              "supervisord/mpfarm-serve.conf", "runit/mpfarm-serve/run"):
         t = (ex / f).read_text()
         assert "/usr/bin/mpfarm" in t and "/usr/local/" not in t, f
     assert "/usr/share/mpfarm/examples" in (
