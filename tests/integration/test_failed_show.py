@@ -132,7 +132,7 @@ def test_show_unknown_file_exits_1(filled):
         assert p.returncode == 1 and p.stdout == ""
         assert "show: no file" in p.stderr and "file id" in p.stderr
     p = farm.run("show")
-    assert p.returncode == 2 and "show needs one file" in p.stderr
+    assert p.returncode == 2 and "show needs a file" in p.stderr
 
 
 def test_failed_and_show_without_database(farm):
