@@ -12,7 +12,7 @@ import time
 import pytest
 
 from conftest import wait_for
-from test_providers import ENV, KEYS, Fake, config
+from test_providers import ENV, KEYS, config, fake  # noqa: F401 (fixture)
 
 NOOP = """[transcribe]
 provider = noop
@@ -20,13 +20,6 @@ provider = noop
 provider = noop
 languages = en
 """
-
-
-@pytest.fixture
-def fake(tmp_path):
-    f = Fake(tmp_path)
-    yield f
-    f.stop()
 
 
 def digest(path):

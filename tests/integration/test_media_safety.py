@@ -8,17 +8,10 @@ scan root, exec engines read the checked file through /dev/fd/N, and
 import hashlib
 import os
 
-from test_providers import ENV, Fake, config, fake_provider  # noqa: F401
+from test_providers import ENV, config, fake, fake_provider  # noqa: F401
 import pytest
 
 SECRET = b"-----BEGIN PRIVATE KEY----- not for upload\n"
-
-
-@pytest.fixture
-def fake(tmp_path):
-    f = Fake(tmp_path)
-    yield f
-    f.stop()
 
 
 def sha12(data):
