@@ -58,9 +58,6 @@ void log_event(enum log_level lvl, const char *event, const char *fmt, ...)
 const char *log_quote(const char *s);
 /* Print "mpfarm: message" to stderr for command-line tools (not key=value). */
 void say_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-/* Start-up only: print and exit(code). */
-void fatal(int code, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3), noreturn));
 
 /* ---- process titles (common_title.c) -------------------------------- */
 /* First thing in main(): moves the command line's strings and the

@@ -160,15 +160,3 @@ say_err(const char *fmt, ...)
 	(void)!write(2, line, (size_t)n);
 }
 
-void
-fatal(int code, const char *fmt, ...)
-{
-	char line[LOG_LINE_MAX];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(line, sizeof(line), fmt, ap);
-	va_end(ap);
-	say_err("%s", line);
-	exit(code);
-}

@@ -19,7 +19,7 @@ enum slot_state {
 
 /* Jobs a busy worker may hold beyond the one it runs: short jobs are
  * then published and claimed several to a transaction. */
-#define FARM_AHEAD_MAX  16
+#define FARM_AHEAD_MAX  IPC_AHEAD_MAX
 
 #define SLOT_F_HUNG     0x01  /* killed by us: job timeout or no heartbeat */
 #define SLOT_F_STOPPED  0x02  /* killed by us: farm stopping (QUIT/grace) */
@@ -45,7 +45,6 @@ struct slot {
 	int64_t  job_started;   /* mono ms */
 	int64_t  last_beat;     /* mono ms */
 	int64_t  kill_at;       /* mono ms: SIGKILL after SIGTERM, 0 */
-	int64_t  spawned_at;    /* mono ms */
 	int64_t  respawn_at;    /* mono ms, when EMPTY */
 	int      jobs_done;     /* by the current process */
 	int      jobs_limit;    /* recycle after this many (0 = never) */

@@ -114,7 +114,6 @@ farm_slot_spawn(struct slot *s)
 	s->flags = 0;
 	s->prov = -1;
 	s->kill_at = 0;
-	s->spawned_at = time_mono_ms();
 	s->jobs_done = 0;
 	s->jobs_limit = farm_jobs_limit();
 	s->avg_job_ms = 0;

@@ -34,7 +34,7 @@ int64_t worker_retry_at(const struct config *cfg, int attempts,
 void worker_msg_send(const struct ipc_msg *m);
 
 /* worker_batch.c: short jobs published several to a transaction. */
-#define WORKER_PENDING_MAX 20
+#define WORKER_PENDING_MAX IPC_AHEAD_MAX
 struct provider_result;
 struct job;
 struct tree;

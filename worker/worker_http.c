@@ -159,17 +159,6 @@ worker_http_handle(void)
 	return http_easy;
 }
 
-void
-worker_http_cleanup(void)
-{
-	if (http_easy != NULL)
-		curl_easy_cleanup(http_easy);
-	http_easy = NULL;
-	if (http_global)
-		curl_global_cleanup();
-	http_global = false;
-}
-
 struct http_sink {
 	struct buf *b;
 	size_t max;

@@ -73,8 +73,6 @@ void worker_http_headers_free(struct curl_slist *headers);
 /* The process-wide handle (created on first use; reused for keep-alive).
  * Providers need it to build a curl_mime. NULL if curl cannot start. */
 CURL *worker_http_handle(void);
-/* Free the handle and curl's globals (worker exit). */
-void worker_http_cleanup(void);
 
 /* Take a farm-wide token, send the request, and classify the answer.
  * Returns 0 for a 2xx answer (body in c->resp; IPC_PROV_OK sent); else -1
