@@ -2,12 +2,13 @@
  * master_scan.c - `mpfarm scan DIR...`: find the media files under each
  * folder and register them with their jobs.
  *
- * It works in three phases so that a refused scan leaves the database as it
- * was: (1) walk every folder into memory without touching the database;
- * (2) check that no two files map to the same output name, neither within
- * this scan nor against files already registered; (3) add the files in
- * transactions of SCAN_TX_FILES, short enough that a running farm's workers
- * are never starved of the write lock for long.
+ * It works in three phases: (1) walk every folder into memory without
+ * touching the database; (2) find the files whose output name is already
+ * another file's, registered before or met first in this scan: each is
+ * named on stderr and skipped, so one file dropped into a folder cannot
+ * block every later scan of it, and the name keeps its first owner; (3) add
+ * the rest in transactions of SCAN_TX_FILES, short enough that a running
+ * farm's workers are never starved of the write lock for long.
  *
  * Symbolic links are not followed: a link among the recordings could make
  * the farm upload any file the operator can read.  Each one with a media
@@ -20,8 +21,8 @@
  * what a scan would register and opens the database read-only, if at all.
  *
  * Exit status: 0 when everything was registered; 1 when a file or folder
- * inside a tree could not be read (the rest is registered, like find(1)),
- * on a conflict (nothing registered) or a database error; 2 when a folder
+ * inside a tree could not be read or a file was skipped for its name (the
+ * rest is registered, like find(1)), or on a database error; 2 when a folder
  * given on the command line is missing, not a folder or unreadable (checked
  * before the database is opened, so it is left untouched).
  */
@@ -118,36 +119,88 @@ scan_roots_check(struct scan *sc, struct config *cfg)
 	return 0;
 }
 
-/* `done` files of this scan were committed before the conflict showed
- * (only when another scan raced this one between phases 2 and 3). */
+/* Skip entry e, whose output name belongs to `holder` (another path),
+ * and say so; `before` tells whether holder was registered by an earlier
+ * scan or met first in this one. */
 static void
-scan_conflict_say(const struct config *cfg, const char *a, const char *b,
-		  const char *rel, size_t done)
+scan_conflict_skip(struct scan *sc, const struct config *cfg,
+		   struct scan_entry *e, const char *holder, bool before)
 {
-	char *out = file_output_path(cfg->output, STAGE_TRANSCRIBE, "", rel, ".txt");
-	char what[96] = "nothing from this scan was registered";
+	char *abs = master_scan_abs(sc, e);
+	char *out = file_output_path(cfg->output, STAGE_TRANSCRIBE, "",
+	    master_scan_rel(sc, e), ".txt");
 
-	if (done > 0)
-		snprintf(what, sizeof(what), "the scan stopped after registering "
-		    "%zu files", done);
-	say_err("scan refused: %s and %s would both be written to %s; %s "
-	    "(scan a folder that holds both, so their names differ, or use a "
-	    "separate --db and --output)", log_quote(a), log_quote(b),
-	    log_quote(out), what);
+	e->conflict = true;
+	sc->roots[e->root].n_conflict++;
+	sc->conflicts++;
+	say_err("scan: %s %s: %s, %s, already has its output name (%s); scan "
+	    "a folder that holds both, so their names differ, or use a "
+	    "separate --db and --output",
+	    cfg->dry_run ? "would skip" : "skipped", log_quote(abs),
+	    log_quote(holder),
+	    before ? "registered before" : "found first in this scan",
+	    log_quote(out));
 	free(out);
+	free(abs);
 }
 
 static const struct scan *scan_sort_ctx;
 
+/* Orders entry indices by rel path, then by root as given, then as
+ * walked: the first of equal names is the one that keeps it. */
 static int
 scan_ent_cmp(const void *a, const void *b)
 {
-	const struct scan_entry *x = a, *y = b;
-	return strcmp(master_scan_rel(scan_sort_ctx, x), master_scan_rel(scan_sort_ctx, y));
+	size_t i = *(const size_t *)a, k = *(const size_t *)b;
+	const struct scan_entry *x = &scan_sort_ctx->ents[i];
+	const struct scan_entry *y = &scan_sort_ctx->ents[k];
+	int c = strcmp(master_scan_rel(scan_sort_ctx, x),
+	    master_scan_rel(scan_sort_ctx, y));
+
+	if (c != 0)
+		return c;
+	if (x->root != y->root)
+		return x->root < y->root ? -1 : 1;
+	return i < k ? -1 : i > k;
 }
 
-/* Phase 2: a conflict refuses the whole scan before anything is written.
- * Returns 0, 1 on a conflict (reported), -1 on a store error. */
+/* Files of this scan sharing one name (only from different roots): the
+ * first not already skipped keeps it. */
+static void
+scan_conflicts_within(struct scan *sc, const struct config *cfg)
+{
+	size_t *ix, first = 0;
+	bool have = false;
+
+	if (sc->nroots < 2 || sc->nents < 2)
+		return;
+	ix = xmalloc(sc->nents * sizeof(*ix));
+	for (size_t i = 0; i < sc->nents; i++)
+		ix[i] = i;
+	scan_sort_ctx = sc;
+	qsort(ix, sc->nents, sizeof(*ix), scan_ent_cmp);
+	for (size_t i = 0; i < sc->nents; i++) {
+		struct scan_entry *e = &sc->ents[ix[i]];
+		if (i > 0 && strcmp(master_scan_rel(sc, e),
+		    master_scan_rel(sc, &sc->ents[ix[i - 1]])) != 0)
+			have = false;
+		if (e->conflict)
+			continue;
+		if (!have) {
+			first = ix[i];
+			have = true;
+			continue;
+		}
+		char *holder = master_scan_abs(sc, &sc->ents[first]);
+		scan_conflict_skip(sc, cfg, e, holder, false);
+		free(holder);
+	}
+	free(ix);
+}
+
+/* Phase 2: compare with the registered files (st NULL: no database yet)
+ * and mark, name and count every file whose output name is taken.  Only
+ * reads.  Returns 0, or -1 on a store error (reported). */
 static int
 scan_conflicts_check(struct scan *sc, const struct config *cfg, store_t *st)
 {
@@ -155,50 +208,25 @@ scan_conflicts_check(struct scan *sc, const struct config *cfg, store_t *st)
 	struct store_known_file kf = { 0 };
 	int rc = -1;
 
-	if (sc->nroots > 1 && sc->nents > 1) {
-		struct scan_entry *tmp = xmalloc(sc->nents * sizeof(*tmp));
-		memcpy(tmp, sc->ents, sc->nents * sizeof(*tmp));
-		scan_sort_ctx = sc;
-		qsort(tmp, sc->nents, sizeof(*tmp), scan_ent_cmp);
-		for (size_t i = 1; i < sc->nents; i++) {
-			if (strcmp(master_scan_rel(sc, &tmp[i - 1]), master_scan_rel(sc, &tmp[i])) != 0)
-				continue;
-			char *a = master_scan_abs(sc, &tmp[i - 1]), *b = master_scan_abs(sc, &tmp[i]);
-			scan_conflict_say(cfg, a, b, master_scan_rel(sc, &tmp[i]), 0);
-			free(a);
-			free(b);
-			free(tmp);
-			return 1;
-		}
-		free(tmp);
-	}
-	if (st == NULL) {       /* scan --dry-run and no database yet */
-		rc = 0;
-		goto out;
-	}
-	if (store_audit_lookup_open(st, &lk) < 0)
+	if (st != NULL && store_audit_lookup_open(st, &lk) < 0)
 		goto fail;
-	for (size_t i = 0; i < sc->nents; i++) {
+	for (size_t i = 0; st != NULL && i < sc->nents; i++) {
 		struct scan_entry *e = &sc->ents[i];
 		char *abs = master_scan_abs(sc, e);
-		if (store_audit_lookup_file(lk, master_scan_rel(sc, e), abs, &kf) < 0) {
-			free(abs);
+		int lrc = store_audit_lookup_file(lk, master_scan_rel(sc, e),
+		    abs, &kf);
+		free(abs);
+		if (lrc < 0)
 			goto fail;
-		}
 		e->known = kf.found;
 		e->old_size = kf.size;
 		e->old_mtime_ns = kf.mtime_ns;
 		e->old_dev = kf.dev;
 		e->old_ino = kf.ino;
 		if (kf.conflict_abs != NULL)
-			scan_conflict_say(cfg, kf.conflict_abs, abs,
-			    master_scan_rel(sc, e), 0);
-		free(abs);
-		if (kf.conflict_abs != NULL) {
-			rc = 1;
-			goto out;
-		}
+			scan_conflict_skip(sc, cfg, e, kf.conflict_abs, true);
 	}
+	scan_conflicts_within(sc, cfg);
 	rc = 0;
 	goto out;
 fail:
@@ -227,20 +255,24 @@ scan_changed_say(const struct scan_entry *e, const char *abs,
 		    "%sstart again)\n", log_quote(abs), verb);
 }
 
-/* Phase 3.  Returns 0, 1 on a conflict that appeared since phase 2 (another
- * scan raced us: this batch is rolled back), -1 on a store error. */
+/* Phase 3.  A conflict that appeared since phase 2 (another scan raced
+ * this one) skips that file like the others.  Returns 0, or -1 on a store
+ * error (reported; the batch under way is rolled back). */
 static int
 scan_store(struct scan *sc, const struct config *cfg, store_t *st)
 {
 	char *conflict = NULL, *abs = NULL;
+	size_t batch = 0;
 	bool in_tx = false;
 	int rc = -1;
 
 	for (size_t i = 0; i < sc->nents; i++) {
-		const struct scan_entry *e = &sc->ents[i];
+		struct scan_entry *e = &sc->ents[i];
 		struct scan_root *r = &sc->roots[e->root];
 		enum store_add_result res;
 
+		if (e->conflict)
+			continue;
 		if (!in_tx) {
 			if (store_tx_begin(st) < 0)
 				goto fail;
@@ -252,6 +284,8 @@ scan_store(struct scan *sc, const struct config *cfg, store_t *st)
 		    e->mtime_ns, e->dev, e->ino,
 		    e->src_root >= 0 ? sc->roots[e->src_root].abs : NULL,
 		    e->src_root >= 0 ? sc->names.data + e->src_off : NULL };
+		free(conflict);
+		conflict = NULL;
 		if (store_file_add(st, &mf, cfg->langs, cfg->nlangs, &res,
 		    &conflict) < 0)
 			goto fail;
@@ -263,19 +297,20 @@ scan_store(struct scan *sc, const struct config *cfg, store_t *st)
 			scan_changed_say(e, abs, "");
 			break;
 		case STORE_CONFLICT:
-			store_tx_rollback(st);
-			in_tx = false;
-			scan_conflict_say(cfg, conflict ? conflict : "another file",
-			    abs, master_scan_rel(sc, e), i - i % SCAN_TX_FILES);
-			rc = 1;
-			goto out;
+			scan_conflict_skip(sc, cfg, e, conflict ? conflict :
+			    "another file", true);
+			break;
 		}
-		if ((i + 1) % SCAN_TX_FILES == 0 || i + 1 == sc->nents) {
+		if (++batch == SCAN_TX_FILES) {
 			if (store_tx_commit(st) < 0)
 				goto fail;
 			in_tx = false;
+			batch = 0;
 		}
 	}
+	if (in_tx && store_tx_commit(st) < 0)
+		goto fail;
+	in_tx = false;
 	rc = 0;
 	goto out;
 fail:
@@ -311,6 +346,9 @@ scan_summary(const struct scan *sc, bool dry)
 		if (r->n_unreadable > 0)
 			printf(", %lld unreadable (named above)",
 			    (long long)r->n_unreadable);
+		if (r->n_conflict > 0)
+			printf(", %lld skipped (output name taken, named above)",
+			    (long long)r->n_conflict);
 		printf("\n");
 	}
 }
@@ -351,6 +389,8 @@ scan_dry_run(struct scan *sc, const struct config *cfg)
 	for (size_t i = 0; i < sc->nents; i++) {
 		struct scan_entry *e = &sc->ents[i];
 		struct scan_root *r = &sc->roots[e->root];
+		if (e->conflict)
+			continue;
 		char *abs = master_scan_abs(sc, e);
 		if (!e->known) {
 			printf("new: %s\n", log_quote(abs));
@@ -380,12 +420,16 @@ scan_dry_run(struct scan *sc, const struct config *cfg)
 	}
 	scan_summary(sc, true);
 	printf("dry run: %lld new file%s, %lld changed; %lld job%s would be "
-	    "created, the jobs of %lld file%s would start again; nothing was "
-	    "written%s\n", (long long)nnew, nnew == 1 ? "" : "s",
+	    "created, the jobs of %lld file%s would start again; ",
+	    (long long)nnew, nnew == 1 ? "" : "s",
 	    (long long)nchanged, (long long)njobs, njobs == 1 ? "" : "s",
-	    (long long)nchanged, nchanged == 1 ? "" : "s",
+	    (long long)nchanged, nchanged == 1 ? "" : "s");
+	if (sc->conflicts > 0)
+		printf("%lld file%s would be skipped (output name taken); ",
+		    (long long)sc->conflicts, sc->conflicts == 1 ? "" : "s");
+	printf("nothing was written%s\n",
 	    st == NULL ? " (no database yet)" : "");
-	ex = sc->unreadable > 0 ? EXIT_FATAL : EXIT_OK;
+	ex = sc->unreadable > 0 || sc->conflicts > 0 ? EXIT_FATAL : EXIT_OK;
 out:
 	store_close(st);
 	return ex;
@@ -396,7 +440,7 @@ master_scan_run(struct config *cfg)
 {
 	struct scan sc = { 0 };
 	store_t *st = NULL;
-	int rc, ex = EXIT_FATAL;
+	int ex = EXIT_FATAL;
 
 	buf_init(&sc.names);
 	sc.follow = cfg->follow_symlinks;
@@ -420,18 +464,16 @@ master_scan_run(struct config *cfg)
 	}
 	if ((st = master_store_open(cfg, 0)) == NULL)
 		goto out;
-	/* the check only reads: a refused scan changes nothing at all, not
-	 * even the languages */
-	if ((rc = scan_conflicts_check(&sc, cfg, st)) != 0)
+	if (scan_conflicts_check(&sc, cfg, st) < 0)
 		goto out;
 	if (store_langs_sync(st, cfg->langs, cfg->nlangs) < 0) {
 		say_err("scan: %s: %s", log_quote(cfg->db), store_errmsg(st));
 		goto out;
 	}
-	if ((rc = scan_store(&sc, cfg, st)) != 0)
+	if (scan_store(&sc, cfg, st) < 0)
 		goto out;
 	scan_summary(&sc, false);
-	ex = sc.unreadable > 0 ? EXIT_FATAL : EXIT_OK;
+	ex = sc.unreadable > 0 || sc.conflicts > 0 ? EXIT_FATAL : EXIT_OK;
 out:
 	fflush(stdout);
 	if (st != NULL)

@@ -13,6 +13,7 @@ struct scan_root {
 	char   *abs;            /* realpath */
 	int64_t n_new, n_unchanged, n_changed, n_not_media;
 	int64_t n_temp, n_unreadable, n_links, n_followed;
+	int64_t n_conflict;     /* skipped: its output name is another file's */
 };
 
 struct scan_entry {
@@ -27,6 +28,7 @@ struct scan_entry {
 	int64_t old_size;       /* as registered before, for "changed" lines */
 	int64_t old_mtime_ns, old_dev, old_ino;
 	bool    known;
+	bool    conflict;       /* named and skipped (master_scan.c) */
 };
 
 struct scan {
@@ -37,6 +39,7 @@ struct scan {
 	struct scan_entry *ents;
 	size_t             nents, cap;
 	int                unreadable;
+	int64_t            conflicts;  /* entries skipped as conflicts */
 };
 
 /* The path of an entry relative to its root (into sc->names). */

@@ -92,6 +92,7 @@ scan_add(struct scan *sc, int ri, const char *relpfx, const char *name,
 	e->ino = (int64_t)sb->st_ino;
 	e->src_root = -1;
 	e->known = false;
+	e->conflict = false;
 	buf_append(&sc->names, relpfx, strlen(relpfx));
 	buf_append(&sc->names, name, strlen(name) + 1);
 	return e;

@@ -214,35 +214,56 @@ def test_scan_new_language_adds_jobs(cfarm):
     assert "translation_he_status" in cols
 
 
-def test_scan_conflict_in_one_command_commits_nothing(cfarm):
+def rels(farm):
+    return sorted(bytes(r[0]) for r in farm.query(
+        "SELECT rel_path FROM media_files"))
+
+
+def abs_of(farm, rel):
+    return bytes(farm.scalar("SELECT abs_path FROM media_files WHERE "
+                             "rel_path = CAST(? AS BLOB)", (rel,)))
+
+
+def test_scan_conflict_in_one_command_skips_the_later_name(cfarm):
     a, b = cfarm.path / "A", cfarm.path / "B"
     touch(a / "x.mp3")
     touch(a / "y.mp3")
     touch(b / "x.mp3")
     touch(b / "z.mp3")
-    p = cfarm.run("scan", a, b)
+    a, b = pathlib.Path(os.path.realpath(a)), pathlib.Path(os.path.realpath(b))
+    p = cfarm.run("scan", b, a)
     assert p.returncode == 1
-    assert str(a / "x.mp3") in p.stderr and str(b / "x.mp3") in p.stderr
-    assert "nothing" in p.stderr
-    assert cfarm.scalar("SELECT count(*) FROM media_files") == 0
-    assert cfarm.scalar("SELECT count(*) FROM jobs") == 0
+    # the root given first keeps the name; the other file is named, skipped
+    assert "skipped %s: %s, found first" % (a / "x.mp3", b / "x.mp3") \
+        in p.stderr
+    sb, sa = summaries(p.stdout)
+    assert (sb["new"], sa["new"]) == (2, 1)
+    assert "1 skipped (output name taken" in sa["extra"]
+    assert "output name taken" not in sb["extra"]
+    assert rels(cfarm) == [b"x.mp3", b"y.mp3", b"z.mp3"]
+    assert abs_of(cfarm, "x.mp3") == fsbytes(b / "x.mp3")
+    assert cfarm.scalar("SELECT count(*) FROM jobs") == 9
 
 
-def test_scan_conflict_with_earlier_scan_leaves_db_unchanged(cfarm):
+def test_scan_conflict_with_earlier_scan_skips_only_it(cfarm):
     a, b = cfarm.path / "A", cfarm.path / "B"
     touch(a / "x.mp3")
     touch(a / "y.mp3")
     touch(b / "x.mp3")
     touch(b / "z.mp3")
+    a, b = pathlib.Path(os.path.realpath(a)), pathlib.Path(os.path.realpath(b))
     cfarm.run("scan", a, check=True)
-    before = cfarm.dump()
-    # not even a new target language is recorded by a refused scan
     cfarm.write_config(CONF.replace("en,de", "en,de,he"))
     p = cfarm.run("scan", b)
     assert p.returncode == 1
-    assert str(a / "x.mp3") in p.stderr and str(b / "x.mp3") in p.stderr
-    assert cfarm.dump() == before
-    assert "scanned" not in p.stdout
+    assert "skipped %s: %s, registered before" % (b / "x.mp3", a / "x.mp3") \
+        in p.stderr
+    (s,) = summaries(p.stdout)
+    assert s["new"] == 1 and "1 skipped (output name taken" in s["extra"]
+    assert rels(cfarm) == [b"x.mp3", b"y.mp3", b"z.mp3"]
+    assert abs_of(cfarm, "x.mp3") == fsbytes(a / "x.mp3")
+    # the new language is recorded: every registered file gets its job
+    assert cfarm.status_counts("translate", "he") == {"not_started": 3}
 
 
 def test_scan_same_or_nested_roots_once(cfarm):
@@ -265,11 +286,14 @@ def test_scan_subfolder_of_earlier_root_keeps_first_name(cfarm):
     assert (s["new"], s["unchanged"]) == (0, 1)
     assert sorted(bytes(r[0]) for r in cfarm.query(
         "SELECT rel_path FROM media_files")) == [b"a.mp3", b"sub/b.mp3"]
-    # but a name another file already holds is a conflict
+    # but a name another file already holds is a conflict: that file is
+    # skipped, the database keeps what it had
     touch(cfarm.media / "sub" / "a.mp3")
     before = cfarm.dump()
     p = cfarm.run("scan", cfarm.media / "sub")
-    assert p.returncode == 1 and "nothing from this scan" in p.stderr
+    assert p.returncode == 1
+    assert "skipped %s" % os.path.realpath(cfarm.media / "sub" / "a.mp3") \
+        in p.stderr
     assert cfarm.dump() == before
 
 
