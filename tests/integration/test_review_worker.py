@@ -192,7 +192,7 @@ def test_exec_translate_input_refused(farm, cmd):
     assert farm.status_counts() == {"not_started": 1}
     assert not farm.output.exists() or not any(farm.output.rglob("*.txt"))
     c = farm.run("config")
-    assert c.returncode != 0
+    assert c.returncode == 2, c.stdout + c.stderr
     assert "{input} is not available" in c.stdout + c.stderr
 
 
