@@ -4,8 +4,9 @@
  * split into words like a shell would (quotes and backslashes), without a
  * shell; {input} and {lang} are substituted inside words, so each stays one
  * word whatever bytes the path holds.  {input} is the transcriber's media
- * descriptor; a translator reads stdin and may not use it.  The engine runs in its own process
- * group with an environment stripped of the provider keys.  The job ends
+ * descriptor; a translator reads stdin and may not use it.  The engine
+ * runs in its own process group with an environment stripped of the
+ * provider keys.  The job ends
  * when the engine exits (its pipes drained for a moment more); then its
  * whole group is killed, and whatever it started elsewhere - adopted by
  * the worker, a child subreaper - too.  A worker killed as hung does the
