@@ -6,9 +6,8 @@
  * word whatever bytes the path holds.  {input} is the transcriber's media
  * descriptor; a translator reads stdin and may not use it.  The engine
  * runs in its own process group with an environment stripped of the
- * provider keys.  The job ends
- * when the engine exits (its pipes drained for a moment more); then its
- * whole group is killed, and whatever it started elsewhere - adopted by
+ * provider keys.  The job ends when the engine exits (its pipes drained
+ * for a moment more); then its whole group is killed, and whatever it started elsewhere - adopted by
  * the worker, a child subreaper - too.  A worker killed as hung does the
  * same before it dies, and the engine dies with its worker
  * (PR_SET_PDEATHSIG) even on SIGKILL.
