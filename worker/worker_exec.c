@@ -7,10 +7,10 @@
  * descriptor; a translator reads stdin and may not use it.  The engine
  * runs in its own process group with an environment stripped of the
  * provider keys.  The job ends when the engine exits (its pipes drained
- * for a moment more); then its whole group is killed, and whatever it started elsewhere - adopted by
- * the worker, a child subreaper - too.  A worker killed as hung does the
- * same before it dies, and the engine dies with its worker
- * (PR_SET_PDEATHSIG) even on SIGKILL.
+ * for a moment more); then its whole group is killed, and whatever it
+ * started elsewhere - adopted by the worker, a child subreaper - too.  A
+ * worker killed as hung does the same before it dies, and the engine dies
+ * with its worker (PR_SET_PDEATHSIG) even on SIGKILL.
  * Exit 0 = success, 75 (EX_TEMPFAIL) = retry, anything else = permanent.
  */
 #include "worker_provider.h"
