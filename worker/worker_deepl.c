@@ -307,15 +307,17 @@ done:
 	return rc;
 }
 
-/* One request: the pieces of batch b; their translations go to tr[]. */
+/* One request: the pieces of batch b, whose translations are appended to
+ * out at once, each followed by the original whitespace after its piece,
+ * so no more than one answer's texts are held apart from out. */
 static int
 deepl_batch(struct worker_http_call *c, const struct provider_req *req,
 	    const char *target, const struct deepl_piece *p, int np, int b,
-	    char **tr, struct provider_result *res)
+	    size_t max, struct buf *out, struct provider_result *res)
 {
 	json_t *body = json_object(), *texts = json_array();
 	const char *formality = config_get(req->cfg, "deepl", "formality");
-	char *dump = NULL;
+	char *dump = NULL, *tr[DEEPL_MAX_TEXTS] = { NULL };
 	int first = -1, n = 0, rc = -1;
 
 	for (int i = 0; i < np; i++) {
@@ -331,6 +333,11 @@ deepl_batch(struct worker_http_call *c, const struct provider_req *req,
 		first = first < 0 ? i : first;
 		n++;
 	}
+	if (n > DEEPL_MAX_TEXTS) {      /* worker_deepl_plan never does this */
+		provider_result_error(res, OUT_PERMANENT, "%d texts in one DeepL "
+		    "request", n);
+		goto done;
+	}
 	json_object_set_new(body, "text", texts);
 	texts = NULL;
 	json_object_set_new(body, "target_lang", json_string(target));
@@ -341,13 +348,23 @@ deepl_batch(struct worker_http_call *c, const struct provider_req *req,
 	c->body_len = strlen(dump);
 	if (worker_http_exchange(c, res) < 0)
 		goto done;
-	if (worker_deepl_parse(c->resp.data, c->resp.len, n, tr + first,
-			       res) < 0) {
+	if (worker_deepl_parse(c->resp.data, c->resp.len, n, tr, res) < 0) {
 		res->http_status = (int)c->status;
 		goto done;
 	}
+	/* a batch's pieces are consecutive (worker_deepl_plan) */
+	for (int k = 0; k < n; k++) {
+		const struct deepl_piece *q = &p[first + k];
+		if (worker_http_translation_append(out, tr[k], strlen(tr[k]), max,
+		    "deepl", res) < 0 ||
+		    worker_http_translation_append(out, req->text + q->off + q->len,
+		    q->sep_len, max, "deepl", res) < 0)
+			goto done;
+	}
 	rc = 0;
 done:
+	for (int k = 0; k < n && k < DEEPL_MAX_TEXTS; k++)
+		free(tr[k]);
 	json_decref(texts);
 	json_decref(body);
 	free(dump);
@@ -361,9 +378,9 @@ deepl_run(const struct provider_req *req, struct provider_result *res)
 	struct worker_http_opts o;
 	struct worker_http_call c = { 0 };
 	struct deepl_piece *p = NULL;
-	char target[16], err[400], *key = NULL, *hdr;
-	char **tr = NULL;
+	char target[16], err[400], *key = NULL, *hdr, *url = NULL;
 	int np = 0, nb = 0, rc = -1;
+	size_t max;
 	struct buf out;
 
 	buf_init(&out);
@@ -372,32 +389,26 @@ deepl_run(const struct provider_req *req, struct provider_result *res)
 		provider_result_error(res, OUT_PERMANENT, "%s", err);
 		goto done;
 	}
+	/* each answer is within the cap; together they must be too */
+	max = worker_http_translation_max(&o, req->text_len);
 	worker_deepl_plan(req->text, req->text_len, DEEPL_PIECE, DEEPL_MAX_BODY,
 			  DEEPL_MAX_TEXTS, &p, &np, &nb);
-	tr = xcalloc((size_t)np + 1, sizeof(*tr));
 	hdr = xasprintf("Authorization: DeepL-Auth-Key %s", key);
 	c.headers = curl_slist_append(NULL, hdr);
 	explicit_bzero(hdr, strlen(hdr));
 	free(hdr);
 	c.headers = curl_slist_append(c.headers, "Content-Type: application/json");
 	c.headers = curl_slist_append(c.headers, "Expect:");
-	char *url = xasprintf("%s/v2/translate", o.base_url);
+	url = xasprintf("%s/v2/translate", o.base_url);
 	c.opts = &o;
 	c.url = url;
 	c.secret = key;
-	for (int b = 0; b < nb; b++) {
-		if (deepl_batch(&c, req, target, p, np, b, tr, res) < 0) {
-			free(url);
-			goto done;
-		}
-		worker_heartbeat();
-	}
-	free(url);
 	/* the original whitespace goes back between the translations */
 	buf_append(&out, req->text, np > 0 ? p[0].off : req->text_len);
-	for (int i = 0; i < np; i++) {
-		buf_append(&out, tr[i], strlen(tr[i]));
-		buf_append(&out, req->text + p[i].off + p[i].len, p[i].sep_len);
+	for (int b = 0; b < nb; b++) {
+		if (deepl_batch(&c, req, target, p, np, b, max, &out, res) < 0)
+			goto done;
+		worker_heartbeat();
 	}
 	buf_terminate(&out);
 	provider_result_add(res, ".txt", out.data, out.len);
@@ -405,9 +416,7 @@ deepl_run(const struct provider_req *req, struct provider_result *res)
 	res->outcome = OUT_COMPLETED;
 	rc = 0;
 done:
-	for (int i = 0; tr != NULL && i < np; i++)
-		free(tr[i]);
-	free(tr);
+	free(url);
 	free(p);
 	worker_http_headers_free(c.headers);
 	worker_http_key_free(key);

@@ -3,13 +3,14 @@
  * pocketsphinx, apertium, a script) run as a child process.  The command is
  * split into words like a shell would (quotes and backslashes), without a
  * shell; {input} and {lang} are substituted inside words, so each stays one
- * word whatever bytes the path holds.  The engine runs in its own process
- * group with an environment stripped of the provider keys.  The job ends
- * when the engine exits (its pipes drained for a moment more); then its
- * whole group is killed, and whatever it started elsewhere - adopted by
- * the worker, a child subreaper - too.  A worker killed as hung does the
- * same before it dies, and the engine dies with its worker
- * (PR_SET_PDEATHSIG) even on SIGKILL.
+ * word whatever bytes the path holds.  {input} is the transcriber's media
+ * descriptor; a translator reads stdin and may not use it.  The engine
+ * runs in its own process group with an environment stripped of the
+ * provider keys.  The job ends when the engine exits (its pipes drained
+ * for a moment more); then its whole group is killed, and whatever it
+ * started elsewhere - adopted by the worker, a child subreaper - too.  A
+ * worker killed as hung does the same before it dies, and the engine dies
+ * with its worker (PR_SET_PDEATHSIG) even on SIGKILL.
  * Exit 0 = success, 75 (EX_TEMPFAIL) = retry, anything else = permanent.
  */
 #include "worker_provider.h"
@@ -378,6 +379,34 @@ exec_err_tail(struct buf *err, char *dst, size_t cap)
 	dst[n] = '\0';
 }
 
+/* Does cmd use {input}?  Split with two different inputs: a word that
+ * changes holds it (quotes and backslashes are read as the split reads
+ * them, so \{input} is not one). */
+static bool
+exec_uses_input(const char *cmd)
+{
+	char **a = worker_exec_split(cmd, "", ""), **b = worker_exec_split(cmd,
+	    "x", "");
+	bool uses = false;
+
+	for (int i = 0; a != NULL && b != NULL && !uses; i++) {
+		if (a[i] == NULL || b[i] == NULL) {
+			uses = a[i] != b[i];
+			break;
+		}
+		uses = strcmp(a[i], b[i]) != 0;
+	}
+	worker_exec_free(a);
+	worker_exec_free(b);
+	return uses;
+}
+
+/* A translator gets the transcript on stdin and nothing by name: the
+ * media's stored path is only text, which an engine could hand to a shell
+ * or open through whatever link stands there by now. */
+#define EXEC_NO_INPUT_MSG "{input} is not available to a translation " \
+	"command: the transcript comes on standard input"
+
 static int
 exec_run(const struct provider_req *req, struct provider_result *res)
 {
@@ -396,13 +425,19 @@ exec_run(const struct provider_req *req, struct provider_result *res)
 		provider_result_error(res, OUT_PERMANENT, "no [exec] %s configured", key);
 		return -1;
 	}
+	if (req->stage == STAGE_TRANSLATE && exec_uses_input(cmd)) {
+		provider_result_error(res, OUT_PERMANENT, "%s", EXEC_NO_INPUT_MSG);
+		return -1;
+	}
 	/* the media file as the worker opened and checked it: the engine
 	 * reads that very file, not whatever the name points at by now */
 	if (req->stage == STAGE_TRANSCRIBE && req->input_fd >= 3)
 		snprintf(input, sizeof(input), "/dev/fd/%d", req->input_fd);
-	else
+	else if (req->stage == STAGE_TRANSCRIBE)
 		snprintf(input, sizeof(input), "%s",
 		    req->input_path ? req->input_path : "");
+	else
+		input[0] = '\0';
 	argv = worker_exec_split(cmd, input, req->lang ? req->lang : "");
 	if (argv == NULL || argv[0] == NULL) {
 		provider_result_error(res, OUT_PERMANENT, "cannot parse %s: %s", key, cmd);
@@ -488,6 +523,10 @@ exec_check(const struct config *cfg, int stage, const char *lang, char *err,
 		return -1;
 	}
 	worker_exec_free(argv);
+	if (stage == STAGE_TRANSLATE && exec_uses_input(cmd)) {
+		snprintf(err, errlen, "%s", EXEC_NO_INPUT_MSG);
+		return -1;
+	}
 	return 0;
 }
 

@@ -29,6 +29,12 @@ extern const struct provider_ops provider_deepl;
 #define WORKER_HTTP_JSON_FACTOR  16
 #define WORKER_HTTP_JSON_SLACK   (256 * 1024)
 #define WORKER_HTTP_ITEMS_MAX    2000000
+/* Words spread over a segment's timing (OpenAI's segments) may number at
+ * most one per SPREAD_BYTES of the answer, and ITEMS_MAX in all. */
+#define WORKER_HTTP_SPREAD_BYTES 8
+/* A translation may be at most max(max_response_bytes, FACTOR times the
+ * transcript's bytes) long in all, however many answers make it up. */
+#define WORKER_HTTP_TRANSLATION_FACTOR 16
 
 /* Per-provider settings from its config section ([openai] ...). */
 struct worker_http_opts {
@@ -145,6 +151,17 @@ int  worker_http_json_fail(const char *provider, bool too_big,
 void worker_http_text_clean(char *dst, size_t dstlen, const char *src,
 			    size_t n, const char *secret);
 
+/* The most bytes a translation of text_len bytes may take in all:
+ * max(o->max_response, WORKER_HTTP_TRANSLATION_FACTOR * text_len). */
+size_t worker_http_translation_max(const struct worker_http_opts *o,
+				   size_t text_len);
+/* Append s[0..n) to a translation being assembled when out stays within
+ * max bytes; else leave out as it is, fill res (permanent "translation
+ * larger than max bytes") and return -1. */
+int  worker_http_translation_append(struct buf *out, const char *s, size_t n,
+				    size_t max, const char *provider,
+				    struct provider_result *res);
+
 /* What both transcription answers share: decode body, require a string
  * "text", refuse more than ITEMS_MAX entries in any array named in lists
  * (NULL-terminated), add the .txt and the .json (body taken over).
@@ -160,7 +177,9 @@ json_t *worker_http_transcript_parse(struct buf *body, const char *provider,
  * the transcript (.txt), the answer as received (.json; body is taken over
  * and emptied) and the subtitles are added to res and 0 is returned; else
  * -1 with res filled (malformed: transient; too large or too many words or
- * segments: permanent).  body must be NUL-terminated (buf_terminate). */
+ * segments, or for OpenAI more words in its segments than
+ * WORKER_HTTP_SPREAD_BYTES allows: permanent).  body must be
+ * NUL-terminated (buf_terminate). */
 int  worker_elevenlabs_parse(struct buf *body, struct provider_result *res);
 int  worker_openai_transcript_parse(struct buf *body,
 				    struct provider_result *res);

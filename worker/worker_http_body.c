@@ -5,11 +5,14 @@
  * objects such as {"words":[{},{},...]} cannot make a worker use 80 times
  * its size), and text that reaches the log, the database or a frame
  * (error messages, a model's refusal), which is cleaned of control bytes
- * and invalid UTF-8, cut to length and scrubbed of the key.
+ * and invalid UTF-8, cut to length and scrubbed of the key.  A
+ * translation, made of many answers each within the cap, is bounded as a
+ * whole too.
  */
 #include "worker_http.h"
 
 #include <malloc.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -110,6 +113,35 @@ worker_http_transcript_parse(struct buf *body, const char *provider,
 fail:
 	json_decref(root);
 	return NULL;
+}
+
+/* ---- a translation as a whole ----------------------------------------- */
+
+size_t
+worker_http_translation_max(const struct worker_http_opts *o, size_t text_len)
+{
+	size_t cap = o->max_response > 0 ? (size_t)o->max_response : 0;
+
+	if (text_len > SIZE_MAX / WORKER_HTTP_TRANSLATION_FACTOR)
+		return SIZE_MAX;
+	text_len *= WORKER_HTTP_TRANSLATION_FACTOR;
+	return text_len > cap ? text_len : cap;
+}
+
+int
+worker_http_translation_append(struct buf *out, const char *s, size_t n,
+			       size_t max, const char *provider,
+			       struct provider_result *res)
+{
+	if (n > max || out->len > max - n) {
+		provider_result_error(res, OUT_PERMANENT, "translation larger "
+		    "than %zu bytes (answers from %s; the limit is the larger of "
+		    "max_response_bytes and %d times the transcript)", max,
+		    provider, WORKER_HTTP_TRANSLATION_FACTOR);
+		return -1;
+	}
+	buf_append(out, s, n);
+	return 0;
 }
 
 /* ---- untrusted text -------------------------------------------------- */

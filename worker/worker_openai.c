@@ -117,23 +117,38 @@ openai_headers(const char *key, bool json)
 }
 
 /* Subtitles from segments (punctuated) or else words (whisper drops the
- * punctuation from word timings). */
-static void
-openai_subtitles(json_t *root, struct provider_result *res)
+ * punctuation from word timings).  A segment's words cost about 100 bytes
+ * each here (word, cue, lines) where "a " costs 2 in the answer, so all
+ * segments share one budget of words: ITEMS_MAX, and one per
+ * WORKER_HTTP_SPREAD_BYTES of the answer (a real one spends 20 or more).
+ * -1 with res filled (permanent) past it. */
+static int
+openai_subtitles(json_t *root, size_t body_len, struct provider_result *res)
 {
 	json_t *segs = json_object_get(root, "segments");
 	json_t *words = json_object_get(root, "words"), *x;
 	struct sub_word *w = NULL;
 	size_t n = 0, cap = 0, i;
+	size_t max = body_len / WORKER_HTTP_SPREAD_BYTES;
 
+	if (max > WORKER_HTTP_ITEMS_MAX)
+		max = WORKER_HTTP_ITEMS_MAX;
 	if (json_array_size(segs) > 0) {
 		json_array_foreach(segs, i, x) {
 			json_t *t = json_object_get(x, "text");
-			if (json_is_string(t))
-				worker_subtitle_spread(json_string_value(t),
-				    json_number_value(json_object_get(x, "start")),
-				    json_number_value(json_object_get(x, "end")),
-				    &w, &n, &cap);
+			if (json_is_string(t) &&
+			    worker_subtitle_spread(json_string_value(t),
+			    json_number_value(json_object_get(x, "start")),
+			    json_number_value(json_object_get(x, "end")), max,
+			    &w, &n, &cap) < 0) {
+				free(w);
+				provider_result_error(res, OUT_PERMANENT, "response "
+				    "from openai has more than %zu words in its "
+				    "segments (one per %d bytes of the answer, at "
+				    "most %d)", max, WORKER_HTTP_SPREAD_BYTES,
+				    WORKER_HTTP_ITEMS_MAX);
+				return -1;
+			}
 		}
 	} else if (json_array_size(words) > 0) {
 		w = xcalloc(json_array_size(words) + 1, sizeof(*w));
@@ -152,19 +167,22 @@ openai_subtitles(json_t *root, struct provider_result *res)
 	}
 	worker_subtitle_add(res, w, n);
 	free(w);
+	return 0;
 }
 
 int
 worker_openai_transcript_parse(struct buf *body, struct provider_result *res)
 {
 	static const char *const lists[] = { "segments", "words", NULL };
+	size_t body_len = body->len;    /* the parse takes the body over */
 	json_t *root = worker_http_transcript_parse(body, "openai", lists, res);
+	int rc;
 
 	if (root == NULL)
 		return -1;
-	openai_subtitles(root, res);
+	rc = openai_subtitles(root, body_len, res);
 	json_decref(root);
-	return 0;
+	return rc;
 }
 
 static int
@@ -321,6 +339,8 @@ openai_translate(const struct provider_req *req, struct worker_http_call *c,
 	const char *model = openai_chat_model(req->cfg, req->lang);
 	long chunk = config_get_long(req->cfg, "openai", "chunk_bytes",
 				     OPENAI_CHUNK);
+	/* each answer is within the cap; together they must be too */
+	size_t max = worker_http_translation_max(c->opts, req->text_len);
 	struct deepl_piece *p = NULL;
 	struct buf out;
 	char *tr;
@@ -341,9 +361,13 @@ openai_translate(const struct provider_req *req, struct worker_http_call *c,
 		size_t tl = strlen(tr);
 		while (tl > 0 && (tr[tl - 1] == '\n' || tr[tl - 1] == ' '))
 			tl--;
-		buf_append(&out, tr, tl);
-		buf_append(&out, req->text + p[i].off + p[i].len, p[i].sep_len);
+		int fit = worker_http_translation_append(&out, tr, tl, max,
+		    "openai", res);
 		free(tr);
+		if (fit < 0 || worker_http_translation_append(&out,
+		    req->text + p[i].off + p[i].len, p[i].sep_len, max, "openai",
+		    res) < 0)
+			goto done;
 	}
 	buf_terminate(&out);
 	provider_result_add(res, ".txt", out.data, out.len);

@@ -275,16 +275,24 @@ worker_subtitle_vtt(const struct sub_cue *cues, size_t n, size_t *len)
 	return b.data;
 }
 
-void
-worker_subtitle_spread(const char *text, double start, double end,
+int
+worker_subtitle_spread(const char *text, double start, double end, size_t max,
 		       struct sub_word **w, size_t *n, size_t *cap)
 {
-	size_t total = 0, done = 0, i = 0, len = text ? strlen(text) : 0;
+	size_t total = 0, done = 0, words = 0, i = 0;
+	size_t len = text ? strlen(text) : 0;
 
 	if (!isfinite(start) || !isfinite(end) || end < start)
 		end = start;
-	for (size_t j = 0; j < len; j++)
-		total += (unsigned char)text[j] > ' ';
+	/* counted before anything grows: one hostile segment of "a a a ..."
+	 * is millions of words, each far bigger here than in the answer */
+	for (size_t j = 0; j < len; j++) {
+		bool word = (unsigned char)text[j] > ' ';
+		total += word;
+		words += word && (j == 0 || (unsigned char)text[j - 1] <= ' ');
+	}
+	if (words > max || *n > max - words)
+		return -1;
 	while (i < len) {
 		size_t s;
 		while (i < len && (unsigned char)text[i] <= ' ')
@@ -296,6 +304,8 @@ worker_subtitle_spread(const char *text, double start, double end,
 			i++;
 		if (*n == *cap) {
 			*cap = *cap ? *cap * 2 : 64;
+			if (*cap > max)
+				*cap = max;     /* max >= *n + words > *n here */
 			*w = xrealloc(*w, *cap * sizeof(**w));
 		}
 		/* time by share of characters: long words take longer */
@@ -307,6 +317,7 @@ worker_subtitle_spread(const char *text, double start, double end,
 		x->end = start + (end - start) * (double)done / (double)total;
 		x->space_before = true;
 	}
+	return 0;
 }
 
 void

@@ -44,9 +44,13 @@ char *worker_subtitle_srt(const struct sub_cue *cues, size_t n, size_t *len);
 char *worker_subtitle_vtt(const struct sub_cue *cues, size_t n, size_t *len);
 
 /* Append the words of `text` spread evenly over [start, end] (for
- * providers that time whole segments, not words).  *w grows as needed. */
-void worker_subtitle_spread(const char *text, double start, double end,
-			    struct sub_word **w, size_t *n, size_t *cap);
+ * providers that time whole segments, not words).  *w grows as needed,
+ * never past max entries: when the words would take *n past max, nothing
+ * is appended and -1 is returned (the caller's budget, shared by all its
+ * segments); else 0. */
+int  worker_subtitle_spread(const char *text, double start, double end,
+			    size_t max, struct sub_word **w, size_t *n,
+			    size_t *cap);
 
 /* Add ".srt" and ".vtt" outputs to res when there is at least one cue. */
 void worker_subtitle_add(struct provider_result *res,

@@ -172,9 +172,9 @@ test_spread(void **state)
 	size_t n = 0, cap = 0;
 
 	(void)state;
-	worker_subtitle_spread(" ab  cd\n", 10.0, 14.0, &w, &n, &cap);
-	worker_subtitle_spread("", 14.0, 15.0, &w, &n, &cap);
-	worker_subtitle_spread("efgh", 15.0, 16.0, &w, &n, &cap);
+	worker_subtitle_spread(" ab  cd\n", 10.0, 14.0, 100, &w, &n, &cap);
+	worker_subtitle_spread("", 14.0, 15.0, 100, &w, &n, &cap);
+	worker_subtitle_spread("efgh", 15.0, 16.0, 100, &w, &n, &cap);
 	assert_int_equal(n, 3);
 	assert_int_equal(w[0].len, 2);
 	assert_memory_equal(w[0].text, "ab", 2);
