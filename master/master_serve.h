@@ -31,6 +31,11 @@ struct serve_snap {
 	json_t *status;
 	int64_t now_ms;
 };
+/* True when a request with this Host header (NULL: none) may be
+ * answered: an IP address literal, localhost, the --listen host name or a
+ * [serve] allowed_hosts name, any port.  Pure; never fails. */
+bool serve_host_allowed(const struct config *cfg, const char *host);
+
 /* Take a snapshot, opening the store if needed: 0, or -1 with a message
  * for the client in err (the store is closed so the next request opens
  * it again, e.g. once the database exists). */
