@@ -58,7 +58,8 @@ void serve_page_message(struct buf *out, const char *title, const char *msg);
 void serve_metrics_write(const struct serve_snap *s, struct buf *out);
 
 /* Text for HTML: & < > " ' as entities, bytes that are not UTF-8 as
- * \xNN, control characters as \xNN. */
+ * \xNN, control characters (C1 included) as \xNN: text_escape's SHOW
+ * form, as failed and show print it. */
 void serve_html_text(struct buf *b, const char *s);
 
 #endif
