@@ -12,6 +12,7 @@ import time
 
 from conftest import SLOW, wait_for
 from servelib import Serve
+from test_provider_faults import worker_pids as children
 
 CONF = """
 [farm]
@@ -239,22 +240,6 @@ def test_status_file_fifo_and_link_ignored(farm, tmp_path):
 
 
 # ---- 9b: process titles ---------------------------------------------
-
-def children(pid):
-    out = []
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % d, "rb") as f:
-                st = f.read()
-        except OSError:
-            continue
-        fields = st[st.rindex(b")") + 2:].split()
-        if int(fields[1]) == pid:
-            out.append(int(d))
-    return out
-
 
 def test_worker_title_escapes_control_bytes(farm):
     name = b"t\x1b[2Jx\x07\xc2\x85y.wav"
