@@ -100,9 +100,13 @@ void buf_terminate(struct buf *b);
  * everything else is kept.  Reversible (text_unescape_path) and the
  * identity on the usual names.  TEXT_ESCAPE_MSG: a message (last_error):
  * only bytes that are not valid UTF-8 become \xNN, so the result is valid
- * UTF-8 but not reversible.  Both return a malloc'd NUL-terminated string
- * and never fail. */
-enum text_escape_mode { TEXT_ESCAPE_PATH, TEXT_ESCAPE_MSG };
+ * UTF-8 but not reversible.  TEXT_ESCAPE_SHOW: text for a terminal or a
+ * process title (failed, show, the dashboard, a worker's title): like
+ * PATH, but a backslash is kept and the C1 controls U+0080..U+009F
+ * (UTF-8 c2 80..c2 9f) become \xc2\xNN too, so no byte of a file name
+ * can drive the terminal; not reversible.  All return a malloc'd
+ * NUL-terminated string and never fail. */
+enum text_escape_mode { TEXT_ESCAPE_PATH, TEXT_ESCAPE_MSG, TEXT_ESCAPE_SHOW };
 char *text_escape(const void *s, size_t n, enum text_escape_mode mode);
 /* The bytes a TEXT_ESCAPE_PATH string stands for (malloc'd, *n gets the
  * length), or NULL when `s` is not such a string (a lone backslash, an

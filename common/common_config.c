@@ -86,6 +86,32 @@ config_defaults(struct config *cfg)
 	cfg->stage_mask = STAGE_MASK_ALL;
 }
 
+/* [serve] allowed_hosts: a comma list of host names (letters, digits,
+ * '-', '.', '_') or "*"; spaces around the commas are fine.  0, or -1 with
+ * msg naming the bad entry. */
+static int
+config_hosts_check(const char *v, char *msg, size_t msglen)
+{
+	for (const char *p = v; ; p++) {
+		size_t n;
+		p += strspn(p, " \t");
+		n = strcspn(p, ",");
+		while (n > 0 && (p[n - 1] == ' ' || p[n - 1] == '\t'))
+			n--;
+		bool star = n == 1 && p[0] == '*';
+		if (n == 0 || (!star && strspn(p, "abcdefghijklmnopqrstuvwxyz"
+		    "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._") < n)) {
+			snprintf(msg, msglen, "[serve] allowed_hosts: \"%.*s\" is "
+			    "not a host name (give names separated by commas, "
+			    "or *)", (int)(n > 64 ? 64 : n), p);
+			return -1;
+		}
+		p = strchr(p, ',');
+		if (p == NULL)
+			return 0;
+	}
+}
+
 /* Strict integer: whole string, within [lo, hi]. */
 static int
 parse_int(const char *s, long lo, long hi, int *out)
@@ -349,12 +375,17 @@ config_ini_handler(void *user, const char *section, const char *key,
 	    config_farm_set(cfg, key, value, where, msg, sizeof(msg)) < 0)
 		goto fail;
 	if (strcmp(section, "serve") == 0) {
-		if (strcmp(key, "listen") != 0) {
+		if (strcmp(key, "allowed_hosts") == 0) {
+			if (config_hosts_check(value, msg, sizeof(msg)) < 0)
+				goto fail;
+			set_str(&cfg->allowed_hosts, value);
+		} else if (strcmp(key, "listen") == 0) {
+			set_str(&cfg->listen, value);
+		} else {
 			snprintf(msg, sizeof(msg), "unknown key \"%s\" in [serve]",
 			    key);
 			goto fail;
 		}
-		set_str(&cfg->listen, value);
 	}
 	if (strcmp(key, "provider") == 0) {
 		bool tr = strcmp(section, "transcribe") == 0;
@@ -486,6 +517,7 @@ config_free(struct config *cfg)
 	free(cfg->log_file);
 	free(cfg->file);
 	free(cfg->listen);
+	free(cfg->allowed_hosts);
 	free(cfg->args);
 	memset(cfg, 0, sizeof(*cfg));
 }

@@ -82,6 +82,7 @@ struct config {
 	bool  follow_symlinks;      /* scan: links resolving inside a root */
 	char *file;                 /* retry --file PATH */
 	char *listen;               /* serve: ADDR:PORT, "127.0.0.1:8080" */
+	char *allowed_hosts;        /* [serve] allowed_hosts, NULL = none */
 
 	/* [translate] */
 	char  langs[CONFIG_LANGS_MAX][CONFIG_LANG_MAX];     /* [translate] languages */

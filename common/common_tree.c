@@ -449,15 +449,23 @@ tree_file_open(struct tree *t, const char *relpath, char *err, size_t errlen)
 	return fd;
 }
 
-bool
-tree_file_is_regular(struct tree *t, const char *relpath)
+int
+tree_file_stat(struct tree *t, const char *relpath, struct stat *sb)
 {
 	const char *base;
 	char err[16];
-	struct stat sb;
 	int dfd = tree_parent_open(t, relpath, false, false, &base, err,
 	    sizeof(err));
 
-	return dfd >= 0 && fstatat(dfd, base, &sb, AT_SYMLINK_NOFOLLOW) == 0 &&
-	    S_ISREG(sb.st_mode);
+	if (dfd < 0 || fstatat(dfd, base, sb, AT_SYMLINK_NOFOLLOW) < 0)
+		return -1;
+	return S_ISREG(sb->st_mode) ? 0 : -1;
+}
+
+bool
+tree_file_is_regular(struct tree *t, const char *relpath)
+{
+	struct stat sb;
+
+	return tree_file_stat(t, relpath, &sb) == 0;
 }

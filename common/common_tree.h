@@ -12,6 +12,8 @@
 
 #include "common.h"
 
+#include <sys/stat.h>
+
 /* The longest suffix a provider adds to an output name (".json"): what
  * the check before paying reserves. */
 #define TREE_SUFFIX_MAX 5
@@ -82,6 +84,10 @@ void tree_temp_free(struct tree_temp *tt);
  * errno (ELOOP for a link, EISDIR/EINVAL for something not a file). */
 int  tree_file_open(struct tree *t, const char *relpath, char *err,
 		    size_t errlen);
+/* Fill *sb for `relpath` and return 0 when it is a regular file reached
+ * without any link (on the way or at the end); -1 otherwise (missing, a
+ * link, not a file, a folder on the way that is a link). */
+int  tree_file_stat(struct tree *t, const char *relpath, struct stat *sb);
 /* True when `relpath` is a regular file reached without any link. */
 bool tree_file_is_regular(struct tree *t, const char *relpath);
 

@@ -335,10 +335,15 @@ text_escape(const void *s, size_t n, enum text_escape_mode mode)
 	for (size_t i = 0; i < n;) {
 		size_t len = utf8_seq_len(p + i, n - i);
 		bool ctl = p[i] < 0x20 || p[i] == 0x7f;
+		/* U+0080..U+009F: C1 controls a terminal may act on */
+		bool c1 = len == 2 && p[i] == 0xc2 && p[i + 1] < 0xa0;
 
-		if (len == 0 || (mode == TEXT_ESCAPE_PATH && ctl)) {
+		if (len == 0 || (mode != TEXT_ESCAPE_MSG && ctl)) {
 			buf_printf(&b, "\\x%02x", p[i]);
 			i++;
+		} else if (mode == TEXT_ESCAPE_SHOW && c1) {
+			buf_printf(&b, "\\x%02x\\x%02x", p[i], p[i + 1]);
+			i += 2;
 		} else if (mode == TEXT_ESCAPE_PATH && p[i] == '\\') {
 			buf_append(&b, "\\\\", 2);
 			i++;

@@ -3,7 +3,8 @@
  * Prometheus endpoint beside the farm, in its own process.  libmicrohttpd
  * does the HTTP; this file owns the listening address, the limits that
  * make it safe as a service (bounded connections, per-client connections,
- * request memory and idle time; only GET and HEAD), the routes, and the
+ * request memory and idle time; only GET and HEAD; only known Host names
+ * and no other site's Origin, against DNS rebinding), the routes, and the
  * one read-only store connection.  No route maps a URL onto the file
  * system: every answer is generated from the store and the status file.
  * It never writes the database and holds no API key.
@@ -15,6 +16,7 @@
 #include "master_serve.h"
 
 #include <errno.h>
+#include <arpa/inet.h>
 #include <microhttpd.h>
 #include <netdb.h>
 #include <pthread.h>
@@ -23,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -195,6 +198,98 @@ serve_has_body(struct MHD_Connection *conn)
 	return cl != NULL && strspn(cl, "0") != strlen(cl);
 }
 
+/* Does `name` (len bytes, no port) equal one of the comma list's names,
+ * or is the list "*"?  Case does not matter in host names. */
+static bool
+serve_host_listed(const char *list, const char *name, size_t len)
+{
+	for (const char *p = list; p != NULL; p = strchr(p, ',')) {
+		size_t n;
+		p += strspn(p, ", \t");
+		n = strcspn(p, ",");
+		while (n > 0 && (p[n - 1] == ' ' || p[n - 1] == '\t'))
+			n--;
+		if ((n == 1 && p[0] == '*') ||
+		    (n == len && strncasecmp(p, name, n) == 0))
+			return true;
+	}
+	return false;
+}
+
+/*
+ * DNS rebinding: a page of attacker.example whose name later resolves to
+ * 127.0.0.1 reaches this server with "Host: attacker.example".  Only
+ * hosts that cannot be such a name are answered: an IP address literal
+ * (a browser sends one only for a page whose origin is that address),
+ * localhost, the host --listen names, and [serve] allowed_hosts.  A
+ * request without Host (HTTP/1.0 tools; no browser) is answered too.
+ */
+bool
+serve_host_allowed(const struct config *cfg, const char *host)
+{
+	char name[256], v6[INET6_ADDRSTRLEN + 8];
+	const char *end, *listen = cfg->listen;
+	size_t n;
+	struct in6_addr a6;
+	struct in_addr a4;
+
+	if (host == NULL)
+		return true;
+	if (host[0] == '[') {                   /* [v6] or [v6]:port */
+		end = strchr(host, ']');
+		if (end == NULL || (end[1] != '\0' && end[1] != ':'))
+			return false;
+		n = (size_t)(end - host - 1);
+		if (n >= sizeof(v6))
+			return false;
+		memcpy(v6, host + 1, n);
+		v6[n] = '\0';
+		return inet_pton(AF_INET6, v6, &a6) == 1;
+	}
+	n = strcspn(host, ":");
+	if (host[n] == ':' && strspn(host + n + 1, "0123456789") !=
+	    strlen(host + n + 1))
+		return false;                   /* a port is digits only */
+	if (n == 0 || n >= sizeof(name))
+		return false;
+	memcpy(name, host, n);
+	if (name[n - 1] == '.')                 /* "localhost." is localhost */
+		n--;
+	name[n] = '\0';
+	if (inet_pton(AF_INET, name, &a4) == 1 ||
+	    strcasecmp(name, "localhost") == 0)
+		return true;
+	/* the name --listen gives (a literal address was taken above) */
+	end = strrchr(listen, ':');
+	if (end != NULL && listen[0] != '[' && (size_t)(end - listen) == n &&
+	    strncasecmp(listen, name, n) == 0)
+		return true;
+	return cfg->allowed_hosts != NULL &&
+	    serve_host_listed(cfg->allowed_hosts, name, n);
+}
+
+/* A cross-site page may send requests here (no rebinding needed): only
+ * the server's own origin, http:// or https:// (a TLS proxy) and the Host
+ * of this request, is answered; no Origin header (same-origin GETs,
+ * curl, Prometheus) is fine. */
+static bool
+serve_origin_allowed(const char *origin, const char *host)
+{
+	const char *rest;
+
+	if (origin == NULL)
+		return true;
+	if (host == NULL)
+		return false;
+	if (strncasecmp(origin, "http://", 7) == 0)
+		rest = origin + 7;
+	else if (strncasecmp(origin, "https://", 8) == 0)
+		rest = origin + 8;
+	else
+		return false;                   /* "null", other schemes */
+	return strcasecmp(rest, host) == 0;
+}
+
 static enum MHD_Result
 serve_request(void *cls, struct MHD_Connection *conn, const char *url,
 	      const char *method, const char *version, const char *upload,
@@ -202,7 +297,7 @@ serve_request(void *cls, struct MHD_Connection *conn, const char *url,
 {
 	static int seen;
 	struct serve_ctx *sc = cls;
-	const char *ctype;
+	const char *ctype, *host;
 	unsigned code;
 	struct buf out;
 	enum MHD_Result rc;
@@ -215,6 +310,20 @@ serve_request(void *cls, struct MHD_Connection *conn, const char *url,
 	    strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
 		return serve_text(conn, MHD_HTTP_METHOD_NOT_ALLOWED,
 		    "405 only GET and HEAD are allowed");
+	host = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+	    MHD_HTTP_HEADER_HOST);
+	if (!serve_host_allowed(sc->cfg, host)) {
+		log_info("serve_refused", "why=host host=%s", log_quote(host));
+		return serve_text(conn, MHD_HTTP_MISDIRECTED_REQUEST,
+		    "421 this server does not answer for that host name "
+		    "(add it to [serve] allowed_hosts)");
+	}
+	if (!serve_origin_allowed(MHD_lookup_connection_value(conn,
+	    MHD_HEADER_KIND, MHD_HTTP_HEADER_ORIGIN), host)) {
+		log_info("serve_refused", "why=origin host=%s", log_quote(host));
+		return serve_text(conn, MHD_HTTP_FORBIDDEN,
+		    "403 requests from other sites are not answered");
+	}
 	if (*con_cls == NULL && (MHD_lookup_connection_value(conn,
 	    MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING) != NULL ||
 	    serve_has_body(conn)))

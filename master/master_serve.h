@@ -31,6 +31,11 @@ struct serve_snap {
 	json_t *status;
 	int64_t now_ms;
 };
+/* True when a request with this Host header (NULL: none) may be
+ * answered: an IP address literal, localhost, the --listen host name or a
+ * [serve] allowed_hosts name, any port.  Pure; never fails. */
+bool serve_host_allowed(const struct config *cfg, const char *host);
+
 /* Take a snapshot, opening the store if needed: 0, or -1 with a message
  * for the client in err (the store is closed so the next request opens
  * it again, e.g. once the database exists). */
@@ -53,7 +58,8 @@ void serve_page_message(struct buf *out, const char *title, const char *msg);
 void serve_metrics_write(const struct serve_snap *s, struct buf *out);
 
 /* Text for HTML: & < > " ' as entities, bytes that are not UTF-8 as
- * \xNN, control characters as \xNN. */
+ * \xNN, control characters (C1 included) as \xNN: text_escape's SHOW
+ * form, as failed and show print it. */
 void serve_html_text(struct buf *b, const char *s);
 
 #endif

@@ -50,40 +50,21 @@ static const char page_js[] =
 void
 serve_html_text(struct buf *b, const char *s)
 {
-	const unsigned char *p = (const unsigned char *)s;
+	/* what failed and show print (C0, C1, not UTF-8 as \xNN), then
+	 * the five characters HTML gives a meaning */
+	char *t = text_escape(s, strlen(s), TEXT_ESCAPE_SHOW);
 
-	while (*p) {
-		int len = 0;
-		if (*p >= 0xc2 && *p <= 0xdf)
-			len = 2;
-		else if (*p >= 0xe0 && *p <= 0xef)
-			len = 3;
-		else if (*p >= 0xf0 && *p <= 0xf4)
-			len = 4;
-		if (len > 0) {
-			int k = 1;
-			while (k < len && (p[k] & 0xc0) == 0x80)
-				k++;
-			if (k == len) {
-				buf_append(b, p, (size_t)len);
-				p += len;
-				continue;
-			}
-		}
+	for (const char *p = t; *p; p++) {
 		switch (*p) {
 		case '&': buf_printf(b, "&amp;"); break;
 		case '<': buf_printf(b, "&lt;"); break;
 		case '>': buf_printf(b, "&gt;"); break;
 		case '"': buf_printf(b, "&quot;"); break;
 		case '\'': buf_printf(b, "&#39;"); break;
-		default:
-			if (*p < 0x20 || *p >= 0x7f)
-				buf_printf(b, "\\x%02x", *p);
-			else
-				buf_append(b, p, 1);
+		default: buf_append(b, p, 1);
 		}
-		p++;
 	}
+	free(t);
 }
 
 static void

@@ -5,11 +5,15 @@
  * every attempt).  The facts come from common_store_query.c, the same
  * functions the `mpfarm serve` page reads.  The store is opened read only,
  * so both work beside a running farm.  File names are printed as they are,
- * except control characters (shown \xNN) so one job stays one line; JSON
+ * except control characters, C1 included, and bytes that are not UTF-8
+ * (shown \xNN), so one job stays one line and no name drives the
+ * terminal.  Outputs are looked up beneath the output root without
+ * following a link (common_tree.h), as check and fix do; JSON
  * gets names that are not UTF-8 with each byte outside ASCII as \xNN.
  */
 #include "master.h"
 #include "common_store_audit.h"
+#include "common_tree.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -52,16 +56,15 @@ master_json_text(const char *s)
 	return j;
 }
 
-/* Text for a terminal: control characters as \xNN, the rest as is. */
+/* Text for a terminal: control characters (C0, DEL, C1) and bytes that
+ * are not UTF-8 as \xNN, the rest as is. */
 static void
 show_put(const char *s)
 {
-	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-		if (*p < 0x20 || *p == 0x7f)
-			printf("\\x%02x", *p);
-		else
-			putchar(*p);
-	}
+	char *t = text_escape(s, strlen(s), TEXT_ESCAPE_SHOW);
+
+	fputs(t, stdout);
+	free(t);
 }
 
 void
@@ -183,29 +186,58 @@ out:
 	return ex;
 }
 
-/* The outputs of one job that exist on disk, as [{"path", "bytes"}]. */
+/* The outputs of one job that exist on disk, as [{"path", "bytes"}]: only
+ * regular files reached from the output root without following a link,
+ * as check and fix see them, so a link planted in the tree never shows
+ * its target's size.  No tree (t NULL: no output folder) -> []. */
 static json_t *
-show_outputs(const struct config *cfg, const struct store_file *f,
-	     const struct store_file_job *j)
+show_outputs(struct tree *t, const struct config *cfg,
+	     const struct store_file *f, const struct store_file_job *j)
 {
 	json_t *arr = json_array();
 
-	for (int k = 0; show_suffixes[k]; k++) {
-		char *p = file_output_path(cfg->output, j->stage, j->lang,
-		    f->rel_path, show_suffixes[k]);
+	for (int k = 0; t != NULL && show_suffixes[k]; k++) {
+		char *rel = tree_output_rel(j->stage, j->lang, f->rel_path,
+		    show_suffixes[k]);
 		struct stat sb;
-		if (stat(p, &sb) == 0 && S_ISREG(sb.st_mode))
+		if (tree_file_stat(t, rel, &sb) == 0) {
+			char *p = file_output_path(cfg->output, j->stage, j->lang,
+			    f->rel_path, show_suffixes[k]);
 			json_array_append_new(arr, json_pack("{sosI}", "path",
 			    master_json_text(p), "bytes", (json_int_t)sb.st_size));
-		free(p);
+			free(p);
+		}
+		free(rel);
 	}
 	return arr;
+}
+
+/* The output tree for show_outputs, opened without creating it: NULL
+ * when there is none (nothing to list). */
+static struct tree *
+show_tree_open(const struct config *cfg, struct tree *t)
+{
+	char err[512];
+
+	if (tree_open(t, cfg->output, false, false, err, sizeof(err)) < 0) {
+		tree_close(t);
+		return NULL;
+	}
+	return t;
+}
+
+static void
+show_tree_close(struct tree *t)
+{
+	if (t != NULL)
+		tree_close(t);
 }
 
 json_t *
 master_show_json(const struct config *cfg, const struct store_file *f)
 {
 	json_t *jobs = json_array();
+	struct tree tbuf, *t = show_tree_open(cfg, &tbuf);
 
 	for (int i = 0; i < f->njobs; i++) {
 		const struct store_file_job *j = &f->jobs[i];
@@ -235,8 +267,9 @@ master_show_json(const struct config *cfg, const struct store_file *f)
 		    "status", j->status, "attempts", j->attempts,
 		    "last_error", j->last_error[0] ?
 		    master_json_text(j->last_error) : json_null(),
-		    "outputs", show_outputs(cfg, f, j), "history", tries));
+		    "outputs", show_outputs(t, cfg, f, j), "history", tries));
 	}
+	show_tree_close(t);
 	return json_pack("{sIsososososIsIsIso}",
 	    "file_id", (json_int_t)f->file_id,
 	    "file", master_json_text(f->abs_path),
@@ -251,6 +284,7 @@ static void
 show_print_text(const struct config *cfg, const struct store_file *f)
 {
 	char when[32];
+	struct tree tbuf, *tr = show_tree_open(cfg, &tbuf);
 
 	printf("File %lld: ", (long long)f->file_id);
 	show_put(f->abs_path);
@@ -260,7 +294,7 @@ show_print_text(const struct config *cfg, const struct store_file *f)
 	for (int i = 0; i < f->njobs; i++) {
 		const struct store_file_job *j = &f->jobs[i];
 		char *key = show_stage_key(j->stage, j->lang);
-		json_t *outs = show_outputs(cfg, f, j), *o;
+		json_t *outs = show_outputs(tr, cfg, f, j), *o;
 		size_t k;
 
 		printf("\n%s: %s, %d attempt%s\n", key, j->status, j->attempts,
@@ -298,6 +332,7 @@ show_print_text(const struct config *cfg, const struct store_file *f)
 		json_decref(outs);
 		free(key);
 	}
+	show_tree_close(tr);
 }
 
 int

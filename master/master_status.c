@@ -11,12 +11,18 @@
 #include "common_store_audit.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
+
+/* The status file a master writes is a few KiB; anything larger is not
+ * one (read no more than this). */
+#define STATUS_FILE_MAX (1024 * 1024)
 
 static const struct { const char *code, *name; } status_lang_names[] = {
 	{ "en", "English" }, { "de", "German" }, { "he", "Hebrew" },
@@ -83,8 +89,10 @@ status_stage_key(const struct store_stage_counts *sc)
  * "<db>.status", a JSON object with at least "pid"; this reads it and adds
  * "stale": true when that master is gone (it died without removing it)
  * and "age_s", the seconds since it was written.  NULL when there is no
- * status file or it does not parse (a master writes it by rename, so a
- * half-written file is never seen).  Live means: that pid runs and holds
+ * status file, it does not parse (a master writes it by rename, so a
+ * half-written file is never seen), or it is not a regular file of at
+ * most STATUS_FILE_MAX bytes (a link or a FIFO planted there is ignored,
+ * never followed nor waited on).  Live means: that pid runs and holds
  * the farm lock.
  */
 json_t *
@@ -94,10 +102,33 @@ master_status_farm(const char *db)
 	json_error_t jerr;
 	struct stat sb;
 	json_t *farm = NULL;
+	struct buf b;
+	char err[512];
+	int fd = -1;
 
-	if (path == NULL || stat(path, &sb) < 0)
+	buf_init(&b);
+	/* no link followed, and a FIFO planted there neither blocks the open
+	 * nor gets read; only a regular file of sane size is read */
+	if (path == NULL || (fd = file_open_regular(path, O_RDONLY, 0, err,
+	    sizeof(err))) < 0) {
+		if (path != NULL && errno != ENOENT)
+			log_debug("status_file_skipped", "why=%s", log_quote(err));
 		goto out;
-	farm = json_load_file(path, 0, &jerr);
+	}
+	if (fstat(fd, &sb) < 0 || sb.st_size > STATUS_FILE_MAX)
+		goto out;
+	for (;;) {
+		char chunk[8192];
+		ssize_t n = read(fd, chunk, sizeof(chunk));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 || b.len + (size_t)n > STATUS_FILE_MAX)
+			goto out;
+		if (n == 0)
+			break;
+		buf_append(&b, chunk, (size_t)n);
+	}
+	farm = json_loadb(b.data ? b.data : "", b.len, 0, &jerr);
 	if (farm == NULL || !json_is_object(farm)) {
 		json_decref(farm);
 		farm = NULL;
@@ -113,6 +144,9 @@ master_status_farm(const char *db)
 	json_object_set_new(farm, "age_s",
 	    json_integer((json_int_t)(time(NULL) - sb.st_mtime)));
 out:
+	if (fd >= 0)
+		close(fd);
+	buf_free(&b);
 	free(path);
 	return farm;
 }

@@ -278,11 +278,16 @@ worker_job_run(store_t *st, int64_t job_id)
 	}
 	w.job_id = job_id;
 	w.last_beat = time_mono_ms();
+	/* the name as failed and show print it: no control byte of a file
+	 * name reaches /proc/PID/cmdline or a terminal running ps */
+	char *shown = text_escape(j.rel_path, strlen(j.rel_path),
+	    TEXT_ESCAPE_SHOW);
 	if (j.stage == STAGE_TRANSCRIBE)
-		title_set("mpfarm: worker %d transcribe %s", w.slot, j.rel_path);
+		title_set("mpfarm: worker %d transcribe %s", w.slot, shown);
 	else
 		title_set("mpfarm: worker %d translate:%s %s", w.slot, j.lang,
-		    j.rel_path);
+		    shown);
+	free(shown);
 	pname = config_provider(w.cfg, j.stage, j.lang);
 	snprintf(done.provider, sizeof(done.provider), "%s", pname ? pname : "");
 	ops = provider_find(pname);
