@@ -159,7 +159,8 @@ def test_farm_start_names_each_provider(farm, fake):
 # ---- 8.7 titles, nothing to do ---------------------------------------------
 
 def test_process_titles(farm):
-    farm.write_config(NOOP % (3, 500))
+    # one worker more than files: one of them is always idle
+    farm.write_config(NOOP % (4, 500))
     rels = small_tree(farm, 1, 2)
     farm.scan()
     m = farm.popen("run")
@@ -173,7 +174,7 @@ def test_process_titles(farm):
     def look():
         for k in children(m.pid):
             t = cmdline(k)
-            if re.fullmatch(r"mpfarm: worker [0-2] idle", t):
+            if re.fullmatch(r"mpfarm: worker [0-3] idle", t):
                 idle.add(t)
             elif t and t != master:     # not just forked
                 busy.add(t)
@@ -181,7 +182,7 @@ def test_process_titles(farm):
             "translate:en" in t for t in busy)
     wait_for(look, 30)
     for t in busy:
-        mm = re.fullmatch(r"mpfarm: worker ([0-2]) (transcribe|translate:en) "
+        mm = re.fullmatch(r"mpfarm: worker ([0-3]) (transcribe|translate:en) "
                           r"(.+)", t)
         assert mm and mm.group(3) in rels, t
     kid = children(m.pid)[0]
