@@ -45,7 +45,8 @@ DEMO_PKGS = pocketsphinx pocketsphinx-en-us pocketsphinx-testdata apertium-eng-s
 DEMO_DIR  = demo-work
 CLIPS     = /usr/share/pocketsphinx/test/data/librivox
 
-.PHONY: all deps check unit integration sanitize demo bench install uninstall clean
+.PHONY: all deps check unit integration sanitize demo bench install uninstall clean \
+	check-build-plain check-build-san check-integration-plain check-integration-san
 
 all: deps
 	@$(MAKE) --no-print-directory mpfarm
@@ -79,24 +80,45 @@ unit: $(UNITBINS)
 	@set -e; for t in $(UNITBINS); do echo "== $$t"; $$t; done
 
 integration: $(B)/mpfarm
-	MPFARM_BIN=$(abspath $(B)/mpfarm) $(PYTEST) -q -x -p no:cacheprovider tests/integration $(PYTEST_ARGS)
+	MPFARM_BIN=$(abspath $(B)/mpfarm) $(PYTEST) -q -x -p no:cacheprovider \
+	  --basetemp=$(abspath $(B))/pytest tests/integration $(PYTEST_ARGS)
 
-# The whole suite, then again under AddressSanitizer + UBSan in build-san/.
+SAN_MAKE = $(MAKE) --no-print-directory B=build-san CFLAGS="$(SAN_FLAGS)" \
+	   LDFLAGS="-fsanitize=address,undefined"
+SAN_ENV  = ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=99 \
+	   UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+
+# The whole suite twice: the normal build and AddressSanitizer + UBSan in
+# build-san/.  Builds and the C tests first; then the two integration
+# passes run side by side (most of their time is waiting on processes,
+# not CPU), each with its own temp folder, output kept whole per pass.
 check: deps
 	@$(MAKE) --no-print-directory deps DEB_PKGS="$(TEST_PKGS)"
-	@$(MAKE) --no-print-directory B=build build/mpfarm
+	@$(MAKE) --no-print-directory -j2 check-build-plain check-build-san
 	@$(MAKE) --no-print-directory B=build unit
 	@$(MAKE) --no-print-directory B=build fuzz-replay
-	@$(MAKE) --no-print-directory B=build integration
-	@$(MAKE) --no-print-directory sanitize
+	@$(SAN_MAKE) unit
+	@$(SAN_ENV) $(SAN_MAKE) fuzz-replay
+	@$(MAKE) --no-print-directory -j2 -Otarget check-integration-plain \
+	  check-integration-san
 
+check-build-plain:
+	@$(MAKE) --no-print-directory B=build build/mpfarm $(patsubst tests/unit/%.c,build/tests/%,$(UNITSRCS))
+check-build-san:
+	@$(SAN_MAKE) build-san/mpfarm $(patsubst tests/unit/%.c,build-san/tests/%,$(UNITSRCS))
+check-integration-plain:
+	@echo "== integration tests, normal build"
+	@$(MAKE) --no-print-directory B=build integration
+check-integration-san:
+	@echo "== integration tests, ASan+UBSan build"
+	@$(SAN_ENV) MPFARM_SANITIZED=1 $(SAN_MAKE) integration
+
+# The sanitizer pass alone.
 sanitize:
-	@$(MAKE) --no-print-directory B=build-san CFLAGS="$(SAN_FLAGS)" LDFLAGS="-fsanitize=address,undefined" build-san/mpfarm
-	@$(MAKE) --no-print-directory B=build-san CFLAGS="$(SAN_FLAGS)" LDFLAGS="-fsanitize=address,undefined" unit
-	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-	  $(MAKE) --no-print-directory B=build-san CFLAGS="$(SAN_FLAGS)" LDFLAGS="-fsanitize=address,undefined" fuzz-replay
-	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=99 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-	  MPFARM_SANITIZED=1 MPFARM_BIN=$(abspath build-san/mpfarm) $(PYTEST) -q -x -p no:cacheprovider tests/integration $(PYTEST_ARGS)
+	@$(SAN_MAKE) build-san/mpfarm
+	@$(SAN_MAKE) unit
+	@$(SAN_ENV) $(SAN_MAKE) fuzz-replay
+	@$(SAN_ENV) MPFARM_SANITIZED=1 $(SAN_MAKE) integration
 
 # The main job, offline: real speech (LibriVox clips) through pocketsphinx,
 # then English -> Spanish through apertium, with the exec provider.
