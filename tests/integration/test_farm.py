@@ -115,8 +115,26 @@ def test_chaos_kills_and_stops(farm):
                 os.kill(victim, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-    # the master dies hard; its workers must die with it
-    kids = farm.workers_of(m.pid)
+    # the master dies hard with jobs in flight (workers frozen until the
+    # database shows one, so the restart has something to recover); its
+    # workers must die with it
+    for _ in range(200):
+        kids = farm.workers_of(m.pid)
+        for k in kids:
+            try:
+                os.kill(k, signal.SIGSTOP)
+            except ProcessLookupError:
+                pass
+        if farm.q("SELECT COUNT(*) FROM jobs WHERE status = "
+                  "'in-progress'")[0][0] > 0:
+            break
+        for k in kids:
+            if k != stopped:
+                try:
+                    os.kill(k, signal.SIGCONT)
+                except ProcessLookupError:
+                    pass
+        time.sleep(0.05)
     m.send_signal(signal.SIGKILL)
     m.wait(timeout=10)
     wait_for(lambda: not any(alive(k) for k in kids), 5,
