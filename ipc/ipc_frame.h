@@ -15,8 +15,9 @@
 
 #define IPC_FRAME_MAX  (64 * 1024)
 #define IPC_TEXT_MAX   1024          /* longest text field carried */
-/* Jobs the master may send a busy worker ahead of the one it runs; the
- * worker holds that many.  One number for both peers. */
+/* Jobs the master may send a busy worker ahead of the one it counts as
+ * running; the worker's queue holds one more (worker.h).  One number for
+ * both peers. */
 #define IPC_AHEAD_MAX  16
 
 enum ipc_msg_type {

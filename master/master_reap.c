@@ -323,12 +323,17 @@ farm_child_cb(struct ev_loop *loop, ev_child *w, int revents)
 		if (!clean)
 			farm_temps_remove(s->pid, &s->job);
 	}
-	/* jobs sent ahead: usually never claimed, nothing to undo */
+	/* jobs sent ahead: usually never claimed, nothing to undo; but the
+	 * refill skipped them while this slot held them, so it must look
+	 * again now (else, if they were all that was left, the farm would
+	 * wait for its next timed look with runnable jobs and idle workers) */
 	for (int k = 0; k < s->nahead; k++) {
 		farm_job_attribute(s, &s->ahead[k], cause);
 		if (!clean)
 			farm_temps_remove(s->pid, &s->ahead[k]);
 	}
+	if (s->nahead > 0)
+		farm.dirty = true;
 	s->nahead = 0;
 	if (s->state == SLOT_STARTING && !farm.stopping) {
 		/* died before taking a job: a broken install or config must

@@ -34,7 +34,10 @@ int64_t worker_retry_at(const struct config *cfg, int attempts,
 void worker_msg_send(const struct ipc_msg *m);
 
 /* worker_batch.c: short jobs published several to a transaction. */
-#define WORKER_PENDING_MAX IPC_AHEAD_MAX
+/* Jobs a worker may hold not yet started: the master's IPC_AHEAD_MAX sent
+ * ahead, plus the one it already counts as running after a DONE, which the
+ * worker may not have taken from this queue yet. */
+#define WORKER_PENDING_MAX (IPC_AHEAD_MAX + 1)
 struct provider_result;
 struct job;
 struct tree;
