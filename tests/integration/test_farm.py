@@ -390,7 +390,7 @@ def test_progress_line_on_a_terminal(farm):
     import subprocess
     if shutil.which("script") is None:
         pytest.skip("script(1) from util-linux is needed for a pty")
-    farm.config(BASE + "[noop]\ndelay_ms = 30\n")
+    farm.config(BASE + "[noop]\ndelay_ms = 80\n")
     farm.make_media(40)
     farm.run("scan", farm.media, check=0)
     from farmlib import BIN
