@@ -9,6 +9,7 @@
  */
 #include <stdio.h>
 #include "common_config.h"
+#include "common_roots.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -30,7 +31,7 @@ struct config_parse {
 
 static const char *const config_sections[] = {
 	"farm", "transcribe", "translate", "elevenlabs", "openai", "deepl",
-	"exec", "noop", "serve", NULL
+	"exec", "noop", "serve", "roots", NULL
 };
 static const char *const transcribe_providers[] = {
 	"elevenlabs", "openai", "exec", "noop", NULL
@@ -405,7 +406,10 @@ config_ini_handler(void *user, const char *section, const char *key,
 	    config_langs_parse(value, cfg->langs, &cfg->nlangs, msg,
 	    sizeof(msg)) < 0)
 		goto fail;
-	if (strcmp(section, "farm") != 0) {
+	if (strcmp(section, "roots") == 0 &&
+	    roots_line_check(key, value, msg, sizeof(msg)) < 0)
+		goto fail;
+	if (strcmp(section, "farm") != 0 && strcmp(section, "roots") != 0) {
 		char num[300];
 		if (config_num_check(key, value, num, sizeof(num)) < 0) {
 			snprintf(msg, sizeof(msg), "[%.40s] %s", section, num);

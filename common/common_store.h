@@ -74,6 +74,14 @@ const char *store_errmsg(store_t *st);
 int  store_langs_sync(store_t *st, const char (*langs)[CONFIG_LANG_MAX],
 		      int nlangs);
 
+/* One value of the store's settings (a key/value table the store shares
+ * between hosts and runs): 0 with *value malloc'd, 1 when the key is not
+ * set, -1 on a store error. */
+int  store_setting_get(store_t *st, const char *key, char **value);
+/* Set key to value unless it is already set (the first writer wins), in a
+ * transaction of its own or the caller's: 0 or -1. */
+int  store_setting_add(store_t *st, const char *key, const char *value);
+
 /* ---- scan ------------------------------------------------------------ */
 struct media_file {
 	const char *root;       /* scan root, absolute, as given (realpath) */

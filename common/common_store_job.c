@@ -170,6 +170,8 @@ store_file_seen_cmp(const struct store_file_seen *fs,
 		return 1;
 	if (fs->ino == 0)
 		return mf->ino != 0 ? 2 : 0;
+	if (mf->ino == 0)       /* a shared root ([roots]): not compared */
+		return 0;
 	return fs->dev != mf->dev || fs->ino != mf->ino;
 }
 

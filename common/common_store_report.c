@@ -51,6 +51,48 @@ static struct store_sql q_langs_jobs = STORE_SQL(
 	"t.stage = 'transcribe' AND t.lang = ''), 0) "
 	"FROM media_files f WHERE true ON CONFLICT DO NOTHING");
 
+static struct store_sql q_setting_get = STORE_SQL(
+	"SELECT value FROM settings WHERE key = ?1");
+static struct store_sql q_setting_add = STORE_SQL(
+	"INSERT INTO settings (key, value) VALUES (?1, ?2) "
+	"ON CONFLICT (key) DO NOTHING");
+
+int
+store_setting_get(store_t *st, const char *key, char **value)
+{
+	sqlite3_stmt *s = store_stmt(st, &q_setting_get);
+	int rc;
+
+	*value = NULL;
+	if (s == NULL)
+		return -1;
+	sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
+	if ((rc = store_step(st, s)) < 0)
+		return -1;
+	if (rc != SQLITE_ROW)
+		return 1;
+	*value = xstrdup((const char *)sqlite3_column_text(s, 0));
+	sqlite3_reset(s);
+	return 0;
+}
+
+int
+store_setting_add(store_t *st, const char *key, const char *value)
+{
+	sqlite3_stmt *s;
+	bool own;
+	int rc = -1;
+
+	if (store_tx_enter(st, &own) < 0)
+		return -1;
+	if ((s = store_stmt(st, &q_setting_add)) != NULL) {
+		sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
+		sqlite3_bind_text(s, 2, value, -1, SQLITE_STATIC);
+		rc = store_run(st, s);
+	}
+	return store_tx_leave(st, own, rc);
+}
+
 /* The stored list as one comma-separated string ("" when none). */
 static int
 store_langs_text(store_t *st, char *out, size_t outlen, bool *found)

@@ -45,9 +45,12 @@ int master_config_unprovided(const struct config *cfg, store_t *st,
 /* The media file a user names (master_retry.c): PATH relative to the
  * current folder or absolute (resolved through symbolic links when it
  * exists, else taken literally), else the output name stored for it,
- * else the escaped name processing_status shows (\xNN, \\) decoded.
- * 0 and *file_id, 1 when nothing matches, -1 on a store error. */
-int master_file_resolve(store_t *st, const char *path, int64_t *file_id);
+ * else the escaped name processing_status shows (\xNN, \\) decoded;
+ * a path under a named root ([roots], may be NULL) also in the store's
+ * spelling.  0 and *file_id, 1 when nothing matches, -1 on a store error. */
+struct roots_map;
+int master_file_resolve(store_t *st, const struct roots_map *roots,
+			const char *path, int64_t *file_id);
 
 int master_failed_run(struct config *cfg);   /* mpfarm failed */
 int master_show_run(struct config *cfg);     /* mpfarm show FILE */

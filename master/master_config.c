@@ -187,6 +187,25 @@ master_config_check(const struct config *cfg, int files,
 	}
 	if (files == MASTER_CHECK_CONFIG)
 		return problems;
+	for (int i = 0; i < cfg->nentries; i++) {
+		const struct config_entry *e = &cfg->entries[i];
+		struct stat sb;
+		char key[80], msg[700];
+
+		if (strcmp(e->section, "roots") != 0)
+			continue;
+		snprintf(key, sizeof(key), "root %.60s", e->key);
+		if (stat(e->value, &sb) < 0 || !S_ISDIR(sb.st_mode)) {
+			snprintf(msg, sizeof(msg), "%s (%s): %s", log_quote(e->value),
+			    e->where, stat(e->value, &sb) < 0 ? strerror(errno) :
+			    "not a folder");
+			report(arg, key, msg, false);
+			problems++;
+		} else {
+			snprintf(msg, sizeof(msg), "mounted at %s", log_quote(e->value));
+			report(arg, key, msg, true);
+		}
+	}
 	if (config_output_check(cfg, files == MASTER_CHECK_CREATE, err,
 	    sizeof(err)) < 0) {
 		report(arg, "output", err, false);

@@ -16,6 +16,7 @@
  */
 #include "master.h"
 #include "common_store_audit.h"
+#include "common_roots.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -62,34 +63,40 @@ retry_path_lexical(const char *path)
 
 /* One spelling of the path: on disk, literally absolute, as stored. */
 static int
-retry_file_try(store_t *st, const char *path, int64_t *file_id)
+retry_file_try(store_t *st, const struct roots_map *roots, const char *path,
+	       int64_t *file_id)
 {
-	char *abs[2] = { realpath(path, NULL), retry_path_lexical(path) };
+	char *abs[4] = { realpath(path, NULL), retry_path_lexical(path) };
 	int rc = 1;
 
-	for (int i = 0; i < 2 && rc == 1; i++)
+	/* and each in the store's spelling of a named root ([roots]) */
+	for (int i = 0; i < 2; i++)
+		if (roots != NULL && abs[i] != NULL)
+			abs[i + 2] = roots_to_canon(roots, abs[i], NULL);
+	for (int i = 0; i < 4 && rc == 1; i++)
 		if (abs[i] != NULL)
 			rc = store_audit_file_find(st, abs[i], false, file_id);
 	if (rc == 1)
 		rc = store_audit_file_find(st, path, true, file_id);
-	free(abs[0]);
-	free(abs[1]);
+	for (int i = 0; i < 4; i++)
+		free(abs[i]);
 	return rc;
 }
 
 int
-master_file_resolve(store_t *st, const char *path, int64_t *file_id)
+master_file_resolve(store_t *st, const struct roots_map *roots,
+		    const char *path, int64_t *file_id)
 {
 	size_t n;
 	char *raw;
 	int rc;
 
-	if ((rc = retry_file_try(st, path, file_id)) != 1)
+	if ((rc = retry_file_try(st, roots, path, file_id)) != 1)
 		return rc;
 	raw = text_unescape_path(path, &n);
 	/* an embedded NUL cannot name a file */
 	if (raw != NULL && strlen(raw) == n && strcmp(raw, path) != 0)
-		rc = retry_file_try(st, raw, file_id);
+		rc = retry_file_try(st, roots, raw, file_id);
 	free(raw);
 	return rc;
 }
@@ -140,6 +147,7 @@ master_retry_run(struct config *cfg)
 {
 	struct store_retry_filter f = { -1, NULL, 0, 0 };
 	struct store_retry_jobs js = { NULL, 0 };
+	struct roots_map roots = { 0 };
 	store_t *st = NULL;
 	int ex = EXIT_FATAL, rc;
 
@@ -159,7 +167,13 @@ master_retry_run(struct config *cfg)
 	    == NULL)
 		goto out;
 	if (cfg->file != NULL) {
-		if ((rc = master_file_resolve(st, cfg->file, &f.file_id)) < 0)
+		char rerr[512];
+		if (roots_load(&roots, cfg, st, false, rerr, sizeof(rerr)) < 0) {
+			say_err("retry: %s", rerr);
+			goto out;
+		}
+		if ((rc = master_file_resolve(st, &roots, cfg->file,
+		    &f.file_id)) < 0)
 			goto fail;
 		if (rc == 1) {
 			say_err("retry: no media file in %s matches %s (give its "
@@ -179,6 +193,7 @@ fail:
 out:
 	fflush(stdout);
 	store_audit_retry_free(&js);
+	roots_free(&roots);
 	if (st != NULL)
 		store_close(st);
 	return ex;

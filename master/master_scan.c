@@ -27,6 +27,7 @@
  * before the database is opened, so it is left untouched).
  */
 #include "master_scan.h"
+#include "common_roots.h"
 #include "common_store_audit.h"
 
 #include <errno.h>
@@ -198,6 +199,41 @@ scan_conflicts_within(struct scan *sc, const struct config *cfg)
 	free(ix);
 }
 
+/* Between the walk and phase 2: the roots that lie under a named root
+ * ([roots]) take the spelling the store keeps, so that every host names a
+ * shared file alike.  Device and inode numbers of a shared file differ
+ * from host to host (NFS): they are not recorded, and a file there is
+ * known by its path, size and modification time.  With `create` (a real
+ * scan) a named root the store does not know yet is registered with this
+ * host's mount point.  Returns 0, or -1 (reported). */
+static int
+scan_roots_canon(struct scan *sc, const struct config *cfg, store_t *st,
+		 bool create)
+{
+	struct roots_map map;
+	char err[512];
+
+	if (roots_load(&map, cfg, st, create, err, sizeof(err)) < 0) {
+		say_err("scan: %s", err);
+		return -1;
+	}
+	for (int i = 0; i < sc->nroots; i++) {
+		const struct roots_entry *re;
+		char *canon = roots_to_canon(&map, sc->roots[i].abs, &re);
+		free(sc->roots[i].abs);
+		sc->roots[i].abs = canon;
+		sc->roots[i].named = re != NULL;
+	}
+	for (size_t i = 0; i < sc->nents; i++) {
+		struct scan_entry *e = &sc->ents[i];
+		if (sc->roots[e->root].named ||
+		    (e->src_root >= 0 && sc->roots[e->src_root].named))
+			e->dev = e->ino = 0;
+	}
+	roots_free(&map);
+	return 0;
+}
+
 /* Phase 2: compare with the registered files (st NULL: no database yet)
  * and mark, name and count every file whose output name is taken.  Only
  * reads.  Returns 0, or -1 on a store error (reported). */
@@ -360,7 +396,8 @@ scan_is_changed(const struct scan_entry *e)
 {
 	return e->known && (e->old_size != e->size ||
 	    e->old_mtime_ns != e->mtime_ns ||
-	    (e->old_ino != 0 && (e->old_dev != e->dev || e->old_ino != e->ino)));
+	    (e->ino != 0 && e->old_ino != 0 &&
+	    (e->old_dev != e->dev || e->old_ino != e->ino)));
 }
 
 /* scan --dry-run: what a scan would register and the jobs it would make,
@@ -384,7 +421,8 @@ scan_dry_run(struct scan *sc, const struct config *cfg)
 		    strerror(errno));
 		return EXIT_FATAL;
 	}
-	if (scan_conflicts_check(sc, cfg, st) != 0)
+	if (scan_roots_canon(sc, cfg, st, false) < 0 ||
+	    scan_conflicts_check(sc, cfg, st) != 0)
 		goto out;
 	for (size_t i = 0; i < sc->nents; i++) {
 		struct scan_entry *e = &sc->ents[i];
@@ -464,7 +502,8 @@ master_scan_run(struct config *cfg)
 	}
 	if ((st = master_store_open(cfg, 0)) == NULL)
 		goto out;
-	if (scan_conflicts_check(&sc, cfg, st) < 0)
+	if (scan_roots_canon(&sc, cfg, st, true) < 0 ||
+	    scan_conflicts_check(&sc, cfg, st) < 0)
 		goto out;
 	if (store_langs_sync(st, cfg->langs, cfg->nlangs) < 0) {
 		say_err("scan: %s: %s", log_quote(cfg->db), store_errmsg(st));

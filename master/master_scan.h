@@ -14,6 +14,8 @@ struct scan_root {
 	int64_t n_new, n_unchanged, n_changed, n_not_media;
 	int64_t n_temp, n_unreadable, n_links, n_followed;
 	int64_t n_conflict;     /* skipped: its output name is another file's */
+	bool    named;          /* lies under a [roots] entry: abs is the
+				 * canonical spelling (common_roots.h) */
 };
 
 struct scan_entry {

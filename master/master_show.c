@@ -13,6 +13,7 @@
  */
 #include "master.h"
 #include "common_store_audit.h"
+#include "common_roots.h"
 #include "common_tree.h"
 
 #include <errno.h>
@@ -335,6 +336,37 @@ show_print_text(const struct config *cfg, const struct store_file *f)
 	show_tree_close(tr);
 }
 
+/* A path the user typed on this host, in the store's spelling when it
+ * lies under a named root ([roots]); NULL when that changes nothing. */
+static char *
+show_path_canon(const struct roots_map *map, const char *what)
+{
+	const struct roots_entry *re = NULL;
+	char *real = realpath(what, NULL), *canon = NULL;
+
+	if (real != NULL)
+		canon = roots_to_canon(map, real, &re);
+	free(real);
+	if (re == NULL) {
+		free(canon);
+		return NULL;
+	}
+	return canon;
+}
+
+/* The file's paths as this host sees them, for the lines printed and the
+ * "exists" check. */
+static void
+show_paths_local(const struct roots_map *map, struct store_file *f)
+{
+	char *p = roots_to_local(map, f->abs_path, NULL);
+	free(f->abs_path);
+	f->abs_path = p;
+	p = roots_to_local(map, f->scan_root, NULL);
+	free(f->scan_root);
+	f->scan_root = p;
+}
+
 int
 master_show_run(struct config *cfg)
 {
@@ -343,14 +375,22 @@ master_show_run(struct config *cfg)
 	int64_t id = 0;
 	int ex = EXIT_FATAL, rc;
 	const char *what = cfg->args[0];
+	struct roots_map map = { 0 };
+	char *canon = NULL, err[512];
 
 	if (store_audit_db_missing(cfg->db, "show"))
 		goto out;
 	if ((st = master_store_open(cfg, STORE_READONLY)) == NULL)
 		goto out;
+	if (roots_load(&map, cfg, st, false, err, sizeof(err)) < 0) {
+		say_err("show: %s", err);
+		goto out;
+	}
 	rc = store_file_find(st, what, &id);
-	if (rc == 0)
-		rc = store_file_get(st, id, &f);
+	if (rc == 1 && (canon = show_path_canon(&map, what)) != NULL)
+		rc = store_file_find(st, canon, &id);
+	if (rc == 0 && (rc = store_file_get(st, id, &f)) == 0)
+		show_paths_local(&map, &f);
 	if (rc < 0) {
 		say_err("show: %s", store_errmsg(st));
 		goto out;
@@ -372,6 +412,8 @@ master_show_run(struct config *cfg)
 out:
 	ex = show_flush("show", ex);
 	store_file_free(&f);
+	roots_free(&map);
+	free(canon);
 	if (st != NULL)
 		store_close(st);
 	return ex;

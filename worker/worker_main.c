@@ -411,6 +411,11 @@ worker_main(const struct worker_args *wa)
 		store_close(st);
 		_exit(WORKER_EXIT_CONFIG);
 	}
+	if (worker_media_roots_load(w.cfg, st, err, sizeof(err)) < 0) {
+		log_error("worker_store_failed", "slot=%d error=%s", wa->slot,
+		    log_quote(err));
+		_exit(WORKER_EXIT_CONFIG);
+	}
 	w.st = st;
 	m.pid = getpid();
 	worker_msg_send(&m);

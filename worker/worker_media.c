@@ -11,6 +11,7 @@
  * descriptor, so nothing can be swapped between the check and the upload.
  */
 #include "worker_media.h"
+#include "common_roots.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -23,6 +24,17 @@
 #include <unistd.h>
 
 #define MEDIA_OPEN_FLAGS (O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK)
+
+/* for the life of the worker process: it exits, never reloads */
+static struct roots_map media_roots;
+
+int
+worker_media_roots_load(const struct config *cfg, store_t *st, char *err,
+			size_t errlen)
+{
+	roots_free(&media_roots);
+	return roots_load(&media_roots, cfg, st, false, err, errlen);
+}
 
 /* One openat(O_NOFOLLOW) per component: every folder on the way, then
  * the file.  "" "." and ".." components are refused (EXDEV): a stored rel
@@ -127,21 +139,21 @@ int
 worker_media_open(const struct job *j, char *err, size_t errlen,
 		  bool *permanent)
 {
-	const char *path = j->abs_path;
-	int rootfd, fd = -1;
+	char *path = roots_to_local(&media_roots, j->abs_path, NULL);
+	char *root = roots_to_local(&media_roots, j->open_root, NULL);
+	int rootfd = -1, fd = -1;
 	struct stat sb;
 
 	*permanent = true;
 	/* the root is the operator's own folder (realpath at scan time):
 	 * only its last component must not have become a link */
-	rootfd = open(j->open_root, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
-	    O_CLOEXEC);
+	rootfd = open(root, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (rootfd < 0) {
 		int e = errno;
 		snprintf(err, errlen, "cannot open media file %s: scan root %s: "
-		    "%s", log_quote(path), log_quote(j->open_root),
+		    "%s", log_quote(path), log_quote(root),
 		    media_why(e, permanent));
-		return -1;
+		goto fail;
 	}
 	fd = worker_media_open_at(rootfd, j->open_rel, 0);
 	if (fd < 0) {
@@ -178,10 +190,15 @@ worker_media_open(const struct job *j, char *err, size_t errlen,
 		goto fail;
 	}
 	close(rootfd);
+	free(path);
+	free(root);
 	return fd;
 fail:
 	if (fd >= 0)
 		close(fd);
-	close(rootfd);
+	if (rootfd >= 0)
+		close(rootfd);
+	free(path);
+	free(root);
 	return -1;
 }

@@ -22,7 +22,15 @@
  * for a path leaving the root). */
 int worker_media_open_at(int rootfd, const char *rel, int flags);
 
-/* The job's media file opened and checked: beneath j->open_root, a regular
+/* This host's names for the shared roots ([roots], common_roots.h), read
+ * once after the worker opens its store: job paths are stored in their
+ * canonical spelling and opened under this host's mount.  0, or -1 with a
+ * message in err. */
+int worker_media_roots_load(const struct config *cfg, store_t *st, char *err,
+			    size_t errlen);
+
+/* The job's media file opened and checked: beneath j->open_root (in this
+ * host's spelling), a regular
  * file whose device, inode (when the scan recorded them), size and mtime
  * are the scan's.  Returns the descriptor; else -1 with a message naming
  * the file in err and *permanent set when no retry can help (a link, a
