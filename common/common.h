@@ -114,9 +114,41 @@ char *text_escape(const void *s, size_t n, enum text_escape_mode mode);
  * would have kept). */
 char *text_unescape_path(const char *s, size_t *n);
 
+/* ---- human languages and their text (common_text.c) ------------------ */
+/* The English name of a language code ("de" -> "German"), matched on
+ * the code's primary part without regard to case ("DE", "de-AT" and
+ * "de_at" are all German).  NULL when the language is not one mpfarm
+ * knows; never fails otherwise. */
+const char *text_lang_name(const char *code);
+/* The length of s[0..n) once the closing quotes and brackets at its end
+ * are set aside (at least one byte is always kept).  Never fails. */
+size_t text_closers_trim(const char *s, size_t n);
+/* The length of the closing quote or bracket that ends s[0..n), or 0 when
+ * it ends in none.  Never fails. */
+size_t text_closer_len(const char *s, size_t n);
+/* Does s[0..n) end with a mark that ends a sentence ('.', '!', '?', the
+ * ellipsis, the Arabic, Devanagari and CJK marks)?  Closers must already
+ * be trimmed (text_closers_trim).  *wide (may be NULL) is set for the CJK
+ * marks, which end a sentence even with no space after them.  Never
+ * fails. */
+bool text_sentence_mark(const char *s, size_t n, bool *wide);
+/* text_sentence_mark after text_closers_trim: does the word or text
+ * s[0..n) end a sentence, closing quotes and brackets aside? */
+bool text_sentence_end(const char *s, size_t n);
+
 /* ---- time ----------------------------------------------------------- */
+#define MS_PER_S   1000              /* milliseconds in a second */
+#define MS_PER_H   (3600 * MS_PER_S) /* milliseconds in an hour */
 int64_t time_mono_ms(void);   /* CLOCK_MONOTONIC, for timeouts */
 int64_t time_wall_ms(void);   /* CLOCK_REALTIME, for the database */
+/* The n-th delay of a capped exponential backoff: base doubled n times
+ * (n < 0 counts as 0), never more than cap and never overflowing however
+ * large n is.  base <= 0 gives base; cap < base gives cap. */
+int64_t backoff_delay(int64_t base, int64_t cap, int n);
+/* A delay d spread at random over [d/2, 2 * (d/2)], halves rounded down
+ * ("equal jitter"), so a burst of failures does not come back at one
+ * moment.  d <= 0 gives d. */
+int64_t backoff_jitter(int64_t d);
 
 /* ---- files ----------------------------------------------------------- */
 /* mkdir -p of the parent folders of `path` (not the last component). */
@@ -138,6 +170,10 @@ int  file_open_regular(const char *path, int flags, mode_t mode, char *err,
 bool file_is_temp(const char *path);
 
 /* ---- processes ------------------------------------------------------ */
+/* The first descriptor after stdin, stdout and stderr: where a worker's
+ * channel sits, and the lowest number a descriptor handed to an engine
+ * may have. */
+#define FD_AFTER_STDIO 3
 /* True if a process with this pid exists (kill(pid, 0) semantics). */
 bool proc_alive(pid_t pid);
 /* Set FD_CLOEXEC / O_NONBLOCK. */

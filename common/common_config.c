@@ -606,6 +606,17 @@ config_has_lang(const struct config *cfg, const char *lang)
 }
 
 bool
+config_stage_lang(const struct config *cfg, int i, int *stage,
+		  const char **lang)
+{
+	if (i < 0 || i > cfg->nlangs)
+		return false;
+	*stage = i == 0 ? STAGE_TRANSCRIBE : STAGE_TRANSLATE;
+	*lang = i == 0 ? "" : cfg->langs[i - 1];
+	return true;
+}
+
+bool
 config_wants(const struct config *cfg, int stage, const char *lang)
 {
 	if (!(cfg->stage_mask & (1 << stage)))

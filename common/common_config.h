@@ -13,6 +13,7 @@
 
 #define STAGE_TRANSCRIBE 0
 #define STAGE_TRANSLATE  1
+#define STAGE_COUNT      2
 #define STAGE_MASK_TRANSCRIBE (1 << STAGE_TRANSCRIBE)
 #define STAGE_MASK_TRANSLATE  (1 << STAGE_TRANSLATE)
 #define STAGE_MASK_ALL        (STAGE_MASK_TRANSCRIBE | STAGE_MASK_TRANSLATE)
@@ -140,6 +141,14 @@ const char *config_stage_get(const struct config *cfg, int stage,
 bool config_has_lang(const struct config *cfg, const char *lang);
 /* True when this run works on stage/lang (--stage, --language). */
 bool config_wants(const struct config *cfg, int stage, const char *lang);
+/* The i-th (stage, language) pair the config names: i = 0 is the
+ * transcription (lang ""), then one translation per configured language
+ * in order.  True and *stage, *lang set, or false once i is past the last
+ * (or negative), so that every pair is walked with
+ *   for (int i = 0; config_stage_lang(cfg, i, &stage, &lang); i++)
+ * Whether this run wants the pair is config_wants'. */
+bool config_stage_lang(const struct config *cfg, int i, int *stage,
+		       const char **lang);
 
 /* Where section/key got its value ("FILE:LINE"), NULL if not from the
  * file; for [farm] keys also the environment or the command line. */

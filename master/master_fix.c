@@ -102,14 +102,6 @@ fix_index_find(const struct fix_ctx *fc, const char *lang, const char *rel)
 
 /* ---- helpers ------------------------------------------------------------ */
 
-static char *
-fix_job_name(const struct store_audit_job *j)
-{
-	if (j->stage == STAGE_TRANSCRIBE)
-		return xstrdup("transcribe");
-	return xasprintf("translate:%s", j->lang);
-}
-
 /* Whole: a regular file at the final name, reached without a link. */
 static bool
 fix_output_whole(struct fix_ctx *fc, const struct store_audit_job *j)
@@ -383,10 +375,11 @@ static int
 fix_apply(struct fix_ctx *fc, struct store_audit_job *j,
 	  enum job_status to, const char *why)
 {
-	char *name = fix_job_name(j);
+	char name[JOB_STAGE_KEY_MAX];
 	const char *from = job_status_name(j->status);
 	int rc = 0;
 
+	job_stage_key(j->stage, j->lang, name, sizeof(name));
 	if (fc->cfg->dry_run) {
 		printf("would fix: job %lld %s %s: %s -> %s (%s)\n",
 		    (long long)j->job_id, name, log_quote(j->abs), from,
@@ -413,7 +406,6 @@ fix_apply(struct fix_ctx *fc, struct store_audit_job *j,
 	fc->changes++;
 	j->status = to;
 out:
-	free(name);
 	return rc;
 }
 
@@ -548,8 +540,9 @@ out:
 static void
 check_job(struct fix_ctx *fc, const struct store_audit_job *j)
 {
-	char *name = fix_job_name(j);
+	char name[JOB_STAGE_KEY_MAX];
 
+	job_stage_key(j->stage, j->lang, name, sizeof(name));
 	if (j->status == JOB_ST_COMPLETED && !fix_output_whole(fc, j)) {
 		char *out = file_output_path(fc->cfg->output, j->stage, j->lang,
 		    j->rel, ".txt");
@@ -566,7 +559,6 @@ check_job(struct fix_ctx *fc, const struct store_audit_job *j)
 		fc->problems++;
 		fc->fixable++;
 	}
-	free(name);
 }
 
 static void

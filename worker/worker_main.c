@@ -150,12 +150,7 @@ worker_retry_at(const struct config *cfg, int attempts, int64_t retry_after_ms)
 	if (retry_after_ms > 0) {
 		delay = retry_after_ms < cap ? retry_after_ms : cap;
 	} else {
-		int shift = attempts > 1 ? attempts - 1 : 0;
-		delay = shift > 20 ? cap : base << shift;
-		if (delay > cap)
-			delay = cap;
-		/* full jitter: spread retries of a burst of failures */
-		delay = delay / 2 + (int64_t)(random() % (delay / 2 + 1));
+		delay = backoff_jitter(backoff_delay(base, cap, attempts - 1));
 	}
 	return time_wall_ms() + delay;
 }
