@@ -40,6 +40,8 @@ struct tree_temp {
  * -1 with err naming the root and errno set; *t is then safe to close. */
 int  tree_open(struct tree *t, const char *root, bool create, bool durable,
 	       char *err, size_t errlen);
+/* Close the root and the cached folder and free the names; *t can be
+ * closed again or reopened.  Never fails. */
 void tree_close(struct tree *t);
 
 /* True when a failure with this errno will fail again however often the
@@ -71,7 +73,8 @@ int  tree_temp_write(struct tree *t, const char *relpath, const void *data,
 		     char *err, size_t errlen);
 /* renameat the temp onto the final name in the same folder: 0 or -1. */
 int  tree_temp_publish(const struct tree_temp *tt);
-/* Remove the published final name again (a publish rolled back). */
+/* Remove the published final name again (a publish rolled back); a name
+ * already gone is not an error (nothing is reported). */
 void tree_temp_unpublish(const struct tree_temp *tt);
 /* Unlink the temp (when still there), close and free; *tt is zeroed. */
 void tree_temp_discard(struct tree_temp *tt);

@@ -20,7 +20,7 @@ extern const struct provider_ops provider_elevenlabs;
 extern const struct provider_ops provider_openai;
 extern const struct provider_ops provider_deepl;
 
-#define WORKER_HTTP_RETRY_AFTER_MAX_MS (15 * 60 * 1000)  /* cap on any pause */
+#define WORKER_HTTP_RETRY_AFTER_MAX_MS (15 * 60 * MS_PER_S)  /* cap on any pause */
 #define WORKER_HTTP_RESPONSE_MAX (16L * 1024 * 1024)    /* default body cap */
 /* Decoding a JSON body may take at most FACTOR times its size plus SLACK
  * bytes of jansson's memory (a real answer takes about 10 times; a body of

@@ -194,10 +194,11 @@ worker_subtitle_cues_free(struct sub_cue *cues, size_t n)
 static void
 sub_time(struct buf *b, double t, char frac_sep)
 {
-	long long ms = (isfinite(t) && t > 0) ? llround(t * 1000.0) : 0;
+	long long ms = (isfinite(t) && t > 0) ? llround(t * MS_PER_S) : 0;
 
-	buf_printf(b, "%02lld:%02lld:%02lld%c%03lld", ms / 3600000,
-	    ms / 60000 % 60, ms / 1000 % 60, frac_sep, ms % 1000);
+	buf_printf(b, "%02lld:%02lld:%02lld%c%03lld", ms / MS_PER_H,
+	    ms / (60 * MS_PER_S) % 60, ms / MS_PER_S % 60, frac_sep,
+	    ms % MS_PER_S);
 }
 
 char *
