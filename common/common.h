@@ -68,9 +68,11 @@ void log_event(enum log_level lvl, const char *event, const char *fmt, ...)
 /* Quote a value for a key=value line: returns a pointer into one of a few
  * rotating static buffers (safe for up to 4 uses in one log call).  Bytes
  * that are not printable ASCII are escaped as \xNN, so invalid UTF-8 and
- * newlines in file names never break the one-line-per-event rule. */
+ * newlines in file names never break the one-line-per-event rule.  NULL
+ * gives "-"; a value too long for the buffer is cut.  Never fails. */
 const char *log_quote(const char *s);
-/* Print "mpfarm: message" to stderr for command-line tools (not key=value). */
+/* Print "mpfarm: message" to stderr for command-line tools (not
+ * key=value); a failed write is ignored. */
 void say_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* ---- process titles (common_title.c) -------------------------------- */
@@ -82,7 +84,8 @@ void say_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 char **title_init(int argc, char **argv);
 /* Set the title `ps -o args` shows ("mpfarm: worker 3 idle"), truncated
  * to the original command line's and environment's length, and the
- * short name (comm) to "mpfarm-" and the title's role word. */
+ * short name (comm) to "mpfarm-" and the title's role word.  Never
+ * fails (what the kernel refuses is left as it was). */
 void title_set(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* ---- memory and strings (common_util.c) ----------------------------- */

@@ -94,6 +94,21 @@ int  tree_file_stat(struct tree *t, const char *relpath, struct stat *sb);
 /* True when `relpath` is a regular file reached without any link. */
 bool tree_file_is_regular(struct tree *t, const char *relpath);
 
+/* One entry of a folder listing. */
+struct tree_name {
+	char         *name;
+	unsigned char type;     /* d_type; DT_UNKNOWN when the file system
+				 * does not say (fstatat then) */
+};
+/* The entries of the folder open at dfd, "." and ".." left out, sorted by
+ * name byte by byte (strcmp): the one order scan, fix and check walk
+ * folders in.  dfd stays the caller's (a duplicate is read, from its
+ * start).  0, or -1 with errno set when the folder could not be read to
+ * its end: *out and *n then hold what was read before (maybe nothing).
+ * Free *out with tree_names_free in either case. */
+int  tree_dir_list(int dfd, struct tree_name **out, size_t *n);
+void tree_names_free(struct tree_name *v, size_t n);
+
 /* Output names relative to the root: "transcripts/REL" + suffix or
  * "translations/LANG/REL" + suffix.  malloc'd. */
 char *tree_output_rel(int stage, const char *lang, const char *rel,

@@ -11,12 +11,19 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <dirent.h>
+#include <fcntl.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "common.h"
 #include "common_config.h"
 #include "common_store.h"
+#include "common_tree.h"
 #include "worker_http.h"
 
 static void
@@ -219,6 +226,58 @@ test_stage_lang_walk(void **state)
 	assert_int_equal(i, 1);
 }
 
+/* The one folder listing scan, fix and check walk: sorted bytewise,
+ * without "." and "..", types given, the caller's descriptor untouched. */
+static void
+test_dir_list(void **state)
+{
+	char dir[] = "/tmp/mpfarm-test-list-XXXXXX", p[128];
+	const char *const files[] = { "b", "a", "B", ".hidden", "a0" };
+	struct tree_name *v;
+	size_t n;
+	int dfd;
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+		snprintf(p, sizeof(p), "%s/%s", dir, files[i]);
+		int fd = open(p, O_CREAT | O_WRONLY, 0600);
+		assert_true(fd >= 0);
+		close(fd);
+	}
+	snprintf(p, sizeof(p), "%s/sub", dir);
+	assert_int_equal(mkdir(p, 0700), 0);
+	dfd = open(dir, O_RDONLY | O_DIRECTORY);
+	assert_true(dfd >= 0);
+	for (int round = 0; round < 2; round++) {
+		assert_int_equal(tree_dir_list(dfd, &v, &n), 0);
+		assert_int_equal(n, 6);
+		assert_string_equal(v[0].name, ".hidden");
+		assert_string_equal(v[1].name, "B");
+		assert_string_equal(v[2].name, "a");
+		assert_string_equal(v[3].name, "a0");
+		assert_string_equal(v[4].name, "b");
+		assert_string_equal(v[5].name, "sub");
+		assert_true(v[5].type == DT_DIR || v[5].type == DT_UNKNOWN);
+		tree_names_free(v, n);
+	}
+	/* dfd is still the caller's */
+	struct stat sb;
+	assert_int_equal(fstatat(dfd, "sub", &sb, 0), 0);
+	close(dfd);
+	/* not a folder: -1, nothing listed */
+	assert_int_equal(tree_dir_list(-1, &v, &n), -1);
+	assert_null(v);
+	assert_int_equal(n, 0);
+	for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+		snprintf(p, sizeof(p), "%s/%s", dir, files[i]);
+		unlink(p);
+	}
+	snprintf(p, sizeof(p), "%s/sub", dir);
+	rmdir(p);
+	rmdir(dir);
+}
+
 int
 main(void)
 {
@@ -231,6 +290,7 @@ main(void)
 		cmocka_unit_test(test_piece_put),
 		cmocka_unit_test(test_stage_key),
 		cmocka_unit_test(test_stage_lang_walk),
+		cmocka_unit_test(test_dir_list),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
