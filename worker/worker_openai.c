@@ -20,6 +20,7 @@
 #define OPENAI_BASE        "https://api.openai.com"
 #define OPENAI_UPLOAD_MAX  (25L * 1024 * 1024)
 #define OPENAI_CHUNK       12000    /* bytes of transcript per request */
+#define OPENAI_BYTES_MIN   1000     /* least chunk_bytes, max_upload_bytes */
 
 /* The language's name for the instruction: the code itself for a
  * regional variant ("en-gb") or a language common_text.c does not name. */
@@ -77,9 +78,9 @@ openai_check(const struct config *cfg, int stage, const char *lang,
 		const char *k = i ? "chunk_bytes" : "max_upload_bytes";
 		const char *s = config_get(cfg, "openai", k);
 		v = config_get_long(cfg, "openai", k, -1);
-		if (s != NULL && v < 1000) {
+		if (s != NULL && v < OPENAI_BYTES_MIN) {
 			snprintf(err, errlen, "[openai] %s must be a number of bytes "
-			    "(at least 1000), not \"%s\"", k, s);
+			    "(at least %d), not \"%s\"", k, OPENAI_BYTES_MIN, s);
 			rc = -1;
 		}
 	}
@@ -332,7 +333,7 @@ openai_translate(const struct provider_req *req, struct worker_http_call *c,
 	int np = 0, rc = -1;
 
 	buf_init(&out);
-	if (chunk < 1000)
+	if (chunk < OPENAI_BYTES_MIN)
 		chunk = OPENAI_CHUNK;
 	worker_deepl_split(req->text, req->text_len, (size_t)chunk, &p, &np);
 	c->headers = openai_headers(key, true);
