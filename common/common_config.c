@@ -51,7 +51,7 @@ static const struct config_num {
 	{ "rate", false, 1e-6, 1e6 },
 	{ "max_concurrency", true, 1, 10000 },
 	{ "quota_pause", true, 1, 86400 * 30 },
-	{ "delay_ms", true, 0, 3600000 },
+	{ "delay_ms", true, 0, MS_PER_H },
 	{ "connect_timeout", true, 1, 3600 },
 	{ "low_speed_time", true, 1, 86400 },
 };
@@ -250,9 +250,10 @@ config_farm_set(struct config *cfg, const char *key, const char *v,
 		{ "max_jobs_per_worker", &cfg->max_jobs_per_worker, 0, 1000000000 },
 		{ "grace", &cfg->grace, 0, 86400 },
 		{ "check_interval", &cfg->check_interval, 1, 86400 },
-		{ "busy_timeout", &cfg->busy_timeout_ms, 1, 3600000 },
-		{ "retry_delay_ms", &cfg->retry_delay_ms, 1, 86400000 },
-		{ "retry_max_delay_ms", &cfg->retry_max_delay_ms, 1, 86400000 },
+		{ "busy_timeout", &cfg->busy_timeout_ms, 1, MS_PER_H },
+		{ "retry_delay_ms", &cfg->retry_delay_ms, 1, 24L * MS_PER_H },
+		{ "retry_max_delay_ms", &cfg->retry_max_delay_ms, 1,
+		  24L * MS_PER_H },
 	};
 	struct { const char *k; bool *p; } bools[] = {
 		{ "durable", &cfg->durable },
@@ -607,6 +608,17 @@ config_has_lang(const struct config *cfg, const char *lang)
 		if (strcmp(cfg->langs[i], lang) == 0)
 			return true;
 	return false;
+}
+
+bool
+config_stage_lang(const struct config *cfg, int i, int *stage,
+		  const char **lang)
+{
+	if (i < 0 || i > cfg->nlangs)
+		return false;
+	*stage = i == 0 ? STAGE_TRANSCRIBE : STAGE_TRANSLATE;
+	*lang = i == 0 ? "" : cfg->langs[i - 1];
+	return true;
 }
 
 bool

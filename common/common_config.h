@@ -13,6 +13,7 @@
 
 #define STAGE_TRANSCRIBE 0
 #define STAGE_TRANSLATE  1
+#define STAGE_COUNT      2
 #define STAGE_MASK_TRANSCRIBE (1 << STAGE_TRANSCRIBE)
 #define STAGE_MASK_TRANSLATE  (1 << STAGE_TRANSLATE)
 #define STAGE_MASK_ALL        (STAGE_MASK_TRANSCRIBE | STAGE_MASK_TRANSLATE)
@@ -108,6 +109,7 @@ struct config {
 #define CONFIG_EUSAGE  (-1)
 #define CONFIG_EIO     (-2)
 int  config_load(struct config *cfg, int argc, char **argv);
+/* Free everything cfg holds and zero it (safe to load or free again). */
 void config_free(struct config *cfg);
 
 /* Re-read the settings (HUP): the file again, the command line still
@@ -140,15 +142,25 @@ const char *config_stage_get(const struct config *cfg, int stage,
 bool config_has_lang(const struct config *cfg, const char *lang);
 /* True when this run works on stage/lang (--stage, --language). */
 bool config_wants(const struct config *cfg, int stage, const char *lang);
+/* The i-th (stage, language) pair the config names: i = 0 is the
+ * transcription (lang ""), then one translation per configured language
+ * in order.  True and *stage, *lang set, or false once i is past the last
+ * (or negative), so that every pair is walked with
+ *   for (int i = 0; config_stage_lang(cfg, i, &stage, &lang); i++)
+ * Whether this run wants the pair is config_wants'. */
+bool config_stage_lang(const struct config *cfg, int i, int *stage,
+		       const char **lang);
 
 /* Where section/key got its value ("FILE:LINE"), NULL if not from the
  * file; for [farm] keys also the environment or the command line. */
 const char *config_where(const struct config *cfg, const char *section,
 			 const char *key);
 
-/* Print the usage of one command (or of all with CMD_COUNT) to fp. */
+/* Print the usage of one command (or of all with CMD_COUNT) to fp, from
+ * common_cli.c's table.  Write errors are fp's (ferror), not reported
+ * here. */
 void config_usage(FILE *fp, int cmd);
-/* The command word of cmd ("run", "scan", ...). */
+/* The command word of cmd ("run", "scan", ...); "?" when out of range. */
 const char *config_cmd_name(int cmd);
 
 /* ---- between common_config.c and common_cli.c ------------------------ */
@@ -156,15 +168,23 @@ const char *config_cmd_name(int cmd);
  * the codes of config_load, the message in err. */
 int  config_parse(struct config *cfg, int argc, char **argv, char *err,
 		  size_t errlen);
+/* Zero cfg and set every built-in default (workers 5, ./output, ...).
+ * Never fails. */
 void config_defaults(struct config *cfg);
-/* Read an INI file into cfg; errors as "FILE:LINE: message". */
+/* Read an INI file into cfg (its entries, and its [farm] keys into the
+ * typed fields): 0, or -1 with err as "FILE:LINE: message" (a file that
+ * cannot be read, a syntax error, a bad [farm] value or unknown key);
+ * what was read before the error stays in cfg. */
 int  config_file_read(struct config *cfg, const char *file, char *err,
 		      size_t errlen);
 /* Set one [farm] key from the file, the environment or an option; where
  * says which.  -1 on a bad value (err without location), -2 unknown key. */
 int  config_farm_set(struct config *cfg, const char *key, const char *v,
 		     const char *where, char *err, size_t errlen);
-/* "en, de,HE" -> {"en","de","he"}: codes start with a letter. */
+/* "en, de,HE" -> {"en","de","he"}: codes start with a letter, then
+ * letters, digits, '-' or '_'; lower-cased; a repeated code counts once.
+ * 0 and *n set, or -1 with err naming the list (a bad code, more than
+ * CONFIG_LANGS_MAX) and langs and *n not to be used. */
 int  config_langs_parse(const char *s, char (*langs)[CONFIG_LANG_MAX],
 			int *n, char *err, size_t errlen);
 

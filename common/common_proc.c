@@ -24,6 +24,9 @@
 #include <unistd.h>
 
 #define PROC_CHILDREN_MAX 256
+/* Between two rounds of proc_children_end: short, since the round is
+ * cheap and the master is waiting to exit (10 ms). */
+#define PROC_REAP_POLL_NS (10L * 1000 * 1000)
 
 static struct rlimit proc_core_saved;
 static bool proc_core_have;
@@ -200,6 +203,6 @@ proc_children_end(int timeout_ms, void (*tick)(void))
 		}
 		if (tick != NULL)
 			tick();
-		nanosleep(&(struct timespec){ 0, 10 * 1000 * 1000 }, NULL);
+		nanosleep(&(struct timespec){ 0, PROC_REAP_POLL_NS }, NULL);
 	}
 }

@@ -187,6 +187,14 @@ job_stage_name(int stage)
 	return "unknown";
 }
 
+const char *
+job_stage_key(int stage, const char *lang, char *out, size_t outlen)
+{
+	snprintf(out, outlen, "%s%s%s", job_stage_name(stage),
+	    lang[0] ? ":" : "", lang);
+	return out;
+}
+
 int
 job_stage_parse(const char *s)
 {

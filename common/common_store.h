@@ -24,6 +24,13 @@ enum job_status {
 };
 const char *job_status_name(enum job_status st);
 const char *job_stage_name(int stage);         /* "transcribe" / "translate" */
+/* The name a (stage, language) pair goes by in listings, `status --json`
+ * and the dashboard: "transcribe" or "translate:de" (the stage name alone
+ * when lang is ""), written into out (cut to outlen; JOB_STAGE_KEY_MAX
+ * holds any) and returned.  Never fails. */
+#define JOB_STAGE_KEY_MAX (sizeof("translate:") + CONFIG_LANG_MAX)
+const char *job_stage_key(int stage, const char *lang, char *out,
+			  size_t outlen);
 int         job_stage_parse(const char *s);     /* -1 if unknown */
 
 /* What happened in one attempt; the attempts log keeps the name. */

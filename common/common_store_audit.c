@@ -59,9 +59,9 @@ store_audit_lookup_open(store_t *st, store_audit_lookup_t **out)
 	sqlite3_finalize(s);
 	const char *seen = v >= 2 ? "coalesce(dev, 0), coalesce(ino, 0)"
 	    : "0, 0";
-	by_rel = xasprintf("SELECT file_id, size, mtime_ns, %s, abs_path "
+	by_rel = xasprintf("SELECT size, mtime_ns, %s, abs_path "
 	    "FROM media_files WHERE rel_path = ?1", seen);
-	by_abs = xasprintf("SELECT file_id, size, mtime_ns, %s "
+	by_abs = xasprintf("SELECT size, mtime_ns, %s "
 	    "FROM media_files WHERE abs_path = ?1", seen);
 	rc = sqlite3_prepare_v2(db, by_rel, -1, &lk->by_rel, NULL) != SQLITE_OK ||
 	    sqlite3_prepare_v2(db, by_abs, -1, &lk->by_abs, NULL) != SQLITE_OK;
@@ -98,13 +98,12 @@ store_audit_lookup_one(store_audit_lookup_t *lk, sqlite3_stmt *s,
 		return -1;
 	if (rc != SQLITE_ROW)
 		return 0;
-	kf->file_id = sqlite3_column_int64(s, 0);
-	kf->size = sqlite3_column_int64(s, 1);
-	kf->mtime_ns = sqlite3_column_int64(s, 2);
-	kf->dev = sqlite3_column_int64(s, 3);
-	kf->ino = sqlite3_column_int64(s, 4);
+	kf->size = sqlite3_column_int64(s, 0);
+	kf->mtime_ns = sqlite3_column_int64(s, 1);
+	kf->dev = sqlite3_column_int64(s, 2);
+	kf->ino = sqlite3_column_int64(s, 3);
 	if (abs != NULL)
-		*abs = store_column_path(s, 5);
+		*abs = store_column_path(s, 4);
 	sqlite3_reset(s);
 	return 1;
 }
@@ -208,8 +207,8 @@ store_audit_jobs_load(store_t *st, struct store_audit_jobs *out)
 	sqlite3_finalize(s);
 	s = NULL;
 	if (sqlite3_prepare_v2(db, "SELECT j.job_id, j.file_id, j.stage, "
-	    "j.lang, j.status, j.owner_pid, j.owner_master, j.started_at, "
-	    "f.rel_path, f.abs_path FROM jobs j JOIN media_files f "
+	    "j.lang, j.status, j.owner_pid, f.rel_path, f.abs_path "
+	    "FROM jobs j JOIN media_files f "
 	    "ON f.file_id = j.file_id ORDER BY j.file_id, j.stage, j.lang",
 	    -1, &s, NULL) != SQLITE_OK)
 		goto fail;
@@ -224,20 +223,17 @@ store_audit_jobs_load(store_t *st, struct store_audit_jobs *out)
 		j = &out->v[out->n];
 		memset(j, 0, sizeof(*j));
 		j->job_id = sqlite3_column_int64(s, 0);
-		j->file_id = file_id;
 		j->stage = job_stage_parse((const char *)sqlite3_column_text(s, 2));
 		snprintf(j->lang, sizeof(j->lang), "%s",
 		    (const char *)sqlite3_column_text(s, 3));
 		j->status = store_audit_status_parse(
 		    (const char *)sqlite3_column_text(s, 4));
 		j->owner_pid = (pid_t)sqlite3_column_int64(s, 5);
-		j->master_pid = (pid_t)sqlite3_column_int64(s, 6);
-		j->started_at_ms = sqlite3_column_int64(s, 7);
 		/* a file's jobs share its paths: a million files with three
 		 * languages would otherwise copy each path four times */
 		if (file_id != last_file) {
-			rel = store_column_path(s, 8);
-			abs = store_column_path(s, 9);
+			rel = store_column_path(s, 6);
+			abs = store_column_path(s, 7);
 			j->owns_paths = true;
 			last_file = file_id;
 		}

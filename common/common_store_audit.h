@@ -19,7 +19,6 @@ bool store_audit_db_missing(const char *path, const char *cmd);
 struct store_known_file {
 	bool    found;          /* registered: store_file_add will say
 				 * unchanged or changed */
-	int64_t file_id;
 	int64_t size;           /* as registered */
 	int64_t mtime_ns;
 	int64_t dev, ino;       /* ino 0: not recorded (schema 1) */
@@ -45,13 +44,10 @@ int  store_audit_lang_missing(store_t *st, const char *lang, int64_t *n);
 /* ---- fix / check: every job with its file ----------------------------- */
 struct store_audit_job {
 	int64_t job_id;
-	int64_t file_id;
 	int     stage;
 	char    lang[CONFIG_LANG_MAX];
 	enum job_status status;
 	pid_t   owner_pid;      /* worker holding an in-progress job, or 0 */
-	pid_t   master_pid;     /* its master, or 0 */
-	int64_t started_at_ms;
 	char   *rel;            /* shared by the jobs of one file */
 	char   *abs;
 	bool    owns_paths;     /* the first job of its file frees them */

@@ -14,6 +14,7 @@
 #include "common_tree.h"
 #include "common_config.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -460,6 +461,65 @@ tree_file_stat(struct tree *t, const char *relpath, struct stat *sb)
 	if (dfd < 0 || fstatat(dfd, base, sb, AT_SYMLINK_NOFOLLOW) < 0)
 		return -1;
 	return S_ISREG(sb->st_mode) ? 0 : -1;
+}
+
+static int
+tree_name_cmp(const void *a, const void *b)
+{
+	return strcmp(((const struct tree_name *)a)->name,
+	    ((const struct tree_name *)b)->name);
+}
+
+int
+tree_dir_list(int dfd, struct tree_name **out, size_t *n)
+{
+	int fd = fcntl(dfd, F_DUPFD_CLOEXEC, 0), e = 0;
+	struct tree_name *v = NULL;
+	struct dirent *de;
+	size_t cap = 0;
+	DIR *d;
+
+	*out = NULL;
+	*n = 0;
+	if (fd < 0)
+		return -1;
+	if ((d = fdopendir(fd)) == NULL) {
+		e = errno;
+		close(fd);
+		errno = e;
+		return -1;
+	}
+	rewinddir(d);           /* a duplicate shares the caller's offset */
+	for (;;) {
+		errno = 0;
+		if ((de = readdir(d)) == NULL) {
+			e = errno;
+			break;
+		}
+		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+			continue;
+		if (*n == cap) {
+			cap = cap ? cap * 2 : 64;
+			v = xrealloc(v, cap * sizeof(*v));
+		}
+		v[*n].name = xstrdup(de->d_name);
+		v[*n].type = de->d_type;
+		(*n)++;
+	}
+	closedir(d);
+	if (*n > 1)
+		qsort(v, *n, sizeof(*v), tree_name_cmp);
+	*out = v;
+	errno = e;
+	return e != 0 ? -1 : 0;
+}
+
+void
+tree_names_free(struct tree_name *v, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(v[i].name);
+	free(v);
 }
 
 bool

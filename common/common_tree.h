@@ -40,6 +40,8 @@ struct tree_temp {
  * -1 with err naming the root and errno set; *t is then safe to close. */
 int  tree_open(struct tree *t, const char *root, bool create, bool durable,
 	       char *err, size_t errlen);
+/* Close the root and the cached folder and free the names; *t can be
+ * closed again or reopened.  Never fails. */
 void tree_close(struct tree *t);
 
 /* True when a failure with this errno will fail again however often the
@@ -71,7 +73,8 @@ int  tree_temp_write(struct tree *t, const char *relpath, const void *data,
 		     char *err, size_t errlen);
 /* renameat the temp onto the final name in the same folder: 0 or -1. */
 int  tree_temp_publish(const struct tree_temp *tt);
-/* Remove the published final name again (a publish rolled back). */
+/* Remove the published final name again (a publish rolled back); a name
+ * already gone is not an error (nothing is reported). */
 void tree_temp_unpublish(const struct tree_temp *tt);
 /* Unlink the temp (when still there), close and free; *tt is zeroed. */
 void tree_temp_discard(struct tree_temp *tt);
@@ -90,6 +93,21 @@ int  tree_file_open(struct tree *t, const char *relpath, char *err,
 int  tree_file_stat(struct tree *t, const char *relpath, struct stat *sb);
 /* True when `relpath` is a regular file reached without any link. */
 bool tree_file_is_regular(struct tree *t, const char *relpath);
+
+/* One entry of a folder listing. */
+struct tree_name {
+	char         *name;
+	unsigned char type;     /* d_type; DT_UNKNOWN when the file system
+				 * does not say (fstatat then) */
+};
+/* The entries of the folder open at dfd, "." and ".." left out, sorted by
+ * name byte by byte (strcmp): the one order scan, fix and check walk
+ * folders in.  dfd stays the caller's (a duplicate is read, from its
+ * start).  0, or -1 with errno set when the folder could not be read to
+ * its end: *out and *n then hold what was read before (maybe nothing).
+ * Free *out with tree_names_free in either case. */
+int  tree_dir_list(int dfd, struct tree_name **out, size_t *n);
+void tree_names_free(struct tree_name *v, size_t n);
 
 /* Output names relative to the root: "transcripts/REL" + suffix or
  * "translations/LANG/REL" + suffix.  malloc'd. */

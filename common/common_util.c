@@ -147,7 +147,7 @@ time_mono_ms(void)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	return (int64_t)ts.tv_sec * MS_PER_S + ts.tv_nsec / 1000000;
 }
 
 int64_t
@@ -155,7 +155,32 @@ time_wall_ms(void)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	return (int64_t)ts.tv_sec * MS_PER_S + ts.tv_nsec / 1000000;
+}
+
+/* The one capped exponential backoff: worker respawns, job retries and
+ * provider pauses all grow their delays here. */
+int64_t
+backoff_delay(int64_t base, int64_t cap, int n)
+{
+	int64_t d = base;
+
+	if (base <= 0)
+		return base;
+	if (cap < base)
+		return cap;
+	/* doubling stops at the cap, so it never overflows */
+	for (int i = 0; i < n && d < cap; i++)
+		d = d > cap / 2 ? cap : d * 2;
+	return d;
+}
+
+int64_t
+backoff_jitter(int64_t d)
+{
+	if (d <= 0)
+		return d;
+	return d / 2 + (int64_t)(random() % (d / 2 + 1));
 }
 
 int

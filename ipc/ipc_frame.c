@@ -15,6 +15,10 @@
 #include <time.h>
 #include <unistd.h>
 
+/* A full socket buffer: how long a send waits for room before it looks
+ * again (the peer reads its frames at once; this only bounds a stall). */
+#define IPC_SEND_WAIT_MS 1000
+
 /* Field layouts: 'i' integer, 's' string.  Index = message type. */
 static const char *const ipc_layouts[IPC_MSG_MAX] = {
 	[IPC_MSG_READY]          = "i",
@@ -296,7 +300,7 @@ ipc_frame_send(int fd, const struct ipc_msg *m)
 				continue;
 			if (errno == EAGAIN) {
 				struct pollfd pfd = { fd, POLLOUT, 0 };
-				(void)poll(&pfd, 1, 1000);
+				(void)poll(&pfd, 1, IPC_SEND_WAIT_MS);
 				continue;
 			}
 			return -1;

@@ -147,42 +147,38 @@ int
 master_config_check(const struct config *cfg, int files,
 		    master_check_report_fn report, void *arg)
 {
-	char err[600], name[64];
-	int problems = 0;
+	char err[600], name[JOB_STAGE_KEY_MAX];
+	const char *lang;
+	int problems = 0, stage;
 
 	if (cfg->workers < 1) {
 		report(arg, "workers", "--workers must be at least 1", false);
 		problems++;
 	}
-	for (int stage = 0; stage < 2; stage++) {
-		int n = stage == STAGE_TRANSCRIBE ? 1 : cfg->nlangs;
-		for (int i = 0; i < n; i++) {
-			const char *lang = stage == STAGE_TRANSCRIBE ? "" : cfg->langs[i];
-			const char *pname = config_provider(cfg, stage, lang);
-			const struct provider_ops *ops = provider_find(pname);
+	for (int i = 0; config_stage_lang(cfg, i, &stage, &lang); i++) {
+		const char *pname = config_provider(cfg, stage, lang);
+		const struct provider_ops *ops = provider_find(pname);
 
-			if (!config_wants(cfg, stage, lang))
-				continue;
-			snprintf(name, sizeof(name), "%s%s%s", job_stage_name(stage),
-			    lang[0] ? ":" : "", lang);
-			if (pname == NULL)
-				continue;       /* only a problem with work: run says */
-			err[0] = '\0';
-			if (ops == NULL)
-				snprintf(err, sizeof(err), "provider %s is not built "
-				    "into this mpfarm", pname);
-			else if (ops->check != NULL)
-				(void)ops->check(cfg, stage, lang, err, sizeof(err));
-			if (err[0] != '\0') {
-				char msg[700];
-				snprintf(msg, sizeof(msg), "provider %s: %s", pname, err);
-				report(arg, name, msg, false);
-				problems++;
-			} else {
-				char msg[120];
-				snprintf(msg, sizeof(msg), "provider %s ready", pname);
-				report(arg, name, msg, true);
-			}
+		if (!config_wants(cfg, stage, lang))
+			continue;
+		job_stage_key(stage, lang, name, sizeof(name));
+		if (pname == NULL)
+			continue;       /* only a problem with work: run says */
+		err[0] = '\0';
+		if (ops == NULL)
+			snprintf(err, sizeof(err), "provider %s is not built "
+			    "into this mpfarm", pname);
+		else if (ops->check != NULL)
+			(void)ops->check(cfg, stage, lang, err, sizeof(err));
+		if (err[0] != '\0') {
+			char msg[700];
+			snprintf(msg, sizeof(msg), "provider %s: %s", pname, err);
+			report(arg, name, msg, false);
+			problems++;
+		} else {
+			char msg[120];
+			snprintf(msg, sizeof(msg), "provider %s ready", pname);
+			report(arg, name, msg, true);
 		}
 	}
 	if (files == MASTER_CHECK_CONFIG)
@@ -250,8 +246,7 @@ master_config_unprovided(const struct config *cfg, store_t *st,
 			continue;
 		if (s->stage == STAGE_TRANSLATE && !config_has_lang(cfg, s->lang))
 			continue;
-		snprintf(name, sizeof(name), "%s%s%s", job_stage_name(s->stage),
-		    s->lang[0] ? ":" : "", s->lang);
+		job_stage_key(s->stage, s->lang, name, sizeof(name));
 		if (s->stage == STAGE_TRANSCRIBE)
 			snprintf(msg, sizeof(msg), "%lld jobs to do and no provider: "
 			    "set [transcribe] provider = elevenlabs, openai or exec "
@@ -369,6 +364,8 @@ static void
 config_show_stages(const struct config *cfg)
 {
 	char langs[CONFIG_LANGS_MAX * CONFIG_LANG_MAX + 1] = "";
+	const char *lang;
+	int stage;
 
 	for (int i = 0; i < cfg->nlangs; i++) {
 		if (i > 0)
@@ -381,25 +378,21 @@ config_show_stages(const struct config *cfg)
 	    "translate", NULL);
 	config_show_line("languages", cfg->nlangs ? langs : "(none)",
 	    config_where(cfg, "translate", "languages"));
-	for (int stage = 0; stage < 2; stage++) {
-		int n = stage == STAGE_TRANSCRIBE ? 1 : cfg->nlangs;
-		for (int i = 0; i < n; i++) {
-			const char *lang = stage == STAGE_TRANSCRIBE ? "" : cfg->langs[i];
-			const char *p = config_provider(cfg, stage, lang);
-			char sec[CONFIG_LANG_MAX + 16], key[64];
-			const char *where = NULL;
-			if (stage == STAGE_TRANSCRIBE) {
-				where = config_where(cfg, "transcribe", "provider");
-			} else {
-				snprintf(sec, sizeof(sec), "translate.%s", lang);
-				where = config_where(cfg, sec, "provider");
-				if (where == NULL)
-					where = config_where(cfg, "translate", "provider");
-			}
-			snprintf(key, sizeof(key), "provider of %s%s%s",
-			    job_stage_name(stage), lang[0] ? ":" : "", lang);
-			config_show_line(key, p ? p : "(none)", where);
+	for (int i = 0; config_stage_lang(cfg, i, &stage, &lang); i++) {
+		const char *p = config_provider(cfg, stage, lang);
+		char sec[CONFIG_LANG_MAX + 16], key[64], sk[JOB_STAGE_KEY_MAX];
+		const char *where = NULL;
+		if (stage == STAGE_TRANSCRIBE) {
+			where = config_where(cfg, "transcribe", "provider");
+		} else {
+			snprintf(sec, sizeof(sec), "translate.%s", lang);
+			where = config_where(cfg, sec, "provider");
+			if (where == NULL)
+				where = config_where(cfg, "translate", "provider");
 		}
+		snprintf(key, sizeof(key), "provider of %s",
+		    job_stage_key(stage, lang, sk, sizeof(sk)));
+		config_show_line(key, p ? p : "(none)", where);
 	}
 }
 

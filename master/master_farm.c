@@ -480,20 +480,17 @@ static void
 farm_start_log(void)
 {
 	const struct config *cfg = farm.cfg;
-	const char *p;
+	const char *p, *lang;
 	struct buf b;
+	int stage;
 
 	buf_init(&b);
-	if (config_wants(cfg, STAGE_TRANSCRIBE, "")) {
-		p = config_provider(cfg, STAGE_TRANSCRIBE, "");
-		buf_printf(&b, " transcribe=%s", p != NULL ? p : "none");
-	}
-	for (int i = 0; i < cfg->nlangs; i++) {
-		if (!config_wants(cfg, STAGE_TRANSLATE, cfg->langs[i]))
+	for (int i = 0; config_stage_lang(cfg, i, &stage, &lang); i++) {
+		if (!config_wants(cfg, stage, lang))
 			continue;
-		p = config_provider(cfg, STAGE_TRANSLATE, cfg->langs[i]);
-		buf_printf(&b, " translate.%s=%s", cfg->langs[i],
-		    p != NULL ? p : "none");
+		p = config_provider(cfg, stage, lang);
+		buf_printf(&b, " %s%s%s=%s", job_stage_name(stage),
+		    lang[0] ? "." : "", lang, p != NULL ? p : "none");
 	}
 	buf_terminate(&b);
 	log_info("farm_start", "workers=%d db=%s output=%s stage=%s%s",

@@ -116,7 +116,7 @@ struct farm {
 
 	/* counters for USR1, status file and the end summary */
 	int64_t started_mono;
-	struct farm_stage_stats stage[2];
+	struct farm_stage_stats stage[STAGE_COUNT];
 	int64_t respawns, hung_kills, deaths_signal, deaths_exit, broken;
 	int64_t rate_ring[FARM_RATE_SECS];
 	int64_t rate_sec;       /* mono second of rate_ring's newest bucket */

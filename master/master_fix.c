@@ -30,7 +30,6 @@
 #include "common_store_audit.h"
 #include "common_tree.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -102,14 +101,6 @@ fix_index_find(const struct fix_ctx *fc, const char *lang, const char *rel)
 
 /* ---- helpers ------------------------------------------------------------ */
 
-static char *
-fix_job_name(const struct store_audit_job *j)
-{
-	if (j->stage == STAGE_TRANSCRIBE)
-		return xstrdup("transcribe");
-	return xasprintf("translate:%s", j->lang);
-}
-
 /* Whole: a regular file at the final name, reached without a link. */
 static bool
 fix_output_whole(struct fix_ctx *fc, const struct store_audit_job *j)
@@ -135,48 +126,12 @@ typedef void (*fix_file_fn)(struct fix_ctx *fc, int dirfd, const char *name,
 			    const char *path, const char *lang,
 			    const char *rel);
 
-static int
-fix_name_cmp(const void *a, const void *b)
-{
-	return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
 /* Something in the tree mpfarm will not enter: said, counted, left. */
 static void
 fix_refused(struct fix_ctx *fc, const char *what)
 {
 	printf("%s: %s; left alone\n", fc->cmd, what);
 	fc->problems++;
-}
-
-/* The names in a folder (not "." or ".."), sorted; closes dfd. */
-static char **
-fix_names(int dfd, size_t *n_out)
-{
-	DIR *d = fdopendir(dfd);
-	struct dirent *de;
-	char **names = NULL;
-	size_t n = 0, cap = 0;
-
-	*n_out = 0;
-	if (d == NULL) {
-		close(dfd);
-		return NULL;
-	}
-	while ((de = readdir(d)) != NULL) {
-		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-			continue;
-		if (n == cap) {
-			cap = cap ? cap * 2 : 32;
-			names = xrealloc(names, cap * sizeof(*names));
-		}
-		names[n++] = xstrdup(de->d_name);
-	}
-	closedir(d);
-	if (n > 1)
-		qsort(names, n, sizeof(*names), fix_name_cmp);
-	*n_out = n;
-	return names;
 }
 
 /* Every regular file under the folder dfd (path `dir`, closed here), in
@@ -187,23 +142,22 @@ static void
 fix_walk(struct fix_ctx *fc, int dfd, const char *dir, const char *lang,
 	 const char *relpfx, fix_file_fn fn)
 {
-	int keep = fcntl(dfd, F_DUPFD_CLOEXEC, 0);
+	struct tree_name *names = NULL;
 	size_t n = 0;
-	char **names = fix_names(dfd, &n);
 
-	if (keep < 0) {
+	if (tree_dir_list(dfd, &names, &n) < 0) {
 		say_err("%s: cannot read folder %s: %s", fc->cmd, log_quote(dir),
 		    strerror(errno));
 		fc->problems++;
 	}
 	for (size_t i = 0; i < n; i++) {
-		char *path = xasprintf("%s/%s", dir, names[i]);
-		char *rel = xasprintf("%s%s", relpfx, names[i]);
+		const char *name = names[i].name;
+		char *path = xasprintf("%s/%s", dir, name);
+		char *rel = xasprintf("%s%s", relpfx, name);
 		struct stat sb;
 		int sub;
 
-		if (keep < 0 || fstatat(keep, names[i], &sb,
-		    AT_SYMLINK_NOFOLLOW) < 0) {
+		if (fstatat(dfd, name, &sb, AT_SYMLINK_NOFOLLOW) < 0) {
 			;       /* gone since the listing: nothing to judge */
 		} else if (S_ISLNK(sb.st_mode)) {
 			char *what = xasprintf("%s is a symbolic link in the "
@@ -211,7 +165,7 @@ fix_walk(struct fix_ctx *fc, int dfd, const char *dir, const char *lang,
 			fix_refused(fc, what);
 			free(what);
 		} else if (S_ISDIR(sb.st_mode)) {
-			sub = openat(keep, names[i], O_RDONLY | O_DIRECTORY |
+			sub = openat(dfd, name, O_RDONLY | O_DIRECTORY |
 			    O_NOFOLLOW | O_CLOEXEC);
 			if (sub >= 0) {
 				char *pfx = xasprintf("%s/", rel);
@@ -223,15 +177,13 @@ fix_walk(struct fix_ctx *fc, int dfd, const char *dir, const char *lang,
 				fc->problems++;
 			}
 		} else if (S_ISREG(sb.st_mode)) {
-			fn(fc, keep, names[i], path, lang, rel);
+			fn(fc, dfd, name, path, lang, rel);
 		}
 		free(path);
 		free(rel);
-		free(names[i]);
 	}
-	free(names);
-	if (keep >= 0)
-		close(keep);
+	tree_names_free(names, n);
+	close(dfd);
 }
 
 /* One folder of the tree by its relative name: walked, or (missing)
@@ -259,7 +211,7 @@ static void
 fix_walk_outputs(struct fix_ctx *fc, fix_file_fn fn)
 {
 	char err[1024];
-	char **langs;
+	struct tree_name *langs;
 	size_t n = 0;
 	int fd;
 
@@ -272,16 +224,16 @@ fix_walk_outputs(struct fix_ctx *fc, fix_file_fn fn)
 			fix_refused(fc, err);
 		return;
 	}
-	langs = fix_names(fd, &n);
+	(void)tree_dir_list(fd, &langs, &n);
+	close(fd);
 	for (size_t i = 0; i < n; i++) {
-		if (langs[i][0] != '.') {
-			char *sub = xasprintf("translations/%s", langs[i]);
-			fix_walk_sub(fc, sub, langs[i], fn);
+		if (langs[i].name[0] != '.') {
+			char *sub = xasprintf("translations/%s", langs[i].name);
+			fix_walk_sub(fc, sub, langs[i].name, fn);
 			free(sub);
 		}
-		free(langs[i]);
 	}
-	free(langs);
+	tree_names_free(langs, n);
 }
 
 /* What an output file under the output folder is to fix and check:
@@ -383,10 +335,11 @@ static int
 fix_apply(struct fix_ctx *fc, struct store_audit_job *j,
 	  enum job_status to, const char *why)
 {
-	char *name = fix_job_name(j);
+	char name[JOB_STAGE_KEY_MAX];
 	const char *from = job_status_name(j->status);
 	int rc = 0;
 
+	job_stage_key(j->stage, j->lang, name, sizeof(name));
 	if (fc->cfg->dry_run) {
 		printf("would fix: job %lld %s %s: %s -> %s (%s)\n",
 		    (long long)j->job_id, name, log_quote(j->abs), from,
@@ -413,7 +366,6 @@ fix_apply(struct fix_ctx *fc, struct store_audit_job *j,
 	fc->changes++;
 	j->status = to;
 out:
-	free(name);
 	return rc;
 }
 
@@ -548,8 +500,9 @@ out:
 static void
 check_job(struct fix_ctx *fc, const struct store_audit_job *j)
 {
-	char *name = fix_job_name(j);
+	char name[JOB_STAGE_KEY_MAX];
 
+	job_stage_key(j->stage, j->lang, name, sizeof(name));
 	if (j->status == JOB_ST_COMPLETED && !fix_output_whole(fc, j)) {
 		char *out = file_output_path(fc->cfg->output, j->stage, j->lang,
 		    j->rel, ".txt");
@@ -566,7 +519,6 @@ check_job(struct fix_ctx *fc, const struct store_audit_job *j)
 		fc->problems++;
 		fc->fixable++;
 	}
-	free(name);
 }
 
 static void

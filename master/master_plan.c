@@ -47,8 +47,7 @@ plan_stages(const struct config *cfg, const struct store_counts *c,
 		    (s->stage == STAGE_TRANSLATE && !config_has_lang(cfg, s->lang)))
 			continue;
 		now = s->n[JOB_ST_NOT_STARTED] - s->waiting - s->delayed;
-		snprintf(name, sizeof(name), "%s%s%s", job_stage_name(s->stage),
-		    s->lang[0] ? ":" : "", s->lang);
+		job_stage_key(s->stage, s->lang, name, sizeof(name));
 		printf("%-16s %-11s %10lld %10lld %10lld %10lld\n", name,
 		    p ? p : "(none)", (long long)now, (long long)s->waiting,
 		    (long long)s->delayed, (long long)s->n[JOB_ST_COMPLETED]);
@@ -82,8 +81,7 @@ plan_sample(store_t *st, const struct config *cfg, int64_t limit)
 		char *rel = NULL, name[64];
 		if (store_audit_job_rel(st, refs[i].job_id, &rel) < 0)
 			return -1;
-		snprintf(name, sizeof(name), "%s%s%s", job_stage_name(refs[i].stage),
-		    refs[i].lang[0] ? ":" : "", refs[i].lang);
+		job_stage_key(refs[i].stage, refs[i].lang, name, sizeof(name));
 		printf("  %-16s %s\n", name, log_quote(rel ? rel : "?") );
 		free(rel);
 	}

@@ -202,23 +202,21 @@ farm_prov_token_req(struct slot *s, const char *provider)
 static int64_t
 prov_fail_pending(struct prov *p, const char *why)
 {
-	int64_t n[2] = { 0, 0 };
+	int64_t n[STAGE_COUNT] = { 0, 0 };
+	const char *lang;
+	int stage;
 
 	if (farm_store_reopen() < 0 || store_tx_begin(farm.st) < 0)
 		return -1;
-	for (int stage = 0; stage < 2; stage++) {
-		int nl = stage == STAGE_TRANSCRIBE ? 1 : farm.cfg->nlangs;
-		for (int k = 0; k < nl; k++) {
-			const char *lang = stage ? farm.cfg->langs[k] : "";
-			int64_t one;
-			const char *pn = config_provider(farm.cfg, stage, lang);
-			if (pn == NULL || strcmp(pn, p->name) != 0 ||
-			    !config_wants(farm.cfg, stage, lang))
-				continue;
-			if (store_audit_fail_pending(farm.st, stage, lang, why, &one) < 0)
-				goto fail;
-			n[stage] += one;
-		}
+	for (int k = 0; config_stage_lang(farm.cfg, k, &stage, &lang); k++) {
+		int64_t one;
+		const char *pn = config_provider(farm.cfg, stage, lang);
+		if (pn == NULL || strcmp(pn, p->name) != 0 ||
+		    !config_wants(farm.cfg, stage, lang))
+			continue;
+		if (store_audit_fail_pending(farm.st, stage, lang, why, &one) < 0)
+			goto fail;
+		n[stage] += one;
 	}
 	if (store_tx_commit(farm.st) < 0)
 		goto fail;
@@ -298,8 +296,9 @@ farm_prov_event(const struct ipc_msg *m)
 				    "http=%d retry_after=%s", p->name, (long long)ms,
 				    m->http, m->ms > 0 ? "yes" : "no");
 		}
-		if (m->ms <= 0 && p->backoff_ms < PROV_BACKOFF_MAX_MS)
-			p->backoff_ms *= 2;
+		if (m->ms <= 0)
+			p->backoff_ms = backoff_delay(p->backoff_ms,
+			    PROV_BACKOFF_MAX_MS, 1);
 		break;
 	}
 	case IPC_PROV_QUOTA:

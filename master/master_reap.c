@@ -338,11 +338,10 @@ farm_child_cb(struct ev_loop *loop, ev_child *w, int revents)
 	if (s->state == SLOT_STARTING && !farm.stopping) {
 		/* died before taking a job: a broken install or config must
 		 * not become a fork storm */
-		int64_t d = FARM_RESPAWN_MIN_MS << (farm.early_deaths < 8 ?
-		    farm.early_deaths : 8);
+		int64_t d = backoff_delay(FARM_RESPAWN_MIN_MS,
+		    FARM_RESPAWN_MAX_MS, farm.early_deaths);
 		farm.early_deaths++;
-		farm.spawn_block_until = time_mono_ms() + (d < FARM_RESPAWN_MAX_MS
-		    ? d : FARM_RESPAWN_MAX_MS);
+		farm.spawn_block_until = time_mono_ms() + d;
 		log_warn("worker_early_death", "slot=%d consecutive=%d throttle_ms=%lld",
 		    s->idx, farm.early_deaths, (long long)d);
 	}
@@ -361,10 +360,8 @@ farm_child_cb(struct ev_loop *loop, ev_child *w, int revents)
 	if (!clean && !(s->flags & SLOT_F_STOPPED) && s->fails > 0) {
 		/* per-slot backoff with jitter from the second death in a row
 		 * on; the first is replaced at once */
-		int64_t d = FARM_RESPAWN_MIN_MS << (s->fails < 8 ? s->fails : 8);
-		if (d > FARM_RESPAWN_MAX_MS)
-			d = FARM_RESPAWN_MAX_MS;
-		s->respawn_at = time_mono_ms() + d / 2 + random() % (d / 2 + 1);
+		s->respawn_at = time_mono_ms() + backoff_jitter(backoff_delay(
+		    FARM_RESPAWN_MIN_MS, FARM_RESPAWN_MAX_MS, s->fails));
 	} else {
 		s->respawn_at = 0;
 	}

@@ -7,6 +7,7 @@
  * link during the walk is not entered.
  */
 #include "master_scan.h"
+#include "common_tree.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -109,12 +110,6 @@ scan_say_path(const char *dir, const char *name, const char *what,
 	free(path);
 }
 
-static int
-scan_name_cmp(const void *a, const void *b)
-{
-	return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
 /* The scan root holding `real` (a resolved path), or -1. */
 static int
 scan_root_of(const struct scan *sc, const char *real)
@@ -201,52 +196,30 @@ void
 master_scan_dir(struct scan *sc, int ri, const char *abs, const char *relpfx)
 {
 	struct scan_root *r = &sc->roots[ri];
-	char **names = NULL, **subs = NULL;
-	size_t nnames = 0, cap = 0, nsubs = 0;
-	struct dirent *de;
-	DIR *dir = NULL;
+	struct tree_name *names = NULL;
+	char **subs = NULL;
+	size_t nnames = 0, nsubs = 0;
 	int fd;
 
 	fd = open(abs, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (fd < 0 || (dir = fdopendir(fd)) == NULL) {
+	if (fd < 0) {
 		say_err("scan: cannot read folder %s: %s (skipped)",
 		    log_quote(abs), strerror(errno));
-		if (fd >= 0)
-			close(fd);
 		r->n_unreadable++;
 		sc->unreadable++;
 		return;
 	}
-	for (;;) {
-		errno = 0;
-		if ((de = readdir(dir)) == NULL)
-			break;
-		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-			continue;
-		if (nnames == cap) {
-			cap = cap ? cap * 2 : 64;
-			names = xrealloc(names, cap * sizeof(*names));
-		}
-		/* the d_type byte rides in front of the name: one allocation */
-		size_t len = strlen(de->d_name);
-		char *p = xmalloc(len + 2);
-		p[0] = (char)de->d_type;
-		memcpy(p + 1, de->d_name, len + 1);
-		names[nnames++] = p + 1;
-	}
-	if (errno != 0) {
+	if (tree_dir_list(fd, &names, &nnames) < 0) {
 		say_err("scan: cannot list folder %s: %s (partly skipped)",
 		    log_quote(abs), strerror(errno));
 		r->n_unreadable++;
 		sc->unreadable++;
 	}
-	if (nnames > 1)
-		qsort(names, nnames, sizeof(*names), scan_name_cmp);
 	subs = xmalloc((nnames ? nnames : 1) * sizeof(*subs));
 
 	for (size_t i = 0; i < nnames; i++) {
-		const char *name = names[i];
-		unsigned char type = (unsigned char)name[-1];
+		const char *name = names[i].name;
+		unsigned char type = names[i].type;
 		bool media = scan_ext_in(scan_ext(name), scan_media_exts);
 		struct stat sb;
 		char why[160];
@@ -258,7 +231,7 @@ master_scan_dir(struct scan *sc, int ri, const char *abs, const char *relpfx)
 			    ? DT_LNK : S_ISREG(sb.st_mode) ? DT_REG : DT_FIFO;
 		}
 		if (type == DT_DIR) {
-			subs[nsubs++] = (char *)name;
+			subs[nsubs++] = names[i].name;
 			continue;
 		}
 		if (scan_is_temp(name)) {
@@ -297,7 +270,7 @@ unreadable:
 		r->n_unreadable++;
 		sc->unreadable++;
 	}
-	closedir(dir);
+	close(fd);
 
 	for (size_t i = 0; i < nsubs; i++) {
 		char *sub_abs = xasprintf("%s%s%s", abs,
@@ -307,9 +280,7 @@ unreadable:
 		free(sub_abs);
 		free(sub_rel);
 	}
-	for (size_t i = 0; i < nnames; i++)
-		free(names[i] - 1);
-	free(names);
+	tree_names_free(names, nnames);
 	free(subs);
 }
 

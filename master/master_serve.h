@@ -41,6 +41,7 @@ bool serve_host_allowed(const struct config *cfg, const char *host);
  * it again, e.g. once the database exists). */
 int  serve_snap_take(struct serve_ctx *sc, struct serve_snap *s, char *err,
 		     size_t errlen);
+/* Free what a snapshot holds and zero it (a zeroed one frees to nothing). */
 void serve_snap_free(struct serve_snap *s);
 
 /* The dashboard "/" into out (HTML, UTF-8): 0, or -1 on a store error
@@ -51,10 +52,12 @@ int  serve_page_index(struct serve_ctx *sc, const struct serve_snap *s,
  * on a store error (message in err). */
 int  serve_page_file(struct serve_ctx *sc, int64_t file_id, struct buf *out,
 		     char *err, size_t errlen);
-/* A page that only says msg (errors, 404), escaped. */
+/* A page that only says msg (errors, 404), escaped.  Never fails. */
 void serve_page_message(struct buf *out, const char *title, const char *msg);
 
-/* /metrics: the Prometheus text exposition format (version 0.0.4). */
+/* /metrics: the Prometheus text exposition format (version 0.0.4) of the
+ * snapshot, appended to out.  Never fails; a figure the snapshot lacks
+ * (no live master) is left out, not written as 0. */
 void serve_metrics_write(const struct serve_snap *s, struct buf *out);
 
 /* Text for HTML: & < > " ' as entities, bytes that are not UTF-8 as

@@ -82,15 +82,6 @@ master_time_text(int64_t ms, char *out, size_t outlen)
 	strftime(out, outlen, "%Y-%m-%d %H:%M:%S", &tm);
 }
 
-/* "transcribe" or "translate:de", as status --json names stages. */
-static char *
-show_stage_key(int stage, const char *lang)
-{
-	if (stage == STAGE_TRANSCRIBE)
-		return xstrdup("transcribe");
-	return xasprintf("translate:%s", lang);
-}
-
 /* Parse --stage/--language into a filter: -1 = every stage. */
 static int
 show_filter_stage(const struct config *cfg)
@@ -164,14 +155,14 @@ master_failed_run(struct config *cfg)
 			goto out;
 	} else {
 		for (int i = 0; i < n; i++) {
-			char *key = show_stage_key(v[i].stage, v[i].lang);
+			char key[JOB_STAGE_KEY_MAX];
+			job_stage_key(v[i].stage, v[i].lang, key, sizeof(key));
 			show_put(v[i].abs_path);
 			printf("  %s  %d attempt%s  ", key, v[i].attempts,
 			    v[i].attempts == 1 ? "" : "s");
 			show_put(v[i].last_error[0] ? v[i].last_error
 			    : "(no error recorded)");
 			printf("\n");
-			free(key);
 		}
 		if (n == 0)
 			fprintf(stderr, "mpfarm: no failed jobs%s%s\n",
@@ -294,10 +285,11 @@ show_print_text(const struct config *cfg, const struct store_file *f)
 	    (master_time_text(f->added_at_ms, when, sizeof(when)), when));
 	for (int i = 0; i < f->njobs; i++) {
 		const struct store_file_job *j = &f->jobs[i];
-		char *key = show_stage_key(j->stage, j->lang);
+		char key[JOB_STAGE_KEY_MAX];
 		json_t *outs = show_outputs(tr, cfg, f, j), *o;
 		size_t k;
 
+		job_stage_key(j->stage, j->lang, key, sizeof(key));
 		printf("\n%s: %s, %d attempt%s\n", key, j->status, j->attempts,
 		    j->attempts == 1 ? "" : "s");
 		if (j->last_error[0]) {
@@ -331,7 +323,6 @@ show_print_text(const struct config *cfg, const struct store_file *f)
 			printf("\n");
 		}
 		json_decref(outs);
-		free(key);
 	}
 	show_tree_close(tr);
 }

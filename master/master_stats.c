@@ -268,7 +268,7 @@ farm_status_write(void)
 	json_object_set_new(o, "rate_per_s", json_real(farm_rate_get()));
 	json_object_set_new(o, "stopping", json_boolean(farm.stopping));
 	stages = json_object();
-	for (int st = 0; st < 2; st++)
+	for (int st = 0; st < STAGE_COUNT; st++)
 		json_object_set_new(stages, job_stage_name(st), json_pack("{sIsIsI}",
 		    "done", (json_int_t)farm.stage[st].done,
 		    "failed", (json_int_t)farm.stage[st].failed,

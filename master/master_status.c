@@ -24,39 +24,17 @@
  * one (read no more than this). */
 #define STATUS_FILE_MAX (1024 * 1024)
 
-static const struct { const char *code, *name; } status_lang_names[] = {
-	{ "en", "English" }, { "de", "German" }, { "he", "Hebrew" },
-	{ "fr", "French" }, { "es", "Spanish" }, { "it", "Italian" },
-	{ "pt", "Portuguese" }, { "nl", "Dutch" }, { "ru", "Russian" },
-	{ "uk", "Ukrainian" }, { "pl", "Polish" }, { "cs", "Czech" },
-	{ "sk", "Slovak" }, { "hu", "Hungarian" }, { "ro", "Romanian" },
-	{ "bg", "Bulgarian" }, { "el", "Greek" }, { "tr", "Turkish" },
-	{ "ar", "Arabic" }, { "fa", "Persian" }, { "yi", "Yiddish" },
-	{ "hi", "Hindi" }, { "zh", "Chinese" }, { "ja", "Japanese" },
-	{ "ko", "Korean" }, { "id", "Indonesian" }, { "sv", "Swedish" },
-	{ "da", "Danish" }, { "no", "Norwegian" }, { "nb", "Norwegian" },
-	{ "fi", "Finnish" }, { "et", "Estonian" }, { "lv", "Latvian" },
-	{ "lt", "Lithuanian" }, { "sl", "Slovenian" }, { "hr", "Croatian" },
-	{ "sr", "Serbian" }, { "ca", "Catalan" }, { "vi", "Vietnamese" },
-	{ "th", "Thai" }, { "la", "Latin" }, { "lad", "Ladino" },
-	{ NULL, NULL }
-};
-
 /* "English", "English (en-gb)", or the code itself when unknown. */
 static char *
 status_lang_title(const char *code)
 {
-	size_t n = strcspn(code, "-_");
+	const char *name = text_lang_name(code);
 
-	for (int i = 0; status_lang_names[i].code; i++) {
-		const char *c = status_lang_names[i].code;
-		if (strlen(c) != n || strncmp(c, code, n) != 0)
-			continue;
-		if (code[n] == '\0')
-			return xstrdup(status_lang_names[i].name);
-		return xasprintf("%s (%s)", status_lang_names[i].name, code);
-	}
-	return xstrdup(code);
+	if (name == NULL)
+		return xstrdup(code);
+	if (code[strcspn(code, "-_")] == '\0')
+		return xstrdup(name);
+	return xasprintf("%s (%s)", name, code);
 }
 
 static char *
@@ -74,14 +52,6 @@ status_age(int64_t secs)
 		    (long long)(secs % 3600 / 60));
 	return xasprintf("%lldd %02lldh", (long long)(secs / 86400),
 	    (long long)(secs % 86400 / 3600));
-}
-
-static char *
-status_stage_key(const struct store_stage_counts *sc)
-{
-	if (sc->stage == STAGE_TRANSCRIBE)
-		return xstrdup("transcribe");
-	return xasprintf("translate:%s", sc->lang);
 }
 
 /*
@@ -367,8 +337,10 @@ master_status_json(const struct config *cfg, const struct store_counts *c,
 	json_object_set_new(root, "files", json_integer(c->files));
 	for (int i = 0; i < c->nstages; i++) {
 		const struct store_stage_counts *sc = &c->stages[i];
-		char *key = status_stage_key(sc);
+		char key[JOB_STAGE_KEY_MAX];
 		json_t *o = json_object();
+
+		job_stage_key(sc->stage, sc->lang, key, sizeof(key));
 		for (int s = 0; s < JOB_ST_COUNT; s++)
 			json_object_set_new(o, job_status_name((enum job_status)s),
 			    json_integer(sc->n[s]));
@@ -380,7 +352,6 @@ master_status_json(const struct config *cfg, const struct store_counts *c,
 		json_object_set_new(delayed, key, json_integer(sc->delayed));
 		tw += sc->waiting;
 		td += sc->delayed;
-		free(key);
 	}
 	json_object_set_new(root, "stages", stages);
 	json_object_set_new(root, "waiting_for_transcript", waiting);

@@ -19,6 +19,7 @@
 #define DEEPL_MAX_TEXTS 50
 #define DEEPL_PIECE     20000   /* even if every byte escaped to 6, < 128 KiB */
 #define DEEPL_OVERHEAD  1024    /* target_lang and the other fields */
+#define DEEPL_QH        4       /* > the longest closer (common_text.c) */
 
 enum { CUT_CHAR, CUT_WORD, CUT_SENTENCE, CUT_LINE, CUT_PARA, CUT_LEVELS };
 
@@ -29,66 +30,34 @@ deepl_space(char c)
 	       c == '\f' || c == '\v';
 }
 
-static bool
-deepl_closer(char c)
-{
-	return c == '"' || c == '\'' || c == ')' || c == ']';
-}
-
-/* Does text[start..e) end with sentence punctuation, once the closing
- * quotes and brackets text[q..e) are set aside?  The caller keeps q as it
- * walks, so a long run of quotes costs nothing per position.  *wide is set
- * for the CJK marks, which end a sentence even with no space after them. */
-static bool
-deepl_sentence_end(const char *t, size_t start, size_t q, bool *wide)
-{
-	static const char *const wides[] = { "\xe3\x80\x82", "\xef\xbc\x81",
-		"\xef\xbc\x9f", NULL };
-	static const char *const narrow[] = { ".", "!", "?", "\xe2\x80\xa6",
-		"\xd8\x9f", "\xe0\xa5\xa4", NULL };
-
-	*wide = false;
-	/* the last byte of every mark: the test runs on most bytes of a
-	 * window, the comparisons below only where one could end */
-	if (q <= start || strchr(".!?\xa6\x9f\xa4\x82\x81", t[q - 1]) == NULL ||
-	    t[q - 1] == '\0')
-		return false;
-	for (int i = 0; wides[i]; i++) {
-		size_t l = strlen(wides[i]);
-		if (q - start >= l && memcmp(t + q - l, wides[i], l) == 0)
-			return *wide = true;
-	}
-	for (int i = 0; narrow[i]; i++) {
-		size_t l = strlen(narrow[i]);
-		if (q - start >= l && memcmp(t + q - l, narrow[i], l) == 0)
-			return true;
-	}
-	return false;
-}
-
 /* The best cut in text[pos..pos+max]: the last paragraph break, else line
  * break, else sentence end, else space; 0 when there is none.  One pass
  * over the window: each whitespace run is measured once (stopping at the
- * second newline), closing quotes are tracked as the walk goes. */
+ * second newline), and q, where the text before the closing quotes and
+ * brackets at i ends, is carried along: a closer of l bytes ending at i
+ * gives q(i) = q(i - l), kept for the last few i in qh, so a long run of
+ * quotes costs nothing per position. */
 static size_t
 deepl_best_cut(const char *text, size_t len, size_t pos, size_t max)
 {
-	size_t cut[CUT_LEVELS] = { 0 }, q = pos, e = 0;
+	size_t cut[CUT_LEVELS] = { 0 }, q = pos, e = 0, qh[DEEPL_QH], cl;
 	bool wide;
 
+	qh[pos % DEEPL_QH] = pos;
 	for (size_t i = pos + 1; i <= pos + max; i++) {
-		if (!deepl_closer(text[i - 1]))
-			q = i;
+		cl = text_closer_len(text + pos, i - pos);
+		q = cl > 0 ? qh[(i - cl) % DEEPL_QH] : i;
+		qh[i % DEEPL_QH] = q;
 		if (deepl_space(text[i]) && !deepl_space(text[i - 1])) {
 			int nl = 0;
 			for (size_t r = i; r < len && deepl_space(text[r]) && nl < 2; r++)
 				nl += text[r] == '\n';
 			cut[nl >= 2 ? CUT_PARA : nl == 1 ? CUT_LINE :
-			    deepl_sentence_end(text, pos, q, &wide) ?
+			    text_sentence_mark(text + pos, q - pos, &wide) ?
 			    CUT_SENTENCE : CUT_WORD] = i;
 		} else if (q > pos && (unsigned char)text[q - 1] >= 0x80 &&
 			   !deepl_space(text[i]) &&
-			   deepl_sentence_end(text, pos, q, &wide) && wide) {
+			   text_sentence_mark(text + pos, q - pos, &wide) && wide) {
 			/* only a CJK mark (non-ASCII) cuts with no space after */
 			cut[CUT_SENTENCE] = i;
 		}
@@ -139,6 +108,25 @@ worker_deepl_split(const char *text, size_t len, size_t max_piece,
 	*pieces = out;
 	*npieces = n;
 	return 0;
+}
+
+void
+worker_deepl_lead_put(struct buf *out, const char *text, size_t len,
+		      const struct deepl_piece *pieces, int npieces)
+{
+	buf_append(out, text, npieces > 0 ? pieces[0].off : len);
+}
+
+int
+worker_deepl_piece_put(struct buf *out, const char *text,
+		       const struct deepl_piece *p, const char *tr, size_t tl,
+		       size_t max, const char *provider,
+		       struct provider_result *res)
+{
+	if (worker_http_translation_append(out, tr, tl, max, provider, res) < 0)
+		return -1;
+	return worker_http_translation_append(out, text + p->off + p->len,
+	    p->sep_len, max, provider, res);
 }
 
 size_t
@@ -353,14 +341,10 @@ deepl_batch(struct worker_http_call *c, const struct provider_req *req,
 		goto done;
 	}
 	/* a batch's pieces are consecutive (worker_deepl_plan) */
-	for (int k = 0; k < n; k++) {
-		const struct deepl_piece *q = &p[first + k];
-		if (worker_http_translation_append(out, tr[k], strlen(tr[k]), max,
-		    "deepl", res) < 0 ||
-		    worker_http_translation_append(out, req->text + q->off + q->len,
-		    q->sep_len, max, "deepl", res) < 0)
+	for (int k = 0; k < n; k++)
+		if (worker_deepl_piece_put(out, req->text, &p[first + k], tr[k],
+		    strlen(tr[k]), max, "deepl", res) < 0)
 			goto done;
-	}
 	rc = 0;
 done:
 	for (int k = 0; k < n && k < DEEPL_MAX_TEXTS; k++)
@@ -404,7 +388,7 @@ deepl_run(const struct provider_req *req, struct provider_result *res)
 	c.url = url;
 	c.secret = key;
 	/* the original whitespace goes back between the translations */
-	buf_append(&out, req->text, np > 0 ? p[0].off : req->text_len);
+	worker_deepl_lead_put(&out, req->text, req->text_len, p, np);
 	for (int b = 0; b < nb; b++) {
 		if (deepl_batch(&c, req, target, p, np, b, max, &out, res) < 0)
 			goto done;

@@ -29,6 +29,10 @@
 #include <unistd.h>
 
 #define EXEC_OUT_MAX   (256L * 1024 * 1024)
+/* How long one poll for the engine's pipes waits: the pidfd wakes it when
+ * the engine ends; without one (old kernels) it looks again sooner. */
+#define EXEC_POLL_MS         MS_PER_S
+#define EXEC_POLL_NOPIDFD_MS 100
 #define EXEC_ERR_TAIL  400
 #define EXEC_TEMPFAIL  75
 #define EXEC_DRAIN_MS  200      /* reading the pipes after the engine exited */
@@ -176,7 +180,7 @@ exec_term_handler(int sig)
 	raise(sig);
 }
 
-/* keep_fd (>= 3, or -1): the media descriptor, left open across exec in
+/* keep_fd (>= FD_AFTER_STDIO, or -1): the media descriptor, left open across exec in
  * the engine only, for its /dev/fd/N in {input}. */
 static pid_t
 exec_spawn(char **argv, int keep_fd, int *in_fd, int *out_fd, int *err_fd)
@@ -209,7 +213,7 @@ exec_spawn(char **argv, int keep_fd, int *in_fd, int *out_fd, int *err_fd)
 		/* an engine holds no key: exec makes it dumpable again, and it
 		 * gets the operator's core limit back */
 		proc_core_restore();
-		if (keep_fd >= 3)
+		if (keep_fd >= FD_AFTER_STDIO)
 			(void)fcntl(keep_fd, F_SETFD, 0);
 		execvpe(argv[0], argv, env);
 		dprintf(2, "cannot run %s: %s\n", argv[0], strerror(errno));
@@ -268,7 +272,7 @@ exec_pump(pid_t pid, int in_fd, int out_fd, int err_fd, const char *in,
 	}
 	for (;;) {
 		char chunk[65536];
-		int timeout = pidfd >= 0 ? 1000 : 100;
+		int timeout = pidfd >= 0 ? EXEC_POLL_MS : EXEC_POLL_NOPIDFD_MS;
 
 		if (exec_term) {
 			rc = -2;
@@ -431,7 +435,7 @@ exec_run(const struct provider_req *req, struct provider_result *res)
 	}
 	/* the media file as the worker opened and checked it: the engine
 	 * reads that very file, not whatever the name points at by now */
-	if (req->stage == STAGE_TRANSCRIBE && req->input_fd >= 3)
+	if (req->stage == STAGE_TRANSCRIBE && req->input_fd >= FD_AFTER_STDIO)
 		snprintf(input, sizeof(input), "/dev/fd/%d", req->input_fd);
 	else if (req->stage == STAGE_TRANSCRIBE)
 		snprintf(input, sizeof(input), "%s",

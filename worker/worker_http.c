@@ -49,9 +49,9 @@ worker_http_retry_after_parse(const char *value, time_t now)
 	}
 	if (secs <= 0)
 		return 0;
-	if (secs * 1000.0 >= WORKER_HTTP_RETRY_AFTER_MAX_MS)
+	if (secs * MS_PER_S >= WORKER_HTTP_RETRY_AFTER_MAX_MS)
 		return WORKER_HTTP_RETRY_AFTER_MAX_MS;
-	return (int64_t)ceil(secs * 1000.0);
+	return (int64_t)ceil(secs * MS_PER_S);
 }
 
 int64_t
@@ -72,13 +72,13 @@ worker_http_duration_parse(const char *value)
 			total += d;
 			p += 2;
 		} else if (*p == 'h') {
-			total += d * 3600000.0;
+			total += d * MS_PER_H;
 			p++;
 		} else if (*p == 'm') {
-			total += d * 60000.0;
+			total += d * 60 * MS_PER_S;
 			p++;
 		} else if (*p == 's') {
-			total += d * 1000.0;
+			total += d * MS_PER_S;
 			p++;
 		} else {
 			return -1;

@@ -20,7 +20,7 @@ extern const struct provider_ops provider_elevenlabs;
 extern const struct provider_ops provider_openai;
 extern const struct provider_ops provider_deepl;
 
-#define WORKER_HTTP_RETRY_AFTER_MAX_MS (15 * 60 * 1000)  /* cap on any pause */
+#define WORKER_HTTP_RETRY_AFTER_MAX_MS (15 * 60 * MS_PER_S)  /* cap on any pause */
 #define WORKER_HTTP_RESPONSE_MAX (16L * 1024 * 1024)    /* default body cap */
 /* Decoding a JSON body may take at most FACTOR times its size plus SLACK
  * bytes of jansson's memory (a real answer takes about 10 times; a body of
@@ -210,6 +210,19 @@ struct deepl_piece {
  * max_piece < 4. */
 int  worker_deepl_split(const char *text, size_t len, size_t max_piece,
 			struct deepl_piece **pieces, int *npieces);
+/* Put a split text back together, the one way both translators do: the
+ * text before the first piece (its leading whitespace, or all of a blank
+ * text) is copied into out as it is.  Never fails. */
+void worker_deepl_lead_put(struct buf *out, const char *text, size_t len,
+			   const struct deepl_piece *pieces, int npieces);
+/* Then, piece by piece in order: the translation tr[0..tl) of piece p,
+ * followed by the whitespace that followed p in text.  0, or -1 with res
+ * filled when out would grow past max (worker_http_translation_append;
+ * provider names the answers in the message). */
+int  worker_deepl_piece_put(struct buf *out, const char *text,
+			    const struct deepl_piece *p, const char *tr,
+			    size_t tl, size_t max, const char *provider,
+			    struct provider_result *res);
 /* Bytes a string takes inside a JSON string literal (quotes excluded),
  * escaped as jansson does. */
 size_t worker_deepl_json_len(const char *s, size_t len);

@@ -22,6 +22,9 @@
 #include <unistd.h>
 
 #define WORKER_TRANSCRIPT_MAX (256L * 1024 * 1024)
+/* A busy worker says it is alive this often (the master's
+ * heartbeat_timeout is in seconds, 60 by default). */
+#define WORKER_BEAT_MS        MS_PER_S
 
 static struct {
 	const struct config *cfg;
@@ -92,7 +95,7 @@ worker_heartbeat(void)
 	int64_t now = time_mono_ms();
 	struct ipc_msg m = { .type = IPC_MSG_HEARTBEAT };
 
-	if (w.job_id == 0 || now - w.last_beat < 1000)
+	if (w.job_id == 0 || now - w.last_beat < WORKER_BEAT_MS)
 		return;
 	w.last_beat = now;
 	/* the master's current job is the oldest it has no DONE for */
@@ -111,7 +114,7 @@ worker_token_acquire(const char *provider)
 	worker_msg_send(&m);
 	for (;;) {
 		struct ipc_msg in;
-		int rc = ipc_frame_recv(w.fd, &w.rd, &in, 1000);
+		int rc = ipc_frame_recv(w.fd, &w.rd, &in, WORKER_BEAT_MS);
 		if (rc < 0 && errno == ETIMEDOUT) {
 			worker_heartbeat();
 			continue;
@@ -150,12 +153,7 @@ worker_retry_at(const struct config *cfg, int attempts, int64_t retry_after_ms)
 	if (retry_after_ms > 0) {
 		delay = retry_after_ms < cap ? retry_after_ms : cap;
 	} else {
-		int shift = attempts > 1 ? attempts - 1 : 0;
-		delay = shift > 20 ? cap : base << shift;
-		if (delay > cap)
-			delay = cap;
-		/* full jitter: spread retries of a burst of failures */
-		delay = delay / 2 + (int64_t)(random() % (delay / 2 + 1));
+		delay = backoff_jitter(backoff_delay(base, cap, attempts - 1));
 	}
 	return time_wall_ms() + delay;
 }

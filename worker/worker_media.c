@@ -101,9 +101,9 @@ worker_media_open_at(int rootfd, const char *rel, int flags)
 	}
 	if (fd < 0 && (fd = media_walk(rootfd, rel)) < 0)
 		return -1;
-	if (fd < 3) {
+	if (fd < FD_AFTER_STDIO) {
 		/* exec engines get it as /dev/fd/N next to their stdio */
-		int hi = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+		int hi = fcntl(fd, F_DUPFD_CLOEXEC, FD_AFTER_STDIO);
 		int e = errno;
 		close(fd);
 		errno = e;

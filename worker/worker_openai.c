@@ -20,30 +20,16 @@
 #define OPENAI_BASE        "https://api.openai.com"
 #define OPENAI_UPLOAD_MAX  (25L * 1024 * 1024)
 #define OPENAI_CHUNK       12000    /* bytes of transcript per request */
+#define OPENAI_BYTES_MIN   1000     /* least chunk_bytes, max_upload_bytes */
 
-static const char *const openai_langs[][2] = {
-	{ "ar", "Arabic" }, { "bg", "Bulgarian" }, { "ca", "Catalan" },
-	{ "cs", "Czech" }, { "da", "Danish" }, { "de", "German" },
-	{ "el", "Greek" }, { "en", "English" }, { "es", "Spanish" },
-	{ "et", "Estonian" }, { "fa", "Persian" }, { "fi", "Finnish" },
-	{ "fr", "French" }, { "he", "Hebrew" }, { "hi", "Hindi" },
-	{ "hr", "Croatian" }, { "hu", "Hungarian" }, { "id", "Indonesian" },
-	{ "it", "Italian" }, { "ja", "Japanese" }, { "ko", "Korean" },
-	{ "lt", "Lithuanian" }, { "lv", "Latvian" }, { "nl", "Dutch" },
-	{ "no", "Norwegian" }, { "pl", "Polish" }, { "pt", "Portuguese" },
-	{ "ro", "Romanian" }, { "ru", "Russian" }, { "sk", "Slovak" },
-	{ "sl", "Slovenian" }, { "sr", "Serbian" }, { "sv", "Swedish" },
-	{ "tr", "Turkish" }, { "uk", "Ukrainian" }, { "vi", "Vietnamese" },
-	{ "yi", "Yiddish" }, { "zh", "Chinese" },
-};
-
+/* The language's name for the instruction: the code itself for a
+ * regional variant ("en-gb") or a language common_text.c does not name. */
 static const char *
 openai_lang_name(const char *code)
 {
-	for (size_t i = 0; i < sizeof(openai_langs) / sizeof(openai_langs[0]); i++)
-		if (strcasecmp(openai_langs[i][0], code) == 0)
-			return openai_langs[i][1];
-	return code;
+	const char *name = text_lang_name(code);
+
+	return name != NULL && code[strcspn(code, "-_")] == '\0' ? name : code;
 }
 
 static const char *
@@ -92,9 +78,9 @@ openai_check(const struct config *cfg, int stage, const char *lang,
 		const char *k = i ? "chunk_bytes" : "max_upload_bytes";
 		const char *s = config_get(cfg, "openai", k);
 		v = config_get_long(cfg, "openai", k, -1);
-		if (s != NULL && v < 1000) {
+		if (s != NULL && v < OPENAI_BYTES_MIN) {
 			snprintf(err, errlen, "[openai] %s must be a number of bytes "
-			    "(at least 1000), not \"%s\"", k, s);
+			    "(at least %d), not \"%s\"", k, OPENAI_BYTES_MIN, s);
 			rc = -1;
 		}
 	}
@@ -347,12 +333,12 @@ openai_translate(const struct provider_req *req, struct worker_http_call *c,
 	int np = 0, rc = -1;
 
 	buf_init(&out);
-	if (chunk < 1000)
+	if (chunk < OPENAI_BYTES_MIN)
 		chunk = OPENAI_CHUNK;
 	worker_deepl_split(req->text, req->text_len, (size_t)chunk, &p, &np);
 	c->headers = openai_headers(key, true);
 	c->url = xasprintf("%s/v1/chat/completions", c->opts->base_url);
-	buf_append(&out, req->text, np > 0 ? p[0].off : req->text_len);
+	worker_deepl_lead_put(&out, req->text, req->text_len, p, np);
 	for (int i = 0; i < np; i++) {
 		if (openai_chat(c, model, req->lang, req->text + p[i].off,
 				p[i].len, &tr, res) < 0)
@@ -361,12 +347,10 @@ openai_translate(const struct provider_req *req, struct worker_http_call *c,
 		size_t tl = strlen(tr);
 		while (tl > 0 && (tr[tl - 1] == '\n' || tr[tl - 1] == ' '))
 			tl--;
-		int fit = worker_http_translation_append(&out, tr, tl, max,
-		    "openai", res);
+		int fit = worker_deepl_piece_put(&out, req->text, &p[i], tr, tl,
+		    max, "openai", res);
 		free(tr);
-		if (fit < 0 || worker_http_translation_append(&out,
-		    req->text + p[i].off + p[i].len, p[i].sep_len, max, "openai",
-		    res) < 0)
+		if (fit < 0)
 			goto done;
 	}
 	buf_terminate(&out);

@@ -43,34 +43,6 @@ sub_word_span(const struct sub_word *w, const char **p, size_t *n)
 	return len > 0;
 }
 
-static bool
-sub_sentence_end(const char *s, size_t n)
-{
-	static const char *const closers[] = { "\"", "'", ")", "]", "\xc2\xbb",
-		"\xe2\x80\x9d", "\xe2\x80\x99", NULL };
-	static const char *const ends[] = { ".", "!", "?", "\xe2\x80\xa6",
-		"\xe3\x80\x82", "\xef\xbc\x81", "\xef\xbc\x9f", "\xd8\x9f",
-		"\xe0\xa5\xa4", NULL };
-	bool again = true;
-
-	while (again && n > 0) {
-		again = false;
-		for (int i = 0; closers[i]; i++) {
-			size_t l = strlen(closers[i]);
-			if (n > l && memcmp(s + n - l, closers[i], l) == 0) {
-				n -= l;
-				again = true;
-			}
-		}
-	}
-	for (int i = 0; ends[i]; i++) {
-		size_t l = strlen(ends[i]);
-		if (n >= l && memcmp(s + n - l, ends[i], l) == 0)
-			return true;
-	}
-	return false;
-}
-
 /* 1 when word i of a cue starting at a is preceded by a space. */
 static size_t
 sub_space(const struct sub_word *w, const size_t *wl, size_t a, size_t i)
@@ -176,7 +148,7 @@ worker_subtitle_cues(const struct sub_word *w, size_t n,
 				sub_word_span(&w[b - 1], &p, &plen);
 				len = sub_layout(w, wl, a, i + 1, &brk);
 				cut = ws - prev_end > SUB_PAUSE ||
-				      sub_sentence_end(p, plen) ||
+				      text_sentence_end(p, plen) ||
 				      we - cstart > SUB_DUR_MAX ||
 				      len > SUB_LINE_MAX;
 			}
@@ -222,10 +194,11 @@ worker_subtitle_cues_free(struct sub_cue *cues, size_t n)
 static void
 sub_time(struct buf *b, double t, char frac_sep)
 {
-	long long ms = (isfinite(t) && t > 0) ? llround(t * 1000.0) : 0;
+	long long ms = (isfinite(t) && t > 0) ? llround(t * MS_PER_S) : 0;
 
-	buf_printf(b, "%02lld:%02lld:%02lld%c%03lld", ms / 3600000,
-	    ms / 60000 % 60, ms / 1000 % 60, frac_sep, ms % 1000);
+	buf_printf(b, "%02lld:%02lld:%02lld%c%03lld", ms / MS_PER_H,
+	    ms / (60 * MS_PER_S) % 60, ms / MS_PER_S % 60, frac_sep,
+	    ms % MS_PER_S);
 }
 
 char *

@@ -37,9 +37,11 @@ struct sub_cue {
  * after sentence ends.  0 / -1. */
 int  worker_subtitle_cues(const struct sub_word *w, size_t n,
 			  struct sub_cue **cues, size_t *ncues);
+/* Free the n cues worker_subtitle_cues made and their texts. */
 void worker_subtitle_cues_free(struct sub_cue *cues, size_t n);
 
-/* The two file formats; malloc'd, NUL-terminated, *len set. */
+/* The two file formats; malloc'd, NUL-terminated, *len set.  Never fail
+ * (no cues: the empty file, or WebVTT's header alone). */
 char *worker_subtitle_srt(const struct sub_cue *cues, size_t n, size_t *len);
 char *worker_subtitle_vtt(const struct sub_cue *cues, size_t n, size_t *len);
 

@@ -1,12 +1,14 @@
-"""Shared fixtures for mpfarm's integration tests: the real binary on real
+"""The one harness of mpfarm's integration tests: the real binary on real
 temporary trees.
 
 Every test gets a `farm`: a private working directory (the binary's cwd, so
 media_tracking.db, ./output and ./mpfarm.conf land there) plus helpers to run
-the binary, look into its database and build media trees.  Every subprocess
-is bounded by a timeout, and processes started with `farm.popen` are killed
-(whole process group) when the test ends, so a hung farm never hangs the
-suite.
+the binary (to completion, or in the background), look into its database and
+its processes, and build media trees.  Every subprocess is bounded by a
+timeout, every wait has a deadline, and processes started with `farm.popen`
+or `farm.start` are killed (whole process group) when the test ends, so a
+hung farm never hangs the suite.  Tests import the module-level helpers
+(`wait_for`, `alive`, ...) from here.
 
 The binary is $MPFARM_BIN, else build/mpfarm beside tests/.  Under
 sanitizers (MPFARM_SANITIZED=1, set by `make sanitize`) timeouts stretch.
@@ -24,7 +26,7 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 MPFARM_BIN = os.environ.get("MPFARM_BIN") or str(REPO / "build" / "mpfarm")
 SANITIZED = os.environ.get("MPFARM_SANITIZED") == "1"
 SLOW = 4 if SANITIZED else 1
-DEFAULT_TIMEOUT = 60 * SLOW
+DEFAULT_TIMEOUT = 120 * SLOW
 
 MEDIA_EXTS = ("mp3", "wav", "m4a", "flac", "ogg", "mp4", "mkv", "webm")
 
@@ -106,6 +108,33 @@ class Farm:
         self.procs.append(p)
         return p
 
+    def start(self, *args, log=None, env=None):
+        """popen with stdout discarded and stderr appended to one log,
+        farm.path/'farm.log' unless given (read it with farm.log())."""
+        with open(log or (self.path / "farm.log"), "ab") as logf:
+            return self.popen(*args, env=env, stdout=subprocess.DEVNULL,
+                              stderr=logf)
+
+    def log(self):
+        """What the farms started with farm.start wrote so far."""
+        f = self.path / "farm.log"
+        return f.read_text(errors="replace") if f.exists() else ""
+
+    def workers_of(self, master_pid):
+        """pids whose parent is master_pid (its workers)."""
+        kids = []
+        for d in pathlib.Path("/proc").iterdir():
+            if not d.name.isdigit():
+                continue
+            try:
+                stat = (d / "stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            if ppid == master_pid:
+                kids.append(int(d.name))
+        return kids
+
     def wait(self, proc, timeout=None):
         """Wait for a popen'd process; returns its exit status."""
         return proc.wait(timeout=(timeout or DEFAULT_TIMEOUT) * SLOW)
@@ -164,6 +193,11 @@ class Farm:
         finally:
             con.close()
 
+    def counts(self):
+        """{status: count} over every job."""
+        return dict(self.query(
+            "SELECT status, COUNT(*) FROM jobs GROUP BY 1"))
+
     def status_counts(self, stage="transcribe", lang=""):
         """{status: count} of one stage's jobs."""
         return dict(self.query(
@@ -185,6 +219,15 @@ class Farm:
         p = self.path / name
         p.write_text(text)
         return p
+
+    def make_media(self, n, prefix="f", sub=""):
+        """n small .wav files named prefix00000.wav... in farm.media (or
+        its folder sub), each with different bytes.  Returns the folder."""
+        d = self.media / sub if sub else self.media
+        d.mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            (d / f"{prefix}{i:05d}.wav").write_bytes(b"RIFF" + str(i).encode())
+        return d
 
     def make_tree(self, n, root=None, exts=MEDIA_EXTS, per_dir=100,
                   content=b"RIFF fake media\n", start=0):
@@ -224,7 +267,7 @@ def dead_pid():
     return p.pid
 
 
-def wait_for(pred, timeout=10, interval=0.05):
+def wait_for(pred, timeout=10, interval=0.05, what="condition"):
     """Poll pred() until it is truthy; returns its value or raises."""
     deadline = time.monotonic() + timeout * SLOW
     while time.monotonic() < deadline:
@@ -232,7 +275,36 @@ def wait_for(pred, timeout=10, interval=0.05):
         if v:
             return v
         time.sleep(interval)
-    raise AssertionError("condition not met within %ss" % timeout)
+    raise AssertionError("timed out after %ss waiting for %s" % (timeout,
+                                                                 what))
+
+
+def alive(pid):
+    """True while pid runs (a zombie counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        st = pathlib.Path(f"/proc/{pid}/stat").read_text()
+        return st.rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def zombies_of(pid):
+    """pids of pid's children that died and were not reaped."""
+    z = []
+    for d in pathlib.Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            rest = (d / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if rest[0] == "Z" and int(rest[1]) == pid:
+            z.append(int(d.name))
+    return z
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from farmlib import Farm, alive, wait_for, zombies_of, SLOW
+from conftest import alive, wait_for, zombies_of, SLOW
 
 BASE = """
 [transcribe]
@@ -25,78 +25,71 @@ languages = en,de
 """
 
 
-@pytest.fixture
-def farm(tmp_path):
-    f = Farm(tmp_path)
-    yield f
-    f.cleanup()
-
-
 def assert_all_done_once(farm, njobs):
     c = farm.counts()
     assert c == {"completed": njobs}, c
     # exactly one completed attempt per job: nothing ran to completion twice
-    rows = farm.q("SELECT job_id, COUNT(*) FROM attempts WHERE outcome="
-                  "'completed' GROUP BY job_id HAVING COUNT(*) != 1")
+    rows = farm.query("SELECT job_id, COUNT(*) FROM attempts WHERE outcome="
+                      "'completed' GROUP BY job_id HAVING COUNT(*) != 1")
     assert rows == []
-    assert farm.q("SELECT COUNT(DISTINCT job_id) FROM attempts WHERE "
-                  "outcome='completed'")[0][0] == njobs
+    assert farm.query("SELECT COUNT(DISTINCT job_id) FROM attempts WHERE "
+                      "outcome='completed'")[0][0] == njobs
 
 
 def assert_outputs(farm, nfiles, langs=("en", "de")):
-    tr = sorted((farm.out / "transcripts").rglob("*.txt"))
+    tr = sorted((farm.output / "transcripts").rglob("*.txt"))
     assert len(tr) == nfiles
     for t in tr:
         name = t.name[:-len(".txt")]
         assert t.read_text() == f"noop transcript of {name}\n"
         for lang in langs:
-            rel = t.relative_to(farm.out / "transcripts")
-            tl = farm.out / "translations" / lang / rel
+            rel = t.relative_to(farm.output / "transcripts")
+            tl = farm.output / "translations" / lang / rel
             assert tl.read_text() == f"[{lang}] noop transcript of {name}\n"
-    leftovers = [p for p in farm.out.rglob(".mpfarm-tmp.*")]
+    leftovers = [p for p in farm.output.rglob(".mpfarm-tmp.*")]
     assert leftovers == []
 
 
 def test_run_completes_everything(farm):
-    farm.config(BASE)
+    farm.write_config(BASE)
     farm.make_media(120)
-    farm.run("scan", farm.media, check=0)
-    p = farm.run("run", "--workers", "3", check=0)
-    assert b"event=farm_exit" in p.stderr
+    farm.run("scan", farm.media, check=True)
+    p = farm.run("run", "--workers", "3", check=True)
+    assert "event=farm_exit" in p.stderr
     assert_all_done_once(farm, 360)
     assert_outputs(farm, 120)
     # the translation jobs became ready only after their transcripts
-    bad = farm.q("""SELECT COUNT(*) FROM jobs t JOIN jobs s ON s.file_id =
+    bad = farm.query("""SELECT COUNT(*) FROM jobs t JOIN jobs s ON s.file_id =
         t.file_id AND s.stage = 'transcribe' WHERE t.stage = 'translate'
         AND t.finished_at < s.finished_at""")
     assert bad[0][0] == 0
     # a second run finds nothing to do, says why, and exits 0
-    p = farm.run("run", check=0)
-    assert b"nothing to do" in p.stderr
+    p = farm.run("run", check=True)
+    assert "nothing to do" in p.stderr
 
 
 def test_stage_and_language_filters(farm):
-    farm.config(BASE)
+    farm.write_config(BASE)
     farm.make_media(10)
-    farm.run("scan", farm.media, check=0)
-    farm.run("run", "--stage", "transcribe", check=0)
-    assert farm.q("SELECT stage, status, COUNT(*) FROM jobs GROUP BY 1, 2") == [
+    farm.run("scan", farm.media, check=True)
+    farm.run("run", "--stage", "transcribe", check=True)
+    assert farm.query("SELECT stage, status, COUNT(*) FROM jobs GROUP BY 1, 2") == [
         ("transcribe", "completed", 10), ("translate", "not_started", 20)]
-    farm.run("run", "--stage", "translate", "--language", "de", check=0)
-    assert farm.q("SELECT lang, status, COUNT(*) FROM jobs WHERE stage="
-                  "'translate' GROUP BY 1, 2") == [
+    farm.run("run", "--stage", "translate", "--language", "de", check=True)
+    assert farm.query("SELECT lang, status, COUNT(*) FROM jobs WHERE stage="
+                      "'translate' GROUP BY 1, 2") == [
         ("de", "completed", 10), ("en", "not_started", 10)]
     p = farm.run("run", "--language", "fr")
-    assert p.returncode == 2 and b"fr" in p.stderr
+    assert p.returncode == 2 and "fr" in p.stderr
 
 
 def test_chaos_kills_and_stops(farm):
     """Workers SIGKILLed every few hundred ms, one SIGSTOPped, the master
     SIGKILLed and restarted: every job completes exactly once."""
-    farm.config(BASE + "[noop]\ndelay_ms = 60\n")
+    farm.write_config(BASE + "[noop]\ndelay_ms = 60\n")
     nfiles = 150
     farm.make_media(nfiles)
-    farm.run("scan", farm.media, check=0)
+    farm.run("scan", farm.media, check=True)
     m = farm.start("run", "--workers", "4", "--max-attempts", "50")
     rng = random.Random(7)
     stopped = None
@@ -125,8 +118,8 @@ def test_chaos_kills_and_stops(farm):
                 os.kill(k, signal.SIGSTOP)
             except ProcessLookupError:
                 pass
-        if farm.q("SELECT COUNT(*) FROM jobs WHERE status = "
-                  "'in-progress'")[0][0] > 0:
+        if farm.query("SELECT COUNT(*) FROM jobs WHERE status = "
+                      "'in-progress'")[0][0] > 0:
             break
         for k in kids:
             if k != stopped:
@@ -144,21 +137,21 @@ def test_chaos_kills_and_stops(farm):
     done_before = farm.counts().get("completed", 0)
     assert done_before < nfiles * 3, "chaos ended too late to test a restart"
     # the next master resumes everything that was in flight
-    p = farm.run("run", "--workers", "4", "--max-attempts", "50", check=0)
-    assert b"event=recovered" in p.stderr
-    assert farm.q("SELECT COUNT(*) FROM attempts WHERE message LIKE "
-                  "'%master pid % is gone%'")[0][0] > 0
-    assert farm.q("SELECT COUNT(*) FROM attempts WHERE outcome="
-                  "'crashed'")[0][0] > 0
+    p = farm.run("run", "--workers", "4", "--max-attempts", "50", check=True)
+    assert "event=recovered" in p.stderr
+    assert farm.query("SELECT COUNT(*) FROM attempts WHERE message LIKE "
+                      "'%master pid % is gone%'")[0][0] > 0
+    assert farm.query("SELECT COUNT(*) FROM attempts WHERE outcome="
+                      "'crashed'")[0][0] > 0
     assert_all_done_once(farm, nfiles * 3)
     assert_outputs(farm, nfiles)
-    assert farm.q("SELECT COUNT(*) FROM jobs WHERE status='in-progress'")[0][0] == 0
+    assert farm.query("SELECT COUNT(*) FROM jobs WHERE status='in-progress'")[0][0] == 0
 
 
 def test_sigstop_worker_is_replaced(farm):
-    farm.config(BASE + "[noop]\ndelay_ms = 300\n")
+    farm.write_config(BASE + "[noop]\ndelay_ms = 300\n")
     farm.make_media(12)
-    farm.run("scan", farm.media, check=0)
+    farm.run("scan", farm.media, check=True)
     m = farm.start("run", "--workers", "2")
     kids = wait_for(lambda: farm.workers_of(m.pid), 10, what="workers")
     time.sleep(0.5)
@@ -171,9 +164,9 @@ def test_sigstop_worker_is_replaced(farm):
 
 
 def test_signals_usr1_ttin_ttou_term(farm):
-    farm.config(BASE + "[noop]\ndelay_ms = 200\n")
+    farm.write_config(BASE + "[noop]\ndelay_ms = 200\n")
     farm.make_media(40)
-    farm.run("scan", farm.media, check=0)
+    farm.run("scan", farm.media, check=True)
     m = farm.start("run", "--workers", "2")
     wait_for(lambda: len(farm.workers_of(m.pid)) == 2, 10, what="2 workers")
     m.send_signal(signal.SIGUSR1)
@@ -197,15 +190,15 @@ def test_signals_usr1_ttin_ttou_term(farm):
     assert "in-progress" not in c
     assert c.get("completed", 0) < 120
     # resume: the next run finishes the rest
-    farm.config(BASE)
-    farm.run("run", "--workers", "4", timeout=300, check=0)
+    farm.write_config(BASE)
+    farm.run("run", "--workers", "4", timeout=300, check=True)
     assert_all_done_once(farm, 120)
 
 
 def test_term_grace_kills_and_returns_jobs(farm):
-    farm.config(BASE + "[noop]\ndelay_ms = 20000\n")
+    farm.write_config(BASE + "[noop]\ndelay_ms = 20000\n")
     farm.make_media(3)
-    farm.run("scan", farm.media, check=0)
+    farm.run("scan", farm.media, check=True)
     m = farm.start("run", "--workers", "3", "--grace", "1")
     wait_for(lambda: farm.counts().get("in-progress", 0) == 3, 10 ,
              what="3 jobs running")
@@ -216,15 +209,15 @@ def test_term_grace_kills_and_returns_jobs(farm):
     c = farm.counts()
     assert c == {"not_started": 9}, c
     # an interrupted attempt is given back: no attempts consumed
-    assert farm.q("SELECT MAX(attempts) FROM jobs")[0][0] == 0
-    assert farm.q("SELECT COUNT(*) FROM attempts WHERE outcome="
-                  "'interrupted'")[0][0] == 3
+    assert farm.query("SELECT MAX(attempts) FROM jobs")[0][0] == 0
+    assert farm.query("SELECT COUNT(*) FROM attempts WHERE outcome="
+                      "'interrupted'")[0][0] == 3
 
 
 def test_quit_stops_at_once_losing_nothing(farm):
-    farm.config(BASE + "[noop]\ndelay_ms = 20000\n")
+    farm.write_config(BASE + "[noop]\ndelay_ms = 20000\n")
     farm.make_media(2)
-    farm.run("scan", farm.media, check=0)
+    farm.run("scan", farm.media, check=True)
     m = farm.start("run", "--workers", "2")
     wait_for(lambda: farm.counts().get("in-progress", 0) == 2, 10,
              what="2 jobs running")
@@ -237,23 +230,23 @@ def test_hung_job_is_killed_and_fails(farm):
     # a duration of this run's own: other suites on the machine (another
     # worktree's run of this test, test_ops' bystander) sleep 60 too
     secs = "60.%06d" % random.randrange(10 ** 6)
-    farm.config(BASE + """
+    farm.write_config(BASE + """
 [transcribe]
 provider = exec
 [exec]
 transcribe_command = sleep %s
 """ % secs)
     farm.make_media(1)
-    farm.run("scan", farm.media, check=0)
+    farm.run("scan", farm.media, check=True)
     p = farm.run("run", "--job-timeout", "1", "--max-attempts", "2",
                  "--stage", "transcribe", timeout=60)
     assert p.returncode == 3, p.stderr
-    row = farm.q("SELECT status, attempts, last_error FROM jobs WHERE "
-                 "stage='transcribe'")[0]
+    row = farm.query("SELECT status, attempts, last_error FROM jobs WHERE "
+                     "stage='transcribe'")[0]
     assert row[0] == "failed" and row[1] == 2
     assert "hung" in row[2]
-    assert farm.q("SELECT COUNT(*) FROM attempts WHERE outcome='timeout'")[0][0] == 2
-    assert b"event=job_hung" in p.stderr
+    assert farm.query("SELECT COUNT(*) FROM attempts WHERE outcome='timeout'")[0][0] == 2
+    assert "event=job_hung" in p.stderr
     # the engine died with its worker: no sleep left behind
     out = os.popen("pgrep -fx 'sleep %s'" % secs).read().split()
     assert out == []
@@ -261,27 +254,27 @@ transcribe_command = sleep %s
 
 def test_crash_looping_job_ends_failed_throttled(farm):
     # the engine kills the worker running it: a job that kills workers
-    farm.config(BASE + """
+    farm.write_config(BASE + """
 [transcribe]
 provider = exec
 [exec]
 transcribe_command = sh -c 'kill -9 $PPID; sleep 5'
 """)
     farm.make_media(1)
-    farm.run("scan", farm.media, check=0)
+    farm.run("scan", farm.media, check=True)
     p = farm.run("run", "--workers", "2", "--max-attempts", "3",
                  "--stage", "transcribe", timeout=60)
     assert p.returncode == 3, p.stderr
-    row = farm.q("SELECT status, attempts, last_error FROM jobs")[0]
+    row = farm.query("SELECT status, attempts, last_error FROM jobs")[0]
     assert row[0] == "failed" and row[1] == 3, row
     assert "signal 9" in row[2]
-    assert farm.q("SELECT COUNT(*) FROM attempts WHERE outcome='crashed'")[0][0] == 3
+    assert farm.query("SELECT COUNT(*) FROM attempts WHERE outcome='crashed'")[0][0] == 3
     # three crashes cost three respawns, not a fork storm
-    assert p.stderr.count(b"event=worker_spawn") <= 2 + 3 + 1
+    assert p.stderr.count("event=worker_spawn") <= 2 + 3 + 1
 
 
 def test_exec_exit_codes(farm):
-    script = farm.dir / "engine.sh"
+    script = farm.path / "engine.sh"
     script.write_text("""#!/bin/sh
 # {input} is /dev/fd/N, the media file the worker opened and checked
 case "$(cat "$1")" in
@@ -292,7 +285,7 @@ case "$(cat "$1")" in
 esac
 """)
     script.chmod(0o755)
-    farm.config(BASE + f"""
+    farm.write_config(BASE + f"""
 [transcribe]
 provider = exec
 [translate]
@@ -303,10 +296,10 @@ transcribe_command = {script} {{input}}
 translate_command = sed -e "s/^/{{lang}}: /"
 """)
     farm.make_media(3)
-    farm.run("scan", farm.media, check=0)
+    farm.run("scan", farm.media, check=True)
     p = farm.run("run", timeout=60)
     assert p.returncode == 3
-    rows = dict((r[0], r[1:]) for r in farm.q(
+    rows = dict((r[0], r[1:]) for r in farm.query(
         "SELECT m.rel_path, j.status, j.last_error FROM jobs j JOIN "
         "media_files m USING (file_id) WHERE j.stage='transcribe'"))
     assert rows[b"f00000.wav"][0] == "completed"
@@ -314,54 +307,54 @@ translate_command = sed -e "s/^/{{lang}}: /"
     assert rows[b"f00002.wav"][0] == "failed"
     assert "exit 3" in rows[b"f00002.wav"][1]
     assert "cannot decode" in rows[b"f00002.wav"][1]
-    tr = (farm.out / "translations" / "es" / "f00000.wav.txt").read_text()
+    tr = (farm.output / "translations" / "es" / "f00000.wav.txt").read_text()
     assert tr == "es: hello from RIFF0\n"
 
 
 def test_watch_picks_up_new_work(farm):
-    farm.config(BASE)
+    farm.write_config(BASE)
     farm.make_media(5)
-    farm.run("scan", farm.media, check=0)
+    farm.run("scan", farm.media, check=True)
     m = farm.start("run", "--watch", "--check-interval", "1")
     wait_for(lambda: farm.counts() == {"completed": 15}, 30, what="first batch")
     farm.make_media(5, prefix="g")
-    farm.run("scan", farm.media, check=0)
+    farm.run("scan", farm.media, check=True)
     wait_for(lambda: farm.counts() == {"completed": 30}, 30, what="new work")
     m.send_signal(signal.SIGTERM)
     assert m.wait(timeout=20) == 0
 
 
 def test_second_master_refused(farm):
-    farm.config(BASE + "[noop]\ndelay_ms = 5000\n")
+    farm.write_config(BASE + "[noop]\ndelay_ms = 5000\n")
     farm.make_media(2)
-    farm.run("scan", farm.media, check=0)
+    farm.run("scan", farm.media, check=True)
     m = farm.start("run")
     wait_for(lambda: farm.counts().get("in-progress", 0) > 0, 10, what="start")
     p = farm.run("run", timeout=30)
     assert p.returncode == 1
-    assert f"pid {m.pid}".encode() in p.stderr
+    assert f"pid {m.pid}" in p.stderr
     m.send_signal(signal.SIGQUIT)
     m.wait(timeout=10)
 
 
 def test_hup_reloads_config_and_keeps_old_on_error(farm):
-    farm.config(BASE + "[farm]\nworkers = 2\n[noop]\ndelay_ms = 100\n")
+    farm.write_config(BASE + "[farm]\nworkers = 2\n[noop]\ndelay_ms = 100\n")
     farm.make_media(60)
-    farm.run("scan", farm.media, check=0)
+    farm.run("scan", farm.media, check=True)
     m = farm.start("run")
     wait_for(lambda: len(farm.workers_of(m.pid)) == 2, 10, what="2 workers")
-    farm.config(BASE + "[farm]\nworkers = 3\n[noop]\ndelay_ms = 100\n")
+    farm.write_config(BASE + "[farm]\nworkers = 3\n[noop]\ndelay_ms = 100\n")
     m.send_signal(signal.SIGHUP)
     wait_for(lambda: len(farm.workers_of(m.pid)) == 3, 10, what="3 workers")
     assert "event=config_reloaded workers=3" in farm.log()
     # a broken file is logged and the running settings kept
-    farm.config("[farm]\nworkers = lots\n")
+    farm.write_config("[farm]\nworkers = lots\n")
     m.send_signal(signal.SIGHUP)
     wait_for(lambda: "event=config_reload_failed" in farm.log(), 10,
              what="reload failure logged")
     assert "mpfarm.conf:2" in farm.log()
     # a file that parses but cannot run a farm is refused too
-    farm.config(BASE + "[farm]\nworkers = 0\n")
+    farm.write_config(BASE + "[farm]\nworkers = 0\n")
     m.send_signal(signal.SIGHUP)
     wait_for(lambda: "must be at least 1" in farm.log(), 10,
              what="workers = 0 refused")
@@ -373,14 +366,14 @@ def test_hup_reloads_config_and_keeps_old_on_error(farm):
 
 
 def test_output_that_is_a_file_is_refused_before_workers(farm):
-    farm.config(BASE)
+    farm.write_config(BASE)
     farm.make_media(2)
-    farm.run("scan", farm.media, check=0)
-    (farm.dir / "out.txt").write_text("not a folder")
+    farm.run("scan", farm.media, check=True)
+    (farm.path / "out.txt").write_text("not a folder")
     p = farm.run("run", "--output", "out.txt")
     assert p.returncode == 2
-    assert b"out.txt is not a folder" in p.stderr
-    assert b"worker_spawn" not in p.stderr
+    assert "out.txt is not a folder" in p.stderr
+    assert "worker_spawn" not in p.stderr
     assert farm.counts() == {"not_started": 6}
 
 
@@ -390,12 +383,12 @@ def test_progress_line_on_a_terminal(farm):
     import subprocess
     if shutil.which("script") is None:
         pytest.skip("script(1) from util-linux is needed for a pty")
-    farm.config(BASE + "[noop]\ndelay_ms = 80\n")
+    farm.write_config(BASE + "[noop]\ndelay_ms = 80\n")
     farm.make_media(40)
-    farm.run("scan", farm.media, check=0)
-    from farmlib import BIN
+    farm.run("scan", farm.media, check=True)
+    from conftest import MPFARM_BIN as BIN
     p = subprocess.run(["script", "-qec", f"{BIN} run --workers 2",
-                        "/dev/null"], cwd=farm.dir, capture_output=True,
+                        "/dev/null"], cwd=farm.path, capture_output=True,
                        timeout=120 * SLOW)
     assert p.returncode == 0, p.stdout
     out = p.stdout.decode(errors="replace")
@@ -410,10 +403,10 @@ def test_locked_database_never_strands_a_job(farm):
     returns it, and the run completes it once the lock is gone."""
     import sqlite3
     import threading
-    farm.config(BASE.replace("[translate]\nprovider = noop\nlanguages = en,de\n",
-                             "") + "busy_timeout = 50\n[noop]\ndelay_ms = 400\n")
+    farm.write_config(BASE.replace("[translate]\nprovider = noop\nlanguages = en,de\n",
+                                   "") + "busy_timeout = 50\n[noop]\ndelay_ms = 400\n")
     farm.make_media(2)
-    farm.run("scan", farm.media, check=0)
+    farm.run("scan", farm.media, check=True)
     m = farm.start("run", "--workers", "2")
     wait_for(lambda: farm.counts().get("in-progress", 0) == 2, 10,
              what="2 jobs running")
@@ -428,17 +421,17 @@ def test_locked_database_never_strands_a_job(farm):
 
 
 def test_engines_get_no_channel_fd(farm):
-    farm.config(BASE.replace("[translate]\nprovider = noop\nlanguages = en,de\n",
-                             "") + """
+    farm.write_config(BASE.replace("[translate]\nprovider = noop\nlanguages = en,de\n",
+                                   "") + """
 [transcribe]
 provider = exec
 [exec]
 transcribe_command = sh -c 'ls /proc/$$/fd | sort -n | tr "\\n" " "'
 """)
     farm.make_media(1)
-    farm.run("scan", farm.media, check=0)
-    farm.run("run", check=0)
-    fds = (farm.out / "transcripts" / "f00000.wav.txt").read_text().split()
+    farm.run("scan", farm.media, check=True)
+    farm.run("run", check=True)
+    fds = (farm.output / "transcripts" / "f00000.wav.txt").read_text().split()
     # and the media file, for {input} = /dev/fd/N (not used here)
     assert fds[:3] == ["0", "1", "2"] and len(fds) <= 4, fds
 
@@ -446,32 +439,32 @@ transcribe_command = sh -c 'ls /proc/$$/fd | sort -n | tr "\\n" " "'
 def test_ctrl_c_lets_engines_finish(farm):
     """INT to the whole terminal process group is a graceful stop: the
     engines, in their own group, finish their jobs; nothing is charged."""
-    farm.config(BASE.replace("[translate]\nprovider = noop\nlanguages = en,de\n",
-                             "") + """
+    farm.write_config(BASE.replace("[translate]\nprovider = noop\nlanguages = en,de\n",
+                                   "") + """
 [transcribe]
 provider = exec
 [exec]
 transcribe_command = sh -c 'sleep 1; echo done'
 """)
     farm.make_media(2)
-    farm.run("scan", farm.media, check=0)
+    farm.run("scan", farm.media, check=True)
     m = farm.start("run", "--workers", "2")
     wait_for(lambda: farm.counts().get("in-progress", 0) == 2, 10,
              what="2 jobs running")
     os.killpg(m.pid, signal.SIGINT)
     assert m.wait(timeout=30 * SLOW) == 0
     assert farm.counts() == {"completed": 2}
-    assert farm.q("SELECT MAX(attempts) FROM jobs")[0][0] == 1
+    assert farm.query("SELECT MAX(attempts) FROM jobs")[0][0] == 1
 
 
 def test_chaos_fast_batched_jobs(farm):
     """Jobs fast enough to be sent ahead and published several to a
     transaction, while workers are SIGKILLed every 50 ms and then the
     master: still every job completed exactly once, outputs whole."""
-    farm.config(BASE.replace("languages = en,de", "languages = en"))
+    farm.write_config(BASE.replace("languages = en,de", "languages = en"))
     nfiles = 4000
     farm.make_media(nfiles)
-    farm.run("scan", farm.media, check=0)
+    farm.run("scan", farm.media, check=True)
     m = farm.start("run", "--workers", "4", "--max-attempts", "50")
     rng = random.Random(3)
     kills = 0
@@ -489,23 +482,23 @@ def test_chaos_fast_batched_jobs(farm):
         m.send_signal(signal.SIGKILL)
     m.wait(timeout=10)
     p = farm.run("run", "--workers", "4", "--max-attempts", "50",
-                 timeout=300, check=0)
+                 timeout=300, check=True)
     assert kills > 0
     assert_all_done_once(farm, nfiles * 2)
     assert_outputs(farm, nfiles, langs=("en",))
-    assert b"worker_broken" not in p.stderr
+    assert "worker_broken" not in p.stderr
     assert "worker_broken" not in farm.log()
 
 
 def test_recycling_replacement_first_one_at_a_time(farm):
-    farm.config(BASE.replace("languages = en,de", "languages = en") +
-                "[noop]\ndelay_ms = 5\n")
+    farm.write_config(BASE.replace("languages = en,de", "languages = en") +
+                      "[noop]\ndelay_ms = 5\n")
     farm.make_media(150)
-    farm.run("scan", farm.media, check=0)
+    farm.run("scan", farm.media, check=True)
     p = farm.run("run", "--workers", "3", "--max-jobs-per-worker", "20",
-                 "--log-level", "debug", check=0, timeout=120)
+                 "--log-level", "debug", check=True, timeout=120)
     assert_all_done_once(farm, 300)
-    lines = p.stderr.decode().splitlines()
+    lines = p.stderr.splitlines()
     recycles = [l for l in lines if "event=worker_recycle" in l]
     assert len(recycles) >= 5, len(recycles)
     leaving = set()

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from farmlib import BIN, REPO, SLOW, Farm, alive, wait_for
+from conftest import MPFARM_BIN as BIN, REPO, SLOW, alive, wait_for
 
 MAN1 = REPO / "mpfarm.1"
 MAN5 = REPO / "mpfarm.conf.5"
@@ -104,23 +104,14 @@ class Tracker:
                     pass
 
 
-@pytest.fixture
-def farm(tmp_path):
-    work = tmp_path / "work"
-    work.mkdir()
-    f = Farm(work)
-    yield f
-    f.cleanup()
-
-
 def in_progress(farm):
-    return farm.q("SELECT COUNT(*) FROM jobs WHERE status='in-progress'")[0][0]
+    return farm.query("SELECT COUNT(*) FROM jobs WHERE status='in-progress'")[0][0]
 
 
 def assert_all_done_once(farm, njobs):
     assert farm.counts() == {"completed": njobs}, farm.counts()
-    assert farm.q("SELECT job_id FROM attempts WHERE outcome='completed' "
-                  "GROUP BY job_id HAVING COUNT(*) != 1") == []
+    assert farm.query("SELECT job_id FROM attempts WHERE outcome='completed' "
+                      "GROUP BY job_id HAVING COUNT(*) != 1") == []
 
 
 def workers_gone(pids):
@@ -378,7 +369,7 @@ class Runit:
         (self.svc / "conf").write_text(
             "MPFARM=%s\nMPFARM_DIR=%s\nMPFARM_CONFIG=%s\nMPFARM_USER=\n"
             "MPFARM_LOGDIR=%s\nMPFARM_LOG_USER=\n" % (
-                BIN, farm.dir, farm.dir / "mpfarm.conf", self.logdir))
+                BIN, farm.path, farm.path / "mpfarm.conf", self.logdir))
         data = tmp_path / "data"
         data.mkdir()
         farm.db = data / "jobs.db"
@@ -453,10 +444,10 @@ def runit(tmp_path, farm):
 
 def test_runit_service(farm, runit):
     r, t = runit
-    farm.config(NOOP_CONF)
+    farm.write_config(NOOP_CONF)
     nfiles = 40
     farm.make_media(nfiles)
-    farm.run("scan", farm.media, "--db", farm.db, check=0)
+    farm.run("scan", farm.media, "--db", farm.db, check=True)
     r.start()
 
     # `sv start` waits for ./check: the status file names a live master
@@ -541,8 +532,8 @@ class Supervisor:
         prog = dict(shipped["program:mpfarm"])
         self.shipped = dict(prog)
         prog.update(
-            command="%s --watch --config %s" % (BIN, farm.dir / "mpfarm.conf"),
-            directory=str(farm.dir), stdout_logfile=str(self.log),
+            command="%s --watch --config %s" % (BIN, farm.path / "mpfarm.conf"),
+            directory=str(farm.path), stdout_logfile=str(self.log),
             startsecs="1")
         prog.pop("user", None)
         sock = self.dir / "s.sock"
@@ -611,12 +602,12 @@ def test_supervisord_program(farm, supervisor):
     assert set(sp["exitcodes"].split(",")) == {"0", "3"}
     assert "--watch" in sp["command"]
 
-    farm.config(NOOP_CONF)
+    farm.write_config(NOOP_CONF)
     nfiles = 30
     farm.make_media(nfiles)
-    farm.run("scan", farm.media, check=0)
+    farm.run("scan", farm.media, check=True)
     s.start()
-    wait_for(lambda: s.state() == "RUNNING", 30, step=0.2,
+    wait_for(lambda: s.state() == "RUNNING", 30, interval=0.2,
              what="supervisord to start mpfarm")
     pid = t.master(s.pid())
     wait_for(lambda: len(t.workers(pid)) == 2, 15, what="2 workers")
@@ -634,7 +625,7 @@ def test_supervisord_program(farm, supervisor):
     wait_for(lambda: workers_gone(workers), 10,
              what="workers to die with their master")
     wait_for(lambda: s.pid() not in (0, pid) and s.state() == "RUNNING", 30,
-             step=0.2, what="supervisord to restart mpfarm")
+             interval=0.2, what="supervisord to restart mpfarm")
     new = t.master(s.pid())
     wait_for(lambda: "event=recovered" in s.text(), 10, what="recovery")
     wait_for(lambda: farm.counts() == {"completed": nfiles * 2}, 60,
@@ -721,12 +712,12 @@ def wait_notify(sock, want, timeout, seen):
 
 
 @pytest.mark.parametrize("kind", ["path", "abstract"])
-def test_notify_ready_and_stopping(farm, tmp_path, monkeypatch, kind):
+def test_notify_ready_and_stopping(farm, tmp_path, kind):
     """Type=notify: READY=1 once workers run, STOPPING=1 at TERM, sent by
     the master itself (systemd's NotifyAccess=main checks the sender)."""
-    farm.config(NOOP_CONF)
+    farm.write_config(NOOP_CONF)
     farm.make_media(6)
-    farm.run("scan", farm.media, check=0)
+    farm.run("scan", farm.media, check=True)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     try:
         if kind == "path":
@@ -736,8 +727,7 @@ def test_notify_ready_and_stopping(farm, tmp_path, monkeypatch, kind):
             name = "@mpfarm-test-%d-%d" % (os.getpid(), time.monotonic_ns())
             sock.bind("\0" + name[1:])
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
-        monkeypatch.setenv("NOTIFY_SOCKET", name)
-        m = farm.start("run", "--watch")
+        m = farm.start("run", "--watch", env={"NOTIFY_SOCKET": name})
         seen = []
         pid = wait_notify(sock, "READY=1", 20, seen)
         assert pid == m.pid
@@ -753,11 +743,11 @@ def test_notify_ready_and_stopping(farm, tmp_path, monkeypatch, kind):
 # ---- (7) --log-file, HUP and logrotate ---------------------------------------
 
 def test_log_file_reopened_on_hup(farm):
-    farm.config(NOOP_CONF)
+    farm.write_config(NOOP_CONF)
     farm.make_media(10)
-    farm.run("scan", farm.media, check=0)
-    log = farm.dir / "mpfarm.log"
-    moved = farm.dir / "mpfarm.log.1"
+    farm.run("scan", farm.media, check=True)
+    log = farm.path / "mpfarm.log"
+    moved = farm.path / "mpfarm.log.1"
     m = farm.start("run", "--watch", "--log-file", log)
     wait_for(lambda: log.exists() and "event=farm_start" in log.read_text(),
              10, what="the log file")
@@ -769,7 +759,7 @@ def test_log_file_reopened_on_hup(farm):
     size = moved.stat().st_size
     # new work, worker lines and a stats line: all in the fresh file
     farm.make_media(10, prefix="g")
-    farm.run("scan", farm.media, check=0)
+    farm.run("scan", farm.media, check=True)
     wait_for(lambda: farm.counts() == {"completed": 40}, 30, what="new jobs")
     m.send_signal(signal.SIGUSR1)
     wait_for(lambda: "event=stats" in log.read_text(), 10, what="stats line")
@@ -796,18 +786,18 @@ def logrotate_conf(tmp_path, log, lockdir):
 def test_logrotate_signals_only_a_live_master(farm, tmp_path):
     logrotate = need("logrotate", package="logrotate")
     need("flock", package="util-linux")
-    farm.config(NOOP_CONF)
+    farm.write_config(NOOP_CONF)
     logs = tmp_path / "logs"
     logs.mkdir()
     log = logs / "mpfarm.log"
-    conf = logrotate_conf(tmp_path, log, farm.dir)
+    conf = logrotate_conf(tmp_path, log, farm.path)
     state = tmp_path / "logrotate.state"
 
     # a stale lock file naming a live process that is not a master: no HUP
     log.write_text("old line\n")
     bystander = subprocess.Popen(["sleep", "60"], start_new_session=True)
     try:
-        (farm.dir / "media_tracking.db.lock").write_text("%d\n" % bystander.pid)
+        (farm.path / "media_tracking.db.lock").write_text("%d\n" % bystander.pid)
         p = sh(logrotate, "-f", "-s", state, conf, cwd=tmp_path)
         assert p.returncode == 0, p.stderr
         time.sleep(0.3)
@@ -818,7 +808,7 @@ def test_logrotate_signals_only_a_live_master(farm, tmp_path):
 
     # a running master: logrotate renames, HUPs it, the master reopens
     farm.make_media(4)
-    farm.run("scan", farm.media, check=0)
+    farm.run("scan", farm.media, check=True)
     m = farm.start("run", "--watch", "--log-file", log)
     wait_for(lambda: log.exists() and "event=farm_start" in log.read_text(),
              10, what="the log file")
