@@ -203,8 +203,10 @@ done:
 	return rc;
 }
 
-const struct provider_ops provider_elevenlabs = {
+const struct provider_desc provider_elevenlabs = {
 	.name = "elevenlabs",
+	.stages = STAGE_MASK_TRANSCRIBE,
+	.limited = true,
 	.key_env = "ELEVENLABS_API_KEY",
 	.check = el_check,
 	.run = el_run,

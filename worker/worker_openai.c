@@ -405,8 +405,10 @@ done:
 	return rc;
 }
 
-const struct provider_ops provider_openai = {
+const struct provider_desc provider_openai = {
 	.name = "openai",
+	.stages = STAGE_MASK_TRANSCRIBE | STAGE_MASK_TRANSLATE,
+	.limited = true,
 	.key_env = "OPENAI_API_KEY",
 	.check = openai_check,
 	.run = openai_run,

@@ -23,11 +23,11 @@
 
 /* The worker's services; the real ones win when worker_main.o is linked. */
 __attribute__((weak)) void worker_heartbeat(void) {}
-__attribute__((weak)) int worker_token_acquire(const char *p) { (void)p; return 0; }
+__attribute__((weak)) int worker_token_acquire(void) { return 0; }
 __attribute__((weak)) void
-worker_provider_event(const char *p, int k, int64_t ms, int http, const char *t)
+worker_provider_event(int k, int64_t ms, int http, const char *t)
 {
-	(void)p; (void)k; (void)ms; (void)http; (void)t;
+	(void)k; (void)ms; (void)http; (void)t;
 }
 
 /* Wed, 21 Oct 2015 07:28:00 GMT */
@@ -148,8 +148,8 @@ test_classify(void **state)
 	(void)state;
 	for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++) {
 		struct worker_http_class c;
-		worker_http_classify(table[i].prov, table[i].status, table[i].cc,
-				     table[i].code, &c);
+		worker_http_classify(provider_find(table[i].prov), table[i].status,
+				     table[i].cc, table[i].code, &c);
 		if ((int)c.outcome != (int)table[i].outcome ||
 		    c.event != table[i].event)
 			fail_msg("row %zu (%s %ld curl %d %s): got outcome %d event "
