@@ -300,6 +300,7 @@ farm_signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
 			 * idle, and none gets a job decided under the new one */
 			farm.cfg_gen++;
 			farm.target = farm.cfg->workers;
+			farm_prov_reload();
 			log_info("config_reloaded", "workers=%d job_timeout=%d "
 			    "config_gen=%lld", farm.cfg->workers,
 			    farm.cfg->job_timeout, (long long)farm.cfg_gen);

@@ -193,6 +193,9 @@ bool farm_prov_limited(int prov);
 /* Read the limits of every limited provider from the config ([NAME]
  * max_concurrency, rate) and clear pauses, counts and waiters. */
 void farm_prov_init(void);
+/* After a HUP: read the limits again (jobs in flight, pauses, waiters
+ * and disabled providers stay as they are). */
+void farm_prov_reload(void);
 /* May a job of provider prov start now: not disabled, not paused, below
  * its concurrency limit.  True for unlimited providers and prov < 0. */
 bool farm_prov_may_start(int prov);

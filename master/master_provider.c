@@ -68,6 +68,18 @@ prov_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	farm_dispatch();
 }
 
+/* The limits [NAME] sets for p: concurrency (restarting the AIMD limit
+ * there) and request rate. */
+static void
+prov_limits_read(struct prov *p)
+{
+	p->max_conc = !p->limited ? 0 : (int)config_get_long(farm.cfg,
+	    p->name, "max_concurrency", 0);
+	p->limit = p->max_conc;
+	p->rate = !p->limited ? 0 : config_get_double(farm.cfg, p->name,
+	    "rate", 0);
+}
+
 void
 farm_prov_init(void)
 {
@@ -75,11 +87,7 @@ farm_prov_init(void)
 		struct prov *p = &provs[i];
 		p->name = provider_at(i)->name;
 		p->limited = provider_at(i)->limited;
-		p->max_conc = !p->limited ? 0 : (int)config_get_long(farm.cfg,
-		    p->name, "max_concurrency", 0);
-		p->limit = p->max_conc;
-		p->rate = !p->limited ? 0 : config_get_double(farm.cfg, p->name,
-		    "rate", 0);
+		prov_limits_read(p);
 		p->tokens = 1;
 		p->tokens_at = time_mono_ms();
 		p->paused_until = 0;
@@ -89,6 +97,17 @@ farm_prov_init(void)
 		p->was_blocked = false;
 		ev_timer_init(&p->timer, prov_timer_cb, 0, 0);
 		p->timer.data = p;
+	}
+}
+
+void
+farm_prov_reload(void)
+{
+	for (int i = 0; i < NPROVS; i++) {
+		if (!provs[i].limited)
+			continue;
+		prov_limits_read(&provs[i]);
+		prov_pump(&provs[i]);   /* a higher rate may serve waiters now */
 	}
 }
 

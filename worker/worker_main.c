@@ -4,9 +4,9 @@
  * job at a time from the channel, run the provider the master chose for
  * it, publish the outputs whole and record the outcome.  The worker never
  * works out a job's provider from its own config: after a HUP the master
- * sends it no more jobs and replaces it, so the two never disagree.  The worker is single-threaded and blocks;
- * providers call worker_heartbeat() so the master can tell a slow job from
- * a stopped or wedged worker.
+ * sends it no more jobs and replaces it, so the two never disagree.  The
+ * worker is single-threaded and blocks; providers call worker_heartbeat()
+ * so the master can tell a slow job from a stopped or wedged worker.
  */
 #include "worker.h"
 #include "worker_provider.h"

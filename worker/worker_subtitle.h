@@ -37,6 +37,7 @@ struct sub_cue {
  * after sentence ends.  0 / -1. */
 int  worker_subtitle_cues(const struct sub_word *w, size_t n,
 			  struct sub_cue **cues, size_t *ncues);
+/* Free the cues worker_subtitle_cues made (NULL is fine). */
 void worker_subtitle_cues_free(struct sub_cue *cues, size_t n);
 
 /* The two file formats; malloc'd, NUL-terminated, *len set. */
