@@ -29,43 +29,15 @@ struct ipc_field {
 	int64_t lo, hi;         /* integer: the range allowed */
 };
 
-#define IPC_FI_(n, lo, hi) \
-	{ #n, false, offsetof(struct ipc_msg, u.IPC_CUR_.n), 0, lo, hi },
-#define IPC_FS_(n) \
-	{ #n, true, offsetof(struct ipc_msg, u.IPC_CUR_.n), \
-	  sizeof(((struct ipc_msg *)0)->u.IPC_CUR_.n), 0, 0 },
-#define IPC_CUR_ ready
-static const struct ipc_field ipc_f_ready[] = {
-	IPC_READY_FIELDS(IPC_FI_, IPC_FS_) { NULL } };
-#undef IPC_CUR_
-#define IPC_CUR_ job
-static const struct ipc_field ipc_f_job[] = {
-	IPC_JOB_FIELDS(IPC_FI_, IPC_FS_) { NULL } };
-#undef IPC_CUR_
-#define IPC_CUR_ done
-static const struct ipc_field ipc_f_done[] = {
-	IPC_DONE_FIELDS(IPC_FI_, IPC_FS_) { NULL } };
-#undef IPC_CUR_
-#define IPC_CUR_ heartbeat
-static const struct ipc_field ipc_f_heartbeat[] = {
-	IPC_HEARTBEAT_FIELDS(IPC_FI_, IPC_FS_) { NULL } };
-#undef IPC_CUR_
-#define IPC_CUR_ shutdown
-static const struct ipc_field ipc_f_shutdown[] = {
-	IPC_SHUTDOWN_FIELDS(IPC_FI_, IPC_FS_) { NULL } };
-#undef IPC_CUR_
-#define IPC_CUR_ token_req
-static const struct ipc_field ipc_f_token_req[] = {
-	IPC_TOKEN_REQ_FIELDS(IPC_FI_, IPC_FS_) { NULL } };
-#undef IPC_CUR_
-#define IPC_CUR_ token_grant
-static const struct ipc_field ipc_f_token_grant[] = {
-	IPC_TOKEN_GRANT_FIELDS(IPC_FI_, IPC_FS_) { NULL } };
-#undef IPC_CUR_
-#define IPC_CUR_ event
-static const struct ipc_field ipc_f_event[] = {
-	IPC_PROVIDER_EVENT_FIELDS(IPC_FI_, IPC_FS_) { NULL } };
-#undef IPC_CUR_
+#define IPC_FI_(m, n, lo, hi) \
+	{ #n, false, offsetof(struct ipc_msg, u.m.n), 0, lo, hi },
+#define IPC_FS_(m, n) \
+	{ #n, true, offsetof(struct ipc_msg, u.m.n), \
+	  sizeof(((struct ipc_msg *)0)->u.m.n), 0, 0 },
+#define IPC_FIELDS_(T, num, m) static const struct ipc_field ipc_f_##m[] = { \
+	IPC_##T##_FIELDS(IPC_FI_, IPC_FS_, m) { NULL } };
+IPC_MESSAGES(IPC_FIELDS_)
+#undef IPC_FIELDS_
 #undef IPC_FI_
 #undef IPC_FS_
 
@@ -73,7 +45,7 @@ static const struct ipc_type {
 	const char *name;
 	const struct ipc_field *fields;
 } ipc_types[IPC_MSG_MAX] = {
-#define IPC_TYPE_(T, n, m) [IPC_MSG_##T] = { #T, ipc_f_##m },
+#define IPC_TYPE_(T, num, m) [IPC_MSG_##T] = { #T, ipc_f_##m },
 	IPC_MESSAGES(IPC_TYPE_)
 #undef IPC_TYPE_
 };

@@ -43,53 +43,54 @@ enum ipc_prov_event {
 };
 
 /* ---- the messages ------------------------------------------------------
- * I(name, lo, hi): an integer, refused outside [lo, hi].
- * S(name): a text, at most IPC_TEXT_MAX - 1 bytes, no NUL inside.
+ * I(m, name, lo, hi): an integer, refused outside [lo, hi].
+ * S(m, name): a text, at most IPC_TEXT_MAX - 1 bytes, no NUL inside.
+ * (m is the payload's member in struct ipc_msg, passed through.)
  * w->m: worker to master; m->w: master to worker. */
 
 /* 1 READY, w->m: the worker is up and its store is open. */
-#define IPC_READY_FIELDS(I, S) \
-	I(pid, 1, INT32_MAX)
+#define IPC_READY_FIELDS(I, S, m) \
+	I(m, pid, 1, INT32_MAX)
 /* 2 JOB, m->w: run this job with this provider (an index into the
  * provider table), under config generation gen.  The master decides the
  * provider; the worker never works it out again. */
-#define IPC_JOB_FIELDS(I, S) \
-	I(job_id, 1, INT64_MAX) \
-	I(provider, 0, IPC_PROVIDER_MAX - 1) \
-	I(gen, 0, INT64_MAX)
+#define IPC_JOB_FIELDS(I, S, m) \
+	I(m, job_id, 1, INT64_MAX) \
+	I(m, provider, 0, IPC_PROVIDER_MAX - 1) \
+	I(m, gen, 0, INT64_MAX)
 /* 3 DONE, w->m: the job ended.  outcome: enum job_outcome or
  * IPC_OUT_SKIPPED; status: enum job_status it ended in; http: the
  * provider's HTTP status (0 none); retry_after_ms: what the provider asked
  * to wait (0 none); text: the error, "" on success. */
-#define IPC_DONE_FIELDS(I, S) \
-	I(job_id, 1, INT64_MAX) \
-	I(provider, 0, IPC_PROVIDER_MAX - 1) \
-	I(outcome, IPC_OUT_SKIPPED, 255) \
-	I(status, 0, 255) \
-	I(http, 0, 999) \
-	I(retry_after_ms, 0, INT64_MAX) \
-	S(text)
+#define IPC_DONE_FIELDS(I, S, m) \
+	I(m, job_id, 1, INT64_MAX) \
+	I(m, provider, 0, IPC_PROVIDER_MAX - 1) \
+	I(m, outcome, IPC_OUT_SKIPPED, 255) \
+	I(m, status, 0, 255) \
+	I(m, http, 0, 999) \
+	I(m, retry_after_ms, 0, INT64_MAX) \
+	S(m, text)
 /* 4 HEARTBEAT, w->m: still working on job_id. */
-#define IPC_HEARTBEAT_FIELDS(I, S) \
-	I(job_id, 1, INT64_MAX)
+#define IPC_HEARTBEAT_FIELDS(I, S, m) \
+	I(m, job_id, 1, INT64_MAX)
 /* 5 SHUTDOWN, m->w: finish the current job, skip the rest, exit 0. */
-#define IPC_SHUTDOWN_FIELDS(I, S)
+#define IPC_SHUTDOWN_FIELDS(I, S, m)
 /* 6 TOKEN_REQ, w->m: may I send a request to provider now?  (Blocks the
  * worker until the grant.) */
-#define IPC_TOKEN_REQ_FIELDS(I, S) \
-	I(provider, 0, IPC_PROVIDER_MAX - 1)
+#define IPC_TOKEN_REQ_FIELDS(I, S, m) \
+	I(m, provider, 0, IPC_PROVIDER_MAX - 1)
 /* 7 TOKEN_GRANT, m->w: yes. */
-#define IPC_TOKEN_GRANT_FIELDS(I, S) \
-	I(provider, 0, IPC_PROVIDER_MAX - 1)
+#define IPC_TOKEN_GRANT_FIELDS(I, S, m) \
+	I(m, provider, 0, IPC_PROVIDER_MAX - 1)
 /* 8 PROVIDER_EVENT, w->m: a provider-wide condition.  kind: enum
  * ipc_prov_event; pause_ms: how long the provider asked every worker to
  * wait (0 = the master's backoff); http: the status that said so. */
-#define IPC_PROVIDER_EVENT_FIELDS(I, S) \
-	I(provider, 0, IPC_PROVIDER_MAX - 1) \
-	I(kind, 0, IPC_PROV_KIND_MAX - 1) \
-	I(pause_ms, 0, INT64_MAX) \
-	I(http, 0, 999) \
-	S(text)
+#define IPC_PROVIDER_EVENT_FIELDS(I, S, m) \
+	I(m, provider, 0, IPC_PROVIDER_MAX - 1) \
+	I(m, kind, 0, IPC_PROV_KIND_MAX - 1) \
+	I(m, pause_ms, 0, INT64_MAX) \
+	I(m, http, 0, 999) \
+	S(m, text)
 
 /* Every message: M(TYPE, number, payload member). */
 #define IPC_MESSAGES(M) \
@@ -109,18 +110,18 @@ enum ipc_msg_type {
 };
 #undef IPC_ENUM_
 
-#define IPC_INT_MEMBER_(n, lo, hi) int64_t n;
-#define IPC_TEXT_MEMBER_(n) char n[IPC_TEXT_MAX];
+#define IPC_INT_MEMBER_(m, n, lo, hi) int64_t n;
+#define IPC_TEXT_MEMBER_(m, n) char n[IPC_TEXT_MAX];
 /* One payload struct per message type; SHUTDOWN has no fields (its
  * member is a placeholder never on the wire). */
-struct ipc_ready          { IPC_READY_FIELDS(IPC_INT_MEMBER_, IPC_TEXT_MEMBER_) };
-struct ipc_job            { IPC_JOB_FIELDS(IPC_INT_MEMBER_, IPC_TEXT_MEMBER_) };
-struct ipc_done           { IPC_DONE_FIELDS(IPC_INT_MEMBER_, IPC_TEXT_MEMBER_) };
-struct ipc_heartbeat      { IPC_HEARTBEAT_FIELDS(IPC_INT_MEMBER_, IPC_TEXT_MEMBER_) };
+struct ipc_ready          { IPC_READY_FIELDS(IPC_INT_MEMBER_, IPC_TEXT_MEMBER_, _) };
+struct ipc_job            { IPC_JOB_FIELDS(IPC_INT_MEMBER_, IPC_TEXT_MEMBER_, _) };
+struct ipc_done           { IPC_DONE_FIELDS(IPC_INT_MEMBER_, IPC_TEXT_MEMBER_, _) };
+struct ipc_heartbeat      { IPC_HEARTBEAT_FIELDS(IPC_INT_MEMBER_, IPC_TEXT_MEMBER_, _) };
 struct ipc_shutdown       { char none; };
-struct ipc_token_req      { IPC_TOKEN_REQ_FIELDS(IPC_INT_MEMBER_, IPC_TEXT_MEMBER_) };
-struct ipc_token_grant    { IPC_TOKEN_GRANT_FIELDS(IPC_INT_MEMBER_, IPC_TEXT_MEMBER_) };
-struct ipc_event          { IPC_PROVIDER_EVENT_FIELDS(IPC_INT_MEMBER_, IPC_TEXT_MEMBER_) };
+struct ipc_token_req      { IPC_TOKEN_REQ_FIELDS(IPC_INT_MEMBER_, IPC_TEXT_MEMBER_, _) };
+struct ipc_token_grant    { IPC_TOKEN_GRANT_FIELDS(IPC_INT_MEMBER_, IPC_TEXT_MEMBER_, _) };
+struct ipc_event          { IPC_PROVIDER_EVENT_FIELDS(IPC_INT_MEMBER_, IPC_TEXT_MEMBER_, _) };
 #undef IPC_INT_MEMBER_
 #undef IPC_TEXT_MEMBER_
 
