@@ -96,6 +96,16 @@ provider_http_in(const int *codes, long status)
 	return false;
 }
 
+bool
+provider_code_in(const char *const *codes, const char *code)
+{
+	for (int i = 0; code != NULL && i < PROVIDER_HTTP_CODES_MAX &&
+	    codes[i] != NULL; i++)
+		if (strcmp(codes[i], code) == 0)
+			return true;
+	return false;
+}
+
 int64_t
 provider_retry_at(const struct config *cfg, int attempts, int64_t retry_after_ms)
 {

@@ -43,6 +43,11 @@ struct provider_desc {
 	 * besides 401 and 403, "key or quota refused" (0-terminated) */
 	int     http_rate_limited[PROVIDER_HTTP_CODES_MAX];
 	int     http_refused[PROVIDER_HTTP_CODES_MAX];
+	/* error codes in its answers' bodies that mean "quota gone" (retrying
+	 * cannot help, whatever the status) and "too many concurrent
+	 * requests" (NULL-terminated) */
+	const char *code_refused[PROVIDER_HTTP_CODES_MAX];
+	const char *code_concurrency[PROVIDER_HTTP_CODES_MAX];
 	/* Check the config and keys for a stage before any worker starts
 	 * (master side): 0, or -1 with a message in err.  May be NULL. */
 	int   (*check)(const struct config *cfg, int stage, const char *lang,
@@ -86,6 +91,9 @@ int  provider_index(const char *name);
 void provider_names(int stage_mask, int which, char *buf, size_t cap);
 /* True when status is in a 0-terminated list of HTTP codes. */
 bool provider_http_in(const int *codes, long status);
+/* True when code (may be NULL) is in a NULL-terminated list of error
+ * codes. */
+bool provider_code_in(const char *const *codes, const char *code);
 
 /* When a failed attempt may run again (wall ms): after what the provider
  * asked (Retry-After, capped at retry_max_delay_ms), else after capped

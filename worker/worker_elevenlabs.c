@@ -208,6 +208,8 @@ const struct provider_desc provider_elevenlabs = {
 	.stages = STAGE_MASK_TRANSCRIBE,
 	.limited = true,
 	.key_env = "ELEVENLABS_API_KEY",
+	.code_refused = { "quota_exceeded" },
+	.code_concurrency = { "too_many_concurrent_requests" },
 	.check = el_check,
 	.run = el_run,
 };

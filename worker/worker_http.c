@@ -88,12 +88,6 @@ worker_http_duration_parse(const char *value)
 		WORKER_HTTP_RETRY_AFTER_MAX_MS : (int64_t)ceil(total);
 }
 
-static bool
-code_is(const char *code, const char *what)
-{
-	return code != NULL && strcmp(code, what) == 0;
-}
-
 void
 worker_http_classify(const struct provider_desc *p, long status, CURLcode cc,
 		     const char *code, struct worker_http_class *out)
@@ -121,15 +115,14 @@ worker_http_classify(const struct provider_desc *p, long status, CURLcode cc,
 	if (status >= 200 && status < 300) {
 		out->outcome = OUT_COMPLETED;
 		out->event = IPC_PROV_OK;
-	} else if (code_is(code, "insufficient_quota") ||
-		   code_is(code, "quota_exceeded")) {
-		/* OpenAI says this with a 429: retrying cannot help */
+	} else if (provider_code_in(p->code_refused, code)) {
+		/* said with a 429 too (OpenAI): retrying cannot help */
 		out->outcome = OUT_PERMANENT;
 		out->event = IPC_PROV_QUOTA;
 	} else if (status == 429 || provider_http_in(p->http_rate_limited,
 	    status)) {
 		out->outcome = OUT_RATE_LIMITED;
-		out->event = code_is(code, "too_many_concurrent_requests") ?
+		out->event = provider_code_in(p->code_concurrency, code) ?
 			IPC_PROV_CONCURRENCY : IPC_PROV_RATE_LIMITED;
 	} else if (status == 401 || status == 403 ||
 	    provider_http_in(p->http_refused, status)) {

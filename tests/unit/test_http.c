@@ -139,6 +139,11 @@ static const struct {
 	{ "openai", 413, CURLE_OK, NULL, OUT_PERMANENT, -1 },
 	{ "elevenlabs", 422, CURLE_OK, NULL, OUT_PERMANENT, -1 },
 	{ "openai", 456, CURLE_OK, NULL, OUT_PERMANENT, -1 },
+	/* error codes are each provider's own (its descriptor's) */
+	{ "deepl", 429, CURLE_OK, "too_many_concurrent_requests",
+	  OUT_RATE_LIMITED, IPC_PROV_RATE_LIMITED },
+	{ "elevenlabs", 429, CURLE_OK, "insufficient_quota", OUT_RATE_LIMITED,
+	  IPC_PROV_RATE_LIMITED },
 	{ "openai", 301, CURLE_OK, NULL, OUT_PERMANENT, -1 },
 };
 
