@@ -109,7 +109,7 @@ floor_job(store_t *st, const struct config *cfg, int64_t job_id, pid_t self)
 	struct job j;
 	struct provider_req req = { 0 };
 	struct provider_result res = { 0 };
-	const struct provider_ops *ops;
+	const struct provider_desc *ops;
 	char err[512] = "";
 	int rc;
 

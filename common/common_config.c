@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include "common_config.h"
 #include "common_roots.h"
+#include "common_provider.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -29,15 +30,9 @@ struct config_parse {
 	int next_line;
 };
 
+/* The sections besides one per provider (common_provider.h). */
 static const char *const config_sections[] = {
-	"farm", "transcribe", "translate", "elevenlabs", "openai", "deepl",
-	"exec", "noop", "serve", "roots", NULL
-};
-static const char *const transcribe_providers[] = {
-	"elevenlabs", "openai", "exec", "noop", NULL
-};
-static const char *const translate_providers[] = {
-	"deepl", "openai", "exec", "noop", NULL
+	"farm", "transcribe", "translate", "serve", "roots", NULL
 };
 
 /* Numbers any provider section may hold, with their ranges: a value that
@@ -342,6 +337,28 @@ config_num_check(const char *key, const char *v, char *err, size_t errlen)
 	return 0;
 }
 
+/* `provider = value` in section: a provider the registry has, serving
+ * that section's stage.  0, or -1 with a message listing those that do. */
+static int
+config_provider_check(const char *section, const char *value, char *msg,
+		      size_t msglen)
+{
+	const struct provider_desc *p = provider_find(value);
+	bool tr = strcmp(section, "transcribe") == 0;
+	int mask = tr ? STAGE_MASK_TRANSCRIBE : STAGE_MASK_TRANSLATE;
+	char names[200];
+
+	if (!tr && strcmp(section, "translate") != 0 &&
+	    strncmp(section, "translate.", 10) != 0)
+		return 0;       /* a provider's own section may use the word */
+	if (p != NULL && (p->stages & mask))
+		return 0;
+	provider_names(mask, PROVIDER_NAMES_ALL, names, sizeof(names));
+	snprintf(msg, msglen, "unknown %s provider \"%s\" (%s)", tr ?
+	    "transcription" : "translation", value, names);
+	return -1;
+}
+
 static int
 config_ini_handler(void *user, const char *section, const char *key,
 		   const char *value)
@@ -355,7 +372,8 @@ config_ini_handler(void *user, const char *section, const char *key,
 	snprintf(where, sizeof(where), "%s:%d", cp->file, cp->line);
 	if (key == NULL)        /* a bare [section] line */
 		return 1;
-	if (!word_in(section, config_sections) && !lang_section) {
+	if (!word_in(section, config_sections) && !lang_section &&
+	    provider_find(section) == NULL) {
 		snprintf(msg, sizeof(msg), "unknown section [%s]", section);
 		goto fail;
 	}
@@ -389,20 +407,9 @@ config_ini_handler(void *user, const char *section, const char *key,
 			goto fail;
 		}
 	}
-	if (strcmp(key, "provider") == 0) {
-		bool tr = strcmp(section, "transcribe") == 0;
-		if (tr && !word_in(value, transcribe_providers)) {
-			snprintf(msg, sizeof(msg), "unknown transcription provider "
-			    "\"%s\" (elevenlabs, openai, exec or noop)", value);
-			goto fail;
-		}
-		if ((lang_section || strcmp(section, "translate") == 0) &&
-		    !word_in(value, translate_providers)) {
-			snprintf(msg, sizeof(msg), "unknown translation provider "
-			    "\"%s\" (deepl, openai, exec or noop)", value);
-			goto fail;
-		}
-	}
+	if (strcmp(key, "provider") == 0 &&
+	    config_provider_check(section, value, msg, sizeof(msg)) < 0)
+		goto fail;
 	if (strcmp(section, "translate") == 0 && strcmp(key, "languages") == 0 &&
 	    config_langs_parse(value, cfg->langs, &cfg->nlangs, msg,
 	    sizeof(msg)) < 0)

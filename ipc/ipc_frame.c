@@ -1,9 +1,11 @@
 /*
  * ipc_frame.c - encoding, decoding and transport of master<->worker frames.
  * A frame is a 4-byte big-endian length and a msgpack array whose first
- * element is the message type; each type has a fixed field list checked on
- * decode, so a peer that sends anything else is detected as broken rather
- * than half-understood.  msgpack-c does the (un)packing.
+ * element is the message type; each type's field list (ipc_frame.h) is
+ * turned here into one descriptor table that both directions walk, so a
+ * peer that sends anything else (a field missing, of the wrong type or
+ * out of range) is detected as broken rather than half-understood.
+ * msgpack-c does the (un)packing.
  */
 #include "ipc_frame.h"
 
@@ -11,6 +13,7 @@
 #include <errno.h>
 #include <msgpack.h>
 #include <poll.h>
+#include <stdio.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -19,17 +22,83 @@
  * again (the peer reads its frames at once; this only bounds a stall). */
 #define IPC_SEND_WAIT_MS 1000
 
-/* Field layouts: 'i' integer, 's' string.  Index = message type. */
-static const char *const ipc_layouts[IPC_MSG_MAX] = {
-	[IPC_MSG_READY]          = "i",
-	[IPC_MSG_JOB]            = "i",
-	[IPC_MSG_DONE]           = "iiiiiss",
-	[IPC_MSG_HEARTBEAT]      = "i",
-	[IPC_MSG_SHUTDOWN]       = "",
-	[IPC_MSG_TOKEN_REQ]      = "s",
-	[IPC_MSG_TOKEN_GRANT]    = "s",
-	[IPC_MSG_PROVIDER_EVENT] = "siiis",
+/* The descriptor of each message type, made from its field list in
+ * ipc_frame.h: name, where the value lives in struct ipc_msg, and the
+ * range the decoder holds a peer to (and the encoder holds us to). */
+struct ipc_field {
+	const char *name;       /* NULL ends a list */
+	bool    text;
+	size_t  off;            /* in struct ipc_msg */
+	size_t  cap;            /* text: bytes, NUL included */
+	int64_t lo, hi;         /* integer: the range allowed */
 };
+
+#define IPC_FI_(m, n, lo, hi) \
+	{ #n, false, offsetof(struct ipc_msg, u.m.n), 0, lo, hi },
+#define IPC_FS_(m, n) \
+	{ #n, true, offsetof(struct ipc_msg, u.m.n), \
+	  sizeof(((struct ipc_msg *)0)->u.m.n), 0, 0 },
+#define IPC_FIELDS_(T, num, m) static const struct ipc_field ipc_f_##m[] = { \
+	IPC_##T##_FIELDS(IPC_FI_, IPC_FS_, m) { NULL } };
+IPC_MESSAGES(IPC_FIELDS_)
+#undef IPC_FIELDS_
+#undef IPC_FI_
+#undef IPC_FS_
+
+static const struct ipc_type {
+	const char *name;
+	const struct ipc_field *fields;
+} ipc_types[IPC_MSG_MAX] = {
+#define IPC_TYPE_(T, num, m) [IPC_MSG_##T] = { #T, ipc_f_##m },
+	IPC_MESSAGES(IPC_TYPE_)
+#undef IPC_TYPE_
+};
+
+static const struct ipc_type *
+ipc_type_get(int64_t type)
+{
+	if (type <= 0 || type >= IPC_MSG_MAX || ipc_types[type].name == NULL)
+		return NULL;
+	return &ipc_types[type];
+}
+
+static size_t
+ipc_type_nfields(const struct ipc_type *t)
+{
+	size_t n = 0;
+
+	while (t->fields[n].name != NULL)
+		n++;
+	return n;
+}
+
+const char *
+ipc_msg_name(int type)
+{
+	const struct ipc_type *t = ipc_type_get(type);
+
+	return t != NULL ? t->name : "?";
+}
+
+void
+ipc_msg_layout(int type, char *buf, size_t cap)
+{
+	const struct ipc_type *t = ipc_type_get(type);
+	size_t len;
+
+	if (cap == 0)
+		return;
+	buf[0] = '\0';
+	if (t == NULL)
+		return;
+	snprintf(buf, cap, "[%d", type);
+	for (const struct ipc_field *f = t->fields; f->name != NULL; f++) {
+		len = strlen(buf);
+		snprintf(buf + len, cap - len, ", %s", f->name);
+	}
+	len = strlen(buf);
+	snprintf(buf + len, cap - len, "]");
+}
 
 struct ipc_wbuf {
 	char  *p;
@@ -63,47 +132,28 @@ ipc_pack_str(msgpack_packer *pk, const char *s, size_t max)
 int
 ipc_frame_encode(const struct ipc_msg *m, char *buf, size_t cap)
 {
+	const struct ipc_type *t = ipc_type_get(m->type);
 	struct ipc_wbuf w = { buf + 4, 0, cap > 4 ? cap - 4 : 0, false };
 	msgpack_packer pk;
-	const char *lay;
 	uint32_t be;
 
-	if (m->type <= 0 || m->type >= IPC_MSG_MAX || cap < 4)
+	if (t == NULL || cap < 4)
 		return -1;
-	lay = ipc_layouts[m->type];
 	msgpack_packer_init(&pk, &w, ipc_wbuf_write);
-	msgpack_pack_array(&pk, 1 + strlen(lay));
+	msgpack_pack_array(&pk, 1 + ipc_type_nfields(t));
 	msgpack_pack_int(&pk, m->type);
-	switch (m->type) {
-	case IPC_MSG_READY:
-		msgpack_pack_int64(&pk, m->pid);
-		break;
-	case IPC_MSG_JOB:
-	case IPC_MSG_HEARTBEAT:
-		msgpack_pack_int64(&pk, m->job_id);
-		break;
-	case IPC_MSG_DONE:
-		msgpack_pack_int64(&pk, m->job_id);
-		msgpack_pack_int(&pk, m->outcome);
-		msgpack_pack_int(&pk, m->status);
-		msgpack_pack_int(&pk, m->http);
-		msgpack_pack_int64(&pk, m->ms);
-		ipc_pack_str(&pk, m->provider, sizeof(m->provider));
-		ipc_pack_str(&pk, m->text, sizeof(m->text));
-		break;
-	case IPC_MSG_SHUTDOWN:
-		break;
-	case IPC_MSG_TOKEN_REQ:
-	case IPC_MSG_TOKEN_GRANT:
-		ipc_pack_str(&pk, m->provider, sizeof(m->provider));
-		break;
-	case IPC_MSG_PROVIDER_EVENT:
-		ipc_pack_str(&pk, m->provider, sizeof(m->provider));
-		msgpack_pack_int(&pk, m->kind);
-		msgpack_pack_int64(&pk, m->ms);
-		msgpack_pack_int(&pk, m->http);
-		ipc_pack_str(&pk, m->text, sizeof(m->text));
-		break;
+	for (const struct ipc_field *f = t->fields; f->name != NULL; f++) {
+		const char *p = (const char *)m + f->off;
+		int64_t v;
+
+		if (f->text) {
+			ipc_pack_str(&pk, p, f->cap);
+			continue;
+		}
+		memcpy(&v, p, sizeof(v));
+		if (v < f->lo || v > f->hi)
+			return -1;      /* the peer would call it broken */
+		msgpack_pack_int64(&pk, v);
 	}
 	if (w.overflow || w.len > IPC_FRAME_MAX)
 		return -1;
@@ -170,64 +220,40 @@ ipc_unpack_scalar(msgpack_unpacked *up, const char *payload, size_t len,
 int
 ipc_frame_decode(const char *payload, size_t len, struct ipc_msg *m)
 {
+	const struct ipc_type *t;
 	msgpack_unpacked up;
 	size_t off = 1, count;
-	int64_t v[8] = { 0 };
-	char *strs[2];
-	int nint = 0, nstr = 0, rc = -1;
-	const char *lay;
+	int rc = -1;
 	int64_t type;
 
 	memset(m, 0, sizeof(*m));
-	strs[0] = m->provider;
-	strs[1] = m->text;
 	msgpack_unpacked_init(&up);
 	/* the outer header: a fixarray (0x90 | count), never array16/32 */
 	if (len < 1 || ((unsigned char)payload[0] & 0xf0) != 0x90)
 		goto fail;
 	count = (unsigned char)payload[0] & 0x0f;
 	if (count < 1 || ipc_unpack_scalar(&up, payload, len, &off) < 0 ||
-	    ipc_get_int(&up.data, &type) < 0 || type <= 0 || type >= IPC_MSG_MAX)
+	    ipc_get_int(&up.data, &type) < 0 || (t = ipc_type_get(type)) == NULL ||
+	    count != 1 + ipc_type_nfields(t))
 		goto fail;
-	lay = ipc_layouts[type];
-	if (count != 1 + strlen(lay))
-		goto fail;
-	m->type = (int)type;
-	for (size_t i = 0; lay[i]; i++) {
+	m->type = (int)type;    /* for the caller's log line, even if broken */
+	for (const struct ipc_field *f = t->fields; f->name != NULL; f++) {
+		char *p = (char *)m + f->off;
+		int64_t v;
+
 		if (ipc_unpack_scalar(&up, payload, len, &off) < 0)
 			goto fail;
-		if (lay[i] == 'i') {
-			if (ipc_get_int(&up.data, &v[nint++]) < 0)
+		if (f->text) {
+			if (ipc_get_str(&up.data, p, f->cap) < 0)
 				goto fail;
-		} else {
-			size_t cap = nstr == 0 ? sizeof(m->provider) : sizeof(m->text);
-			if (ipc_get_str(&up.data, strs[nstr++], cap) < 0)
-				goto fail;
+			continue;
 		}
+		if (ipc_get_int(&up.data, &v) < 0 || v < f->lo || v > f->hi)
+			goto fail;
+		memcpy(p, &v, sizeof(v));
 	}
 	if (off != len)
 		goto fail;
-	switch (m->type) {
-	case IPC_MSG_READY:
-		m->pid = v[0];
-		break;
-	case IPC_MSG_JOB:
-	case IPC_MSG_HEARTBEAT:
-		m->job_id = v[0];
-		break;
-	case IPC_MSG_DONE:
-		m->job_id = v[0];
-		m->outcome = (int)v[1];
-		m->status = (int)v[2];
-		m->http = (int)v[3];
-		m->ms = v[4];
-		break;
-	case IPC_MSG_PROVIDER_EVENT:
-		m->kind = (int)v[0];
-		m->ms = v[1];
-		m->http = (int)v[2];
-		break;
-	}
 	rc = 0;
 fail:
 	msgpack_unpacked_destroy(&up);

@@ -5,8 +5,8 @@
  * over what a worker may say, and handing queued jobs to idle workers.
  */
 #include "master_farm.h"
-#include "worker.h"
 #include "master_notify.h"
+#include "common_provider.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -14,22 +14,27 @@
 #include <unistd.h>
 
 int
-farm_job_send(struct slot *s, const struct job_ref *j)
+farm_job_send(struct slot *s, const struct job_ref *j, int prov)
 {
 	struct ipc_msg m = { .type = IPC_MSG_JOB };
 
-	m.job_id = j->job_id;
+	m.u.job.job_id = j->job_id;
+	m.u.job.provider = prov;
+	m.u.job.gen = farm.cfg_gen;
 	if (ipc_frame_send(s->fd, &m) < 0) {
 		log_warn("job_send_failed", "slot=%d worker_pid=%d error=%s", s->idx,
 		    (int)s->pid, strerror(errno));
 		return -1;
 	}
 	if (s->state == SLOT_BUSY) {
+		s->ahead_prov[s->nahead] = prov;
 		s->ahead[s->nahead++] = *j;
 		return 0;
 	}
 	s->state = SLOT_BUSY;
 	s->job = *j;
+	s->prov = prov;
+	farm_prov_job_start(prov);
 	s->job_started = s->last_beat = time_mono_ms();
 	return 0;
 }
@@ -47,6 +52,10 @@ farm_job_send(struct slot *s, const struct job_ref *j)
 static bool
 farm_slot_takes(const struct slot *s, bool ahead)
 {
+	/* a worker started before a HUP runs the old config: it takes no
+	 * new job and is replaced once idle (farm_slots_adjust) */
+	if (s->cfg_gen != farm.cfg_gen)
+		return false;
 	if (ahead && (s->avg_job_ms <= 0 || s->avg_job_ms > FARM_AHEAD_MAX_MS))
 		return false;
 	if (s->flags & (SLOT_F_RETIRE | SLOT_F_SHUTDOWN | SLOT_F_HUNG |
@@ -56,7 +65,7 @@ farm_slot_takes(const struct slot *s, bool ahead)
 		return s->state == SLOT_IDLE && (s->jobs_limit <= 0 ||
 		    s->jobs_done < s->jobs_limit);
 	return s->state == SLOT_BUSY && s->nahead < FARM_AHEAD_MAX &&
-	    s->prov < 0 && !s->waiting_token && (s->jobs_limit <= 0 ||
+	    !farm_prov_limited(s->prov) && !s->waiting_token && (s->jobs_limit <= 0 ||
 	    s->jobs_done + 2 + s->nahead <= s->jobs_limit);
 }
 
@@ -66,11 +75,17 @@ farm_dispatch_one(struct slot *s, bool ahead)
 {
 	for (int tries = farm.qlen; tries > 0 && farm.qlen > 0; tries--) {
 		struct job_ref j = farm.queue[farm.qhead];
-		int prov = farm_prov_index(config_provider(farm.cfg, j.stage, j.lang));
+		int prov = farm_prov_of(j.stage, j.lang);
 
 		farm.qhead = (farm.qhead + 1) % farm.qcap;
 		farm.qlen--;
-		if (prov >= 0 && ahead) {       /* fine for an idle worker later */
+		if (prov < 0) {
+			/* fetched before a HUP took its stage's provider away:
+			 * it stays not_started, and the refill leaves it out */
+			farm.dirty = true;
+			continue;
+		}
+		if (farm_prov_limited(prov) && ahead) {  /* fine for an idle worker later */
 			farm.queue[(farm.qhead + farm.qlen) % farm.qcap] = j;
 			farm.qlen++;
 			continue;
@@ -80,7 +95,7 @@ farm_dispatch_one(struct slot *s, bool ahead)
 			farm.qlen = 0;
 			return;
 		}
-		if (prov >= 0 && !farm_prov_may_start(prov)) {
+		if (!farm_prov_may_start(prov)) {
 			/* paused, full or disabled: drop it (it stays not_started)
 			 * so it cannot crowd out other work; the refill leaves its
 			 * provider out until it can start jobs again */
@@ -88,15 +103,10 @@ farm_dispatch_one(struct slot *s, bool ahead)
 			continue;
 		}
 		(void)farm_budget_take();
-		if (farm_job_send(s, &j) < 0) {
+		if (farm_job_send(s, &j, prov) < 0) {
 			farm_slot_kill(s, SIGKILL, SLOT_F_BROKEN);
 			farm.dirty = true;
 			return;
-		}
-		if (!ahead) {
-			s->prov = prov;
-			if (prov >= 0)
-				farm_prov_job_start(prov);
 		}
 		return;
 	}
@@ -147,9 +157,9 @@ farm_shutdown_idle(void)
 }
 
 static void
-farm_done(struct slot *s, const struct ipc_msg *m)
+farm_done(struct slot *s, const struct ipc_done *m)
 {
-	int st = s->job.stage;
+	int st = s->job.stage, prov = s->prov;
 
 	if (s->prov >= 0) {
 		farm_prov_job_end(s->prov);
@@ -165,7 +175,7 @@ farm_done(struct slot *s, const struct ipc_msg *m)
 		if (s->avg_job_ms < 1)      /* known, and under a millisecond */
 			s->avg_job_ms = 1;
 	}
-	if (m->outcome == WORKER_OUT_SKIPPED) {
+	if (m->outcome == IPC_OUT_SKIPPED) {
 		if (log_wants(LOG_DEBUG))
 			log_debug("job_skipped", "slot=%d job=%lld file=%s", s->idx,
 			    (long long)m->job_id, farm_job_file(m->job_id));
@@ -196,13 +206,19 @@ farm_done(struct slot *s, const struct ipc_msg *m)
 		    "error=%s", s->idx, (long long)m->job_id,
 		    farm_job_file(m->job_id), job_stage_name(st),
 		    s->job.lang[0] ? s->job.lang : "-", job_outcome_name(m->outcome),
-		    job_status_name(m->status), m->http, (long long)m->ms,
-		    m->provider, log_quote(m->text));
+		    job_status_name(m->status), (int)m->http,
+		    (long long)m->retry_after_ms, prov >= 0 ?
+		    provider_at(prov)->name : "", log_quote(m->text));
 	}
 	if (s->nahead > 0) {    /* the worker has already started it */
 		s->job = s->ahead[0];
+		s->prov = s->ahead_prov[0];
+		farm_prov_job_start(s->prov);
 		memmove(s->ahead, s->ahead + 1, sizeof(s->ahead[0]) *
-		    (size_t)--s->nahead);
+		    (size_t)(s->nahead - 1));
+		memmove(s->ahead_prov, s->ahead_prov + 1,
+		    sizeof(s->ahead_prov[0]) * (size_t)(s->nahead - 1));
+		s->nahead--;
 		s->job_started = s->last_beat = time_mono_ms();
 	} else {
 		s->state = SLOT_IDLE;
@@ -218,7 +234,7 @@ farm_msg_handle(struct slot *s, const struct ipc_msg *m)
 {
 	switch (m->type) {
 	case IPC_MSG_READY:
-		if (s->state != SLOT_STARTING || m->pid != s->pid)
+		if (s->state != SLOT_STARTING || m->u.ready.pid != s->pid)
 			return -1;
 		s->state = SLOT_IDLE;
 		log_debug("worker_ready", "slot=%d worker_pid=%d", s->idx,
@@ -237,26 +253,29 @@ farm_msg_handle(struct slot *s, const struct ipc_msg *m)
 		if (farm.stopping)
 			farm_shutdown_idle();
 		return 0;
+	/* every provider a worker names must be the one the master chose
+	 * for the job it counts as running */
 	case IPC_MSG_DONE:
-		if (s->state != SLOT_BUSY || m->job_id != s->job.job_id)
+		if (s->state != SLOT_BUSY || m->u.done.job_id != s->job.job_id ||
+		    m->u.done.provider != s->prov)
 			return -1;
-		farm_done(s, m);
+		farm_done(s, &m->u.done);
 		return 0;
 	case IPC_MSG_HEARTBEAT:
-		if (s->state != SLOT_BUSY || m->job_id != s->job.job_id)
+		if (s->state != SLOT_BUSY || m->u.heartbeat.job_id != s->job.job_id)
 			return -1;
 		s->last_beat = time_mono_ms();
 		return 0;
 	case IPC_MSG_TOKEN_REQ:
-		if (s->state != SLOT_BUSY)
+		if (s->state != SLOT_BUSY || m->u.token_req.provider != s->prov)
 			return -1;
 		s->last_beat = time_mono_ms();
-		farm_prov_token_req(s, m->provider);
+		farm_prov_token_req(s, s->prov);
 		return 0;
 	case IPC_MSG_PROVIDER_EVENT:
-		if (s->state != SLOT_BUSY)
+		if (s->state != SLOT_BUSY || m->u.event.provider != s->prov)
 			return -1;
-		farm_prov_event(m);
+		farm_prov_event(&m->u.event);
 		return 0;
 	default:
 		return -1;

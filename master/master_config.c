@@ -6,7 +6,7 @@
  * command never passes a config that `run` would refuse.
  */
 #include "master.h"
-#include "worker_provider.h"
+#include "common_provider.h"
 #include "common_store_audit.h"
 #include "common_tree.h"
 
@@ -157,7 +157,7 @@ master_config_check(const struct config *cfg, int files,
 	}
 	for (int i = 0; config_stage_lang(cfg, i, &stage, &lang); i++) {
 		const char *pname = config_provider(cfg, stage, lang);
-		const struct provider_ops *ops = provider_find(pname);
+		const struct provider_desc *ops = provider_find(pname);
 
 		if (!config_wants(cfg, stage, lang))
 			continue;
@@ -239,7 +239,7 @@ master_config_unprovided(const struct config *cfg, store_t *st,
 	for (int i = 0; i < c.nstages; i++) {
 		struct store_stage_counts *s = &c.stages[i];
 		int64_t todo = s->n[JOB_ST_NOT_STARTED] + s->n[JOB_ST_IN_PROGRESS];
-		char name[64], msg[400];
+		char name[64], msg[700], real[200], fake[100];
 
 		if (todo == 0 || !config_wants(cfg, s->stage, s->lang) ||
 		    config_provider(cfg, s->stage, s->lang) != NULL)
@@ -247,16 +247,20 @@ master_config_unprovided(const struct config *cfg, store_t *st,
 		if (s->stage == STAGE_TRANSLATE && !config_has_lang(cfg, s->lang))
 			continue;
 		job_stage_key(s->stage, s->lang, name, sizeof(name));
+		provider_names(1 << s->stage, PROVIDER_NAMES_REAL, real,
+		    sizeof(real));
+		provider_names(1 << s->stage, PROVIDER_NAMES_FAKE, fake,
+		    sizeof(fake));
 		if (s->stage == STAGE_TRANSCRIBE)
 			snprintf(msg, sizeof(msg), "%lld jobs to do and no provider: "
-			    "set [transcribe] provider = elevenlabs, openai or exec "
-			    "in the config (noop only fakes the work, for tests)",
-			    (long long)todo);
+			    "set [transcribe] provider = %s in the config (%s only "
+			    "fakes the work, for tests)", (long long)todo, real,
+			    fake);
 		else
 			snprintf(msg, sizeof(msg), "%lld jobs to do and no provider: "
 			    "set [translate] provider (or [translate.%s] provider) "
-			    "= deepl, openai or exec in the config (noop only fakes "
-			    "the work, for tests)", (long long)todo, s->lang);
+			    "= %s in the config (%s only fakes the work, for tests)",
+			    (long long)todo, s->lang, real, fake);
 		report(arg, name, msg, false);
 		problems++;
 	}
@@ -336,7 +340,7 @@ config_show_sections(const struct config *cfg)
 	}
 	printf("[keys]\n");
 	for (int i = 0; provider_at(i) != NULL; i++) {
-		const struct provider_ops *p = provider_at(i);
+		const struct provider_desc *p = provider_at(i);
 		const char *env, *file;
 		char v[600];
 		if (p->key_env == NULL)

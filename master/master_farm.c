@@ -296,9 +296,15 @@ farm_signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
 	case SIGHUP:
 		if (config_reload(farm.cfg, farm.argc, farm.argv,
 		    farm_config_check) == 0) {
+			/* workers hold the old config: each is replaced once
+			 * idle, and none gets a job decided under the new one */
+			farm.cfg_gen++;
 			farm.target = farm.cfg->workers;
-			log_info("config_reloaded", "workers=%d job_timeout=%d",
-			    farm.cfg->workers, farm.cfg->job_timeout);
+			farm_prov_reload();
+			log_info("config_reloaded", "workers=%d job_timeout=%d "
+			    "config_gen=%lld", farm.cfg->workers,
+			    farm.cfg->job_timeout, (long long)farm.cfg_gen);
+			farm_slots_adjust();
 		}
 		if (farm.cfg->log_file != NULL) {
 			char err[600];

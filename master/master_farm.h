@@ -38,8 +38,10 @@ struct slot {
 	enum slot_state state;
 	int      flags;
 	struct job_ref job;     /* current job when BUSY */
-	int      prov;          /* provider index of the job, -1 */
+	int      prov;          /* provider (registry index) of the job, -1 */
 	struct job_ref ahead[FARM_AHEAD_MAX];   /* sent ahead, in order */
+	int      ahead_prov[FARM_AHEAD_MAX];    /* and their providers */
+	int64_t  cfg_gen;       /* config generation the worker runs with */
 	int      nahead;
 	int64_t  avg_job_ms;    /* recent job duration (EWMA), 0 = unknown */
 	int64_t  job_started;   /* mono ms */
@@ -77,6 +79,7 @@ struct farm_stage_stats {
 
 struct farm {
 	struct config *cfg;
+	int64_t cfg_gen;        /* bumped at every HUP reload that took */
 	int     argc;
 	char  **argv;
 	struct ev_loop *loop;
@@ -161,7 +164,10 @@ bool farm_budget_take(void);       /* count one start; false when spent */
 /* master_chan.c */
 void farm_chan_cb(struct ev_loop *loop, ev_io *w, int revents);
 int  farm_chan_read(struct slot *s);
-int  farm_job_send(struct slot *s, const struct job_ref *j);
+/* Send job j, to run with provider prov (registry index), to slot s;
+ * the slot becomes busy or holds it ahead.  0, or -1 when the channel
+ * failed (logged; the caller kills the worker). */
+int  farm_job_send(struct slot *s, const struct job_ref *j, int prov);
 void farm_dispatch(void);
 void farm_shutdown_idle(void);
 
@@ -175,18 +181,45 @@ void farm_status_write(void);
 int  farm_busy_count(void);
 int  farm_live_count(void);
 
-/* master_provider.c: farm-wide provider limits */
-int  farm_prov_index(const char *name);      /* -1 if not limited */
+/* master_provider.c: farm-wide provider limits.  A provider is named by
+ * its registry index (common_provider.h); the limits apply only to those
+ * whose descriptor says `limited`, the others always may start and get
+ * their tokens at once. */
+/* The provider the master runs a job of stage/lang with under the current
+ * config: its registry index, -1 when none is configured. */
+int  farm_prov_of(int stage, const char *lang);
+/* True when the farm-wide limits apply to provider prov. */
+bool farm_prov_limited(int prov);
+/* Read the limits of every limited provider from the config ([NAME]
+ * max_concurrency, rate) and clear pauses, counts and waiters. */
 void farm_prov_init(void);
-bool farm_prov_may_start(int prov);          /* concurrency and pause */
+/* After a HUP: read the limits again (jobs in flight, pauses, waiters
+ * and disabled providers stay as they are). */
+void farm_prov_reload(void);
+/* May a job of provider prov start now: not disabled, not paused, below
+ * its concurrency limit.  True for unlimited providers and prov < 0. */
+bool farm_prov_may_start(int prov);
+/* A job of provider prov started / ended (counts jobs in flight; nothing
+ * for an unlimited provider or prov < 0). */
 void farm_prov_job_start(int prov);
 void farm_prov_job_end(int prov);
-void farm_prov_token_req(struct slot *s, const char *provider);
-void farm_prov_event(const struct ipc_msg *m);
+/* Slot s asks for a request token for provider prov: granted now, or
+ * queued until the pause, the rate or the concurrency allow. */
+void farm_prov_token_req(struct slot *s, int prov);
+/* A worker reported a provider-wide condition (its provider already
+ * checked against the job's): adjust the limit, pause or disable. */
+void farm_prov_event(const struct ipc_event *e);
+/* Periodic: grant what became possible, note providers unblocked. */
 void farm_prov_tick(int64_t now);
+/* Slot s lost its worker: its job no longer counts, its wait is void. */
 void farm_prov_slot_gone(struct slot *s);
-bool farm_prov_blocked(const char *name);    /* paused, full or disabled */
+/* True when the provider called name is limited and cannot start a job
+ * now (paused, full or disabled); false for unknown names. */
+bool farm_prov_blocked(const char *name);
+/* Fail again the jobs of every disabled provider that came back since. */
 void farm_prov_fail_disabled(void);
+/* The figures of each provider in use, "NAME_inflight=N ...", appended
+ * to b. */
 void farm_prov_stats(struct buf *b);
 /* The same figures for the status file: {"NAME": {"inflight": N, "limit":
  * N or null when unlimited, "requests": N, "rate_limited": N, "paused_s":

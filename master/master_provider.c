@@ -7,8 +7,11 @@
  * and a pause after a 429 that holds every worker until Retry-After (or a
  * backoff) passes.  A rejected key stops the provider for this run: its
  * remaining jobs fail at once, with one log line, instead of one by one.
+ * Which providers are metered is the `limited` of their descriptor
+ * (common_provider.h); provs[] is indexed like the provider registry.
  */
 #include "master_farm.h"
+#include "common_provider.h"
 #include "common_store_audit.h"
 
 #include <jansson.h>
@@ -21,6 +24,7 @@
 
 struct prov {
 	const char *name;
+	bool    limited;        /* the descriptor's: else never metered */
 	int     max_conc;       /* 0 = unlimited */
 	double  limit;          /* AIMD-adjusted concurrency */
 	int     inflight;
@@ -38,18 +42,19 @@ struct prov {
 	ev_timer timer;
 };
 
-static struct prov provs[] = {
-	{ .name = "elevenlabs" }, { .name = "openai" }, { .name = "deepl" },
-};
-#define NPROVS ((int)(sizeof(provs) / sizeof(provs[0])))
+static struct prov provs[IPC_PROVIDER_MAX];
+#define NPROVS provider_count()
 
 int
-farm_prov_index(const char *name)
+farm_prov_of(int stage, const char *lang)
 {
-	for (int i = 0; name != NULL && i < NPROVS; i++)
-		if (strcmp(provs[i].name, name) == 0)
-			return i;
-	return -1;
+	return provider_index(config_provider(farm.cfg, stage, lang));
+}
+
+bool
+farm_prov_limited(int i)
+{
+	return i >= 0 && i < NPROVS && provs[i].limited;
 }
 
 static void prov_pump(struct prov *p);
@@ -63,15 +68,26 @@ prov_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	farm_dispatch();
 }
 
+/* The limits [NAME] sets for p: concurrency (restarting the AIMD limit
+ * there) and request rate. */
+static void
+prov_limits_read(struct prov *p)
+{
+	p->max_conc = !p->limited ? 0 : (int)config_get_long(farm.cfg,
+	    p->name, "max_concurrency", 0);
+	p->limit = p->max_conc;
+	p->rate = !p->limited ? 0 : config_get_double(farm.cfg, p->name,
+	    "rate", 0);
+}
+
 void
 farm_prov_init(void)
 {
 	for (int i = 0; i < NPROVS; i++) {
 		struct prov *p = &provs[i];
-		p->max_conc = (int)config_get_long(farm.cfg, p->name,
-		    "max_concurrency", 0);
-		p->limit = p->max_conc;
-		p->rate = config_get_double(farm.cfg, p->name, "rate", 0);
+		p->name = provider_at(i)->name;
+		p->limited = provider_at(i)->limited;
+		prov_limits_read(p);
 		p->tokens = 1;
 		p->tokens_at = time_mono_ms();
 		p->paused_until = 0;
@@ -84,31 +100,49 @@ farm_prov_init(void)
 	}
 }
 
+void
+farm_prov_reload(void)
+{
+	for (int i = 0; i < NPROVS; i++) {
+		if (!provs[i].limited)
+			continue;
+		prov_limits_read(&provs[i]);
+		prov_pump(&provs[i]);   /* a higher rate may serve waiters now */
+	}
+}
+
 bool
 farm_prov_may_start(int i)
 {
 	struct prov *p = &provs[i];
 
+	if (!farm_prov_limited(i))
+		return true;
 	if (p->disabled || time_mono_ms() < p->paused_until)
 		return false;
 	return p->max_conc == 0 || p->inflight < (int)floor(p->limit);
 }
 
-void farm_prov_job_start(int i) { provs[i].inflight++; }
+void
+farm_prov_job_start(int i)
+{
+	if (farm_prov_limited(i))
+		provs[i].inflight++;
+}
 
 void
 farm_prov_job_end(int i)
 {
-	if (provs[i].inflight > 0)
+	if (farm_prov_limited(i) && provs[i].inflight > 0)
 		provs[i].inflight--;
 }
 
 bool
 farm_prov_blocked(const char *name)
 {
-	int i = farm_prov_index(name);
+	int i = provider_index(name);
 
-	return i >= 0 && !farm_prov_may_start(i);
+	return farm_prov_limited(i) && !farm_prov_may_start(i);
 }
 
 /* Still the worker that asked, and still asking (a slot respawned since,
@@ -148,7 +182,7 @@ prov_pump(struct prov *p)
 			continue;
 		struct slot *s = farm.slots[wt.idx];
 		struct ipc_msg m = { .type = IPC_MSG_TOKEN_GRANT };
-		snprintf(m.provider, sizeof(m.provider), "%s", p->name);
+		m.u.token_grant.provider = p - provs;
 		s->waiting_token = false;
 		s->last_beat = now;
 		/* waiting for the provider is not the job hanging */
@@ -171,13 +205,12 @@ prov_pump(struct prov *p)
 }
 
 void
-farm_prov_token_req(struct slot *s, const char *provider)
+farm_prov_token_req(struct slot *s, int i)
 {
-	int i = farm_prov_index(provider);
 	struct ipc_msg m = { .type = IPC_MSG_TOKEN_GRANT };
 
-	if (i < 0) {            /* not a limited provider: go ahead */
-		snprintf(m.provider, sizeof(m.provider), "%s", provider);
+	if (!farm_prov_limited(i)) {    /* not metered: go ahead */
+		m.u.token_grant.provider = i;
 		(void)ipc_frame_send(s->fd, &m);
 		return;
 	}
@@ -210,8 +243,7 @@ prov_fail_pending(struct prov *p, const char *why)
 		return -1;
 	for (int k = 0; config_stage_lang(farm.cfg, k, &stage, &lang); k++) {
 		int64_t one;
-		const char *pn = config_provider(farm.cfg, stage, lang);
-		if (pn == NULL || strcmp(pn, p->name) != 0 ||
+		if (farm_prov_of(stage, lang) != p - provs ||
 		    !config_wants(farm.cfg, stage, lang))
 			continue;
 		if (store_audit_fail_pending(farm.st, stage, lang, why, &one) < 0)
@@ -255,17 +287,17 @@ void
 farm_prov_fail_disabled(void)
 {
 	for (int i = 0; i < NPROVS; i++)
-		if (provs[i].disabled)
+		if (farm_prov_limited(i) && provs[i].disabled)
 			(void)prov_fail_pending(&provs[i], provs[i].why);
 }
 
 void
-farm_prov_event(const struct ipc_msg *m)
+farm_prov_event(const struct ipc_event *m)
 {
-	int i = farm_prov_index(m->provider);
+	int i = (int)m->provider;
 	int64_t now = time_mono_ms();
 
-	if (i < 0)
+	if (!farm_prov_limited(i))
 		return;
 	struct prov *p = &provs[i];
 	switch (m->kind) {
@@ -284,7 +316,7 @@ farm_prov_event(const struct ipc_msg *m)
 		}
 		/* FALLTHROUGH */
 	case IPC_PROV_RATE_LIMITED: {
-		int64_t ms = m->ms > 0 ? m->ms : p->backoff_ms;
+		int64_t ms = m->pause_ms > 0 ? m->pause_ms : p->backoff_ms;
 		if (ms > farm.cfg->retry_max_delay_ms)
 			ms = farm.cfg->retry_max_delay_ms;
 		p->rate_limited++;
@@ -294,9 +326,9 @@ farm_prov_event(const struct ipc_msg *m)
 			if (!was)
 				log_warn("provider_paused", "provider=%s for_ms=%lld "
 				    "http=%d retry_after=%s", p->name, (long long)ms,
-				    m->http, m->ms > 0 ? "yes" : "no");
+				    (int)m->http, m->pause_ms > 0 ? "yes" : "no");
 		}
-		if (m->ms <= 0)
+		if (m->pause_ms <= 0)
 			p->backoff_ms = backoff_delay(p->backoff_ms,
 			    PROV_BACKOFF_MAX_MS, 1);
 		break;
@@ -321,6 +353,8 @@ farm_prov_tick(int64_t now)
 {
 	(void)now;
 	for (int i = 0; i < NPROVS; i++) {
+		if (!farm_prov_limited(i))
+			continue;
 		bool blocked = !farm_prov_may_start(i);
 		/* a pause ended or a place freed up: its jobs may be fetched */
 		if (provs[i].was_blocked && !blocked)
@@ -348,8 +382,8 @@ farm_prov_stats(struct buf *b)
 
 	for (int i = 0; i < NPROVS; i++) {
 		struct prov *p = &provs[i];
-		if (p->granted == 0 && p->inflight == 0 && p->max_conc == 0 &&
-		    p->rate == 0)
+		if (!p->limited || (p->granted == 0 && p->inflight == 0 &&
+		    p->max_conc == 0 && p->rate == 0))
 			continue;
 		buf_printf(b, "%s%s_inflight=%d %s_limit=%.1f %s_requests=%lld "
 		    "%s_rate_limited=%lld %s_paused_s=%lld%s%s%s", b->len ? " " : "",
@@ -370,8 +404,8 @@ farm_prov_stats_json(void)
 
 	for (int i = 0; i < NPROVS; i++) {
 		struct prov *p = &provs[i];
-		if (p->granted == 0 && p->inflight == 0 && p->max_conc == 0 &&
-		    p->rate == 0)
+		if (!p->limited || (p->granted == 0 && p->inflight == 0 &&
+		    p->max_conc == 0 && p->rate == 0))
 			continue;
 		json_object_set_new(o, p->name, json_pack("{sisosIsIsIsb}",
 		    "inflight", p->inflight,

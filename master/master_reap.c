@@ -8,7 +8,7 @@
  * WORKER_EXIT_CONFIG stops it.
  */
 #include "master_farm.h"
-#include "worker.h"
+#include "common_provider.h"
 #include "common_store_audit.h"
 #include "common_tree.h"
 
@@ -106,7 +106,7 @@ farm_release_write(int64_t job_id, pid_t pid, int stage,
 	jr.msg = msg;
 	/* the attempt that died is already counted: back off from it */
 	jr.retry_at_ms = outcome == OUT_INTERRUPTED ? 0 :
-	    worker_retry_at(farm.cfg, fails + 1, 0);
+	    provider_retry_at(farm.cfg, fails + 1, 0);
 	if (farm_store_reopen() < 0)
 		return -1;
 	rc = store_job_release(farm.st, job_id, pid, &jr, farm.cfg->max_attempts,

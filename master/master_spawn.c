@@ -62,8 +62,8 @@ static void
 farm_child_setup(int chan, int slot)
 {
 	struct worker_args wa = {
-		.cfg = farm.cfg, .chan_fd = 3, .master_pid = farm.pid,
-		.slot = slot,
+		.cfg = farm.cfg, .cfg_gen = farm.cfg_gen, .chan_fd = 3,
+		.master_pid = farm.pid, .slot = slot,
 	};
 
 	/* fd 2 -> the master's log pipe, fd 3 -> the channel, nothing else:
@@ -111,6 +111,7 @@ farm_slot_spawn(struct slot *s)
 	s->gen++;
 	s->fd = sv[0];
 	s->state = SLOT_STARTING;
+	s->cfg_gen = farm.cfg_gen;
 	s->flags = 0;
 	s->prov = -1;
 	s->kill_at = 0;
@@ -129,13 +130,15 @@ farm_slot_spawn(struct slot *s)
 	return 0;
 }
 
-/* An idle worker past its job limit leaves once its replacement runs. */
+/* An idle worker past its job limit, or started under a config a HUP
+ * has replaced, leaves once its replacement runs. */
 static void
 farm_recycle_check(struct slot *s)
 {
 	pid_t old = s->pid;
+	bool stale = s->cfg_gen != farm.cfg_gen;
 
-	if (s->jobs_limit <= 0 || s->jobs_done < s->jobs_limit ||
+	if ((!stale && (s->jobs_limit <= 0 || s->jobs_done < s->jobs_limit)) ||
 	    s->state != SLOT_IDLE || farm.nretirees > 0)
 		return;
 	ev_io_stop(farm.loop, &s->io);
@@ -156,8 +159,8 @@ farm_recycle_check(struct slot *s)
 	farm.retirees = xrealloc(farm.retirees, sizeof(*farm.retirees) *
 	    (size_t)(farm.nretirees + 1));
 	farm.retirees[farm.nretirees++] = (struct retiree){ old, s->idx };
-	log_info("worker_recycle", "slot=%d old_pid=%d new_pid=%d", s->idx,
-	    (int)old, (int)s->pid);
+	log_info("worker_recycle", "slot=%d old_pid=%d new_pid=%d reason=%s",
+	    s->idx, (int)old, (int)s->pid, stale ? "config" : "jobs");
 }
 
 void

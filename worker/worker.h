@@ -12,26 +12,30 @@
 #include "common_store.h"
 #include "ipc_frame.h"
 
-/* DONE outcome when the job was not claimable (taken, finished, not due). */
-#define WORKER_OUT_SKIPPED (-1)
-
 struct worker_args {
 	const struct config *cfg;
+	int64_t cfg_gen;    /* the config generation cfg is (JOB frames') */
 	int   chan_fd;      /* socketpair end */
 	pid_t master_pid;
 	int   slot;
 };
 
-/* Never returns. */
+/* Run the worker: open its own store and output tree, say READY, then run
+ * the jobs the master sends until it closes the channel or says SHUTDOWN.
+ * Never returns: exit 0 when told to go, WORKER_EXIT_CONFIG when the
+ * store or the output tree cannot be opened, 1 on a broken channel. */
 void worker_main(const struct worker_args *wa) __attribute__((noreturn));
 
-/* Retry time for a failed attempt: Retry-After when the provider gave
- * one (capped), else exponential backoff with full jitter. Wall ms. */
-int64_t worker_retry_at(const struct config *cfg, int attempts,
-			int64_t retry_after_ms);
-
-/* Send a frame to the master; exits when the channel is gone. */
+/* Send a frame to the master; exits the worker when the channel is gone
+ * (nobody is left to report to). */
 void worker_msg_send(const struct ipc_msg *m);
+
+/* A job the master sent: its id and the provider (registry index) the
+ * master chose for it. */
+struct worker_pending {
+	int64_t job_id;
+	int     prov;
+};
 
 /* worker_batch.c: short jobs published several to a transaction. */
 /* Jobs a worker may hold not yet started: the master's IPC_AHEAD_MAX sent
@@ -41,19 +45,31 @@ void worker_msg_send(const struct ipc_msg *m);
 struct provider_result;
 struct job;
 struct tree;
-/* Write a finished job's outputs as temp files in their verified folders
- * and hold the job for the next flush.  0, or -1 with err and errno (the
- * temps written so far are removed, the job is still the caller's). */
+/* Write a finished job's outputs (run with provider prov) as temp files
+ * in their verified folders and hold the job for the next flush.  0, or
+ * -1 with err and errno (the temps written so far are removed, the job is
+ * still the caller's). */
 int  worker_batch_add(const struct config *cfg, struct tree *t, struct job *j,
-		      const struct provider_result *res, char *err,
+		      int prov, const struct provider_result *res, char *err,
 		      size_t errlen);
-bool worker_batch_due(const int64_t *pending, int npending, bool shutdown);
+/* Whether the held jobs should be published now: the batch is full or
+ * old, the farm is stopping, or the next pending job was not claimed by
+ * the last flush (it would need a transaction of its own anyway). */
+bool worker_batch_due(const struct worker_pending *pending, int npending,
+		      bool shutdown);
+/* Publish every held job and claim the pending ones in one transaction,
+ * then send one DONE per held job in order.  When the transaction fails
+ * the held jobs are recorded as transient failures one by one (or
+ * reported skipped when even that fails).  Never fails itself. */
 void worker_batch_flush(store_t *st, const struct config *cfg,
-			const int64_t *pending, int npending, pid_t master);
+			const struct worker_pending *pending, int npending,
+			pid_t master);
 /* A pending job claimed by the last flush: its claim's result (0 ours,
  * 1 not claimable) and the job, or -2 when it was not claimed there. */
 int  worker_batch_take(int64_t id, struct job *j);
+/* True when the last flush claimed job id for this worker. */
 bool worker_batch_claimed(int64_t id);
-int64_t worker_batch_oldest(void);     /* held job the master waits on */
+/* The oldest held job (the one the master counts as running), 0 none. */
+int64_t worker_batch_oldest(void);
 
 #endif

@@ -27,6 +27,7 @@
 
 struct batch_job {
 	struct job j;
+	int        prov;      /* the provider the master chose */
 	struct tree_temp out[PROVIDER_OUT_MAX];
 	int        n;
 };
@@ -95,7 +96,8 @@ batch_job_free(struct batch_job *bj, bool unlink_tmp)
 
 int
 worker_batch_add(const struct config *cfg, struct tree *t, struct job *j,
-		 const struct provider_result *res, char *err, size_t errlen)
+		 int prov, const struct provider_result *res, char *err,
+		 size_t errlen)
 {
 	struct batch_job *bj = &b.done[b.ndone];
 
@@ -115,6 +117,7 @@ worker_batch_add(const struct config *cfg, struct tree *t, struct job *j,
 		}
 	}
 	bj->j = *j;                 /* the batch owns the job now */
+	bj->prov = prov;
 	memset(j, 0, sizeof(*j));
 	if (b.ndone++ == 0)
 		b.first_ms = time_mono_ms();
@@ -122,14 +125,15 @@ worker_batch_add(const struct config *cfg, struct tree *t, struct job *j,
 }
 
 bool
-worker_batch_due(const int64_t *pending, int npending, bool shutdown)
+worker_batch_due(const struct worker_pending *pending, int npending,
+		 bool shutdown)
 {
 	if (b.ndone == 0)
 		return false;
 	/* hold back only while the next job can start without a transaction
 	 * of its own: it was claimed with the last flush */
 	return b.ndone >= BATCH_MAX || shutdown || npending == 0 ||
-	    !worker_batch_claimed(pending[0]) ||
+	    !worker_batch_claimed(pending[0].job_id) ||
 	    time_mono_ms() - b.first_ms >= BATCH_AGE_MS;
 }
 
@@ -140,7 +144,8 @@ worker_batch_due(const int64_t *pending, int npending, bool shutdown)
  * them again). */
 void
 worker_batch_flush(store_t *st, const struct config *cfg,
-		   const int64_t *pending, int npending, pid_t master)
+		   const struct worker_pending *pending, int npending,
+		   pid_t master)
 {
 	int rcs[BATCH_MAX];
 	bool ok;
@@ -160,14 +165,15 @@ worker_batch_flush(store_t *st, const struct config *cfg,
 	}
 	for (int i = 0; ok && i < npending && b.npre < WORKER_PENDING_MAX; i++) {
 		struct batch_pre *p;
-		if (batch_pre_find(pending[i]) >= 0)
+		if (batch_pre_find(pending[i].job_id) >= 0)
 			continue;
 		p = &b.pre[b.npre];
 		memset(p, 0, sizeof(*p));
-		p->rc = store_job_claim(st, pending[i], getpid(), master, &p->j);
+		p->rc = store_job_claim(st, pending[i].job_id, getpid(), master,
+		    &p->j);
 		if (p->rc < 0)
 			break;          /* it will be claimed on its own later */
-		p->id = pending[i];
+		p->id = pending[i].job_id;
 		b.npre++;
 	}
 	if (ok && store_tx_commit(st) < 0)
@@ -179,35 +185,36 @@ worker_batch_flush(store_t *st, const struct config *cfg,
 	}
 	for (int i = 0; i < b.ndone; i++) {
 		struct batch_job *bj = &b.done[i];
-		struct ipc_msg done = { .type = IPC_MSG_DONE };
+		struct ipc_msg m = { .type = IPC_MSG_DONE };
+		struct ipc_done *done = &m.u.done;
 		enum job_status final = JOB_ST_COMPLETED;
 
-		done.job_id = bj->j.job_id;
-		const char *pn = config_provider(cfg, bj->j.stage, bj->j.lang);
-		snprintf(done.provider, sizeof(done.provider), "%s", pn ? pn : "");
+		done->job_id = bj->j.job_id;
+		done->provider = bj->prov;
 		if (ok && rcs[i] == 0) {
-			done.outcome = OUT_COMPLETED;
-			done.status = JOB_ST_COMPLETED;
+			done->outcome = OUT_COMPLETED;
+			done->status = JOB_ST_COMPLETED;
 		} else if (ok && rcs[i] == 1) {
 			log_warn("job_lease_lost", "job=%lld file=%s",
-			    (long long)done.job_id, log_quote(bj->j.rel_path));
-			done.outcome = WORKER_OUT_SKIPPED;
+			    (long long)done->job_id, log_quote(bj->j.rel_path));
+			done->outcome = IPC_OUT_SKIPPED;
 		} else {
 			struct job_result jr = {
 				.outcome = OUT_TRANSIENT, .exit_code = -1,
-				.retry_at_ms = worker_retry_at(cfg,
+				.retry_at_ms = provider_retry_at(cfg,
 				    bj->j.attempts, 0),
 				.msg = store_errmsg(st),
 			};
-			snprintf(done.text, sizeof(done.text), "%s", store_errmsg(st));
+			snprintf(done->text, sizeof(done->text), "%s",
+			    store_errmsg(st));
 			if (store_job_fail(st, &bj->j, &jr, cfg->max_attempts, &final) == 0) {
-				done.outcome = OUT_TRANSIENT;
-				done.status = final;
+				done->outcome = OUT_TRANSIENT;
+				done->status = final;
 			} else {
-				done.outcome = WORKER_OUT_SKIPPED;  /* master returns it */
+				done->outcome = IPC_OUT_SKIPPED;  /* master returns it */
 			}
 		}
-		worker_msg_send(&done);
+		worker_msg_send(&m);
 		batch_job_free(bj, true);   /* temps of jobs never attempted */
 	}
 	b.ndone = 0;

@@ -408,9 +408,14 @@ done:
 	return rc;
 }
 
-const struct provider_ops provider_deepl = {
+const struct provider_desc provider_deepl = {
 	.name = "deepl",
+	.stages = STAGE_MASK_TRANSLATE,
+	.limited = true,
 	.key_env = "DEEPL_AUTH_KEY",
+	/* DeepL's own codes: 529 too many requests, 456 quota exceeded */
+	.http_rate_limited = { 529 },
+	.http_refused = { 456 },
 	.check = deepl_check,
 	.run = deepl_run,
 };

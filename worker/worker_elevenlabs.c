@@ -203,9 +203,13 @@ done:
 	return rc;
 }
 
-const struct provider_ops provider_elevenlabs = {
+const struct provider_desc provider_elevenlabs = {
 	.name = "elevenlabs",
+	.stages = STAGE_MASK_TRANSCRIBE,
+	.limited = true,
 	.key_env = "ELEVENLABS_API_KEY",
+	.code_refused = { "quota_exceeded" },
+	.code_concurrency = { "too_many_concurrent_requests" },
 	.check = el_check,
 	.run = el_run,
 };

@@ -534,8 +534,10 @@ exec_check(const struct config *cfg, int stage, const char *lang, char *err,
 	return 0;
 }
 
-const struct provider_ops provider_exec = {
+const struct provider_desc provider_exec = {
 	.name = "exec",
+	.stages = STAGE_MASK_TRANSCRIBE | STAGE_MASK_TRANSLATE,
+	.limited = false,
 	.check = exec_check,
 	.run = exec_run,
 };

@@ -88,18 +88,10 @@ worker_http_duration_parse(const char *value)
 		WORKER_HTTP_RETRY_AFTER_MAX_MS : (int64_t)ceil(total);
 }
 
-static bool
-code_is(const char *code, const char *what)
-{
-	return code != NULL && strcmp(code, what) == 0;
-}
-
 void
-worker_http_classify(const char *provider, long status, CURLcode cc,
+worker_http_classify(const struct provider_desc *p, long status, CURLcode cc,
 		     const char *code, struct worker_http_class *out)
 {
-	bool deepl = strcmp(provider, "deepl") == 0;
-
 	out->event = -1;
 	if (status == 0) {
 		switch (cc) {
@@ -123,16 +115,17 @@ worker_http_classify(const char *provider, long status, CURLcode cc,
 	if (status >= 200 && status < 300) {
 		out->outcome = OUT_COMPLETED;
 		out->event = IPC_PROV_OK;
-	} else if (code_is(code, "insufficient_quota") ||
-		   code_is(code, "quota_exceeded")) {
-		/* OpenAI says this with a 429: retrying cannot help */
+	} else if (provider_code_in(p->code_refused, code)) {
+		/* said with a 429 too (OpenAI): retrying cannot help */
 		out->outcome = OUT_PERMANENT;
 		out->event = IPC_PROV_QUOTA;
-	} else if (status == 429 || (deepl && status == 529)) {
+	} else if (status == 429 || provider_http_in(p->http_rate_limited,
+	    status)) {
 		out->outcome = OUT_RATE_LIMITED;
-		out->event = code_is(code, "too_many_concurrent_requests") ?
+		out->event = provider_code_in(p->code_concurrency, code) ?
 			IPC_PROV_CONCURRENCY : IPC_PROV_RATE_LIMITED;
-	} else if (status == 401 || status == 403 || (deepl && status == 456)) {
+	} else if (status == 401 || status == 403 ||
+	    provider_http_in(p->http_refused, status)) {
 		out->outcome = OUT_PERMANENT;
 		out->event = IPC_PROV_QUOTA;
 	} else if (status == 408 || status >= 500) {
@@ -288,7 +281,7 @@ worker_http_exchange(struct worker_http_call *c, struct provider_result *res)
 		provider_result_error(res, OUT_TRANSIENT, "cannot start libcurl");
 		return -1;
 	}
-	if (worker_token_acquire(prov) < 0) {
+	if (worker_token_acquire() < 0) {
 		provider_result_error(res, OUT_INTERRUPTED, "farm stopping before "
 		    "the request to %s", prov);
 		return -1;
@@ -311,7 +304,7 @@ worker_http_exchange(struct worker_http_call *c, struct provider_result *res)
 		return -1;
 	}
 	if (cc != CURLE_OK) {
-		worker_http_classify(prov, 0, cc, NULL, &cls);
+		worker_http_classify(c->opts->desc, 0, cc, NULL, &cls);
 		/* curl quotes what the server said in its message */
 		worker_http_text_clean(text, sizeof(text), errbuf, strlen(errbuf),
 				       c->secret);
@@ -324,12 +317,12 @@ worker_http_exchange(struct worker_http_call *c, struct provider_result *res)
 		return -1;
 	}
 	if (c->status >= 200 && c->status < 300) {
-		worker_provider_event(prov, IPC_PROV_OK, 0, (int)c->status, "");
+		worker_provider_event(IPC_PROV_OK, 0, (int)c->status, "");
 		return 0;
 	}
 	worker_http_error_parse(c->resp.data, c->resp.len, code, sizeof(code),
 				text, sizeof(text));
-	worker_http_classify(prov, c->status, cc, code, &cls);
+	worker_http_classify(c->opts->desc, c->status, cc, code, &cls);
 	worker_http_scrub(text, c->secret);
 	worker_http_scrub(code, c->secret);
 	provider_result_error(res, cls.outcome, "HTTP %ld from %s: %s%s%s%s",
@@ -338,7 +331,7 @@ worker_http_exchange(struct worker_http_call *c, struct provider_result *res)
 	res->http_status = (int)c->status;
 	res->retry_after_ms = c->retry_after_ms;
 	if (cls.event >= 0)
-		worker_provider_event(prov, cls.event, c->retry_after_ms,
+		worker_provider_event(cls.event, c->retry_after_ms,
 				      (int)c->status, res->msg);
 	return -1;
 }

@@ -14,12 +14,6 @@
 #include <jansson.h>
 #include "worker_provider.h"
 
-/* The cloud providers (registry entries in worker_provider.c).  openai's
- * run does both stages, by req->stage. */
-extern const struct provider_ops provider_elevenlabs;
-extern const struct provider_ops provider_openai;
-extern const struct provider_ops provider_deepl;
-
 #define WORKER_HTTP_RETRY_AFTER_MAX_MS (15 * 60 * MS_PER_S)  /* cap on any pause */
 #define WORKER_HTTP_RESPONSE_MAX (16L * 1024 * 1024)    /* default body cap */
 /* Decoding a JSON body may take at most FACTOR times its size plus SLACK
@@ -38,7 +32,8 @@ extern const struct provider_ops provider_deepl;
 
 /* Per-provider settings from its config section ([openai] ...). */
 struct worker_http_opts {
-	const char *provider;       /* "openai": section, tokens, messages */
+	const char *provider;       /* its name: section, messages */
+	const struct provider_desc *desc;   /* its quirks */
 	char  base_url[512];        /* without trailing '/' */
 	long  connect_timeout;      /* seconds (connect_timeout, 10) */
 	long  low_speed_time;       /* seconds without a byte (low_speed_time, 300) */
@@ -119,10 +114,12 @@ struct worker_http_class {
 	enum job_outcome outcome;
 	int  event;                 /* enum ipc_prov_event, or -1 for none */
 };
-/* Classify one exchange.  status is 0 when curl failed (cc says how);
+/* Classify one exchange with provider p's quirks (its own codes for rate
+ * limits and refused keys).  status is 0 when curl failed (cc says how);
  * code is the provider's machine-readable error code from the body
- * ("insufficient_quota", "too_many_concurrent_requests", ...) or NULL. */
-void worker_http_classify(const char *provider, long status, CURLcode cc,
+ * ("insufficient_quota", "too_many_concurrent_requests", ...) or NULL.
+ * Never fails. */
+void worker_http_classify(const struct provider_desc *p, long status, CURLcode cc,
 			  const char *code, struct worker_http_class *out);
 /* Pull the error code and human message out of an error body of any of
  * the three providers' shapes; falls back to a printable prefix of the

@@ -183,6 +183,11 @@ worker_http_opts_load(const struct config *cfg, const char *section,
 
 	memset(o, 0, sizeof(*o));
 	o->provider = section;
+	o->desc = provider_find(section);
+	if (o->desc == NULL) {
+		snprintf(err, errlen, "[%s] is not a provider", section);
+		return -1;
+	}
 	if (base == NULL || base[0] == '\0')
 		base = default_base;
 	if (strncmp(base, "https://", 8) != 0 && strncmp(base, "http://", 7) != 0) {

@@ -1,10 +1,12 @@
 /*
  * worker_main.c - the life of one worker process: detach from the master's
  * signal set-up, die with the master, open a private store, then take one
- * job ID at a time from the channel, run its provider, publish the outputs
- * whole and record the outcome.  The worker is single-threaded and blocks;
- * providers call worker_heartbeat() so the master can tell a slow job from
- * a stopped or wedged worker.
+ * job at a time from the channel, run the provider the master chose for
+ * it, publish the outputs whole and record the outcome.  The worker never
+ * works out a job's provider from its own config: after a HUP the master
+ * sends it no more jobs and replaces it, so the two never disagree.  The
+ * worker is single-threaded and blocks; providers call worker_heartbeat()
+ * so the master can tell a slow job from a stopped or wedged worker.
  */
 #include "worker.h"
 #include "worker_provider.h"
@@ -28,13 +30,15 @@
 
 static struct {
 	const struct config *cfg;
+	int64_t cfg_gen;        /* the generation cfg is */
 	int     fd;
 	pid_t   master;
 	int     slot;
 	int64_t job_id;         /* job being run, 0 when idle */
+	int     prov;           /* its provider (registry index) */
 	int64_t last_beat;
 	bool    shutdown;       /* SHUTDOWN seen: finish the job, skip the rest */
-	int64_t pending[WORKER_PENDING_MAX];   /* jobs sent ahead, FIFO */
+	struct worker_pending pending[WORKER_PENDING_MAX]; /* sent ahead, FIFO */
 	int     npending;
 	store_t *st;
 	struct tree out;        /* the output tree, walked without links */
@@ -80,7 +84,17 @@ worker_frame_take(const struct ipc_msg *m)
 		return 0;
 	}
 	if (m->type == IPC_MSG_JOB && w.npending < WORKER_PENDING_MAX) {
-		w.pending[w.npending++] = m->job_id;
+		const struct ipc_job *j = &m->u.job;
+		if (j->gen != w.cfg_gen || provider_at((int)j->provider) == NULL) {
+			/* decided under a config this worker does not have */
+			log_error("worker_job_refused", "job=%lld gen=%lld "
+			    "worker_gen=%lld provider=%lld", (long long)j->job_id,
+			    (long long)j->gen, (long long)w.cfg_gen,
+			    (long long)j->provider);
+			return -1;
+		}
+		w.pending[w.npending++] = (struct worker_pending){ j->job_id,
+		    (int)j->provider };
 		return 0;
 	}
 	if (m->type == IPC_MSG_TOKEN_GRANT)
@@ -99,18 +113,19 @@ worker_heartbeat(void)
 		return;
 	w.last_beat = now;
 	/* the master's current job is the oldest it has no DONE for */
-	m.job_id = worker_batch_oldest() ? worker_batch_oldest() : w.job_id;
+	m.u.heartbeat.job_id = worker_batch_oldest() ? worker_batch_oldest() :
+	    w.job_id;
 	worker_msg_send(&m);
 }
 
 int
-worker_token_acquire(const char *provider)
+worker_token_acquire(void)
 {
 	struct ipc_msg m = { .type = IPC_MSG_TOKEN_REQ };
 
 	if (w.shutdown)
 		return -1;
-	snprintf(m.provider, sizeof(m.provider), "%s", provider);
+	m.u.token_req.provider = w.prov;
 	worker_msg_send(&m);
 	for (;;) {
 		struct ipc_msg in;
@@ -121,7 +136,8 @@ worker_token_acquire(const char *provider)
 		}
 		if (rc <= 0)
 			_exit(0);
-		if (in.type == IPC_MSG_TOKEN_GRANT && strcmp(in.provider, provider) == 0)
+		if (in.type == IPC_MSG_TOKEN_GRANT &&
+		    in.u.token_grant.provider == w.prov)
 			return 0;
 		if (worker_frame_take(&in) < 0)
 			_exit(1);
@@ -131,31 +147,17 @@ worker_token_acquire(const char *provider)
 }
 
 void
-worker_provider_event(const char *provider, int kind, int64_t ms, int http,
-		      const char *text)
+worker_provider_event(int kind, int64_t pause_ms, int http, const char *text)
 {
 	struct ipc_msg m = { .type = IPC_MSG_PROVIDER_EVENT };
+	struct ipc_event *e = &m.u.event;
 
-	snprintf(m.provider, sizeof(m.provider), "%s", provider);
-	snprintf(m.text, sizeof(m.text), "%s", text ? text : "");
-	m.kind = kind;
-	m.ms = ms;
-	m.http = http;
+	e->provider = w.prov;
+	e->kind = kind;
+	e->pause_ms = pause_ms > 0 ? pause_ms : 0;
+	e->http = http >= 0 && http <= 999 ? http : 0;
+	snprintf(e->text, sizeof(e->text), "%s", text ? text : "");
 	worker_msg_send(&m);
-}
-
-int64_t
-worker_retry_at(const struct config *cfg, int attempts, int64_t retry_after_ms)
-{
-	int64_t base = cfg->retry_delay_ms, cap = cfg->retry_max_delay_ms;
-	int64_t delay;
-
-	if (retry_after_ms > 0) {
-		delay = retry_after_ms < cap ? retry_after_ms : cap;
-	} else {
-		delay = backoff_jitter(backoff_delay(base, cap, attempts - 1));
-	}
-	return time_wall_ms() + delay;
 }
 
 /* The transcript a translation job reads, from inside the output tree:
@@ -242,23 +244,25 @@ worker_flush(void)
 }
 
 static void
-worker_job_run(store_t *st, int64_t job_id)
+worker_job_run(store_t *st, const struct worker_pending *pj)
 {
+	int64_t job_id = pj->job_id;
 	struct job j = { 0 };
 	struct provider_req req = { 0 };
 	struct provider_result res = { 0 };
-	struct ipc_msg done = { .type = IPC_MSG_DONE };
+	struct ipc_msg m = { .type = IPC_MSG_DONE };
+	struct ipc_done *done = &m.u.done;
 	enum job_status final = JOB_ST_COMPLETED;
 	enum job_outcome why = OUT_TRANSIENT;
-	const struct provider_ops *ops;
-	const char *pname;
+	const struct provider_desc *ops = provider_at(pj->prov);
 	struct buf text;
 	char err[512] = "";
 	bool permanent;
 	int rc;
 
 	buf_init(&text);
-	done.job_id = job_id;
+	done->job_id = job_id;
+	done->provider = pj->prov;
 	rc = worker_batch_take(job_id, &j);     /* claimed by the last flush? */
 	if (rc == -2) {
 		worker_flush();         /* a transaction anyway: publish too */
@@ -269,12 +273,13 @@ worker_job_run(store_t *st, int64_t job_id)
 			log_error("job_claim_failed", "job=%lld error=%s",
 			    (long long)job_id, log_quote(store_errmsg(st)));
 		worker_flush();
-		done.outcome = WORKER_OUT_SKIPPED;
-		worker_msg_send(&done);
+		done->outcome = IPC_OUT_SKIPPED;
+		worker_msg_send(&m);
 		job_clear(&j);
 		return;
 	}
 	w.job_id = job_id;
+	w.prov = pj->prov;
 	w.last_beat = time_mono_ms();
 	/* the name as failed and show print it: no control byte of a file
 	 * name reaches /proc/PID/cmdline or a terminal running ps */
@@ -286,9 +291,6 @@ worker_job_run(store_t *st, int64_t job_id)
 		title_set("mpfarm: worker %d translate:%s %s", w.slot, j.lang,
 		    shown);
 	free(shown);
-	pname = config_provider(w.cfg, j.stage, j.lang);
-	snprintf(done.provider, sizeof(done.provider), "%s", pname ? pname : "");
-	ops = provider_find(pname);
 	req.cfg = w.cfg;
 	req.stage = j.stage;
 	req.lang = j.lang;
@@ -296,12 +298,10 @@ worker_job_run(store_t *st, int64_t job_id)
 	req.input_fd = -1;
 	req.job_id = job_id;
 	res.exit_code = -1;
-	if (pname == NULL) {
-		/* the master hands out no such job; a reload may have raced */
-		provider_result_error(&res, OUT_TRANSIENT, "no provider is "
-		    "configured for %s", job_stage_name(j.stage));
-	} else if (ops == NULL) {
-		provider_result_error(&res, OUT_PERMANENT, "unknown provider %s", pname);
+	if (!(ops->stages & (1 << j.stage))) {
+		/* the master chose it from a validated config: not reached */
+		provider_result_error(&res, OUT_TRANSIENT, "provider %s does not "
+		    "%s", ops->name, job_stage_name(j.stage));
 	} else if (worker_outputs_check(&j, &why, err, sizeof(err)) < 0) {
 		/* check before paying: outputs that cannot be written */
 		provider_result_error(&res, why, "%s", err);
@@ -325,7 +325,7 @@ worker_job_run(store_t *st, int64_t job_id)
 	if (res.outcome == OUT_COMPLETED) {
 		/* held for a flush, which also sends its DONE: the main loop
 		 * decides when, right after it reads what the master sent */
-		if (worker_batch_add(w.cfg, &w.out, &j, &res, err,
+		if (worker_batch_add(w.cfg, &w.out, &j, pj->prov, &res, err,
 		    sizeof(err)) == 0) {
 			w.job_id = 0;
 			title_set("mpfarm: worker %d idle", w.slot);
@@ -343,7 +343,7 @@ worker_job_run(store_t *st, int64_t job_id)
 		struct job_result jr = {
 			.outcome = res.outcome, .http_status = res.http_status,
 			.exit_code = res.exit_code, .signal = res.signal,
-			.retry_at_ms = worker_retry_at(w.cfg, j.attempts,
+			.retry_at_ms = provider_retry_at(w.cfg, j.attempts,
 			    res.retry_after_ms),
 			.msg = res.msg,
 		};
@@ -352,19 +352,21 @@ worker_job_run(store_t *st, int64_t job_id)
 			log_error("job_record_failed", "job=%lld file=%s error=%s",
 			    (long long)job_id, log_quote(j.rel_path),
 			    rc < 0 ? log_quote(store_errmsg(st)) : "lease-lost");
-			done.outcome = WORKER_OUT_SKIPPED;
+			done->outcome = IPC_OUT_SKIPPED;
 			goto out;
 		}
-		snprintf(done.text, sizeof(done.text), "%s", res.msg);
-		done.ms = res.retry_after_ms;
+		snprintf(done->text, sizeof(done->text), "%s", res.msg);
+		done->retry_after_ms = res.retry_after_ms > 0 ?
+		    res.retry_after_ms : 0;
 	}
-	done.outcome = res.outcome;
-	done.status = final;
-	done.http = res.http_status;
+	done->outcome = res.outcome;
+	done->status = final;
+	done->http = res.http_status >= 0 && res.http_status <= 999 ?
+	    res.http_status : 0;
 out:
 	w.job_id = 0;
 	title_set("mpfarm: worker %d idle", w.slot);
-	worker_msg_send(&done);
+	worker_msg_send(&m);
 	provider_result_free(&res);
 	buf_free(&text);
 	job_clear(&j);
@@ -379,6 +381,7 @@ worker_main(const struct worker_args *wa)
 	char err[512];
 
 	w.cfg = wa->cfg;
+	w.cfg_gen = wa->cfg_gen;
 	w.fd = wa->chan_fd;
 	w.master = wa->master_pid;
 	w.slot = wa->slot;
@@ -415,7 +418,7 @@ worker_main(const struct worker_args *wa)
 		_exit(WORKER_EXIT_CONFIG);
 	}
 	w.st = st;
-	m.pid = getpid();
+	m.u.ready.pid = getpid();
 	worker_msg_send(&m);
 	for (;;) {
 		int rc;
@@ -434,16 +437,17 @@ worker_main(const struct worker_args *wa)
 			    w.shutdown ? 0 : w.npending, w.master);
 		if (w.shutdown) {
 			struct ipc_msg skip = { .type = IPC_MSG_DONE };
-			skip.outcome = WORKER_OUT_SKIPPED;
+			skip.u.done.outcome = IPC_OUT_SKIPPED;
 			worker_flush();
 			for (int i = 0; i < w.npending; i++) {
-				if (worker_batch_claimed(w.pending[i])) {
+				if (worker_batch_claimed(w.pending[i].job_id)) {
 					/* already claimed: run it rather
 					 * than leave it in-progress */
-					worker_job_run(st, w.pending[i]);
+					worker_job_run(st, &w.pending[i]);
 					continue;
 				}
-				skip.job_id = w.pending[i];
+				skip.u.done.job_id = w.pending[i].job_id;
+				skip.u.done.provider = w.pending[i].prov;
 				worker_msg_send(&skip);
 			}
 			break;
@@ -456,10 +460,10 @@ worker_main(const struct worker_args *wa)
 				goto broken;
 			continue;
 		}
-		int64_t id = w.pending[0];
+		struct worker_pending pj = w.pending[0];
 		memmove(w.pending, w.pending + 1, sizeof(w.pending[0]) *
 		    (size_t)--w.npending);
-		worker_job_run(st, id);
+		worker_job_run(st, &pj);
 	}
 	worker_flush();         /* nothing finished stays unpublished */
 	store_close(st);

@@ -389,9 +389,13 @@ done:
 	return rc;
 }
 
-const struct provider_ops provider_openai = {
+const struct provider_desc provider_openai = {
 	.name = "openai",
+	.stages = STAGE_MASK_TRANSCRIBE | STAGE_MASK_TRANSLATE,
+	.limited = true,
 	.key_env = "OPENAI_API_KEY",
+	/* a 429 with this code is a spent quota, not a rate limit */
+	.code_refused = { "insufficient_quota" },
 	.check = openai_check,
 	.run = openai_run,
 };

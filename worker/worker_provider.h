@@ -3,14 +3,17 @@
  * media file (transcribe) or a transcript (translate), produce the output
  * files' contents or a classified error.  Providers never touch the store or
  * the final output paths; the worker writes outputs whole and records the
- * outcome.  Adding a provider means adding one file and one table entry.
+ * outcome.  A provider is described once, by its struct provider_desc
+ * (common_provider.h) in its own file; README "Adding a provider" says
+ * how to add one.
  */
 #ifndef MPFARM_WORKER_PROVIDER_H
 #define MPFARM_WORKER_PROVIDER_H
 
-#include "../common/common.h"
-#include "../common/common_config.h"
-#include "../common/common_store.h"
+#include "common.h"
+#include "common_config.h"
+#include "common_provider.h"
+#include "common_store.h"
 
 #define PROVIDER_OUT_MAX 4
 
@@ -48,46 +51,32 @@ struct provider_result {
 	char    msg[512];           /* provider's own message, key-free */
 };
 
-struct provider_ops {
-	const char *name;
-	/* the environment variable that holds its API key, NULL if none;
-	 * exec engines never see these */
-	const char *key_env;
-	/* Check the config and keys before any worker starts (master side):
-	 * returns 0, or -1 with a message in err (exit 2). May be NULL. */
-	int (*check)(const struct config *cfg, int stage, const char *lang,
-		     char *err, size_t errlen);
-	/* Run one job.  Returns 0 when res->outcome == OUT_COMPLETED, else -1
-	 * with res filled.  Must call worker_heartbeat() at least every few
-	 * seconds while waiting (curl progress callback, poll timeout). */
-	int (*run)(const struct provider_req *req, struct provider_result *res);
-};
-
-/* The provider called name, NULL for an unknown name or NULL. */
-const struct provider_ops *provider_find(const char *name);
-/* The i-th built-in provider, NULL past the last: for listings. */
-const struct provider_ops *provider_at(int i);
+/* Add one output to res (ownership of data passes to res; past
+ * PROVIDER_OUT_MAX outputs it is freed and dropped). */
 void provider_result_add(struct provider_result *res, const char *suffix,
 			 char *data, size_t len);   /* takes ownership */
+/* Free every output res holds; res stays usable. */
 void provider_result_free(struct provider_result *res);
+/* Drop the outputs and record a failure: outcome o and the message. */
 void provider_result_error(struct provider_result *res, enum job_outcome o,
 			   const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
-/* Worker-side services providers may call (worker_main.c). */
-void worker_heartbeat(void);                /* rate-limited to ~1/s */
-/* Ask the master for a farm-wide request token for `provider` (blocks);
- * 0 = granted, -1 = channel broken or farm stopping. */
-int  worker_token_acquire(const char *provider);
-/* Tell the master about a provider-wide condition (429 pause, quota). */
-void worker_provider_event(const char *provider, int kind, int64_t ms,
-			   int http, const char *text);
-
-/* The built-in providers. */
-extern const struct provider_ops provider_noop;
-extern const struct provider_ops provider_exec;
-extern const struct provider_ops provider_elevenlabs;
-extern const struct provider_ops provider_openai;
-extern const struct provider_ops provider_deepl;
+/* Worker-side services providers may call (worker_main.c); they are
+ * about the job being run and its provider, as the master's JOB said. */
+/* Tell the master the job is alive; rate-limited to about once a second,
+ * so call it as often as convenient.  Exits the worker when the channel
+ * is gone. */
+void worker_heartbeat(void);
+/* Ask the master for a farm-wide request token for the job's provider
+ * (blocks, heartbeating); 0 = granted, -1 = farm stopping.  Exits the
+ * worker when the channel breaks. */
+int  worker_token_acquire(void);
+/* Tell the master about a condition of the job's provider (enum
+ * ipc_prov_event kind; pause_ms the provider asked every worker to wait,
+ * 0 = none said; the HTTP status; a key-free text).  Exits the worker
+ * when the channel is gone. */
+void worker_provider_event(int kind, int64_t pause_ms, int http,
+			   const char *text);
 
 /* exec's word splitting, exposed for its unit test: NULL-terminated,
  * malloc'd; NULL on unbalanced quotes. */

@@ -53,12 +53,17 @@ def frame(*fields):
 
 
 def ipc():
-    frames = [frame(1, 4242), frame(2, 17), frame(4, 17), frame(5),
-              frame(6, "openai"), frame(7, "deepl"),
-              frame(3, 17, 0, 2, 200, 0, "elevenlabs", ""),
-              frame(3, 1 << 40, 3, 4, 429, 1500, "openai",
+    # layouts: ipc/ipc_frame.h (IPC_<TYPE>_FIELDS); providers are indexes
+    frames = [frame(1, 4242), frame(2, 17, 4, 0), frame(2, 18, 1, 3),
+              frame(4, 17), frame(5), frame(6, 1), frame(7, 2),
+              frame(3, 17, 4, 0, 2, 0, 0, ""),
+              frame(3, 19, 4, -1, 0, 0, 0, ""),
+              frame(3, 1 << 40, 1, 3, 4, 429, 1500,
                     "HTTP 429 from openai: Rate limit reached"),
-              frame(8, "openai", 1, 2000, 429, "pause")]
+              frame(8, 1, 1, 2000, 429, "pause"),
+              # out of range: a provider index, an http status, a kind
+              frame(2, 17, 32, 0), frame(3, 17, 0, 0, 2, 1000, 0, ""),
+              frame(8, 1, 9, 0, 0, "")]
     for f in frames:
         put("ipc_frame", f)
     put("ipc_frame", b"".join(frames))

@@ -19,11 +19,11 @@
 #include "worker_http.h"
 
 __attribute__((weak)) void worker_heartbeat(void) {}
-__attribute__((weak)) int worker_token_acquire(const char *p) { (void)p; return 0; }
+__attribute__((weak)) int worker_token_acquire(void) { return 0; }
 __attribute__((weak)) void
-worker_provider_event(const char *p, int k, int64_t ms, int http, const char *t)
+worker_provider_event(int k, int64_t ms, int http, const char *t)
 {
-	(void)p; (void)k; (void)ms; (void)http; (void)t;
+	(void)k; (void)ms; (void)http; (void)t;
 }
 
 static bool

@@ -23,11 +23,11 @@
 
 /* The worker's services; the real ones win when worker_main.o is linked. */
 __attribute__((weak)) void worker_heartbeat(void) {}
-__attribute__((weak)) int worker_token_acquire(const char *p) { (void)p; return 0; }
+__attribute__((weak)) int worker_token_acquire(void) { return 0; }
 __attribute__((weak)) void
-worker_provider_event(const char *p, int k, int64_t ms, int http, const char *t)
+worker_provider_event(int k, int64_t ms, int http, const char *t)
 {
-	(void)p; (void)k; (void)ms; (void)http; (void)t;
+	(void)k; (void)ms; (void)http; (void)t;
 }
 
 /* Wed, 21 Oct 2015 07:28:00 GMT */
@@ -139,6 +139,11 @@ static const struct {
 	{ "openai", 413, CURLE_OK, NULL, OUT_PERMANENT, -1 },
 	{ "elevenlabs", 422, CURLE_OK, NULL, OUT_PERMANENT, -1 },
 	{ "openai", 456, CURLE_OK, NULL, OUT_PERMANENT, -1 },
+	/* error codes are each provider's own (its descriptor's) */
+	{ "deepl", 429, CURLE_OK, "too_many_concurrent_requests",
+	  OUT_RATE_LIMITED, IPC_PROV_RATE_LIMITED },
+	{ "elevenlabs", 429, CURLE_OK, "insufficient_quota", OUT_RATE_LIMITED,
+	  IPC_PROV_RATE_LIMITED },
 	{ "openai", 301, CURLE_OK, NULL, OUT_PERMANENT, -1 },
 };
 
@@ -148,8 +153,8 @@ test_classify(void **state)
 	(void)state;
 	for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++) {
 		struct worker_http_class c;
-		worker_http_classify(table[i].prov, table[i].status, table[i].cc,
-				     table[i].code, &c);
+		worker_http_classify(provider_find(table[i].prov), table[i].status,
+				     table[i].cc, table[i].code, &c);
 		if ((int)c.outcome != (int)table[i].outcome ||
 		    c.event != table[i].event)
 			fail_msg("row %zu (%s %ld curl %d %s): got outcome %d event "

@@ -27,69 +27,171 @@ feed(struct ipc_reader *r, const char *p, size_t n)
 	return 0;
 }
 
+/* Every type, every field set to something other than 0, through encode
+ * and decode: the payload comes back whole. */
 static void
 test_roundtrip_all_types(void **state)
 {
-	struct ipc_msg in = { 0 }, out;
+	struct ipc_msg in, out;
 	char buf[IPC_FRAME_MAX + 4];
 	(void)state;
 
 	for (int t = IPC_MSG_READY; t < IPC_MSG_MAX; t++) {
 		memset(&in, 0, sizeof(in));
 		in.type = t;
-		in.job_id = 1234567890123LL;
-		in.pid = 4242;
-		in.outcome = 3;
-		in.status = 2;
-		in.http = 429;
-		in.ms = 1500;
-		in.kind = 1;
-		strcpy(in.provider, "openai");
-		strcpy(in.text, "rate limited: \xff bytes ok");
+		switch (t) {
+		case IPC_MSG_READY:
+			in.u.ready.pid = 4242;
+			break;
+		case IPC_MSG_JOB:
+			in.u.job = (struct ipc_job){ 1234567890123LL, 3, 7 };
+			break;
+		case IPC_MSG_DONE:
+			in.u.done = (struct ipc_done){ 1234567890123LL, 2, 3, 2,
+			    429, 1500, "" };
+			strcpy(in.u.done.text, "rate limited: \xff bytes ok");
+			break;
+		case IPC_MSG_HEARTBEAT:
+			in.u.heartbeat.job_id = 99;
+			break;
+		case IPC_MSG_TOKEN_REQ:
+			in.u.token_req.provider = 1;
+			break;
+		case IPC_MSG_TOKEN_GRANT:
+			in.u.token_grant.provider = 4;
+			break;
+		case IPC_MSG_PROVIDER_EVENT:
+			in.u.event = (struct ipc_event){ 2, IPC_PROV_RATE_LIMITED,
+			    2000, 429, "pause" };
+			break;
+		}
 		int n = ipc_frame_encode(&in, buf, sizeof(buf));
 		assert_true(n > 4);
 		assert_int_equal(ipc_frame_decode(buf + 4, (size_t)n - 4, &out), 0);
-		assert_int_equal(out.type, t);
-		if (t == IPC_MSG_JOB || t == IPC_MSG_HEARTBEAT || t == IPC_MSG_DONE)
-			assert_int_equal(out.job_id, in.job_id);
-		if (t == IPC_MSG_READY)
-			assert_int_equal(out.pid, 4242);
-		if (t == IPC_MSG_DONE) {
-			assert_int_equal(out.outcome, 3);
-			assert_int_equal(out.status, 2);
-			assert_int_equal(out.http, 429);
-			assert_int_equal(out.ms, 1500);
-			assert_string_equal(out.text, in.text);
-		}
-		if (t == IPC_MSG_TOKEN_REQ || t == IPC_MSG_PROVIDER_EVENT)
-			assert_string_equal(out.provider, "openai");
+		assert_memory_equal(&in, &out, sizeof(in));
 	}
+	/* DONE's retry-after and PROVIDER_EVENT's pause are two fields */
+	assert_int_equal(out.type, IPC_MSG_PROVIDER_EVENT);
+	assert_int_equal(out.u.event.pause_ms, 2000);
+}
+
+/* The layouts the table prints are the documented ones (ipc_frame.h). */
+static void
+test_layouts(void **state)
+{
+	char lay[200];
+	(void)state;
+
+	ipc_msg_layout(IPC_MSG_DONE, lay, sizeof(lay));
+	assert_string_equal(lay, "[3, job_id, provider, outcome, status, http, "
+	    "retry_after_ms, text]");
+	ipc_msg_layout(IPC_MSG_JOB, lay, sizeof(lay));
+	assert_string_equal(lay, "[2, job_id, provider, gen]");
+	ipc_msg_layout(IPC_MSG_PROVIDER_EVENT, lay, sizeof(lay));
+	assert_string_equal(lay, "[8, provider, kind, pause_ms, http, text]");
+	ipc_msg_layout(IPC_MSG_SHUTDOWN, lay, sizeof(lay));
+	assert_string_equal(lay, "[5]");
+	ipc_msg_layout(99, lay, sizeof(lay));
+	assert_string_equal(lay, "");
+	assert_string_equal(ipc_msg_name(IPC_MSG_TOKEN_REQ), "TOKEN_REQ");
+	assert_string_equal(ipc_msg_name(0), "?");
+}
+
+/* Fields outside their range: the encoder refuses to send them and the
+ * decoder refuses to take them. */
+static void
+test_ranges(void **state)
+{
+	struct ipc_msg in = { .type = IPC_MSG_JOB }, out;
+	char buf[128];
+	msgpack_sbuffer sb;
+	msgpack_packer pk;
+	(void)state;
+
+	in.u.job = (struct ipc_job){ 5, IPC_PROVIDER_MAX, 0 };
+	assert_int_equal(ipc_frame_encode(&in, buf, sizeof(buf)), -1);
+	in.u.job = (struct ipc_job){ 0, 1, 0 };     /* job ids start at 1 */
+	assert_int_equal(ipc_frame_encode(&in, buf, sizeof(buf)), -1);
+	in.type = IPC_MSG_PROVIDER_EVENT;
+	in.u.event = (struct ipc_event){ 1, IPC_PROV_KIND_MAX, 0, 0, "" };
+	assert_int_equal(ipc_frame_encode(&in, buf, sizeof(buf)), -1);
+
+	msgpack_sbuffer_init(&sb);
+	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+	/* JOB [2, 7, -1, 0]: a provider index below 0 */
+	msgpack_pack_array(&pk, 4);
+	msgpack_pack_int(&pk, IPC_MSG_JOB);
+	msgpack_pack_int(&pk, 7);
+	msgpack_pack_int(&pk, -1);
+	msgpack_pack_int(&pk, 0);
+	assert_int_equal(ipc_frame_decode(sb.data, sb.size, &out), -1);
+	msgpack_sbuffer_clear(&sb);
+	/* DONE with http 1000 */
+	msgpack_pack_array(&pk, 8);
+	msgpack_pack_int(&pk, IPC_MSG_DONE);
+	msgpack_pack_int(&pk, 7);
+	msgpack_pack_int(&pk, 0);
+	msgpack_pack_int(&pk, 1);
+	msgpack_pack_int(&pk, 2);
+	msgpack_pack_int(&pk, 1000);
+	msgpack_pack_int(&pk, 0);
+	msgpack_pack_str(&pk, 0);
+	assert_int_equal(ipc_frame_decode(sb.data, sb.size, &out), -1);
+	msgpack_sbuffer_clear(&sb);
+	/* the same DONE with http 999 is fine */
+	msgpack_pack_array(&pk, 8);
+	msgpack_pack_int(&pk, IPC_MSG_DONE);
+	msgpack_pack_int(&pk, 7);
+	msgpack_pack_int(&pk, 0);
+	msgpack_pack_int(&pk, 1);
+	msgpack_pack_int(&pk, 2);
+	msgpack_pack_int(&pk, 999);
+	msgpack_pack_int(&pk, 0);
+	msgpack_pack_str(&pk, 0);
+	assert_int_equal(ipc_frame_decode(sb.data, sb.size, &out), 0);
+	assert_int_equal(out.u.done.http, 999);
+	assert_int_equal(out.u.done.outcome, 1);
+	msgpack_sbuffer_clear(&sb);
+	/* the old DONE, with a provider name where the index goes */
+	msgpack_pack_array(&pk, 8);
+	msgpack_pack_int(&pk, IPC_MSG_DONE);
+	msgpack_pack_int(&pk, 7);
+	msgpack_pack_str(&pk, 4);
+	msgpack_pack_str_body(&pk, "noop", 4);
+	msgpack_pack_int(&pk, 1);
+	msgpack_pack_int(&pk, 2);
+	msgpack_pack_int(&pk, 200);
+	msgpack_pack_int(&pk, 0);
+	msgpack_pack_str(&pk, 0);
+	assert_int_equal(ipc_frame_decode(sb.data, sb.size, &out), -1);
+	msgpack_sbuffer_destroy(&sb);
 }
 
 static void
 test_empty_strings(void **state)
 {
-	struct ipc_msg in = { .type = IPC_MSG_DONE, .job_id = 5 }, out;
+	struct ipc_msg in = { .type = IPC_MSG_DONE }, out;
 	char buf[128];
 	(void)state;
 
+	in.u.done.job_id = 5;
 	int n = ipc_frame_encode(&in, buf, sizeof(buf));
 	assert_true(n > 4);
 	assert_int_equal(ipc_frame_decode(buf + 4, (size_t)n - 4, &out), 0);
-	assert_string_equal(out.provider, "");
-	assert_string_equal(out.text, "");
-	assert_int_equal(out.job_id, 5);
+	assert_string_equal(out.u.done.text, "");
+	assert_int_equal(out.u.done.job_id, 5);
 }
 
 static void
 test_split_at_every_byte(void **state)
 {
-	struct ipc_msg in = { .type = IPC_MSG_DONE, .job_id = 77 }, out;
+	struct ipc_msg in = { .type = IPC_MSG_DONE }, out;
 	char buf[256];
 	(void)state;
 
-	strcpy(in.provider, "exec");
-	strcpy(in.text, "exit 3: boom");
+	in.u.done.job_id = 77;
+	in.u.done.provider = 3;
+	strcpy(in.u.done.text, "exit 3: boom");
 	int n = ipc_frame_encode(&in, buf, sizeof(buf));
 	assert_true(n > 0);
 	for (int cut = 0; cut <= n; cut++) {
@@ -104,7 +206,8 @@ test_split_at_every_byte(void **state)
 		if (cut < n)
 			rc = ipc_reader_next(&r, &out);
 		assert_int_equal(rc, 1);
-		assert_int_equal(out.job_id, 77);
+		assert_int_equal(out.u.done.job_id, 77);
+		assert_int_equal(out.u.done.provider, 3);
 		assert_int_equal(r.len, 0);
 	}
 }
@@ -119,13 +222,13 @@ test_many_frames_one_read(void **state)
 
 	ipc_reader_init(&r);
 	for (int i = 1; i <= 50; i++) {
-		in.job_id = i;
+		in.u.heartbeat.job_id = i;
 		int n = ipc_frame_encode(&in, buf, sizeof(buf));
 		assert_int_equal(feed(&r, buf, (size_t)n), 0);
 	}
 	for (int i = 1; i <= 50; i++) {
 		assert_int_equal(ipc_reader_next(&r, &out), 1);
-		assert_int_equal(out.job_id, i);
+		assert_int_equal(out.u.heartbeat.job_id, i);
 	}
 	assert_int_equal(ipc_reader_next(&r, &out), 0);
 }
@@ -182,18 +285,18 @@ test_garbage_and_unknown(void **state)
 	assert_int_equal(ipc_reader_next(&r, &out), -1);
 	msgpack_sbuffer_clear(&sb);
 
-	/* JOB with a string where the id should be */
+	/* HEARTBEAT with a string where the id should be */
 	msgpack_pack_array(&pk, 2);
-	msgpack_pack_int(&pk, IPC_MSG_JOB);
+	msgpack_pack_int(&pk, IPC_MSG_HEARTBEAT);
 	msgpack_pack_str(&pk, 3);
 	msgpack_pack_str_body(&pk, "abc", 3);
 	frame_raw(&r, sb.data, sb.size);
 	assert_int_equal(ipc_reader_next(&r, &out), -1);
 	msgpack_sbuffer_clear(&sb);
 
-	/* JOB with an extra field */
+	/* HEARTBEAT with an extra field */
 	msgpack_pack_array(&pk, 3);
-	msgpack_pack_int(&pk, IPC_MSG_JOB);
+	msgpack_pack_int(&pk, IPC_MSG_HEARTBEAT);
 	msgpack_pack_int(&pk, 1);
 	msgpack_pack_int(&pk, 2);
 	frame_raw(&r, sb.data, sb.size);
@@ -202,7 +305,7 @@ test_garbage_and_unknown(void **state)
 
 	/* trailing bytes after the array */
 	msgpack_pack_array(&pk, 2);
-	msgpack_pack_int(&pk, IPC_MSG_JOB);
+	msgpack_pack_int(&pk, IPC_MSG_HEARTBEAT);
 	msgpack_pack_int(&pk, 1);
 	msgpack_pack_int(&pk, 5);
 	frame_raw(&r, sb.data, sb.size);
@@ -210,8 +313,12 @@ test_garbage_and_unknown(void **state)
 	msgpack_sbuffer_clear(&sb);
 
 	/* a string with an embedded NUL */
-	msgpack_pack_array(&pk, 2);
-	msgpack_pack_int(&pk, IPC_MSG_TOKEN_REQ);
+	msgpack_pack_array(&pk, 6);
+	msgpack_pack_int(&pk, IPC_MSG_PROVIDER_EVENT);
+	msgpack_pack_int(&pk, 0);
+	msgpack_pack_int(&pk, 0);
+	msgpack_pack_int(&pk, 0);
+	msgpack_pack_int(&pk, 0);
 	msgpack_pack_str(&pk, 3);
 	msgpack_pack_str_body(&pk, "a\0b", 3);
 	frame_raw(&r, sb.data, sb.size);
@@ -224,14 +331,15 @@ test_socket_send_recv(void **state)
 {
 	int sv[2];
 	struct ipc_reader r;
-	struct ipc_msg in = { .type = IPC_MSG_JOB, .job_id = 9 }, out;
+	struct ipc_msg in = { .type = IPC_MSG_JOB }, out;
 	(void)state;
 
+	in.u.job.job_id = 9;
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
 	ipc_reader_init(&r);
 	assert_int_equal(ipc_frame_send(sv[0], &in), 0);
 	assert_int_equal(ipc_frame_recv(sv[1], &r, &out, 1000), 1);
-	assert_int_equal(out.job_id, 9);
+	assert_int_equal(out.u.job.job_id, 9);
 	/* nothing more: times out */
 	assert_int_equal(ipc_frame_recv(sv[1], &r, &out, 50), -1);
 	close(sv[0]);
@@ -276,7 +384,7 @@ test_claimed_counts_rejected(void **state)
 	/* the well-formed heartbeat still decodes */
 	assert_int_equal(ipc_frame_decode("\x92\x04\x07", 3, &out), 0);
 	assert_int_equal(out.type, IPC_MSG_HEARTBEAT);
-	assert_int_equal(out.job_id, 7);
+	assert_int_equal(out.u.heartbeat.job_id, 7);
 }
 
 int
@@ -284,6 +392,8 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_roundtrip_all_types),
+		cmocka_unit_test(test_layouts),
+		cmocka_unit_test(test_ranges),
 		cmocka_unit_test(test_empty_strings),
 		cmocka_unit_test(test_split_at_every_byte),
 		cmocka_unit_test(test_many_frames_one_read),
