@@ -20,28 +20,10 @@
 
 static bool progress_shown;
 
-int
-farm_busy_count(void)
-{
-	int n = 0;
-	for (int i = 0; i < farm.nslots; i++)
-		n += farm.slots[i]->state == SLOT_BUSY;
-	return n;
-}
-
-int
-farm_live_count(void)
-{
-	int n = 0;
-	for (int i = 0; i < farm.nslots; i++)
-		n += farm.slots[i]->pid > 0;
-	return n;
-}
-
 static void
 farm_rate_roll(void)
 {
-	int64_t sec = time_mono_ms() / 1000;
+	int64_t sec = time_mono_ms() / FARM_MS_PER_S;
 
 	if (farm.rate_sec == 0)
 		farm.rate_sec = sec;
@@ -53,18 +35,40 @@ farm_rate_roll(void)
 	}
 }
 
-void
+static void
 farm_rate_add(int64_t n)
 {
 	farm_rate_roll();
 	farm.rate_ring[farm.rate_sec % FARM_RATE_SECS] += n;
 }
 
+void
+farm_outcome_count(int stage, enum farm_count what, int64_t n)
+{
+	struct farm_stage_stats *st = &farm.stage[stage];
+
+	switch (what) {
+	case FARM_COUNT_DONE:
+		st->done += n;
+		farm_rate_add(n);
+		break;
+	case FARM_COUNT_FAILED:
+		st->failed += n;
+		if (n > 0)
+			farm.any_failed = true;
+		break;
+	case FARM_COUNT_RETRIED:
+		st->retried += n;
+		break;
+	}
+}
+
 /* Jobs per second over the last minute (or since start, if shorter). */
 double
 farm_rate_get(void)
 {
-	int64_t sum = 0, up = (time_mono_ms() - farm.started_mono) / 1000;
+	int64_t sum = 0, up = (time_mono_ms() - farm.started_mono) /
+	    FARM_MS_PER_S;
 
 	farm_rate_roll();
 	for (int i = 0; i < FARM_RATE_SECS; i++)
@@ -88,7 +92,8 @@ farm_stats_log(void)
 	    "translate_done=%lld translate_failed=%lld translate_retried=%lld "
 	    "in_flight=%d queue_depth=%d respawns=%lld deaths_signal=%lld "
 	    "deaths_exit=%lld broken=%lld hung_kills=%lld rate_per_s=%.2f%s%s",
-	    (long long)(time_mono_ms() - farm.started_mono) / 1000, farm.target,
+	    (long long)(time_mono_ms() - farm.started_mono) / FARM_MS_PER_S,
+	    farm.target,
 	    live, busy, live - busy,
 	    (long long)farm.stage[0].done, (long long)farm.stage[0].failed,
 	    (long long)farm.stage[0].retried, (long long)farm.stage[1].done,
@@ -154,7 +159,8 @@ farm_progress_summary(void)
 {
 	int64_t done = farm.stage[0].done + farm.stage[1].done;
 	int64_t failed = farm.stage[0].failed + farm.stage[1].failed;
-	double secs = (double)(time_mono_ms() - farm.started_mono) / 1000.0;
+	double secs = (double)(time_mono_ms() - farm.started_mono) /
+	    FARM_MS_PER_S;
 	char line[200];
 
 	if (done + failed == 0)
@@ -166,12 +172,11 @@ farm_progress_summary(void)
 }
 
 /* done/total, failed, rate and ETA on one terminal line, redrawn in
- * place about once a second; at the end, the summary line instead. */
+ * place by the figures timer; at the end, the summary line instead. */
 void
 farm_progress_show(bool final)
 {
-	static int64_t last;
-	int64_t now = time_mono_ms(), done, failed, left;
+	int64_t done, failed, left;
 	char line[240], eta[32] = "-";
 	double rate;
 
@@ -182,9 +187,6 @@ farm_progress_show(bool final)
 		farm_progress_summary();
 		return;
 	}
-	if (now - last < 1000)
-		return;
-	last = now;
 	farm_progress_total();
 	done = farm.stage[0].done + farm.stage[1].done;
 	failed = farm.stage[0].failed + farm.stage[1].failed;
@@ -201,10 +203,6 @@ farm_progress_show(bool final)
 	(void)!write(2, line, strlen(line));
 	progress_shown = true;
 }
-
-static const char *const slot_state_names[] = {
-	"empty", "starting", "idle", "busy"
-};
 
 /* Replace `path` whole: a fresh temp made with mkstemp beside it (never
  * a fixed name a link could be planted at), then rename, which replaces
@@ -251,14 +249,11 @@ farm_status_write(void)
 	json_t *o, *slots, *stages;
 	char *path;
 
-	if (now - farm.last_status_write < 1000)
-		return;
-	farm.last_status_write = now;
 	o = json_object();
 	json_object_set_new(o, "pid", json_integer(farm.pid));
 	json_object_set_new(o, "updated_at_ms", json_integer(time_wall_ms()));
 	json_object_set_new(o, "uptime_s",
-	    json_integer((now - farm.started_mono) / 1000));
+	    json_integer((now - farm.started_mono) / FARM_MS_PER_S));
 	json_object_set_new(o, "workers_target", json_integer(farm.target));
 	json_object_set_new(o, "workers_live", json_integer(farm_live_count()));
 	json_object_set_new(o, "workers_busy", json_integer(farm_busy_count()));
@@ -277,13 +272,14 @@ farm_status_write(void)
 	slots = json_array();
 	for (int i = 0; i < farm.nslots; i++) {
 		struct slot *s = farm.slots[i];
+		bool held = farm_slot_holds_job(s);
 		json_t *so = json_pack("{sisIsssi}", "slot", s->idx,
-		    "pid", (json_int_t)s->pid, "state", slot_state_names[s->state],
-		    "jobs_done", s->jobs_done);
-		if (s->state == SLOT_BUSY) {
+		    "pid", (json_int_t)s->pid, "state", slot_state_shown(s->state,
+		    held), "jobs_done", s->jobs_done);
+		if (held) {
 			json_object_set_new(so, "job", json_integer(s->job.job_id));
 			json_object_set_new(so, "job_age_s",
-			    json_integer((now - s->job_started) / 1000));
+			    json_integer((now - s->job_started) / FARM_MS_PER_S));
 		}
 		json_array_append_new(slots, so);
 	}

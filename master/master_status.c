@@ -84,6 +84,12 @@ status_stage_key(const struct store_stage_counts *sc)
 	return xasprintf("translate:%s", sc->lang);
 }
 
+char *
+master_status_path(const char *db)
+{
+	return xasprintf("%s.status", db);
+}
+
 /*
  * The hook for live figures of a running farm.  The master refreshes
  * "<db>.status", a JSON object with at least "pid"; this reads it and adds
