@@ -11,7 +11,17 @@
 #include "common_store.h"
 #include "ipc_frame.h"
 
-/* Each command returns the process exit status. */
+/* The stages, STAGE_TRANSCRIBE and STAGE_TRANSLATE, as a count: the size
+ * of per-stage tables and the bound of loops over stages. */
+#define MASTER_STAGES (STAGE_TRANSLATE + 1)
+
+/* Each command returns the process exit status (common.h: EXIT_OK,
+ * EXIT_USAGE for a usage or config error found before anything changed,
+ * EXIT_JOBFAIL when a run leaves failed jobs, EXIT_FATAL for the rest)
+ * and says what went wrong on stderr itself; none calls exit().  run
+ * (master_farm_run) holds the farm lock, forks the workers and runs the
+ * loop until the work is done or it is told to stop; it returns only
+ * after every worker it started is gone. */
 int master_scan_run(struct config *cfg);     /* mpfarm scan DIR... */
 int master_status_run(struct config *cfg);   /* mpfarm status [--json] */
 int master_retry_run(struct config *cfg);    /* mpfarm retry [--file P] */
@@ -74,7 +84,9 @@ void master_time_text(int64_t ms, char *out, size_t outlen);
 struct json_t *master_show_json(const struct config *cfg,
 				const struct store_file *f);
 
-/* Open the store for a command, printing "mpfarm: <error>" on failure. */
+/* Open the store for a command (master_store.c) with flags (STORE_*)
+ * and the config's durability and busy timeout.  On failure prints
+ * "mpfarm: <error>" and returns NULL. */
 store_t *master_store_open(const struct config *cfg, int flags);
 
 /* ---- the farm ------------------------------------------------------- */
@@ -90,7 +102,8 @@ void master_lock_release(int fd);
 /* For status/check/fix: the pid of a live master holding the lock, or 0. */
 pid_t master_lock_holder(const char *db);
 
-/* The live status file "<db>.status" (JSON) the master refreshes. */
+/* The path of the live status file "<db>.status" (JSON) the master
+ * refreshes (master_status.c reads it); malloc'd, never NULL. */
 char *master_status_path(const char *db);
 
 #endif

@@ -154,7 +154,7 @@ master_config_check(const struct config *cfg, int files,
 		report(arg, "workers", "--workers must be at least 1", false);
 		problems++;
 	}
-	for (int stage = 0; stage < 2; stage++) {
+	for (int stage = 0; stage < MASTER_STAGES; stage++) {
 		int n = stage == STAGE_TRANSCRIBE ? 1 : cfg->nlangs;
 		for (int i = 0; i < n; i++) {
 			const char *lang = stage == STAGE_TRANSCRIBE ? "" : cfg->langs[i];
@@ -362,7 +362,7 @@ config_show_stages(const struct config *cfg)
 	    "translate", NULL);
 	config_show_line("languages", cfg->nlangs ? langs : "(none)",
 	    config_where(cfg, "translate", "languages"));
-	for (int stage = 0; stage < 2; stage++) {
+	for (int stage = 0; stage < MASTER_STAGES; stage++) {
 		int n = stage == STAGE_TRANSCRIBE ? 1 : cfg->nlangs;
 		for (int i = 0; i < n; i++) {
 			const char *lang = stage == STAGE_TRANSCRIBE ? "" : cfg->langs[i];

@@ -212,6 +212,7 @@ farm_budget_take(void)
 	return true;
 }
 
+/* --batch-size under --watch: a new budget every check interval. */
 static void
 farm_budget_tick(int64_t now)
 {
@@ -385,6 +386,9 @@ farm_log_file_open(char *err, size_t errlen)
 	    O_CREAT, 0644, err, errlen);
 }
 
+/* Signals, taken in the loop: TERM/INT stop (a second one: do not wait),
+ * QUIT stops now, USR1 logs the figures, HUP reloads the config and
+ * reopens the log file, TTIN/TTOU move the worker target by one. */
 static void
 farm_signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
 {
@@ -522,6 +526,7 @@ farm_preflight(void)
 	return 0;
 }
 
+/* SIGPIPE ignored (a dead worker's channel); the others as watchers. */
 static void
 farm_signals_start(void)
 {
@@ -532,6 +537,8 @@ farm_signals_start(void)
 	}
 }
 
+/* The --log-file (if any) as the master's log, and the pipe every
+ * worker's stderr goes into.  -1 with the reason on stderr. */
 static int
 farm_log_open(void)
 {
@@ -613,6 +620,7 @@ farm_start_log(void)
 	buf_free(&b);
 }
 
+/* For each job a dead farm left in progress: its worker's temp files. */
 static int
 farm_orphan_temps(const struct job_ref *job, pid_t owner, void *arg)
 {
@@ -622,6 +630,15 @@ farm_orphan_temps(const struct job_ref *job, pid_t owner, void *arg)
 	return 0;
 }
 
+/* `mpfarm run`, in order: the stop signals are held back; preflight
+ * (config, providers, output tree: exit 2 before anything starts); the
+ * farm lock (one master per database); the store, a stage with work and
+ * no provider (exit 2), temp files and in-progress jobs of a dead farm
+ * recovered; the loop with its signals, child watcher and timers; no
+ * worker at all when there is nothing to do; then ev_run until the stop
+ * ends it.  Afterwards: engines' leftovers ended, the summary, owed
+ * releases reported (exit 1), failed jobs (exit 3), everything closed,
+ * the status file removed and the lock released. */
 int
 master_farm_run(struct config *cfg, int argc, char **argv)
 {
@@ -716,11 +733,11 @@ master_farm_run(struct config *cfg, int argc, char **argv)
 	(void)proc_children_end(FARM_LEFTOVERS_END_MS, NULL);
 
 	farm_progress_show(true);
-	done_total = (int)(farm.stage[0].done + farm.stage[1].done);
+	done_total = (int)farm.total.done;
 	log_info("farm_exit", "completed=%lld failed=%lld retried=%lld respawns=%lld "
 	    "hung_kills=%lld", (long long)done_total,
-	    (long long)(farm.stage[0].failed + farm.stage[1].failed),
-	    (long long)(farm.stage[0].retried + farm.stage[1].retried),
+	    (long long)farm.total.failed,
+	    (long long)farm.total.retried,
 	    (long long)farm.respawns, (long long)farm.hung_kills);
 	if (done_total == 0 && !farm.any_failed && farm.st != NULL &&
 	    !farm.quitting && farm.exit_code == EXIT_OK)

@@ -113,7 +113,8 @@ struct farm {
 
 	/* counters for USR1, status file and the end summary */
 	int64_t started_mono;
-	struct farm_stage_stats stage[2];
+	struct farm_stage_stats stage[MASTER_STAGES];
+	struct farm_stage_stats total;     /* all stages: farm_outcome_count */
 	int64_t respawns, hung_kills, deaths_signal, deaths_exit, broken;
 	int64_t rate_ring[FARM_RATE_SECS];
 	int64_t rate_sec;       /* mono second of rate_ring's newest bucket */
@@ -268,18 +269,43 @@ void farm_progress_clear(void);
  * the same in a STATUS= line.  A failure is logged; the old file stays. */
 void farm_status_write(void);
 
-/* master_provider.c: farm-wide provider limits */
-int  farm_prov_index(const char *name);      /* -1 if not limited */
+/* ---- master_provider.c: farm-wide provider limits -------------------
+ * None of these fails: a provider without farm-wide limits (index -1) is
+ * simply never held back, and store errors are logged where they occur. */
+
+/* The index of a provider the farm can limit (the paid APIs: their
+ * concurrency, rate and pauses), or -1 for NULL or any other provider
+ * (noop, local engines), which the farm never holds back. */
+int  farm_prov_index(const char *name);
+/* Set up every provider's limits from the config (at start). */
 void farm_prov_init(void);
-bool farm_prov_may_start(int prov);          /* concurrency and pause */
+/* Whether a job of provider prov may start now: not disabled, not
+ * paused, under its concurrency limit. */
+bool farm_prov_may_start(int prov);
+/* A job of prov started / ended (its concurrency place). */
 void farm_prov_job_start(int prov);
 void farm_prov_job_end(int prov);
+/* Slot s asks for a request token of provider: granted at once when
+ * the provider is not limited, else queued until the rate and pause
+ * allow (a slot respawned or dead meanwhile is skipped). */
 void farm_prov_token_req(struct slot *s, const char *provider);
+/* A worker's report about a provider: a success raises a lowered
+ * concurrency, a 429 pauses it (Retry-After or a growing backoff), too
+ * many concurrent requests halves its concurrency, a refused key or
+ * quota disables it for the run (under --watch a quota pauses it). */
 void farm_prov_event(const struct ipc_msg *m);
+/* The provider timer: a provider that can start jobs again makes the
+ * refill look (farm.dirty), and waiting workers get their tokens. */
 void farm_prov_tick(int64_t now);
+/* Slot s's worker is gone: its token wait and concurrency place end. */
 void farm_prov_slot_gone(struct slot *s);
-bool farm_prov_blocked(const char *name);    /* paused, full or disabled */
+/* Whether provider name cannot start a job now (paused, full or
+ * disabled); false for a provider without limits. */
+bool farm_prov_blocked(const char *name);
+/* Jobs of a disabled provider that came back fail now, with its reason
+ * (counted as failed once committed; retried later on a store error). */
 void farm_prov_fail_disabled(void);
+/* The USR1 line's provider part, appended to b as key=value pairs. */
 void farm_prov_stats(struct buf *b);
 /* The same figures for the status file: {"NAME": {"inflight": N, "limit":
  * N or null when unlimited, "requests": N, "rate_limited": N, "paused_s":

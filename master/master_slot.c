@@ -172,13 +172,13 @@ farm_slot_event(struct slot *s, enum slot_event ev, const struct job_ref *job)
 	    s->nahead >= FARM_AHEAD_MAX)) || (ev == SLOT_EV_NEXT &&
 	    s->nahead == 0)) {
 		log_warn("slot_event_refused", "slot=%d worker_pid=%d state=%s "
-		    "event=%s", s->idx, (int)s->pid, slot_state_name(s->state),
+		    "on=%s", s->idx, (int)s->pid, slot_state_name(s->state),
 		    slot_event_name(ev));
 		return -1;
 	}
 	if (next != (int)s->state && log_wants(LOG_DEBUG))
 		log_debug("slot_state", "slot=%d worker_pid=%d from=%s to=%s "
-		    "event=%s", s->idx, (int)s->pid, slot_state_name(s->state),
+		    "on=%s", s->idx, (int)s->pid, slot_state_name(s->state),
 		    slot_state_name((enum slot_state)next), slot_event_name(ev));
 	farm_slot_enter(s, ev, job);
 	s->state = (enum slot_state)next;

@@ -45,20 +45,23 @@ farm_rate_add(int64_t n)
 void
 farm_outcome_count(int stage, enum farm_count what, int64_t n)
 {
-	struct farm_stage_stats *st = &farm.stage[stage];
+	struct farm_stage_stats *st = &farm.stage[stage], *all = &farm.total;
 
 	switch (what) {
 	case FARM_COUNT_DONE:
 		st->done += n;
+		all->done += n;
 		farm_rate_add(n);
 		break;
 	case FARM_COUNT_FAILED:
 		st->failed += n;
+		all->failed += n;
 		if (n > 0)
 			farm.any_failed = true;
 		break;
 	case FARM_COUNT_RETRIED:
 		st->retried += n;
+		all->retried += n;
 		break;
 	}
 }
@@ -130,8 +133,7 @@ farm_progress_total(void)
 	if (store_counts_get(farm.st, &c) < 0)
 		return;
 	farm.jobs_last = last;
-	farm.total_jobs = farm.stage[0].done + farm.stage[1].done +
-	    farm.stage[0].failed + farm.stage[1].failed;
+	farm.total_jobs = farm.total.done + farm.total.failed;
 	for (int i = 0; i < c.nstages; i++)
 		if (config_wants(farm.cfg, c.stages[i].stage, c.stages[i].lang))
 			farm.total_jobs += c.stages[i].n[JOB_ST_NOT_STARTED] +
@@ -157,8 +159,8 @@ farm_eta_format(int64_t s, char *out, size_t len)
 static void
 farm_progress_summary(void)
 {
-	int64_t done = farm.stage[0].done + farm.stage[1].done;
-	int64_t failed = farm.stage[0].failed + farm.stage[1].failed;
+	int64_t done = farm.total.done;
+	int64_t failed = farm.total.failed;
 	double secs = (double)(time_mono_ms() - farm.started_mono) /
 	    FARM_MS_PER_S;
 	char line[200];
@@ -188,8 +190,8 @@ farm_progress_show(bool final)
 		return;
 	}
 	farm_progress_total();
-	done = farm.stage[0].done + farm.stage[1].done;
-	failed = farm.stage[0].failed + farm.stage[1].failed;
+	done = farm.total.done;
+	failed = farm.total.failed;
 	left = farm.total_jobs - done - failed;
 	rate = farm_rate_get();
 	if (rate > 0 && left > 0)
@@ -263,7 +265,7 @@ farm_status_write(void)
 	json_object_set_new(o, "rate_per_s", json_real(farm_rate_get()));
 	json_object_set_new(o, "stopping", json_boolean(farm.stopping));
 	stages = json_object();
-	for (int st = 0; st < 2; st++)
+	for (int st = 0; st < MASTER_STAGES; st++)
 		json_object_set_new(stages, job_stage_name(st), json_pack("{sIsIsI}",
 		    "done", (json_int_t)farm.stage[st].done,
 		    "failed", (json_int_t)farm.stage[st].failed,
@@ -289,9 +291,8 @@ farm_status_write(void)
 		char st[200];
 		snprintf(st, sizeof(st), "STATUS=workers %d/%d busy %d, done %lld, "
 		    "failed %lld, %.1f jobs/s", farm_live_count(), farm.target,
-		    farm_busy_count(), (long long)(farm.stage[0].done +
-		    farm.stage[1].done), (long long)(farm.stage[0].failed +
-		    farm.stage[1].failed), farm_rate_get());
+		    farm_busy_count(), (long long)farm.total.done,
+		    (long long)farm.total.failed, farm_rate_get());
 		(void)master_notify_send(st);
 	}
 	path = master_status_path(farm.cfg->db);

@@ -186,7 +186,7 @@ test_refusal_logged(void **state)
 			assert_int_equal(s.nahead, 0);
 			assert_int_equal(s.pid, 77);
 			snprintf(want, sizeof(want), "event=slot_event_refused "
-			    "slot=3 worker_pid=77 state=%s event=%s",
+			    "slot=3 worker_pid=77 state=%s on=%s",
 			    slot_state_name((enum slot_state)st),
 			    slot_event_name((enum slot_event)ev));
 			if (strstr(log_take(), want) == NULL)
@@ -205,7 +205,7 @@ test_transition_logged(void **state)
 	assert_int_equal(farm_slot_event(&s, SLOT_EV_SPAWN, NULL), 0);
 	assert_int_equal(s.state, SLOT_STARTING);
 	assert_non_null(strstr(log_take(), "event=slot_state slot=1 "
-	    "worker_pid=42 from=empty to=starting event=spawn"));
+	    "worker_pid=42 from=empty to=starting on=spawn"));
 	/* staying put is accepted and not logged as a move */
 	s.state = SLOT_KILLED;
 	assert_int_equal(farm_slot_event(&s, SLOT_EV_READY, NULL), 0);
