@@ -15,6 +15,10 @@
  * of per-stage tables and the bound of loops over stages. */
 #define MASTER_STAGES (STAGE_TRANSLATE + 1)
 
+/* Milliseconds in a second: config seconds (timeouts, grace, intervals)
+ * to the clocks' milliseconds (time_mono_ms, time_wall_ms) and back. */
+#define MASTER_MS_PER_S 1000
+
 /* Each command returns the process exit status (common.h: EXIT_OK,
  * EXIT_USAGE for a usage or config error found before anything changed,
  * EXIT_JOBFAIL when a run leaves failed jobs, EXIT_FATAL for the rest)

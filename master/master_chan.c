@@ -50,9 +50,11 @@ farm_slot_takes(const struct slot *s, bool ahead)
 	if (!ahead)
 		return s->state == SLOT_IDLE && (s->jobs_limit <= 0 ||
 		    s->jobs_done < s->jobs_limit);
+	/* within the job limit counting the job it runs, those sent ahead
+	 * and this one */
 	return s->state == SLOT_BUSY && s->nahead < FARM_AHEAD_MAX &&
 	    s->prov < 0 && !s->waiting_token && (s->jobs_limit <= 0 ||
-	    s->jobs_done + 2 + s->nahead <= s->jobs_limit);
+	    s->jobs_done + 1 + s->nahead + 1 <= s->jobs_limit);
 }
 
 /* Give slot s the first queued job it may take. */

@@ -42,7 +42,7 @@ struct farm farm;
 #define FARM_REFILL_RETRY_MS 1000
 /* With nothing runnable and no retry time due, a farm without --watch
  * still looks once an hour (a scan may have added work). */
-#define FARM_IDLE_LOOK_MS   (3600 * FARM_MS_PER_S)
+#define FARM_IDLE_LOOK_MS   (3600 * MASTER_MS_PER_S)
 /* The engines' leftovers get this long to end when the farm exits. */
 #define FARM_LEFTOVERS_END_MS 2000
 
@@ -139,7 +139,7 @@ farm_refill(int64_t now)
 		/* nothing runnable now: look again at the next retry time, or
 		 * at the watch interval */
 		farm.next_fetch = now + (farm.cfg->watch ?
-		    (int64_t)farm.cfg->check_interval * FARM_MS_PER_S :
+		    (int64_t)farm.cfg->check_interval * MASTER_MS_PER_S :
 		    FARM_IDLE_LOOK_MS);
 		if (store_next_due(farm.st, &fc, &due) == 0 && due > 0) {
 			int64_t wait = due - time_wall_ms();
@@ -223,7 +223,7 @@ farm_budget_tick(int64_t now)
 		farm.dirty = true;
 	farm.budget_used = 0;
 	farm.budget_reset_at = now + (int64_t)farm.cfg->check_interval *
-	    FARM_MS_PER_S;
+	    MASTER_MS_PER_S;
 }
 
 /* TERM, INT, QUIT, or nothing left: no new job; workers finish their
@@ -236,7 +236,7 @@ farm_stop_begin(bool quit, const char *why)
 	if (!farm.stopping) {
 		(void)master_notify_send("STOPPING=1");
 		farm.stopping = true;
-		farm.stop_deadline = now + (int64_t)farm.cfg->grace * FARM_MS_PER_S;
+		farm.stop_deadline = now + (int64_t)farm.cfg->grace * MASTER_MS_PER_S;
 		log_info("farm_stopping", "reason=%s grace_s=%d busy=%d", why,
 		    farm.cfg->grace, farm_busy_count());
 	}
@@ -705,7 +705,7 @@ master_farm_run(struct config *cfg, int argc, char **argv)
 		log_info("recovered", "jobs=%d note=in-progress-from-a-gone-master", n);
 	farm.qcap = cfg->fetch_size;
 	farm.budget_reset_at = time_mono_ms() + (int64_t)cfg->check_interval *
-	    FARM_MS_PER_S;
+	    MASTER_MS_PER_S;
 	farm.queue = xcalloc((size_t)farm.qcap, sizeof(*farm.queue));
 	farm.dirty = true;
 	farm.target = cfg->workers;

@@ -15,9 +15,6 @@
  * then published and claimed several to a transaction. */
 #define FARM_AHEAD_MAX  IPC_AHEAD_MAX
 
-/* Seconds in a config (timeouts, grace, intervals) to the loop's mono
- * milliseconds. */
-#define FARM_MS_PER_S   1000
 
 struct slot {
 	int      idx;

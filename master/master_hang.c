@@ -45,19 +45,19 @@ farm_hung_check(int64_t now)
 		if (!farm_slot_holds_job(s) || s->state == SLOT_KILLED)
 			continue;
 		if (now - s->job_started > (int64_t)farm.cfg->job_timeout *
-		    FARM_MS_PER_S) {
+		    MASTER_MS_PER_S) {
 			log_warn("job_hung", "slot=%d worker_pid=%d job=%lld "
 			    "file=%s age_s=%lld", s->idx, (int)s->pid,
 			    (long long)s->job.job_id, farm_job_file(s->job.job_id),
-			    (long long)(now - s->job_started) / FARM_MS_PER_S);
+			    (long long)(now - s->job_started) / MASTER_MS_PER_S);
 			farm.hung_kills++;
 			farm_slot_kill(s, SIGTERM, SLOT_KILL_HUNG);
 		} else if (!s->waiting_token && now - s->last_beat >
-		    (int64_t)farm.cfg->heartbeat_timeout * FARM_MS_PER_S) {
+		    (int64_t)farm.cfg->heartbeat_timeout * MASTER_MS_PER_S) {
 			log_warn("worker_silent", "slot=%d worker_pid=%d job=%lld "
 			    "file=%s silent_s=%lld", s->idx, (int)s->pid,
 			    (long long)s->job.job_id, farm_job_file(s->job.job_id),
-			    (long long)(now - s->last_beat) / FARM_MS_PER_S);
+			    (long long)(now - s->last_beat) / MASTER_MS_PER_S);
 			farm.hung_kills++;
 			farm_slot_kill(s, SIGKILL, SLOT_KILL_HUNG);
 		}

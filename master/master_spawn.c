@@ -231,6 +231,6 @@ farm_respawn_arm(void)
 	if (at == 0 || farm.stopping)
 		return;
 	ev_timer_init(&farm.respawn, farm_respawn_cb,
-	    at > now ? (double)(at - now) / 1000.0 : 0.0, 0.0);
+	    at > now ? (double)(at - now) / MASTER_MS_PER_S : 0.0, 0.0);
 	ev_timer_start(farm.loop, &farm.respawn);
 }

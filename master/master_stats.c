@@ -23,7 +23,7 @@ static bool progress_shown;
 static void
 farm_rate_roll(void)
 {
-	int64_t sec = time_mono_ms() / FARM_MS_PER_S;
+	int64_t sec = time_mono_ms() / MASTER_MS_PER_S;
 
 	if (farm.rate_sec == 0)
 		farm.rate_sec = sec;
@@ -71,7 +71,7 @@ double
 farm_rate_get(void)
 {
 	int64_t sum = 0, up = (time_mono_ms() - farm.started_mono) /
-	    FARM_MS_PER_S;
+	    MASTER_MS_PER_S;
 
 	farm_rate_roll();
 	for (int i = 0; i < FARM_RATE_SECS; i++)
@@ -81,12 +81,34 @@ farm_rate_get(void)
 	return (double)sum / (double)(up < FARM_RATE_SECS ? up : FARM_RATE_SECS);
 }
 
+/* The farm's live figures at one moment, taken once and then rendered:
+ * as the status file's JSON, the USR1 key=value line and systemd's
+ * STATUS= line, so the three never disagree. */
+struct farm_figures {
+	int64_t uptime_s;
+	int     target, live, busy;
+	int     queue_depth;
+	double  rate_per_s;
+};
+
+static void
+farm_figures_take(struct farm_figures *f)
+{
+	f->uptime_s = (time_mono_ms() - farm.started_mono) / MASTER_MS_PER_S;
+	f->target = farm.target;
+	f->live = farm_live_count();
+	f->busy = farm_busy_count();
+	f->queue_depth = farm.qlen;
+	f->rate_per_s = farm_rate_get();
+}
+
 void
 farm_stats_log(void)
 {
+	struct farm_figures f;
 	struct buf pb;
-	int busy = farm_busy_count(), live = farm_live_count();
 
+	farm_figures_take(&f);
 	buf_init(&pb);
 	farm_prov_stats(&pb);
 	log_info("stats", "uptime_s=%lld workers_target=%d workers_live=%d "
@@ -95,15 +117,13 @@ farm_stats_log(void)
 	    "translate_done=%lld translate_failed=%lld translate_retried=%lld "
 	    "in_flight=%d queue_depth=%d respawns=%lld deaths_signal=%lld "
 	    "deaths_exit=%lld broken=%lld hung_kills=%lld rate_per_s=%.2f%s%s",
-	    (long long)(time_mono_ms() - farm.started_mono) / FARM_MS_PER_S,
-	    farm.target,
-	    live, busy, live - busy,
+	    (long long)f.uptime_s, f.target, f.live, f.busy, f.live - f.busy,
 	    (long long)farm.stage[0].done, (long long)farm.stage[0].failed,
 	    (long long)farm.stage[0].retried, (long long)farm.stage[1].done,
 	    (long long)farm.stage[1].failed, (long long)farm.stage[1].retried,
-	    busy, farm.qlen, (long long)farm.respawns,
+	    f.busy, f.queue_depth, (long long)farm.respawns,
 	    (long long)farm.deaths_signal, (long long)farm.deaths_exit,
-	    (long long)farm.broken, (long long)farm.hung_kills, farm_rate_get(),
+	    (long long)farm.broken, (long long)farm.hung_kills, f.rate_per_s,
 	    pb.len ? " " : "", pb.len ? pb.data : "");
 	buf_free(&pb);
 }
@@ -162,7 +182,7 @@ farm_progress_summary(void)
 	int64_t done = farm.total.done;
 	int64_t failed = farm.total.failed;
 	double secs = (double)(time_mono_ms() - farm.started_mono) /
-	    FARM_MS_PER_S;
+	    MASTER_MS_PER_S;
 	char line[200];
 
 	if (done + failed == 0)
@@ -248,21 +268,22 @@ void
 farm_status_write(void)
 {
 	int64_t now = time_mono_ms();
+	struct farm_figures f;
 	json_t *o, *slots, *stages;
-	char *path;
+	char *path, line[200];
 
+	farm_figures_take(&f);
 	o = json_object();
 	json_object_set_new(o, "pid", json_integer(farm.pid));
 	json_object_set_new(o, "updated_at_ms", json_integer(time_wall_ms()));
-	json_object_set_new(o, "uptime_s",
-	    json_integer((now - farm.started_mono) / FARM_MS_PER_S));
-	json_object_set_new(o, "workers_target", json_integer(farm.target));
-	json_object_set_new(o, "workers_live", json_integer(farm_live_count()));
-	json_object_set_new(o, "workers_busy", json_integer(farm_busy_count()));
-	json_object_set_new(o, "queue_depth", json_integer(farm.qlen));
+	json_object_set_new(o, "uptime_s", json_integer(f.uptime_s));
+	json_object_set_new(o, "workers_target", json_integer(f.target));
+	json_object_set_new(o, "workers_live", json_integer(f.live));
+	json_object_set_new(o, "workers_busy", json_integer(f.busy));
+	json_object_set_new(o, "queue_depth", json_integer(f.queue_depth));
 	json_object_set_new(o, "respawns", json_integer(farm.respawns));
 	json_object_set_new(o, "hung_kills", json_integer(farm.hung_kills));
-	json_object_set_new(o, "rate_per_s", json_real(farm_rate_get()));
+	json_object_set_new(o, "rate_per_s", json_real(f.rate_per_s));
 	json_object_set_new(o, "stopping", json_boolean(farm.stopping));
 	stages = json_object();
 	for (int st = 0; st < MASTER_STAGES; st++)
@@ -281,20 +302,17 @@ farm_status_write(void)
 		if (held) {
 			json_object_set_new(so, "job", json_integer(s->job.job_id));
 			json_object_set_new(so, "job_age_s",
-			    json_integer((now - s->job_started) / FARM_MS_PER_S));
+			    json_integer((now - s->job_started) / MASTER_MS_PER_S));
 		}
 		json_array_append_new(slots, so);
 	}
 	json_object_set_new(o, "slots", slots);
 	json_object_set_new(o, "providers", farm_prov_stats_json());
-	{
-		char st[200];
-		snprintf(st, sizeof(st), "STATUS=workers %d/%d busy %d, done %lld, "
-		    "failed %lld, %.1f jobs/s", farm_live_count(), farm.target,
-		    farm_busy_count(), (long long)farm.total.done,
-		    (long long)farm.total.failed, farm_rate_get());
-		(void)master_notify_send(st);
-	}
+	snprintf(line, sizeof(line), "STATUS=workers %d/%d busy %d, done %lld, "
+	    "failed %lld, %.1f jobs/s", f.live, f.target, f.busy,
+	    (long long)farm.total.done, (long long)farm.total.failed,
+	    f.rate_per_s);
+	(void)master_notify_send(line);
 	path = master_status_path(farm.cfg->db);
 	farm_status_replace(path, o);
 	free(path);

@@ -350,7 +350,7 @@ status_print_text(const struct config *cfg, const struct store_counts *c,
 	}
 	if (c->oldest_in_progress_ms > 0) {
 		char *age = status_age((time_wall_ms() - c->oldest_in_progress_ms)
-		    / 1000);
+		    / MASTER_MS_PER_S);
 		printf("\nOldest job in progress: running for %s\n", age);
 		free(age);
 	}
@@ -395,7 +395,8 @@ master_status_json(const struct config *cfg, const struct store_counts *c,
 	json_object_set_new(root, "delayed", json_integer(td));
 	json_object_set_new(root, "oldest_in_progress_age_s",
 	    c->oldest_in_progress_ms > 0 ? json_integer(
-	    (time_wall_ms() - c->oldest_in_progress_ms) / 1000) : json_null());
+	    (time_wall_ms() - c->oldest_in_progress_ms) / MASTER_MS_PER_S) :
+	    json_null());
 	/* per provider, an object of objects; {} without a live master */
 	json_t *provs = farm ? json_object_get(farm, "providers") : NULL;
 	json_object_set_new(root, "providers", json_is_object(provs) ?
