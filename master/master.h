@@ -63,6 +63,7 @@ int master_config_unprovided(const struct config *cfg, store_t *st,
  * 0 and *file_id, 1 when nothing matches, -1 on a store error. */
 int master_file_resolve(store_t *st, const char *path, int64_t *file_id);
 
+/* More commands, exit status as above. */
 int master_failed_run(struct config *cfg);   /* mpfarm failed */
 int master_show_run(struct config *cfg);     /* mpfarm show FILE */
 int master_serve_run(struct config *cfg);    /* mpfarm serve */
@@ -79,7 +80,8 @@ struct json_t *master_status_json(const struct config *cfg,
 				  struct json_t *farm);
 
 /* A string as JSON: itself when it is UTF-8, else with every byte
- * outside ASCII (and backslash) written \xNN.  Never NULL. */
+ * outside ASCII (and backslash) written \xNN.  Never NULL (a new
+ * reference the caller owns). */
 struct json_t *master_json_text(const char *s);
 /* Local time "YYYY-MM-DD HH:MM:SS" of wall-clock ms, "-" when ms <= 0. */
 void master_time_text(int64_t ms, char *out, size_t outlen);

@@ -41,6 +41,8 @@ bool serve_host_allowed(const struct config *cfg, const char *host);
  * it again, e.g. once the database exists). */
 int  serve_snap_take(struct serve_ctx *sc, struct serve_snap *s, char *err,
 		     size_t errlen);
+/* Free what a snapshot holds (s itself is the caller's); a snapshot
+ * zeroed or freed before is fine. */
 void serve_snap_free(struct serve_snap *s);
 
 /* The dashboard "/" into out (HTML, UTF-8): 0, or -1 on a store error
@@ -51,15 +53,18 @@ int  serve_page_index(struct serve_ctx *sc, const struct serve_snap *s,
  * on a store error (message in err). */
 int  serve_page_file(struct serve_ctx *sc, int64_t file_id, struct buf *out,
 		     char *err, size_t errlen);
-/* A page that only says msg (errors, 404), escaped. */
+/* A page that only says msg (errors, 404), escaped, into out.  Never
+ * fails (allocation failure aborts, as everywhere). */
 void serve_page_message(struct buf *out, const char *title, const char *msg);
 
-/* /metrics: the Prometheus text exposition format (version 0.0.4). */
+/* /metrics from snapshot s into out: the Prometheus text exposition
+ * format (version 0.0.4); a figure missing from s (no live master) is
+ * left out, never guessed.  Never fails. */
 void serve_metrics_write(const struct serve_snap *s, struct buf *out);
 
-/* Text for HTML: & < > " ' as entities, bytes that are not UTF-8 as
- * \xNN, control characters (C1 included) as \xNN: text_escape's SHOW
- * form, as failed and show print it. */
+/* Append s to b as text for HTML: & < > " ' as entities, bytes that are
+ * not UTF-8 as \xNN, control characters (C1 included) as \xNN:
+ * text_escape's SHOW form, as failed and show print it.  Never fails. */
 void serve_html_text(struct buf *b, const char *s);
 
 #endif
