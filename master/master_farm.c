@@ -2,8 +2,8 @@
  * master_farm.c - `mpfarm run`: start-up checks (before any worker, so a
  * usage or config error exits 2 with nothing started), the farm lock, crash
  * recovery, the libev loop with its signals and timers (one per purpose),
- * the job queue refill and the decision to stop.  Workers, the channel and
- * reaping live in their own files.
+ * the job queue refill and the decision to stop.  Workers, the channel,
+ * reaping and the log (master_log.c) live in their own files.
  */
 #include "master_farm.h"
 #include "worker_provider.h"
@@ -11,8 +11,6 @@
 #include "common_store_audit.h"
 #include "common_tree.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <stddef.h>
 #include <signal.h>
 #include <stdio.h>
@@ -377,15 +375,6 @@ farm_timers_start(void)
 		ev_timer_start(farm.loop, &farm.stop_timer);
 }
 
-/* The --log-file, appended to; a link there is refused, its target left
- * alone (at start and at every HUP reopen alike). */
-static int
-farm_log_file_open(char *err, size_t errlen)
-{
-	return file_open_regular(farm.cfg->log_file, O_WRONLY | O_APPEND |
-	    O_CREAT, 0644, err, errlen);
-}
-
 /* Signals, taken in the loop: TERM/INT stop (a second one: do not wait),
  * QUIT stops now, USR1 logs the figures, HUP reloads the config and
  * reopens the log file, TTIN/TTOU move the worker target by one. */
@@ -413,21 +402,7 @@ farm_signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
 			log_info("config_reloaded", "workers=%d job_timeout=%d",
 			    farm.cfg->workers, farm.cfg->job_timeout);
 		}
-		if (farm.cfg->log_file != NULL) {
-			char err[600];
-			int fd = farm_log_file_open(err, sizeof(err));
-			if (fd < 0) {
-				log_error("log_reopen_failed", "path=%s error=%s",
-				    log_quote(farm.cfg->log_file), log_quote(err));
-			} else {
-				int old = log_get_fd();
-				log_set_fd(fd);
-				if (old > 2)
-					close(old);
-				log_info("log_reopened", "path=%s",
-				    log_quote(farm.cfg->log_file));
-			}
-		}
+		farm_log_reopen();
 		break;
 	case SIGTTIN:
 		farm.target++;
@@ -440,38 +415,6 @@ farm_signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
 		log_info("workers_target", "target=%d by=TTOU", farm.target);
 		farm_slots_adjust();
 		break;
-	}
-}
-
-/* Worker log lines come through one pipe; forward whole lines only, so
- * they are never split across a log reopen. */
-static void
-farm_log_cb(struct ev_loop *loop, ev_io *w, int revents)
-{
-	char chunk[8192];
-	ssize_t n;
-
-	(void)loop;
-	(void)revents;
-	while ((n = read(w->fd, chunk, sizeof(chunk))) > 0) {
-		buf_append(&farm.log_partial, chunk, (size_t)n);
-		char *nl = memrchr(farm.log_partial.data, '\n', farm.log_partial.len);
-		if (nl == NULL)
-			continue;
-		size_t whole = (size_t)(nl - farm.log_partial.data) + 1;
-		if (log_get_fd() == 2)
-			farm_progress_clear();
-		for (size_t off = 0; off < whole; ) {
-			ssize_t k = write(log_get_fd(), farm.log_partial.data + off,
-			    whole - off);
-			if (k <= 0 && errno != EINTR)
-				break;
-			if (k > 0)
-				off += (size_t)k;
-		}
-		memmove(farm.log_partial.data, farm.log_partial.data + whole,
-		    farm.log_partial.len - whole);
-		farm.log_partial.len -= whole;
 	}
 }
 
@@ -535,31 +478,6 @@ farm_signals_start(void)
 		ev_signal_init(&farm.sigs[i], farm_signal_cb, farm_sigs[i]);
 		ev_signal_start(farm.loop, &farm.sigs[i]);
 	}
-}
-
-/* The --log-file (if any) as the master's log, and the pipe every
- * worker's stderr goes into.  -1 with the reason on stderr. */
-static int
-farm_log_open(void)
-{
-	char err[600];
-
-	if (farm.cfg->log_file != NULL) {
-		int fd = farm_log_file_open(err, sizeof(err));
-		if (fd < 0) {
-			say_err("log file: %s", err);
-			return -1;
-		}
-		log_set_fd(fd);
-	}
-	if (pipe2(farm.log_pipe, O_CLOEXEC) < 0) {
-		say_err("pipe: %s", strerror(errno));
-		return -1;
-	}
-	fd_set_nonblock(farm.log_pipe[0], true);
-	ev_io_init(&farm.log_io, farm_log_cb, farm.log_pipe[0], EV_READ);
-	ev_io_start(farm.loop, &farm.log_io);
-	return 0;
 }
 
 /* What the user should know when the run ends with nothing done. */
@@ -753,8 +671,7 @@ master_farm_run(struct config *cfg, int argc, char **argv)
 fail:
 	farm.exit_code = EXIT_FATAL;
 out:
-	if (farm.loop != NULL && farm.log_pipe[0] >= 0)
-		farm_log_cb(farm.loop, &farm.log_io, 0);   /* drain */
+	farm_log_drain();
 	if (farm.lock_fd >= 0) {
 		char *sp = master_status_path(cfg->db);
 		unlink(sp);
@@ -771,14 +688,7 @@ out:
 	free(farm.retirees);
 	free(farm.owed);
 	free(farm.queue);
-	buf_free(&farm.log_partial);
-	for (int i = 0; i < 2; i++)
-		if (farm.log_pipe[i] >= 0)
-			close(farm.log_pipe[i]);
-	if (log_get_fd() > 2) {
-		close(log_get_fd());
-		log_set_fd(2);
-	}
+	farm_log_close();
 	master_lock_release(farm.lock_fd);
 	if (farm.loop != NULL)
 		ev_loop_destroy(farm.loop);

@@ -222,6 +222,20 @@ bool farm_budget_take(void);
 /* Make sure the stop timer runs (farm.stopping was set). */
 void farm_stop_watch(void);
 
+/* ---- master_log.c: the master's log and its workers' ---------------- */
+
+/* The --log-file (if any) as the log, and the pipe every worker's stderr
+ * goes into, watched by the loop.  -1 with the reason on stderr. */
+int  farm_log_open(void);
+/* HUP: open the --log-file again (it may have been rotated); on failure
+ * the old one stays and log_reopen_failed is logged. */
+void farm_log_reopen(void);
+/* Forward what the workers' pipe still holds (whole lines).  Never
+ * fails; nothing when the pipe was never opened. */
+void farm_log_drain(void);
+/* Close the pipe and the --log-file; the log goes to stderr again. */
+void farm_log_close(void);
+
 /* ---- master_chan.c: the channel to each worker ---------------------- */
 
 /* libev's io watcher of a channel: read, dispatch, keep workers fed. */
