@@ -11,7 +11,17 @@
 #include "common_store.h"
 #include "ipc_frame.h"
 
-/* Each command returns the process exit status. */
+/* Milliseconds in a second: config seconds (timeouts, grace, intervals)
+ * to the clocks' milliseconds (time_mono_ms, time_wall_ms) and back. */
+#define MS_PER_S 1000
+
+/* Each command returns the process exit status (common.h: EXIT_OK,
+ * EXIT_USAGE for a usage or config error found before anything changed,
+ * EXIT_JOBFAIL when a run leaves failed jobs, EXIT_FATAL for the rest)
+ * and says what went wrong on stderr itself; none calls exit().  run
+ * (master_farm_run) holds the farm lock, forks the workers and runs the
+ * loop until the work is done or it is told to stop; it returns only
+ * after every worker it started is gone. */
 int master_scan_run(struct config *cfg);     /* mpfarm scan DIR... */
 int master_status_run(struct config *cfg);   /* mpfarm status [--json] */
 int master_retry_run(struct config *cfg);    /* mpfarm retry [--file P] */
@@ -52,6 +62,7 @@ struct roots_map;
 int master_file_resolve(store_t *st, const struct roots_map *roots,
 			const char *path, int64_t *file_id);
 
+/* More commands, exit status as above. */
 int master_failed_run(struct config *cfg);   /* mpfarm failed */
 int master_show_run(struct config *cfg);     /* mpfarm show FILE */
 int master_serve_run(struct config *cfg);    /* mpfarm serve */
@@ -68,7 +79,8 @@ struct json_t *master_status_json(const struct config *cfg,
 				  struct json_t *farm);
 
 /* A string as JSON: itself when it is UTF-8, else with every byte
- * outside ASCII (and backslash) written \xNN.  Never NULL. */
+ * outside ASCII (and backslash) written \xNN.  Never NULL (a new
+ * reference the caller owns). */
 struct json_t *master_json_text(const char *s);
 /* Local time "YYYY-MM-DD HH:MM:SS" of wall-clock ms, "-" when ms <= 0. */
 void master_time_text(int64_t ms, char *out, size_t outlen);
@@ -77,7 +89,9 @@ void master_time_text(int64_t ms, char *out, size_t outlen);
 struct json_t *master_show_json(const struct config *cfg,
 				const struct store_file *f);
 
-/* Open the store for a command, printing "mpfarm: <error>" on failure. */
+/* Open the store for a command (master_store.c) with flags (STORE_*)
+ * and the config's durability and busy timeout.  On failure prints
+ * "mpfarm: <error>" and returns NULL. */
 store_t *master_store_open(const struct config *cfg, int flags);
 
 /* ---- the farm ------------------------------------------------------- */
@@ -93,7 +107,8 @@ void master_lock_release(int fd);
 /* For status/check/fix: the pid of a live master holding the lock, or 0. */
 pid_t master_lock_holder(const char *db);
 
-/* The live status file "<db>.status" (JSON) the master refreshes. */
+/* The path of the live status file "<db>.status" (JSON) the master
+ * refreshes (master_status.c reads it); malloc'd, never NULL. */
 char *master_status_path(const char *db);
 
 #endif

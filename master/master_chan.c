@@ -2,7 +2,10 @@
  * master_chan.c - the master's side of each worker channel: reading frames
  * (partial reads are normal; a malformed, oversized or unexpected frame
  * means the worker is broken and is killed, never trusted), the one switch
- * over what a worker may say, and handing queued jobs to idle workers.
+ * over what a worker may say (each message is checked against the slot's
+ * state by the table in master_slot.c and against the job it holds, as
+ * Postfix checks a child's status against its child table), and handing
+ * queued jobs to idle workers.
  */
 #include "master_farm.h"
 #include "master_notify.h"
@@ -17,6 +20,7 @@ int
 farm_job_send(struct slot *s, const struct job_ref *j, int prov)
 {
 	struct ipc_msg m = { .type = IPC_MSG_JOB };
+	bool ahead = farm_slot_holds_job(s);
 
 	m.u.job.job_id = j->job_id;
 	m.u.job.provider = prov;
@@ -26,16 +30,14 @@ farm_job_send(struct slot *s, const struct job_ref *j, int prov)
 		    (int)s->pid, strerror(errno));
 		return -1;
 	}
-	if (s->state == SLOT_BUSY) {
-		s->ahead_prov[s->nahead] = prov;
-		s->ahead[s->nahead++] = *j;
-		return 0;
+	if (farm_slot_event(s, SLOT_EV_JOB, j) < 0)
+		return -1;
+	if (ahead) {
+		s->ahead_prov[s->nahead - 1] = prov;
+	} else {
+		s->prov = prov;
+		farm_prov_job_start(prov);
 	}
-	s->state = SLOT_BUSY;
-	s->job = *j;
-	s->prov = prov;
-	farm_prov_job_start(prov);
-	s->job_started = s->last_beat = time_mono_ms();
 	return 0;
 }
 
@@ -58,15 +60,17 @@ farm_slot_takes(const struct slot *s, bool ahead)
 		return false;
 	if (ahead && (s->avg_job_ms <= 0 || s->avg_job_ms > FARM_AHEAD_MAX_MS))
 		return false;
-	if (s->flags & (SLOT_F_RETIRE | SLOT_F_SHUTDOWN | SLOT_F_HUNG |
-	    SLOT_F_EOF | SLOT_F_BROKEN))
+	if (s->idx >= farm.target)      /* leaves after its job (TTOU) */
 		return false;
 	if (!ahead)
 		return s->state == SLOT_IDLE && (s->jobs_limit <= 0 ||
 		    s->jobs_done < s->jobs_limit);
+	/* within the job limit counting the job it runs, those sent ahead
+	 * and this one */
 	return s->state == SLOT_BUSY && s->nahead < FARM_AHEAD_MAX &&
-	    !farm_prov_limited(s->prov) && !s->waiting_token && (s->jobs_limit <= 0 ||
-	    s->jobs_done + 2 + s->nahead <= s->jobs_limit);
+	    !farm_prov_limited(s->prov) && !s->waiting_token &&
+	    (s->jobs_limit <= 0 || s->jobs_done + 1 + s->nahead + 1 <=
+	    s->jobs_limit);
 }
 
 /* Give slot s the first queued job it may take. */
@@ -104,7 +108,7 @@ farm_dispatch_one(struct slot *s, bool ahead)
 		}
 		(void)farm_budget_take();
 		if (farm_job_send(s, &j, prov) < 0) {
-			farm_slot_kill(s, SIGKILL, SLOT_F_BROKEN);
+			farm_slot_kill(s, SIGKILL, SLOT_KILL_BROKEN);
 			farm.dirty = true;
 			return;
 		}
@@ -112,6 +116,11 @@ farm_dispatch_one(struct slot *s, bool ahead)
 	}
 }
 
+/* Idle workers first, each the first queued job it may take; then, while
+ * no worker is idle or starting (one soon will be: sending ahead would
+ * only make its job wait), short jobs ahead to busy workers, round robin.
+ * A job whose provider cannot start one now is dropped from the queue
+ * (it stays not_started); --batch-size ends the handing out. */
 void
 farm_dispatch(void)
 {
@@ -135,27 +144,29 @@ farm_dispatch(void)
 				farm_dispatch_one(farm.slots[i], true);
 }
 
-/* Stopping: every worker is told to finish its current job, skip any job
- * sent ahead, and exit; one still starting is killed. */
 void
-farm_shutdown_idle(void)
+farm_workers_shutdown(void)
 {
 	struct ipc_msg m = { .type = IPC_MSG_SHUTDOWN };
 
 	for (int i = 0; i < farm.nslots; i++) {
 		struct slot *s = farm.slots[i];
-		if (s->fd < 0 || (s->flags & (SLOT_F_SHUTDOWN | SLOT_F_STOPPED)))
+		if (s->fd < 0)
 			continue;
 		if (s->state == SLOT_STARTING) {
 			kill(s->pid, SIGKILL);
-			s->flags |= SLOT_F_STOPPED;
+			s->killed = SLOT_KILL_STOPPED;
+			(void)farm_slot_event(s, SLOT_EV_KILL, NULL);
 		} else if (s->state == SLOT_IDLE || s->state == SLOT_BUSY) {
 			(void)ipc_frame_send(s->fd, &m);
-			s->flags |= SLOT_F_SHUTDOWN;
+			(void)farm_slot_event(s, SLOT_EV_SHUTDOWN, NULL);
 		}
 	}
 }
 
+/* A DONE: the provider place it held is free, the outcome counted and
+ * logged, and the next job sent ahead (if any) becomes its job.  A
+ * SKIPPED outcome is released in case the worker claimed it. */
 static void
 farm_done(struct slot *s, const struct ipc_done *m)
 {
@@ -186,20 +197,15 @@ farm_done(struct slot *s, const struct ipc_done *m)
 		farm_job_release(s, &s->job, OUT_TRANSIENT,
 		    "the worker could not record the job's outcome");
 	} else if (m->outcome == OUT_COMPLETED) {
-		farm.stage[st].done++;
-		farm_rate_add(1);
+		farm_outcome_count(st, FARM_COUNT_DONE, 1);
 		s->fails = 0;
 		farm.early_deaths = 0;
 		if (log_wants(LOG_DEBUG))
 			log_debug("job_done", "slot=%d job=%lld file=%s", s->idx,
 			    (long long)m->job_id, farm_job_file(m->job_id));
 	} else {
-		if (m->status == JOB_ST_FAILED) {
-			farm.stage[st].failed++;
-			farm.any_failed = true;
-		} else {
-			farm.stage[st].retried++;
-		}
+		farm_outcome_count(st, m->status == JOB_ST_FAILED ?
+		    FARM_COUNT_FAILED : FARM_COUNT_RETRIED, 1);
 		log_event(m->status == JOB_ST_FAILED ? LOG_WARN : LOG_INFO,
 		    "job_failed", "slot=%d job=%lld file=%s stage=%s lang=%s "
 		    "outcome=%s status=%s http=%d retry_after_ms=%lld provider=%s "
@@ -210,40 +216,31 @@ farm_done(struct slot *s, const struct ipc_done *m)
 		    (long long)m->retry_after_ms, prov >= 0 ?
 		    provider_at(prov)->name : "", log_quote(m->text));
 	}
-	if (s->nahead > 0) {    /* the worker has already started it */
-		s->job = s->ahead[0];
-		s->prov = s->ahead_prov[0];
-		farm_prov_job_start(s->prov);
-		memmove(s->ahead, s->ahead + 1, sizeof(s->ahead[0]) *
-		    (size_t)(s->nahead - 1));
-		memmove(s->ahead_prov, s->ahead_prov + 1,
-		    sizeof(s->ahead_prov[0]) * (size_t)(s->nahead - 1));
-		s->nahead--;
-		s->job_started = s->last_beat = time_mono_ms();
-	} else {
-		s->state = SLOT_IDLE;
-	}
-	if ((s->flags & SLOT_F_RETIRE) && !farm.reaping)
-		farm_slots_adjust();
+	(void)farm_slot_event(s, s->nahead > 0 ? SLOT_EV_NEXT : SLOT_EV_DONE,
+	    NULL);
 }
 
-/* One switch over everything a worker may send.  Returns -1 when the
- * worker broke the protocol. */
+/* One switch over everything a worker may send: the slot's state must
+ * accept the message's event (master_slot.c) and a job's message must
+ * name the job the slot runs.  Returns -1 when the worker broke the
+ * protocol. */
 static int
 farm_msg_handle(struct slot *s, const struct ipc_msg *m)
 {
 	switch (m->type) {
 	case IPC_MSG_READY:
-		if (s->state != SLOT_STARTING || m->u.ready.pid != s->pid)
+		if (m->u.ready.pid != s->pid ||
+		    farm_slot_event(s, SLOT_EV_READY, NULL) < 0)
 			return -1;
-		s->state = SLOT_IDLE;
+		if (s->state != SLOT_IDLE)      /* killed meanwhile: too late */
+			return 0;
 		log_debug("worker_ready", "slot=%d worker_pid=%d", s->idx,
 		    (int)s->pid);
 		if (!farm.all_ready_logged) {
 			int ready = 0;
 			for (int i = 0; i < farm.nslots; i++)
 				ready += farm.slots[i]->state == SLOT_IDLE ||
-				    farm.slots[i]->state == SLOT_BUSY;
+				    farm_slot_holds_job(farm.slots[i]);
 			if (ready >= farm.target) {
 				farm.all_ready_logged = true;
 				log_info("farm_ready", "workers=%d", ready);
@@ -251,29 +248,34 @@ farm_msg_handle(struct slot *s, const struct ipc_msg *m)
 			}
 		}
 		if (farm.stopping)
-			farm_shutdown_idle();
+			farm_workers_shutdown();
 		return 0;
 	/* every provider a worker names must be the one the master chose
 	 * for the job it counts as running */
 	case IPC_MSG_DONE:
-		if (s->state != SLOT_BUSY || m->u.done.job_id != s->job.job_id ||
-		    m->u.done.provider != s->prov)
+		if (!farm_slot_holds_job(s) || m->u.done.job_id != s->job.job_id ||
+		    m->u.done.provider != s->prov ||
+		    slot_next(s->state, SLOT_EV_DONE) == SLOT_REFUSED)
 			return -1;
 		farm_done(s, &m->u.done);
 		return 0;
 	case IPC_MSG_HEARTBEAT:
-		if (s->state != SLOT_BUSY || m->u.heartbeat.job_id != s->job.job_id)
+		if (!farm_slot_holds_job(s) ||
+		    m->u.heartbeat.job_id != s->job.job_id ||
+		    farm_slot_event(s, SLOT_EV_TALK, NULL) < 0)
 			return -1;
 		s->last_beat = time_mono_ms();
 		return 0;
 	case IPC_MSG_TOKEN_REQ:
-		if (s->state != SLOT_BUSY || m->u.token_req.provider != s->prov)
+		if (!farm_slot_holds_job(s) || m->u.token_req.provider != s->prov ||
+		    farm_slot_event(s, SLOT_EV_TALK, NULL) < 0)
 			return -1;
 		s->last_beat = time_mono_ms();
 		farm_prov_token_req(s, s->prov);
 		return 0;
 	case IPC_MSG_PROVIDER_EVENT:
-		if (s->state != SLOT_BUSY || m->u.event.provider != s->prov)
+		if (!farm_slot_holds_job(s) || m->u.event.provider != s->prov ||
+		    farm_slot_event(s, SLOT_EV_TALK, NULL) < 0)
 			return -1;
 		farm_prov_event(&m->u.event);
 		return 0;
@@ -282,11 +284,8 @@ farm_msg_handle(struct slot *s, const struct ipc_msg *m)
 	}
 }
 
-/* Read and handle what the worker sent.  Returns -1 when it broke the
- * protocol (it is then killed), 0 otherwise (EOF included: the child
- * watcher says how it ended). */
 int
-farm_chan_read(struct slot *s)
+farm_chan_read(struct slot *s, bool drain)
 {
 	struct ipc_msg m;
 	ssize_t n;
@@ -304,13 +303,13 @@ farm_chan_read(struct slot *s)
 			    "note=bad-frame", s->idx, (int)s->pid, m.type);
 			farm.broken++;
 			ev_io_stop(farm.loop, &s->io);
-			farm_slot_kill(s, SIGKILL, SLOT_F_BROKEN);
+			farm_slot_kill(s, SIGKILL, SLOT_KILL_BROKEN);
 			return -1;
 		}
-	} while (n > 0 && farm.reaping);    /* reaping: drain to EOF */
+	} while (n > 0 && drain);
 	if (n == 0 || (n < 0 && errno != EAGAIN)) {
 		ev_io_stop(farm.loop, &s->io);
-		s->flags |= SLOT_F_EOF;
+		(void)farm_slot_event(s, SLOT_EV_EOF, NULL);
 	}
 	return 0;
 }
@@ -318,11 +317,16 @@ farm_chan_read(struct slot *s)
 void
 farm_chan_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
+	struct slot *s = w->data;
+
 	(void)loop;
 	(void)revents;
-	if (farm_chan_read(w->data) < 0)
+	if (farm_chan_read(s, false) < 0)
 		return;
+	/* past the target (TTOU) and now idle: it leaves */
+	if (s->idx >= farm.target && s->state == SLOT_IDLE)
+		farm_slots_adjust();
 	farm_dispatch();
 	if (farm.qlen == 0 && !farm.stopping)
-		farm_refill_now();   /* keep workers fed without waiting */
+		farm_refill_dispatch_or_stop();  /* keep workers fed */
 }

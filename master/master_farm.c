@@ -1,9 +1,9 @@
 /*
  * master_farm.c - `mpfarm run`: start-up checks (before any worker, so a
  * usage or config error exits 2 with nothing started), the farm lock, crash
- * recovery, the libev loop with its signals and tick, the job queue refill
- * and the decision to stop.  Workers, the channel and reaping live in their
- * own files.
+ * recovery, the libev loop with its signals and timers (one per purpose),
+ * the job queue refill and the decision to stop.  Workers, the channel,
+ * reaping and the log (master_log.c) live in their own files.
  */
 #include "master_farm.h"
 #include "worker_provider.h"
@@ -11,8 +11,7 @@
 #include "common_store_audit.h"
 #include "common_tree.h"
 
-#include <errno.h>
-#include <fcntl.h>
+#include <stddef.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,7 +21,28 @@
 
 struct farm farm;
 
-#define FARM_TICK_S 0.1
+/* The loop's timers, one per purpose (seconds).  Hang checks and the
+ * stop watch are as fine as a TERM's escalation needs; the refill's
+ * timed look (a job's retry time come, a respawn, --batch-size under
+ * --watch) backs up the refills a DONE triggers at once; the figures
+ * (progress line, status file) are for people, about once a second
+ * (the first soon after the start). */
+#define FARM_HANG_CHECK_S   0.1
+#define FARM_REFILL_S       0.1
+#define FARM_PROV_TICK_S    0.1
+#define FARM_OWED_RETRY_S   0.1
+#define FARM_STOP_CHECK_S   0.1
+#define FARM_FIGURES_S      1.0
+#define FARM_FIGURES_FIRST_S 0.1
+
+/* When the store cannot be asked (an error) or every provider is held
+ * back, the refill looks again after this long. */
+#define FARM_REFILL_RETRY_MS 1000
+/* With nothing runnable and no retry time due, a farm without --watch
+ * still looks once an hour (a scan may have added work). */
+#define FARM_IDLE_LOOK_MS   (3600 * MS_PER_S)
+/* The engines' leftovers get this long to end when the farm exits. */
+#define FARM_LEFTOVERS_END_MS 2000
 
 static int farm_config_check(const struct config *cfg, char *err,
 			     size_t errlen);
@@ -90,13 +110,13 @@ farm_refill(int64_t now)
 	farm.qhead = 0;
 	if (fc.stage_mask == 0) {       /* every provider is held back */
 		farm.dirty = false;
-		farm.next_fetch = now + 1000;
+		farm.next_fetch = now + FARM_REFILL_RETRY_MS;
 		return;
 	}
 	skip = xcalloc((FARM_AHEAD_MAX + 1) * (size_t)farm.nslots + 1,
 	    sizeof(*skip));
 	for (int i = 0; i < farm.nslots; i++) {
-		if (farm.slots[i]->state == SLOT_BUSY)
+		if (farm_slot_holds_job(farm.slots[i]))
 			skip[nskip++] = farm.slots[i]->job.job_id;
 		for (int k = 0; k < farm.slots[i]->nahead; k++)
 			skip[nskip++] = farm.slots[i]->ahead[k].job_id;
@@ -106,7 +126,7 @@ farm_refill(int64_t now)
 		log_error("queue_refill_failed", "error=%s",
 		    log_quote(store_errmsg(farm.st)));
 		free(skip);
-		farm.next_fetch = now + 1000;   /* dirty stays: try again */
+		farm.next_fetch = now + FARM_REFILL_RETRY_MS;   /* dirty stays */
 		return;
 	}
 	free(skip);
@@ -117,7 +137,8 @@ farm_refill(int64_t now)
 		/* nothing runnable now: look again at the next retry time, or
 		 * at the watch interval */
 		farm.next_fetch = now + (farm.cfg->watch ?
-		    (int64_t)farm.cfg->check_interval * 1000 : 3600 * 1000);
+		    (int64_t)farm.cfg->check_interval * MS_PER_S :
+		    FARM_IDLE_LOOK_MS);
 		if (store_next_due(farm.st, &fc, &due) == 0 && due > 0) {
 			int64_t wait = due - time_wall_ms();
 			if (wait < 0)
@@ -129,11 +150,11 @@ farm_refill(int64_t now)
 }
 
 void
-farm_refill_now(void)
+farm_refill_dispatch_or_stop(void)
 {
 	farm_refill(time_mono_ms());
 	farm_dispatch();
-	/* the last DONE: stop now rather than at the next tick */
+	/* the last DONE: stop now rather than at the next timed look */
 	if (!farm.stopping && farm.qlen == 0 && farm_busy_count() == 0 &&
 	    farm_finished())
 		farm_stop_begin(false, "done");
@@ -189,6 +210,7 @@ farm_budget_take(void)
 	return true;
 }
 
+/* --batch-size under --watch: a new budget every check interval. */
 static void
 farm_budget_tick(int64_t now)
 {
@@ -198,9 +220,12 @@ farm_budget_tick(int64_t now)
 	if (farm.budget_used > 0)
 		farm.dirty = true;
 	farm.budget_used = 0;
-	farm.budget_reset_at = now + (int64_t)farm.cfg->check_interval * 1000;
+	farm.budget_reset_at = now + (int64_t)farm.cfg->check_interval *
+	    MS_PER_S;
 }
 
+/* TERM, INT, QUIT, or nothing left: no new job; workers finish their
+ * current one within the grace (quit: they are killed now). */
 static void
 farm_stop_begin(bool quit, const char *why)
 {
@@ -209,7 +234,7 @@ farm_stop_begin(bool quit, const char *why)
 	if (!farm.stopping) {
 		(void)master_notify_send("STOPPING=1");
 		farm.stopping = true;
-		farm.stop_deadline = now + (int64_t)farm.cfg->grace * 1000;
+		farm.stop_deadline = now + (int64_t)farm.cfg->grace * MS_PER_S;
 		log_info("farm_stopping", "reason=%s grace_s=%d busy=%d", why,
 		    farm.cfg->grace, farm_busy_count());
 	}
@@ -218,64 +243,141 @@ farm_stop_begin(bool quit, const char *why)
 		log_info("farm_quitting", "reason=%s busy=%d", why, farm_busy_count());
 	}
 	farm.qlen = 0;
-	farm_shutdown_idle();
+	farm_workers_shutdown();
+	farm_stop_watch();
 }
 
 static void
-farm_tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
+farm_hang_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)loop;
+	(void)w;
+	(void)revents;
+	farm_hung_check(time_mono_ms());
+}
+
+static void
+farm_prov_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)loop;
+	(void)w;
+	(void)revents;
+	farm_prov_tick(time_mono_ms());
+}
+
+static void
+farm_owed_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)loop;
+	(void)w;
+	(void)revents;
+	if (farm.nowed > 0)
+		farm_owed_retry();
+}
+
+/* While stopping: the grace ends in kills (QUIT now), workers are told
+ * to leave, and the loop ends once the last worker is gone and nothing
+ * is owed.  Owed releases get until the grace is over plus one busy
+ * timeout; after that the next run's recovery returns them. */
+static void
+farm_stop_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	int64_t now = time_mono_ms();
 
 	(void)w;
 	(void)revents;
-	farm_hung_check(now);
-	farm_prov_tick(now);
-	if (farm.nowed > 0)
-		farm_owed_retry();
-	if (farm.stopping) {
-		if (!farm.quitting && now >= farm.stop_deadline) {
-			log_warn("grace_over", "busy=%d", farm_busy_count());
-			farm.quitting = true;
-		}
-		if (farm.quitting) {
-			for (int i = 0; i < farm.nslots; i++)
-				if (farm.slots[i]->pid > 0 &&
-				    !(farm.slots[i]->flags & SLOT_F_STOPPED))
-					farm_slot_kill(farm.slots[i], SIGKILL,
-					    SLOT_F_STOPPED);
-			for (int i = 0; i < farm.nretirees; i++)
-				kill(farm.retirees[i].pid, SIGKILL);
-		}
-		farm_shutdown_idle();
-		/* owed releases get until the grace is over plus one busy
-		 * timeout; after that the next run's recovery returns them */
-		if (farm_live_count() == 0 && farm.nretirees == 0 &&
-		    (farm.nowed == 0 || now > farm.stop_deadline +
-		    farm.cfg->busy_timeout_ms))
-			ev_break(loop, EVBREAK_ALL);
-		return;
+	if (!farm.quitting && now >= farm.stop_deadline) {
+		log_warn("grace_over", "busy=%d", farm_busy_count());
+		farm.quitting = true;
 	}
+	if (farm.quitting) {
+		for (int i = 0; i < farm.nslots; i++)
+			if (farm.slots[i]->pid > 0 &&
+			    farm.slots[i]->killed != SLOT_KILL_STOPPED)
+				farm_slot_kill(farm.slots[i], SIGKILL,
+				    SLOT_KILL_STOPPED);
+		for (int i = 0; i < farm.nretirees; i++)
+			kill(farm.retirees[i].pid, SIGKILL);
+	}
+	farm_workers_shutdown();
+	if (farm_live_count() == 0 && farm.nretirees == 0 &&
+	    (farm.nowed == 0 || now > farm.stop_deadline +
+	    farm.cfg->busy_timeout_ms))
+		ev_break(loop, EVBREAK_ALL);
+}
+
+void
+farm_stop_watch(void)
+{
+	if (farm.loop != NULL && !ev_is_active(&farm.stop_timer))
+		ev_timer_start(farm.loop, &farm.stop_timer);
+}
+
+/* The timed look for work: the --watch budget, respawns and recycling,
+ * the refill, handing out jobs, and the end when nothing is left. */
+static void
+farm_refill_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	int64_t now = time_mono_ms();
+
+	(void)loop;
+	(void)w;
+	(void)revents;
+	if (farm.stopping)
+		return;
 	farm_budget_tick(now);
 	farm_slots_adjust();
 	farm_refill(now);
 	farm_dispatch();
-	if (farm_finished()) {
+	if (farm_finished())
 		farm_stop_begin(false, "done");
-		return;
-	}
+}
+
+static void
+farm_figures_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)loop;
+	(void)w;
+	(void)revents;
 	farm_progress_show(false);
 	farm_status_write();
 }
 
-/* The --log-file, appended to; a link there is refused, its target left
- * alone (at start and at every HUP reopen alike). */
-static int
-farm_log_file_open(char *err, size_t errlen)
+/* Every timer at its own interval; the stop watch starts with the stop. */
+static void
+farm_timers_start(void)
 {
-	return file_open_regular(farm.cfg->log_file, O_WRONLY | O_APPEND |
-	    O_CREAT, 0644, err, errlen);
+	static const struct {
+		size_t off;
+		void (*cb)(struct ev_loop *, ev_timer *, int);
+		double after, every;
+	} timers[] = {
+		{ offsetof(struct farm, hang_timer), farm_hang_cb,
+		  FARM_HANG_CHECK_S, FARM_HANG_CHECK_S },
+		{ offsetof(struct farm, refill_timer), farm_refill_cb,
+		  FARM_REFILL_S, FARM_REFILL_S },
+		{ offsetof(struct farm, prov_timer), farm_prov_cb,
+		  FARM_PROV_TICK_S, FARM_PROV_TICK_S },
+		{ offsetof(struct farm, owed_timer), farm_owed_cb,
+		  FARM_OWED_RETRY_S, FARM_OWED_RETRY_S },
+		{ offsetof(struct farm, figures_timer), farm_figures_cb,
+		  FARM_FIGURES_FIRST_S, FARM_FIGURES_S },
+	};
+
+	for (size_t i = 0; i < sizeof(timers) / sizeof(timers[0]); i++) {
+		ev_timer *t = (ev_timer *)((char *)&farm + timers[i].off);
+		ev_timer_init(t, timers[i].cb, timers[i].after, timers[i].every);
+		ev_timer_start(farm.loop, t);
+	}
+	ev_timer_init(&farm.stop_timer, farm_stop_cb, FARM_STOP_CHECK_S,
+	    FARM_STOP_CHECK_S);
+	if (farm.stopping)
+		ev_timer_start(farm.loop, &farm.stop_timer);
 }
 
+/* Signals, taken in the loop: TERM/INT stop (a second one: do not wait),
+ * QUIT stops now, USR1 logs the figures, HUP reloads the config and
+ * reopens the log file, TTIN/TTOU move the worker target by one. */
 static void
 farm_signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
 {
@@ -306,21 +408,7 @@ farm_signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
 			    farm.cfg->job_timeout, (long long)farm.cfg_gen);
 			farm_slots_adjust();
 		}
-		if (farm.cfg->log_file != NULL) {
-			char err[600];
-			int fd = farm_log_file_open(err, sizeof(err));
-			if (fd < 0) {
-				log_error("log_reopen_failed", "path=%s error=%s",
-				    log_quote(farm.cfg->log_file), log_quote(err));
-			} else {
-				int old = log_get_fd();
-				log_set_fd(fd);
-				if (old > 2)
-					close(old);
-				log_info("log_reopened", "path=%s",
-				    log_quote(farm.cfg->log_file));
-			}
-		}
+		farm_log_reopen();
 		break;
 	case SIGTTIN:
 		farm.target++;
@@ -333,38 +421,6 @@ farm_signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
 		log_info("workers_target", "target=%d by=TTOU", farm.target);
 		farm_slots_adjust();
 		break;
-	}
-}
-
-/* Worker log lines come through one pipe; forward whole lines only, so
- * they are never split across a log reopen. */
-static void
-farm_log_cb(struct ev_loop *loop, ev_io *w, int revents)
-{
-	char chunk[8192];
-	ssize_t n;
-
-	(void)loop;
-	(void)revents;
-	while ((n = read(w->fd, chunk, sizeof(chunk))) > 0) {
-		buf_append(&farm.log_partial, chunk, (size_t)n);
-		char *nl = memrchr(farm.log_partial.data, '\n', farm.log_partial.len);
-		if (nl == NULL)
-			continue;
-		size_t whole = (size_t)(nl - farm.log_partial.data) + 1;
-		if (log_get_fd() == 2)
-			farm_progress_clear();
-		for (size_t off = 0; off < whole; ) {
-			ssize_t k = write(log_get_fd(), farm.log_partial.data + off,
-			    whole - off);
-			if (k <= 0 && errno != EINTR)
-				break;
-			if (k > 0)
-				off += (size_t)k;
-		}
-		memmove(farm.log_partial.data, farm.log_partial.data + whole,
-		    farm.log_partial.len - whole);
-		farm.log_partial.len -= whole;
 	}
 }
 
@@ -419,6 +475,7 @@ farm_preflight(void)
 	return 0;
 }
 
+/* SIGPIPE ignored (a dead worker's channel); the others as watchers. */
 static void
 farm_signals_start(void)
 {
@@ -427,29 +484,6 @@ farm_signals_start(void)
 		ev_signal_init(&farm.sigs[i], farm_signal_cb, farm_sigs[i]);
 		ev_signal_start(farm.loop, &farm.sigs[i]);
 	}
-}
-
-static int
-farm_log_open(void)
-{
-	char err[600];
-
-	if (farm.cfg->log_file != NULL) {
-		int fd = farm_log_file_open(err, sizeof(err));
-		if (fd < 0) {
-			say_err("log file: %s", err);
-			return -1;
-		}
-		log_set_fd(fd);
-	}
-	if (pipe2(farm.log_pipe, O_CLOEXEC) < 0) {
-		say_err("pipe: %s", strerror(errno));
-		return -1;
-	}
-	fd_set_nonblock(farm.log_pipe[0], true);
-	ev_io_init(&farm.log_io, farm_log_cb, farm.log_pipe[0], EV_READ);
-	ev_io_start(farm.loop, &farm.log_io);
-	return 0;
 }
 
 /* What the user should know when the run ends with nothing done. */
@@ -507,6 +541,7 @@ farm_start_log(void)
 	buf_free(&b);
 }
 
+/* For each job a dead farm left in progress: its worker's temp files. */
 static int
 farm_orphan_temps(const struct job_ref *job, pid_t owner, void *arg)
 {
@@ -516,6 +551,15 @@ farm_orphan_temps(const struct job_ref *job, pid_t owner, void *arg)
 	return 0;
 }
 
+/* `mpfarm run`, in order: the stop signals are held back; preflight
+ * (config, providers, output tree: exit 2 before anything starts); the
+ * farm lock (one master per database); the store, a stage with work and
+ * no provider (exit 2), temp files and in-progress jobs of a dead farm
+ * recovered; the loop with its signals, child watcher and timers; no
+ * worker at all when there is nothing to do; then ev_run until the stop
+ * ends it.  Afterwards: engines' leftovers ended, the summary, owed
+ * releases reported (exit 1), failed jobs (exit 3), everything closed,
+ * the status file removed and the lock released. */
 int
 master_farm_run(struct config *cfg, int argc, char **argv)
 {
@@ -581,7 +625,8 @@ master_farm_run(struct config *cfg, int argc, char **argv)
 	if (n > 0)
 		log_info("recovered", "jobs=%d note=in-progress-from-a-gone-master", n);
 	farm.qcap = cfg->fetch_size;
-	farm.budget_reset_at = time_mono_ms() + (int64_t)cfg->check_interval * 1000;
+	farm.budget_reset_at = time_mono_ms() + (int64_t)cfg->check_interval *
+	    MS_PER_S;
 	farm.queue = xcalloc((size_t)farm.qcap, sizeof(*farm.queue));
 	farm.dirty = true;
 	farm.target = cfg->workers;
@@ -596,8 +641,7 @@ master_farm_run(struct config *cfg, int argc, char **argv)
 	sigprocmask(SIG_SETMASK, &oldmask, NULL);
 	ev_child_init(&farm.child, farm_child_cb, 0, 0);
 	ev_child_start(farm.loop, &farm.child);
-	ev_timer_init(&farm.tick, farm_tick_cb, FARM_TICK_S, FARM_TICK_S);
-	ev_timer_start(farm.loop, &farm.tick);
+	farm_timers_start();
 	farm_start_log();
 	/* a run with nothing to do forks no worker: decided before any */
 	if (!cfg->watch) {
@@ -607,14 +651,14 @@ master_farm_run(struct config *cfg, int argc, char **argv)
 	}
 	farm_slots_adjust();
 	ev_run(farm.loop, 0);
-	(void)proc_children_end(2000, NULL);    /* the last leftovers */
+	(void)proc_children_end(FARM_LEFTOVERS_END_MS, NULL);
 
 	farm_progress_show(true);
-	done_total = (int)(farm.stage[0].done + farm.stage[1].done);
+	done_total = (int)farm.total.done;
 	log_info("farm_exit", "completed=%lld failed=%lld retried=%lld respawns=%lld "
 	    "hung_kills=%lld", (long long)done_total,
-	    (long long)(farm.stage[0].failed + farm.stage[1].failed),
-	    (long long)(farm.stage[0].retried + farm.stage[1].retried),
+	    (long long)farm.total.failed,
+	    (long long)farm.total.retried,
 	    (long long)farm.respawns, (long long)farm.hung_kills);
 	if (done_total == 0 && !farm.any_failed && farm.st != NULL &&
 	    !farm.quitting && farm.exit_code == EXIT_OK)
@@ -630,8 +674,7 @@ master_farm_run(struct config *cfg, int argc, char **argv)
 fail:
 	farm.exit_code = EXIT_FATAL;
 out:
-	if (farm.loop != NULL && farm.log_pipe[0] >= 0)
-		farm_log_cb(farm.loop, &farm.log_io, 0);   /* drain */
+	farm_log_drain();
 	if (farm.lock_fd >= 0) {
 		char *sp = master_status_path(cfg->db);
 		unlink(sp);
@@ -648,14 +691,7 @@ out:
 	free(farm.retirees);
 	free(farm.owed);
 	free(farm.queue);
-	buf_free(&farm.log_partial);
-	for (int i = 0; i < 2; i++)
-		if (farm.log_pipe[i] >= 0)
-			close(farm.log_pipe[i]);
-	if (log_get_fd() > 2) {
-		close(log_get_fd());
-		log_set_fd(2);
-	}
+	farm_log_close();
 	master_lock_release(farm.lock_fd);
 	if (farm.loop != NULL)
 		ev_loop_destroy(farm.loop);

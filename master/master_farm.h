@@ -9,24 +9,12 @@
 
 #include <ev.h>
 #include "master.h"
-
-enum slot_state {
-	SLOT_EMPTY = 0,     /* no process (waiting to respawn, or unused) */
-	SLOT_STARTING,      /* forked, READY not seen yet */
-	SLOT_IDLE,
-	SLOT_BUSY,
-};
+#include "master_slot.h"
 
 /* Jobs a busy worker may hold beyond the one it runs: short jobs are
  * then published and claimed several to a transaction. */
 #define FARM_AHEAD_MAX  IPC_AHEAD_MAX
 
-#define SLOT_F_HUNG     0x01  /* killed by us: job timeout or no heartbeat */
-#define SLOT_F_STOPPED  0x02  /* killed by us: farm stopping (QUIT/grace) */
-#define SLOT_F_BROKEN   0x04  /* sent a bad frame: killed by us */
-#define SLOT_F_RETIRE   0x08  /* leave after the current job (TTOU) */
-#define SLOT_F_SHUTDOWN 0x10  /* SHUTDOWN sent: finish the current job */
-#define SLOT_F_EOF      0x20  /* channel closed: dying, not yet reaped */
 
 struct slot {
 	int      idx;
@@ -35,15 +23,16 @@ struct slot {
 	int      fd;            /* channel, -1 when none */
 	ev_io    io;
 	struct ipc_reader rd;
-	enum slot_state state;
-	int      flags;
-	struct job_ref job;     /* current job when BUSY */
-	int      prov;          /* provider (registry index) of the job, -1 */
+	enum slot_state state;  /* moved only by farm_slot_event */
+	enum slot_kill killed;  /* why the master signalled it, or NONE */
+	struct job_ref job;     /* the job it runs; job_id 0 when none */
+	int      prov;          /* provider index of the job, -1 */
 	struct job_ref ahead[FARM_AHEAD_MAX];   /* sent ahead, in order */
 	int      ahead_prov[FARM_AHEAD_MAX];    /* and their providers */
 	int64_t  cfg_gen;       /* config generation the worker runs with */
 	int      nahead;
 	int64_t  avg_job_ms;    /* recent job duration (EWMA), 0 = unknown */
+	int64_t  ready_at;      /* mono ms READY came, 0 before */
 	int64_t  job_started;   /* mono ms */
 	int64_t  last_beat;     /* mono ms */
 	int64_t  kill_at;       /* mono ms: SIGKILL after SIGTERM, 0 */
@@ -57,7 +46,7 @@ struct slot {
 };
 
 /* A job whose release could not be written yet (database busy): retried
- * from the tick; the farm does not end while one is owed. */
+ * by the owed timer; the farm does not end while one is owed. */
 struct owed {
 	int64_t job_id;
 	pid_t   pid;
@@ -101,9 +90,14 @@ struct farm {
 	bool    dirty;          /* something changed: refill may find work */
 	int64_t next_fetch;     /* mono ms: earliest next refill when !dirty */
 
-	ev_timer tick;
+	/* one timer per purpose; their intervals are named in master_farm.c */
+	ev_timer hang_timer;    /* hung and silent workers, TERM escalation */
+	ev_timer refill_timer;  /* the timed look for work (and respawns) */
+	ev_timer prov_timer;    /* provider pauses and limits */
+	ev_timer owed_timer;    /* releases the database refused */
+	ev_timer stop_timer;    /* while stopping: grace, kills, the end */
+	ev_timer figures_timer; /* progress line and status file */
 	ev_timer respawn;       /* fires at the earliest slot respawn_at */
-	bool    reaping;        /* in the child callback: no slot changes */
 	ev_child child;
 	ev_signal sigs[8];
 	int     log_pipe[2];
@@ -120,6 +114,7 @@ struct farm {
 	/* counters for USR1, status file and the end summary */
 	int64_t started_mono;
 	struct farm_stage_stats stage[STAGE_COUNT];
+	struct farm_stage_stats total;     /* all stages: farm_outcome_count */
 	int64_t respawns, hung_kills, deaths_signal, deaths_exit, broken;
 	int64_t rate_ring[FARM_RATE_SECS];
 	int64_t rate_sec;       /* mono second of rate_ring's newest bucket */
@@ -129,62 +124,171 @@ struct farm {
 	int64_t total_jobs;     /* for the progress line */
 	int64_t jobs_last;      /* highest job id when total_jobs was counted */
 	bool    progress;       /* stderr is a terminal */
-	int64_t last_status_write;
 	int64_t budget_used;    /* jobs started toward --batch-size */
 	int64_t budget_reset_at;    /* mono ms: --watch starts a new budget */
 };
 
 extern struct farm farm;
 
-/* master_spawn.c */
-int  farm_slot_spawn(struct slot *s);
-struct slot *farm_slot_get(int idx);
-void farm_slots_adjust(void);               /* spawn/retire toward target */
-void farm_respawn_arm(void);
-int  farm_store_reopen(void);
+/* ---- master_slot.c: the slot table and its state machine ------------ */
 
-/* master_reap.c */
-void farm_child_cb(struct ev_loop *loop, ev_child *w, int revents);
-void farm_slot_kill(struct slot *s, int sig, int flag);
-void farm_hung_check(int64_t now);
-void farm_job_release(struct slot *s, const struct job_ref *job,
-		      enum job_outcome outcome, const char *msg);
-void farm_owed_retry(void);
-void farm_temps_remove(pid_t pid, const struct job_ref *job);
+/* Move slot s by event ev (job: the job sent, for SLOT_EV_JOB only, else
+ * NULL) as the table in master_slot.c says, keep its job bookkeeping in
+ * step and log the move (debug).  A pair the table refuses (or a JOB
+ * beyond FARM_AHEAD_MAX, a NEXT with nothing sent ahead) is logged as
+ * slot_event_refused and changes nothing: returns -1; else 0. */
+int  farm_slot_event(struct slot *s, enum slot_event ev,
+		     const struct job_ref *job);
+/* Whether s holds a job (runs one, or will finish the one it has). */
+bool farm_slot_holds_job(const struct slot *s);
+/* Slot idx, growing the table with empty slots as needed.  Never NULL
+ * (allocation failure aborts, as xcalloc does everywhere). */
+struct slot *farm_slot_get(int idx);
+/* The slot whose live worker has this pid, or NULL (a retiree, or a
+ * process that is not a worker). */
+struct slot *farm_slot_by_pid(pid_t pid);
+/* Slots holding a job; slots with a process.  Never fail. */
+int  farm_busy_count(void);
+int  farm_live_count(void);
+
+/* ---- master_spawn.c: starting workers ------------------------------- */
+
+/* Fork a worker into slot s (EMPTY): its channel is watched, the slot
+ * is STARTING.  The master's store is closed around the fork and opened
+ * again after it.  On failure (socketpair, fork) it is logged, the slot
+ * stays EMPTY and -1 is returned; the respawn timer tries again. */
+int  farm_slot_spawn(struct slot *s);
+/* Bring the live workers toward farm.target: spawn into empty slots whose
+ * backoff is over, retire idle or starting workers past the target (busy
+ * ones leave after their job), recycle workers past their job limit.
+ * Does nothing while the farm stops.  Failures are logged and retried. */
+void farm_slots_adjust(void);
+/* Arm the respawn timer for the earliest slot respawn_at (or the
+ * farm-wide throttle); stopped when no slot waits or the farm stops. */
+void farm_respawn_arm(void);
+
+/* ---- master_store.c: the master's own store connection -------------- */
+
+/* Open farm.st again if a fork or an error closed it.  0, or -1 with the
+ * error logged (callers treat it as "the database cannot say now"). */
+int  farm_store_reopen(void);
 /* The job's media path relative to its scan root, quoted for the file=
  * of a log line (log_quote's rotating buffer); "-" when the database
  * cannot say. */
 const char *farm_job_file(int64_t job_id);
 
-/* master_farm.c */
-void farm_refill_now(void);
-bool farm_budget_spent(void);      /* --batch-size jobs started */
-bool farm_budget_take(void);       /* count one start; false when spent */
+/* ---- master_reap.c: a worker died ----------------------------------- */
 
-/* master_chan.c */
+/* libev's child watcher: a retiree is forgotten, a worker's last words
+ * are read, its jobs released with the cause, the slot emptied and
+ * scheduled for a respawn (with backoff after repeated deaths; a farm-
+ * wide throttle for deaths before READY).  A worker exiting with
+ * WORKER_EXIT_CONFIG stops the farm.  Never fails: problems are logged. */
+void farm_child_cb(struct ev_loop *loop, ev_child *w, int revents);
+
+/* ---- master_hang.c: making hung workers die ------------------------- */
+
+/* Signal s's worker for reason why (the slot becomes KILLED; a TERM is
+ * followed by a KILL after a grace).  Does nothing without a process. */
+void farm_slot_kill(struct slot *s, int sig, enum slot_kill why);
+/* Kill workers past the job timeout or silent past the heartbeat
+ * timeout, and escalate TERMs whose grace is over. */
+void farm_hung_check(int64_t now);
+
+/* ---- master_release.c: jobs a worker no longer runs ----------------- */
+
+/* Return a job that slot s's worker no longer runs, fenced by its pid:
+ * counted, logged, and when the database refuses the write, owed (kept
+ * and retried by farm_owed_retry; the farm does not end while owed). */
+void farm_job_release(struct slot *s, const struct job_ref *job,
+		      enum job_outcome outcome, const char *msg);
+/* The job a dead worker held, released with the outcome its death
+ * means: interrupted (farm stopping), timeout (hung), else crashed;
+ * cause says how it ended ("exited with code 3"). */
+void farm_job_release_dead(struct slot *s, const struct job_ref *job,
+			   const char *cause);
+/* Write the owed releases again; those still refused stay owed. */
+void farm_owed_retry(void);
+/* Remove the temp files worker pid may have left beside job's outputs
+ * (never following a link out of the output tree).  Silent on errors. */
+void farm_temps_remove(pid_t pid, const struct job_ref *job);
+
+/* ---- master_farm.c: the loop ---------------------------------------- */
+
+/* After a worker spoke: refill the queue if it is empty, hand out jobs,
+ * and begin the stop when nothing is left to do.  Never fails. */
+void farm_refill_dispatch_or_stop(void);
+/* --batch-size: whether N jobs were started already (never when the
+ * option is off); farm_budget_take counts one start, false when spent. */
+bool farm_budget_spent(void);
+bool farm_budget_take(void);
+/* Make sure the stop timer runs (farm.stopping was set). */
+void farm_stop_watch(void);
+
+/* ---- master_log.c: the master's log and its workers' ---------------- */
+
+/* The --log-file (if any) as the log, and the pipe every worker's stderr
+ * goes into, watched by the loop.  -1 with the reason on stderr. */
+int  farm_log_open(void);
+/* HUP: open the --log-file again (it may have been rotated); on failure
+ * the old one stays and log_reopen_failed is logged. */
+void farm_log_reopen(void);
+/* Forward what the workers' pipe still holds (whole lines).  Never
+ * fails; nothing when the pipe was never opened. */
+void farm_log_drain(void);
+/* Close the pipe and the --log-file; the log goes to stderr again. */
+void farm_log_close(void);
+
+/* ---- master_chan.c: the channel to each worker ---------------------- */
+
+/* libev's io watcher of a channel: read, dispatch, keep workers fed. */
 void farm_chan_cb(struct ev_loop *loop, ev_io *w, int revents);
-int  farm_chan_read(struct slot *s);
-/* Send job j, to run with provider prov (registry index), to slot s;
- * the slot becomes busy or holds it ahead.  0, or -1 when the channel
- * failed (logged; the caller kills the worker). */
+/* Read and handle what s's worker sent; with drain, read to EOF (the
+ * worker is dead, its last words are all there).  -1 when it broke the
+ * protocol (it is then killed as broken), else 0 (EOF included: the
+ * slot becomes EXITING and the child watcher says how it ended). */
+int  farm_chan_read(struct slot *s, bool drain);
+/* Send job j, to run with provider prov (registry index), to s (IDLE: it
+ * runs it; BUSY: sent ahead).  -1 when the channel refuses it (logged;
+ * the caller kills the worker). */
 int  farm_job_send(struct slot *s, const struct job_ref *j, int prov);
+/* Hand queued jobs to idle workers, then (when none is idle or
+ * starting) short jobs ahead to busy ones.  Nothing while stopping. */
 void farm_dispatch(void);
-void farm_shutdown_idle(void);
+/* The farm stops: every idle or busy worker is told SHUTDOWN (it
+ * finishes its current job, skips any sent ahead, and exits); one still
+ * starting is killed.  Each worker is told once. */
+void farm_workers_shutdown(void);
 
-/* master_stats.c */
+/* ---- master_stats.c: figures ---------------------------------------- */
+
+/* What an outcome adds to the figures of this run. */
+enum farm_count {
+	FARM_COUNT_DONE,        /* completed */
+	FARM_COUNT_FAILED,      /* failed for good (status failed) */
+	FARM_COUNT_RETRIED,     /* will run again */
+};
+/* The one place outcomes are counted: n jobs of stage (0 transcribe,
+ * 1 translate) ended as what.  Also the rate, and any_failed. */
+void farm_outcome_count(int stage, enum farm_count what, int64_t n);
+/* The USR1 line (log event "stats"). */
 void farm_stats_log(void);
-void farm_rate_add(int64_t n);
+/* Jobs completed per second over the last minute (or since start). */
 double farm_rate_get(void);
+/* The terminal progress line, redrawn in place; final: the summary
+ * line instead.  Nothing when stderr is not a terminal. */
 void farm_progress_show(bool final);
+/* Erase the progress line before a log line shares the terminal. */
 void farm_progress_clear(void);
+/* Replace "<db>.status" with the live figures (JSON) and tell systemd
+ * the same in a STATUS= line.  A failure is logged; the old file stays. */
 void farm_status_write(void);
-int  farm_busy_count(void);
-int  farm_live_count(void);
 
-/* master_provider.c: farm-wide provider limits.  A provider is named by
- * its registry index (common_provider.h); the limits apply only to those
- * whose descriptor says `limited`, the others always may start and get
- * their tokens at once. */
+/* ---- master_provider.c: farm-wide provider limits -------------------
+ * A provider is named by its registry index (common_provider.h); the
+ * limits apply only to those whose descriptor says `limited`, the others
+ * always may start and get their tokens at once.  None of these fails:
+ * store errors are logged where they occur. */
 /* The provider the master runs a job of stage/lang with under the current
  * config: its registry index, -1 when none is configured. */
 int  farm_prov_of(int stage, const char *lang);

@@ -45,8 +45,9 @@ struct fix_ctx {
 	store_t *st;
 	struct store_audit_jobs js;
 	pid_t   master;         /* live master holding the farm lock, or 0 */
-	size_t *slots;          /* hash of "lang:rel" -> job index + 1 */
-	size_t  nslots;
+	size_t *job_index;      /* hash table "lang:rel" -> job index + 1
+				 * (open addressing, 0 = free bucket) */
+	size_t  job_index_size; /* buckets, a power of two */
 	int64_t problems, changes, races, held;
 	int64_t fixable;        /* check: problems `mpfarm fix` repairs */
 	int64_t unknown;        /* fix: outputs no job writes, left alone */
@@ -72,16 +73,16 @@ fix_hash(const char *lang, const char *rel)
 static void
 fix_index_build(struct fix_ctx *fc)
 {
-	fc->nslots = 16;
-	while (fc->nslots < fc->js.n * 2 + 1)
-		fc->nslots *= 2;
-	fc->slots = xcalloc(fc->nslots, sizeof(*fc->slots));
+	fc->job_index_size = 16;
+	while (fc->job_index_size < fc->js.n * 2 + 1)
+		fc->job_index_size *= 2;
+	fc->job_index = xcalloc(fc->job_index_size, sizeof(*fc->job_index));
 	for (size_t i = 0; i < fc->js.n; i++) {
 		const struct store_audit_job *j = &fc->js.v[i];
-		size_t k = fix_hash(j->lang, j->rel) & (fc->nslots - 1);
-		while (fc->slots[k] != 0)
-			k = (k + 1) & (fc->nslots - 1);
-		fc->slots[k] = i + 1;
+		size_t k = fix_hash(j->lang, j->rel) & (fc->job_index_size - 1);
+		while (fc->job_index[k] != 0)
+			k = (k + 1) & (fc->job_index_size - 1);
+		fc->job_index[k] = i + 1;
 	}
 }
 
@@ -89,10 +90,10 @@ fix_index_build(struct fix_ctx *fc)
 static const struct store_audit_job *
 fix_index_find(const struct fix_ctx *fc, const char *lang, const char *rel)
 {
-	size_t k = fix_hash(lang, rel) & (fc->nslots - 1);
+	size_t k = fix_hash(lang, rel) & (fc->job_index_size - 1);
 
-	for (; fc->slots[k] != 0; k = (k + 1) & (fc->nslots - 1)) {
-		const struct store_audit_job *j = &fc->js.v[fc->slots[k] - 1];
+	for (; fc->job_index[k] != 0; k = (k + 1) & (fc->job_index_size - 1)) {
+		const struct store_audit_job *j = &fc->js.v[fc->job_index[k] - 1];
 		if (strcmp(j->lang, lang) == 0 && strcmp(j->rel, rel) == 0)
 			return j;
 	}
@@ -319,7 +320,7 @@ static void
 fix_end(struct fix_ctx *fc)
 {
 	fflush(stdout);
-	free(fc->slots);
+	free(fc->job_index);
 	store_audit_jobs_free(&fc->js);
 	if (fc->st != NULL)
 		store_close(fc->st);

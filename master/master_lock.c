@@ -94,25 +94,3 @@ master_lock_holder(const char *db)
 	close(fd);
 	return pid;
 }
-
-char *
-master_status_path(const char *db)
-{
-	return xasprintf("%s.status", db);
-}
-
-store_t *
-master_store_open(const struct config *cfg, int flags)
-{
-	struct store_open_opts opts = { 0 };
-	store_t *st = NULL;
-	char err[600];
-
-	opts.flags = flags | (cfg->durable ? STORE_DURABLE : 0);
-	opts.busy_timeout_ms = cfg->busy_timeout_ms;
-	if (store_open(&st, cfg->db, &opts, err, sizeof(err)) < 0) {
-		say_err("%s", err);
-		return NULL;
-	}
-	return st;
-}

@@ -155,7 +155,7 @@ prov_waiter_valid(const struct prov *p, const struct prov_waiter *wt)
 	if (wt->idx >= farm.nslots)
 		return false;
 	s = farm.slots[wt->idx];
-	return s->gen == wt->gen && s->state == SLOT_BUSY && s->waiting_token &&
+	return s->gen == wt->gen && farm_slot_holds_job(s) && s->waiting_token &&
 	    s->prov_wait == p - provs;
 }
 
@@ -253,10 +253,8 @@ prov_fail_pending(struct prov *p, const char *why)
 	if (store_tx_commit(farm.st) < 0)
 		goto fail;
 	/* counted once committed: a rolled-back attempt failed nothing */
-	farm.stage[0].failed += n[0];
-	farm.stage[1].failed += n[1];
-	if (n[0] + n[1] > 0)
-		farm.any_failed = true;
+	farm_outcome_count(STAGE_TRANSCRIBE, FARM_COUNT_FAILED, n[0]);
+	farm_outcome_count(STAGE_TRANSLATE, FARM_COUNT_FAILED, n[1]);
 	return n[0] + n[1];
 fail:
 	log_error("provider_fail_jobs_failed", "provider=%s error=%s", p->name,

@@ -44,10 +44,10 @@ struct scan {
 	int64_t            conflicts;  /* entries skipped as conflicts */
 };
 
-/* The path of an entry relative to its root: a pointer into sc->names,
- * valid until the next entry is added.  Never fails. */
+/* The path of an entry relative to its root (points into sc->names,
+ * valid until sc changes).  Never fails. */
 const char *master_scan_rel(const struct scan *sc, const struct scan_entry *e);
-/* Its absolute path (root + "/" + rel), malloc'd.  Never fails. */
+/* Its absolute path, malloc'd (the caller frees it); never NULL. */
 char *master_scan_abs(const struct scan *sc, const struct scan_entry *e);
 /* Walk one folder of root ri (abs, with relpfx "" or "sub/" for the
  * entries) and every folder beneath it, adding media files to sc.  What

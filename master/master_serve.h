@@ -41,7 +41,8 @@ bool serve_host_allowed(const struct config *cfg, const char *host);
  * it again, e.g. once the database exists). */
 int  serve_snap_take(struct serve_ctx *sc, struct serve_snap *s, char *err,
 		     size_t errlen);
-/* Free what a snapshot holds and zero it (a zeroed one frees to nothing). */
+/* Free what a snapshot holds (s itself is the caller's); a snapshot
+ * zeroed or freed before is fine. */
 void serve_snap_free(struct serve_snap *s);
 
 /* The dashboard "/" into out (HTML, UTF-8): 0, or -1 on a store error
@@ -52,17 +53,18 @@ int  serve_page_index(struct serve_ctx *sc, const struct serve_snap *s,
  * on a store error (message in err). */
 int  serve_page_file(struct serve_ctx *sc, int64_t file_id, struct buf *out,
 		     char *err, size_t errlen);
-/* A page that only says msg (errors, 404), escaped.  Never fails. */
+/* A page that only says msg (errors, 404), escaped, into out.  Never
+ * fails (allocation failure aborts, as everywhere). */
 void serve_page_message(struct buf *out, const char *title, const char *msg);
 
-/* /metrics: the Prometheus text exposition format (version 0.0.4) of the
- * snapshot, appended to out.  Never fails; a figure the snapshot lacks
- * (no live master) is left out, not written as 0. */
+/* /metrics from snapshot s into out: the Prometheus text exposition
+ * format (version 0.0.4); a figure missing from s (no live master) is
+ * left out, never guessed.  Never fails. */
 void serve_metrics_write(const struct serve_snap *s, struct buf *out);
 
-/* Text for HTML: & < > " ' as entities, bytes that are not UTF-8 as
- * \xNN, control characters (C1 included) as \xNN: text_escape's SHOW
- * form, as failed and show print it. */
+/* Append s to b as text for HTML: & < > " ' as entities, bytes that are
+ * not UTF-8 as \xNN, control characters (C1 included) as \xNN:
+ * text_escape's SHOW form, as failed and show print it.  Never fails. */
 void serve_html_text(struct buf *b, const char *s);
 
 #endif

@@ -71,7 +71,7 @@ show_put(const char *s)
 void
 master_time_text(int64_t ms, char *out, size_t outlen)
 {
-	time_t t = (time_t)(ms / 1000);
+	time_t t = (time_t)(ms / MS_PER_S);
 	struct tm tm;
 
 	if (ms <= 0) {

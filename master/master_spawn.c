@@ -17,33 +17,18 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-struct slot *
-farm_slot_get(int idx)
-{
-	while (farm.nslots <= idx) {
-		struct slot *s = xcalloc(1, sizeof(*s));
-		s->idx = farm.nslots;
-		s->fd = -1;
-		s->prov = -1;
-		farm.slots = xrealloc(farm.slots, sizeof(*farm.slots) *
-		    (size_t)(farm.nslots + 1));
-		farm.slots[farm.nslots++] = s;
-	}
-	return farm.slots[idx];
-}
+/* The descriptors a worker starts with: its stderr is the master's log
+ * pipe, its channel a fixed number it is told; everything from
+ * FARM_CHILD_FD_FIRST_CLOSED up is closed (close_range, or one by one up
+ * to FARM_CHILD_FD_SCAN_MAX where the kernel has no close_range). */
+#define FARM_CHILD_FD_LOG           2
+#define FARM_CHILD_FD_CHAN          3
+#define FARM_CHILD_FD_FIRST_CLOSED  4
+#define FARM_CHILD_FD_SCAN_MAX      1024
 
-int
-farm_store_reopen(void)
-{
-	if (farm.st != NULL)
-		return 0;
-	farm.st = master_store_open(farm.cfg, 0);
-	if (farm.st == NULL) {
-		log_error("store_reopen_failed", "db=%s", log_quote(farm.cfg->db));
-		return -1;
-	}
-	return 0;
-}
+/* Recycling jitter: a worker's job limit is --max-jobs-per-worker
+ * +- 1/FARM_JOBS_JITTER_DIV of it. */
+#define FARM_JOBS_JITTER_DIV 5
 
 /* Recycle threshold with +-20% jitter so workers started together do not
  * all leave together. */
@@ -54,7 +39,7 @@ farm_jobs_limit(void)
 
 	if (n <= 0)
 		return 0;
-	int j = n / 5;
+	int j = n / FARM_JOBS_JITTER_DIV;
 	return n - j + (j > 0 ? (int)(random() % (2 * j + 1)) : 0);
 }
 
@@ -62,72 +47,107 @@ static void
 farm_child_setup(int chan, int slot)
 {
 	struct worker_args wa = {
-		.cfg = farm.cfg, .cfg_gen = farm.cfg_gen, .chan_fd = 3,
+		.cfg = farm.cfg, .cfg_gen = farm.cfg_gen, .chan_fd = FARM_CHILD_FD_CHAN,
 		.master_pid = farm.pid, .slot = slot,
 	};
 
-	/* fd 2 -> the master's log pipe, fd 3 -> the channel, nothing else:
-	 * no other worker's channel, no lock, no libev internals */
-	if (dup2(farm.log_pipe[1], 2) < 0 || dup2(chan, 3) < 0 ||
-	    fd_set_cloexec(3) < 0)      /* engines the worker runs get no channel */
+	/* the log pipe, the channel, nothing else: no other worker's
+	 * channel, no lock, no libev internals */
+	if (dup2(farm.log_pipe[1], FARM_CHILD_FD_LOG) < 0 ||
+	    dup2(chan, FARM_CHILD_FD_CHAN) < 0 ||
+	    fd_set_cloexec(FARM_CHILD_FD_CHAN) < 0)  /* engines get no channel */
 		_exit(WORKER_EXIT_CONFIG);
-	if (syscall(SYS_close_range, 4U, ~0U, 0) < 0)
-		for (int fd = 4; fd < 1024; fd++)
+	if (syscall(SYS_close_range, (unsigned)FARM_CHILD_FD_FIRST_CLOSED, ~0U,
+	    0) < 0)
+		for (int fd = FARM_CHILD_FD_FIRST_CLOSED;
+		    fd < FARM_CHILD_FD_SCAN_MAX; fd++)
 			close(fd);
-	log_set_fd(2);
+	log_set_fd(FARM_CHILD_FD_LOG);
 	log_set_hook(NULL);
 	worker_main(&wa);
 }
 
-int
-farm_slot_spawn(struct slot *s)
+/* Fork a worker for slot index idx: its end of a new channel in *fd
+ * (non-blocking), its pid in *pid.  The master's store is closed around
+ * the fork (no SQLite connection is ever inherited) and opened again.
+ * -1 on failure, logged; nothing is left open. */
+static int
+farm_worker_fork(int idx, pid_t *pid, int *fd)
 {
 	int sv[2];
-	pid_t pid;
 
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
-		log_error("spawn_failed", "slot=%d error=%s", s->idx, strerror(errno));
+		log_error("spawn_failed", "slot=%d error=%s", idx, strerror(errno));
 		return -1;
 	}
 	if (farm.st != NULL) {
 		store_close(farm.st);
 		farm.st = NULL;
 	}
-	pid = fork();
-	if (pid < 0) {
-		log_error("spawn_failed", "slot=%d error=%s", s->idx, strerror(errno));
+	*pid = fork();
+	if (*pid < 0) {
+		log_error("spawn_failed", "slot=%d error=%s", idx, strerror(errno));
 		close(sv[0]);
 		close(sv[1]);
 		farm_store_reopen();
 		return -1;
 	}
-	if (pid == 0) {
+	if (*pid == 0) {
 		close(sv[0]);
-		farm_child_setup(sv[1], s->idx);
+		farm_child_setup(sv[1], idx);
 	}
 	close(sv[1]);
 	fd_set_nonblock(sv[0], true);
+	*fd = sv[0];
+	farm_store_reopen();
+	return 0;
+}
+
+/* The new worker pid, on channel fd, becomes slot s's (now EMPTY). */
+static void
+farm_slot_install(struct slot *s, pid_t pid, int fd)
+{
 	s->pid = pid;
 	s->gen++;
-	s->fd = sv[0];
-	s->state = SLOT_STARTING;
+	s->fd = fd;
 	s->cfg_gen = farm.cfg_gen;
-	s->flags = 0;
 	s->prov = -1;
-	s->kill_at = 0;
 	s->jobs_done = 0;
 	s->jobs_limit = farm_jobs_limit();
 	s->avg_job_ms = 0;
-	s->nahead = 0;
-	s->waiting_token = false;
+	(void)farm_slot_event(s, SLOT_EV_SPAWN, NULL);
 	ipc_reader_init(&s->rd);
 	ev_io_init(&s->io, farm_chan_cb, s->fd, EV_READ);
 	s->io.data = s;
 	ev_io_start(farm.loop, &s->io);
 	log_info("worker_spawn", "slot=%d worker_pid=%d gen=%u", s->idx, (int)pid,
 	    s->gen);
-	farm_store_reopen();
+}
+
+int
+farm_slot_spawn(struct slot *s)
+{
+	pid_t pid;
+	int fd;
+
+	if (farm_worker_fork(s->idx, &pid, &fd) < 0)
+		return -1;
+	farm_slot_install(s, pid, fd);
 	return 0;
+}
+
+/* Slot s's worker (idle or starting) leaves: closing its channel is its
+ * signal to exit; it is reaped as a retiree, and the slot is EMPTY. */
+static void
+farm_slot_retire(struct slot *s)
+{
+	ev_io_stop(farm.loop, &s->io);
+	close(s->fd);
+	s->fd = -1;
+	farm.retirees = xrealloc(farm.retirees, sizeof(*farm.retirees) *
+	    (size_t)(farm.nretirees + 1));
+	farm.retirees[farm.nretirees++] = (struct retiree){ s->pid, s->idx };
+	(void)farm_slot_event(s, SLOT_EV_RETIRE, NULL);
 }
 
 /* An idle worker past its job limit, or started under a config a HUP
@@ -135,30 +155,19 @@ farm_slot_spawn(struct slot *s)
 static void
 farm_recycle_check(struct slot *s)
 {
-	pid_t old = s->pid;
+	pid_t old = s->pid, pid;
 	bool stale = s->cfg_gen != farm.cfg_gen;
+	int fd;
 
 	if ((!stale && (s->jobs_limit <= 0 || s->jobs_done < s->jobs_limit)) ||
 	    s->state != SLOT_IDLE || farm.nretirees > 0)
 		return;
-	ev_io_stop(farm.loop, &s->io);
-	int oldfd = s->fd;
-	s->fd = -1;
-	if (farm_slot_spawn(s) < 0) {
-		/* keep the old one working; try again later */
-		s->fd = oldfd;
-		s->pid = old;
-		s->state = SLOT_IDLE;
-		ev_io_init(&s->io, farm_chan_cb, s->fd, EV_READ);
-		s->io.data = s;
-		ev_io_start(farm.loop, &s->io);
+	/* the replacement first: if it cannot start, the old one works on
+	 * and the next look tries again */
+	if (farm_worker_fork(s->idx, &pid, &fd) < 0)
 		return;
-	}
-	/* closing its channel is the old worker's signal to exit */
-	close(oldfd);
-	farm.retirees = xrealloc(farm.retirees, sizeof(*farm.retirees) *
-	    (size_t)(farm.nretirees + 1));
-	farm.retirees[farm.nretirees++] = (struct retiree){ old, s->idx };
+	farm_slot_retire(s);
+	farm_slot_install(s, pid, fd);
 	log_info("worker_recycle", "slot=%d old_pid=%d new_pid=%d reason=%s",
 	    s->idx, (int)old, (int)s->pid, stale ? "config" : "jobs");
 }
@@ -178,22 +187,13 @@ farm_slots_adjust(void)
 			if (s->state == SLOT_IDLE || s->state == SLOT_STARTING) {
 				log_info("worker_retire", "slot=%d worker_pid=%d", i,
 				    (int)s->pid);
-				ev_io_stop(farm.loop, &s->io);
-				close(s->fd);
-				s->fd = -1;
-				farm.retirees = xrealloc(farm.retirees,
-				    sizeof(*farm.retirees) * (size_t)(farm.nretirees + 1));
-				farm.retirees[farm.nretirees++] =
-				    (struct retiree){ s->pid, s->idx };
-				s->pid = 0;
-				s->state = SLOT_EMPTY;
-			} else if (s->state == SLOT_BUSY) {
-				s->flags |= SLOT_F_RETIRE;
+				farm_slot_retire(s);
 			}
+			/* a busy one takes no new job (farm_slot_takes) and
+			 * leaves here once idle */
 			continue;
 		}
-		s->flags &= ~SLOT_F_RETIRE;
-		if (s->state == SLOT_EMPTY && s->pid == 0) {
+		if (s->state == SLOT_EMPTY) {
 			if (now < s->respawn_at || now < farm.spawn_block_until)
 				continue;
 			if (s->gen > 0)
@@ -215,7 +215,7 @@ farm_respawn_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	farm_respawn_arm();
 }
 
-/* Respawns wait for their backoff, not for the next tick. */
+/* Respawns wait for their backoff, not for the next timed look. */
 void
 farm_respawn_arm(void)
 {
@@ -223,7 +223,7 @@ farm_respawn_arm(void)
 
 	for (int i = 0; i < farm.nslots && i < farm.target; i++) {
 		struct slot *s = farm.slots[i];
-		if (s->state != SLOT_EMPTY || s->pid != 0)
+		if (s->state != SLOT_EMPTY)
 			continue;
 		int64_t t = s->respawn_at > farm.spawn_block_until ? s->respawn_at
 		    : farm.spawn_block_until;
@@ -234,6 +234,6 @@ farm_respawn_arm(void)
 	if (at == 0 || farm.stopping)
 		return;
 	ev_timer_init(&farm.respawn, farm_respawn_cb,
-	    at > now ? (double)(at - now) / 1000.0 : 0.0, 0.0);
+	    at > now ? (double)(at - now) / MS_PER_S : 0.0, 0.0);
 	ev_timer_start(farm.loop, &farm.respawn);
 }

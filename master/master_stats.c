@@ -20,28 +20,10 @@
 
 static bool progress_shown;
 
-int
-farm_busy_count(void)
-{
-	int n = 0;
-	for (int i = 0; i < farm.nslots; i++)
-		n += farm.slots[i]->state == SLOT_BUSY;
-	return n;
-}
-
-int
-farm_live_count(void)
-{
-	int n = 0;
-	for (int i = 0; i < farm.nslots; i++)
-		n += farm.slots[i]->pid > 0;
-	return n;
-}
-
 static void
 farm_rate_roll(void)
 {
-	int64_t sec = time_mono_ms() / 1000;
+	int64_t sec = time_mono_ms() / MS_PER_S;
 
 	if (farm.rate_sec == 0)
 		farm.rate_sec = sec;
@@ -53,18 +35,43 @@ farm_rate_roll(void)
 	}
 }
 
-void
+static void
 farm_rate_add(int64_t n)
 {
 	farm_rate_roll();
 	farm.rate_ring[farm.rate_sec % FARM_RATE_SECS] += n;
 }
 
+void
+farm_outcome_count(int stage, enum farm_count what, int64_t n)
+{
+	struct farm_stage_stats *st = &farm.stage[stage], *all = &farm.total;
+
+	switch (what) {
+	case FARM_COUNT_DONE:
+		st->done += n;
+		all->done += n;
+		farm_rate_add(n);
+		break;
+	case FARM_COUNT_FAILED:
+		st->failed += n;
+		all->failed += n;
+		if (n > 0)
+			farm.any_failed = true;
+		break;
+	case FARM_COUNT_RETRIED:
+		st->retried += n;
+		all->retried += n;
+		break;
+	}
+}
+
 /* Jobs per second over the last minute (or since start, if shorter). */
 double
 farm_rate_get(void)
 {
-	int64_t sum = 0, up = (time_mono_ms() - farm.started_mono) / 1000;
+	int64_t sum = 0, up = (time_mono_ms() - farm.started_mono) /
+	    MS_PER_S;
 
 	farm_rate_roll();
 	for (int i = 0; i < FARM_RATE_SECS; i++)
@@ -74,12 +81,34 @@ farm_rate_get(void)
 	return (double)sum / (double)(up < FARM_RATE_SECS ? up : FARM_RATE_SECS);
 }
 
+/* The farm's live figures at one moment, taken once and then rendered:
+ * as the status file's JSON, the USR1 key=value line and systemd's
+ * STATUS= line, so the three never disagree. */
+struct farm_figures {
+	int64_t uptime_s;
+	int     target, live, busy;
+	int     queue_depth;
+	double  rate_per_s;
+};
+
+static void
+farm_figures_take(struct farm_figures *f)
+{
+	f->uptime_s = (time_mono_ms() - farm.started_mono) / MS_PER_S;
+	f->target = farm.target;
+	f->live = farm_live_count();
+	f->busy = farm_busy_count();
+	f->queue_depth = farm.qlen;
+	f->rate_per_s = farm_rate_get();
+}
+
 void
 farm_stats_log(void)
 {
+	struct farm_figures f;
 	struct buf pb;
-	int busy = farm_busy_count(), live = farm_live_count();
 
+	farm_figures_take(&f);
 	buf_init(&pb);
 	farm_prov_stats(&pb);
 	log_info("stats", "uptime_s=%lld workers_target=%d workers_live=%d "
@@ -88,14 +117,13 @@ farm_stats_log(void)
 	    "translate_done=%lld translate_failed=%lld translate_retried=%lld "
 	    "in_flight=%d queue_depth=%d respawns=%lld deaths_signal=%lld "
 	    "deaths_exit=%lld broken=%lld hung_kills=%lld rate_per_s=%.2f%s%s",
-	    (long long)(time_mono_ms() - farm.started_mono) / 1000, farm.target,
-	    live, busy, live - busy,
+	    (long long)f.uptime_s, f.target, f.live, f.busy, f.live - f.busy,
 	    (long long)farm.stage[0].done, (long long)farm.stage[0].failed,
 	    (long long)farm.stage[0].retried, (long long)farm.stage[1].done,
 	    (long long)farm.stage[1].failed, (long long)farm.stage[1].retried,
-	    busy, farm.qlen, (long long)farm.respawns,
+	    f.busy, f.queue_depth, (long long)farm.respawns,
 	    (long long)farm.deaths_signal, (long long)farm.deaths_exit,
-	    (long long)farm.broken, (long long)farm.hung_kills, farm_rate_get(),
+	    (long long)farm.broken, (long long)farm.hung_kills, f.rate_per_s,
 	    pb.len ? " " : "", pb.len ? pb.data : "");
 	buf_free(&pb);
 }
@@ -125,8 +153,7 @@ farm_progress_total(void)
 	if (store_counts_get(farm.st, &c) < 0)
 		return;
 	farm.jobs_last = last;
-	farm.total_jobs = farm.stage[0].done + farm.stage[1].done +
-	    farm.stage[0].failed + farm.stage[1].failed;
+	farm.total_jobs = farm.total.done + farm.total.failed;
 	for (int i = 0; i < c.nstages; i++)
 		if (config_wants(farm.cfg, c.stages[i].stage, c.stages[i].lang))
 			farm.total_jobs += c.stages[i].n[JOB_ST_NOT_STARTED] +
@@ -152,9 +179,10 @@ farm_eta_format(int64_t s, char *out, size_t len)
 static void
 farm_progress_summary(void)
 {
-	int64_t done = farm.stage[0].done + farm.stage[1].done;
-	int64_t failed = farm.stage[0].failed + farm.stage[1].failed;
-	double secs = (double)(time_mono_ms() - farm.started_mono) / 1000.0;
+	int64_t done = farm.total.done;
+	int64_t failed = farm.total.failed;
+	double secs = (double)(time_mono_ms() - farm.started_mono) /
+	    MS_PER_S;
 	char line[200];
 
 	if (done + failed == 0)
@@ -166,12 +194,11 @@ farm_progress_summary(void)
 }
 
 /* done/total, failed, rate and ETA on one terminal line, redrawn in
- * place about once a second; at the end, the summary line instead. */
+ * place by the figures timer; at the end, the summary line instead. */
 void
 farm_progress_show(bool final)
 {
-	static int64_t last;
-	int64_t now = time_mono_ms(), done, failed, left;
+	int64_t done, failed, left;
 	char line[240], eta[32] = "-";
 	double rate;
 
@@ -182,12 +209,9 @@ farm_progress_show(bool final)
 		farm_progress_summary();
 		return;
 	}
-	if (now - last < 1000)
-		return;
-	last = now;
 	farm_progress_total();
-	done = farm.stage[0].done + farm.stage[1].done;
-	failed = farm.stage[0].failed + farm.stage[1].failed;
+	done = farm.total.done;
+	failed = farm.total.failed;
 	left = farm.total_jobs - done - failed;
 	rate = farm_rate_get();
 	if (rate > 0 && left > 0)
@@ -201,10 +225,6 @@ farm_progress_show(bool final)
 	(void)!write(2, line, strlen(line));
 	progress_shown = true;
 }
-
-static const char *const slot_state_names[] = {
-	"empty", "starting", "idle", "busy"
-};
 
 /* Replace `path` whole: a fresh temp made with mkstemp beside it (never
  * a fixed name a link could be planted at), then rename, which replaces
@@ -248,24 +268,22 @@ void
 farm_status_write(void)
 {
 	int64_t now = time_mono_ms();
+	struct farm_figures f;
 	json_t *o, *slots, *stages;
-	char *path;
+	char *path, line[200];
 
-	if (now - farm.last_status_write < 1000)
-		return;
-	farm.last_status_write = now;
+	farm_figures_take(&f);
 	o = json_object();
 	json_object_set_new(o, "pid", json_integer(farm.pid));
 	json_object_set_new(o, "updated_at_ms", json_integer(time_wall_ms()));
-	json_object_set_new(o, "uptime_s",
-	    json_integer((now - farm.started_mono) / 1000));
-	json_object_set_new(o, "workers_target", json_integer(farm.target));
-	json_object_set_new(o, "workers_live", json_integer(farm_live_count()));
-	json_object_set_new(o, "workers_busy", json_integer(farm_busy_count()));
-	json_object_set_new(o, "queue_depth", json_integer(farm.qlen));
+	json_object_set_new(o, "uptime_s", json_integer(f.uptime_s));
+	json_object_set_new(o, "workers_target", json_integer(f.target));
+	json_object_set_new(o, "workers_live", json_integer(f.live));
+	json_object_set_new(o, "workers_busy", json_integer(f.busy));
+	json_object_set_new(o, "queue_depth", json_integer(f.queue_depth));
 	json_object_set_new(o, "respawns", json_integer(farm.respawns));
 	json_object_set_new(o, "hung_kills", json_integer(farm.hung_kills));
-	json_object_set_new(o, "rate_per_s", json_real(farm_rate_get()));
+	json_object_set_new(o, "rate_per_s", json_real(f.rate_per_s));
 	json_object_set_new(o, "stopping", json_boolean(farm.stopping));
 	stages = json_object();
 	for (int st = 0; st < STAGE_COUNT; st++)
@@ -277,27 +295,24 @@ farm_status_write(void)
 	slots = json_array();
 	for (int i = 0; i < farm.nslots; i++) {
 		struct slot *s = farm.slots[i];
+		bool held = farm_slot_holds_job(s);
 		json_t *so = json_pack("{sisIsssi}", "slot", s->idx,
-		    "pid", (json_int_t)s->pid, "state", slot_state_names[s->state],
-		    "jobs_done", s->jobs_done);
-		if (s->state == SLOT_BUSY) {
+		    "pid", (json_int_t)s->pid, "state", slot_state_shown(s->state,
+		    held), "jobs_done", s->jobs_done);
+		if (held) {
 			json_object_set_new(so, "job", json_integer(s->job.job_id));
 			json_object_set_new(so, "job_age_s",
-			    json_integer((now - s->job_started) / 1000));
+			    json_integer((now - s->job_started) / MS_PER_S));
 		}
 		json_array_append_new(slots, so);
 	}
 	json_object_set_new(o, "slots", slots);
 	json_object_set_new(o, "providers", farm_prov_stats_json());
-	{
-		char st[200];
-		snprintf(st, sizeof(st), "STATUS=workers %d/%d busy %d, done %lld, "
-		    "failed %lld, %.1f jobs/s", farm_live_count(), farm.target,
-		    farm_busy_count(), (long long)(farm.stage[0].done +
-		    farm.stage[1].done), (long long)(farm.stage[0].failed +
-		    farm.stage[1].failed), farm_rate_get());
-		(void)master_notify_send(st);
-	}
+	snprintf(line, sizeof(line), "STATUS=workers %d/%d busy %d, done %lld, "
+	    "failed %lld, %.1f jobs/s", f.live, f.target, f.busy,
+	    (long long)farm.total.done, (long long)farm.total.failed,
+	    f.rate_per_s);
+	(void)master_notify_send(line);
 	path = master_status_path(farm.cfg->db);
 	farm_status_replace(path, o);
 	free(path);

@@ -25,6 +25,12 @@
 #define STATUS_FILE_MAX (1024 * 1024)
 
 /* "English", "English (en-gb)", or the code itself when unknown. */
+char *
+master_status_path(const char *db)
+{
+	return xasprintf("%s.status", db);
+}
+
 static char *
 status_lang_title(const char *code)
 {
@@ -314,7 +320,7 @@ status_print_text(const struct config *cfg, const struct store_counts *c,
 	}
 	if (c->oldest_in_progress_ms > 0) {
 		char *age = status_age((time_wall_ms() - c->oldest_in_progress_ms)
-		    / 1000);
+		    / MS_PER_S);
 		printf("\nOldest job in progress: running for %s\n", age);
 		free(age);
 	}
@@ -360,7 +366,8 @@ master_status_json(const struct config *cfg, const struct store_counts *c,
 	json_object_set_new(root, "delayed", json_integer(td));
 	json_object_set_new(root, "oldest_in_progress_age_s",
 	    c->oldest_in_progress_ms > 0 ? json_integer(
-	    (time_wall_ms() - c->oldest_in_progress_ms) / 1000) : json_null());
+	    (time_wall_ms() - c->oldest_in_progress_ms) / MS_PER_S) :
+	    json_null());
 	/* per provider, an object of objects; {} without a live master */
 	json_t *provs = farm ? json_object_get(farm, "providers") : NULL;
 	json_object_set_new(root, "providers", json_is_object(provs) ?

@@ -1,0 +1,54 @@
+/*
+ * master_store.c - how the master's commands reach the store: one opener
+ * for every command (the config's durability and busy timeout, errors
+ * printed for a person), and for `run` the farm's own connection, which
+ * master_spawn.c closes around every fork and which is opened again
+ * here, plus the one lookup the farm's log lines make (a job's file).
+ */
+#include "master_farm.h"
+#include "common_store_audit.h"
+
+#include <stdlib.h>
+
+store_t *
+master_store_open(const struct config *cfg, int flags)
+{
+	struct store_open_opts opts = { 0 };
+	store_t *st = NULL;
+	char err[600];
+
+	opts.flags = flags | (cfg->durable ? STORE_DURABLE : 0);
+	opts.busy_timeout_ms = cfg->busy_timeout_ms;
+	if (store_open(&st, cfg->db, &opts, err, sizeof(err)) < 0) {
+		say_err("%s", err);
+		return NULL;
+	}
+	return st;
+}
+
+int
+farm_store_reopen(void)
+{
+	if (farm.st != NULL)
+		return 0;
+	farm.st = master_store_open(farm.cfg, 0);
+	if (farm.st == NULL) {
+		log_error("store_reopen_failed", "db=%s", log_quote(farm.cfg->db));
+		return -1;
+	}
+	return 0;
+}
+
+const char *
+farm_job_file(int64_t job_id)
+{
+	char *rel = NULL;
+	const char *q;
+
+	if (farm_store_reopen() < 0 ||
+	    store_audit_job_rel(farm.st, job_id, &rel) < 0 || rel == NULL)
+		return "-";
+	q = log_quote(rel);
+	free(rel);
+	return q;
+}
