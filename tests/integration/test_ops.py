@@ -602,7 +602,9 @@ def test_supervisord_program(farm, supervisor):
     assert set(sp["exitcodes"].split(",")) == {"0", "3"}
     assert "--watch" in sp["command"]
 
-    farm.write_config(NOOP_CONF)
+    # 60 jobs of 0.6 s on 2 workers: about 18 s of work, so the master is
+    # killed with jobs in flight even when supervisord starts slowly
+    farm.write_config(NOOP_CONF.replace("delay_ms = 200", "delay_ms = 600"))
     nfiles = 30
     farm.make_media(nfiles)
     farm.run("scan", farm.media, check=True)
