@@ -7,9 +7,7 @@ each job's output was written by the provider its worker's config names."""
 import re
 import signal
 
-import pytest
-
-from farmlib import Farm, wait_for, SLOW
+from conftest import wait_for, SLOW
 
 CONF = """
 [farm]
@@ -28,26 +26,19 @@ transcribe_command = sh -c 'sleep 0.1; echo exec transcript'
 NFILES = 24
 
 
-@pytest.fixture
-def farm(tmp_path):
-    f = Farm(tmp_path)
-    yield f
-    f.cleanup()
-
-
 def spawned_pids(log_text):
     return {int(p) for p in re.findall(r"event=worker_spawn slot=\d+ "
                                        r"worker_pid=(\d+)", log_text)}
 
 
 def test_hup_switches_provider_between_jobs(farm):
-    farm.config(CONF.format(provider="noop"))
+    farm.write_config(CONF.format(provider="noop"))
     farm.make_media(NFILES)
-    farm.run("scan", farm.media, check=0)
+    farm.run("scan", farm.media, check=True)
     m = farm.start("run")
     wait_for(lambda: farm.counts().get("completed", 0) >= 4, 30 * SLOW,
              what="some jobs done with noop")
-    farm.config(CONF.format(provider="exec"))
+    farm.write_config(CONF.format(provider="exec"))
     m.send_signal(signal.SIGHUP)
     wait_for(lambda: "event=config_reloaded" in farm.log(), 10 * SLOW,
              what="the reload")
@@ -65,7 +56,7 @@ def test_hup_switches_provider_between_jobs(farm):
 
     # every job ran once, completed, by one worker
     assert farm.counts() == {"completed": NFILES}
-    rows = farm.q("SELECT f.rel_path, a.worker_pid, a.outcome FROM attempts a "
+    rows = farm.query("SELECT f.rel_path, a.worker_pid, a.outcome FROM attempts a "
                   "JOIN jobs j ON j.job_id = a.job_id JOIN media_files f "
                   "ON f.file_id = j.file_id")
     assert len(rows) == NFILES
@@ -73,7 +64,7 @@ def test_hup_switches_provider_between_jobs(farm):
     for rel, pid, outcome in rows:
         assert outcome == "completed"
         rel = rel.decode() if isinstance(rel, bytes) else rel
-        text = (farm.out / "transcripts" /
+        text = (farm.output / "transcripts" /
                 (rel + ".txt")).read_text()
         if pid in old:
             # a worker of the old config: only ever noop
