@@ -9,7 +9,7 @@ MANDIR   = $(PREFIX)/share/man
 SHAREDIR = $(PREFIX)/share/mpfarm
 
 CC      ?= cc
-PKGS     = sqlite3 libcurl msgpack jansson inih libmicrohttpd
+PKGS     = sqlite3 libpq libcurl msgpack jansson inih libmicrohttpd
 CFLAGS  ?= -O2 -g
 WARN     = -std=c11 -Wall -Wextra -Werror -Wshadow -Wno-missing-field-initializers
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
@@ -31,7 +31,7 @@ SAN_FLAGS = -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-san
 
 PYTEST   = /usr/bin/python3 -m pytest
 
-DEB_PKGS = build-essential pkg-config libsqlite3-dev sqlite3 libcurl4-openssl-dev \
+DEB_PKGS = build-essential pkg-config libsqlite3-dev sqlite3 libpq-dev postgresql libcurl4-openssl-dev \
 	   libev-dev libmsgpack-dev libjansson-dev libinih-dev libcmocka-dev \
 	   libmicrohttpd-dev \
 	   python3 python3-pytest man-db groff-base runit supervisor logrotate \

@@ -9,6 +9,7 @@
  */
 #include <stdio.h>
 #include "common_config.h"
+#include "common_db.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -415,6 +416,8 @@ config_parse(struct config *cfg, int argc, char **argv, char *err,
 		if (said[i].opt->id != OPT_CONFIG &&
 		    cli_apply(cfg, &said[i], err, errlen) < 0)
 			goto out;
+	/* no message may show a PostgreSQL password: it leaves the name */
+	(void)db_target_secret_move(&cfg->db);
 
 	/* the positional words stay in argv's storage for the commands */
 	cfg->nargs = nargs;

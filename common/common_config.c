@@ -76,6 +76,7 @@ config_defaults(struct config *cfg)
 	cfg->max_attempts = 3;
 	cfg->grace = 30;
 	cfg->check_interval = 60;
+	cfg->host_timeout = 30;
 	cfg->busy_timeout_ms = 10000;
 	cfg->retry_delay_ms = 5000;
 	cfg->retry_max_delay_ms = 600000;
@@ -249,6 +250,7 @@ config_farm_set(struct config *cfg, const char *key, const char *v,
 		{ "max_jobs_per_worker", &cfg->max_jobs_per_worker, 0, 1000000000 },
 		{ "grace", &cfg->grace, 0, 86400 },
 		{ "check_interval", &cfg->check_interval, 1, 86400 },
+		{ "host_timeout", &cfg->host_timeout, 1, 86400 },
 		{ "busy_timeout", &cfg->busy_timeout_ms, 1, 3600000 },
 		{ "retry_delay_ms", &cfg->retry_delay_ms, 1, 86400000 },
 		{ "retry_max_delay_ms", &cfg->retry_max_delay_ms, 1, 86400000 },

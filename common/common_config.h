@@ -61,6 +61,9 @@ struct config {
 	int   max_jobs_per_worker;  /* 0 = never recycle */
 	int   grace;                /* seconds, 30 */
 	int   check_interval;       /* seconds, 60 */
+	int   host_timeout;         /* seconds a PostgreSQL farm's master may
+				     * stay silent before others take its
+				     * jobs, 30 */
 	int   busy_timeout_ms;      /* SQLite busy timeout, 10000 */
 	int   retry_delay_ms;       /* first backoff after a failure, 5000 */
 	int   retry_max_delay_ms;   /* backoff and Retry-After cap, 600000 */

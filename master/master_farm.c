@@ -230,6 +230,18 @@ farm_tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	(void)revents;
 	farm_hung_check(now);
 	farm_prov_tick(now);
+	if (farm.st != NULL) {
+		/* PostgreSQL: heartbeat, and take the jobs of silent hosts */
+		int taken = 0;
+		if (store_host_tick(farm.st, farm.cfg->max_attempts, &taken) < 0)
+			log_warn("host_tick_failed", "error=%s",
+			    log_quote(store_errmsg(farm.st)));
+		if (taken > 0) {
+			log_info("recovered", "jobs=%d note=in-progress-on-a-silent-host",
+			    taken);
+			farm.dirty = true;
+		}
+	}
 	if (farm.nowed > 0)
 		farm_owed_retry();
 	if (farm.stopping) {
@@ -552,6 +564,10 @@ master_farm_run(struct config *cfg, int argc, char **argv)
 	farm.st = master_store_open(cfg, 0);
 	if (farm.st == NULL)
 		goto fail;
+	if (store_host_register(farm.st, (int64_t)cfg->host_timeout * 1000) < 0) {
+		say_err("%s: %s", cfg->db, store_errmsg(farm.st));
+		goto fail;
+	}
 	{
 		/* a stage with work and no provider: say how to set one, rather
 		 * than fake the work (noop) or leave it silently undone */
@@ -634,8 +650,10 @@ out:
 		unlink(sp);
 		free(sp);
 	}
-	if (farm.st != NULL)
+	if (farm.st != NULL) {
+		(void)store_host_unregister(farm.st);
 		store_close(farm.st);
+	}
 	for (int i = 0; i < farm.nslots; i++) {
 		if (farm.slots[i]->fd >= 0)
 			close(farm.slots[i]->fd);

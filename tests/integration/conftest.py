@@ -10,15 +10,18 @@ suite.
 
 The binary is $MPFARM_BIN, else build/mpfarm beside tests/.  Under
 sanitizers (MPFARM_SANITIZED=1, set by `make sanitize`) timeouts stretch.
+With MPFARM_TEST_STORE=pg each farm's store is a fresh PostgreSQL database
+(storelib.py), named to mpfarm through MPFARM_DB.
 """
 import os
 import pathlib
 import signal
-import sqlite3
 import subprocess
 import time
 
 import pytest
+
+import storelib
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 MPFARM_BIN = os.environ.get("MPFARM_BIN") or str(REPO / "build" / "mpfarm")
@@ -53,6 +56,9 @@ class Farm:
             for k in ("ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS"):
                 if k in os.environ:
                     self.env[k] = os.environ[k]
+        if storelib.PG:
+            self.db = storelib.pg_new_db()
+            self.env["MPFARM_DB"] = self.db
 
     # ---- running the binary -------------------------------------------
     def _argv(self, args):
@@ -137,9 +143,7 @@ class Farm:
 
     # ---- the database ----------------------------------------------------
     def connect(self, timeout=10):
-        con = sqlite3.connect(str(self.db), timeout=timeout,
-                              isolation_level=None)
-        return con
+        return storelib.connect(self.db, timeout=timeout)
 
     def query(self, sql, params=()):
         """All rows of one statement (a fresh connection each time)."""
@@ -174,6 +178,8 @@ class Farm:
         """Everything a command could change, for before/after equality."""
         con = self.connect()
         try:
+            if storelib.PG:
+                return storelib.pg_dump(con)
             return [line for line in con.iterdump()]
         finally:
             con.close()
@@ -233,6 +239,13 @@ def wait_for(pred, timeout=10, interval=0.05):
             return v
         time.sleep(interval)
     raise AssertionError("condition not met within %ss" % timeout)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def pg_cluster():
+    """Stops the PostgreSQL cluster storelib started, whatever happened."""
+    yield
+    storelib.pg_stop()
 
 
 @pytest.fixture

@@ -3,13 +3,13 @@ background, wait for conditions with bounded loops, inspect its processes.
 Every wait has a deadline; every started process is killed at teardown."""
 import os
 import signal
-import sqlite3
 import subprocess
 import time
 from pathlib import Path
 
 # one definition of where the binary is and how slow a sanitizer build is
 from conftest import MPFARM_BIN as BIN, REPO, SANITIZED, SLOW  # noqa: F401
+import storelib
 
 
 class Farm:
@@ -19,6 +19,15 @@ class Farm:
         self.out = self.dir / "output"
         self.media = self.dir / "media"
         self.procs = []
+        if storelib.PG:
+            self.db = storelib.pg_new_db()
+
+    def env(self):
+        """The environment of a run, read now (tests set variables)."""
+        e = dict(os.environ)
+        if storelib.PG:
+            e["MPFARM_DB"] = self.db
+        return e
 
     def config(self, text):
         (self.dir / "mpfarm.conf").write_text(text)
@@ -32,7 +41,8 @@ class Farm:
 
     def run(self, *args, timeout=120, check=None):
         p = subprocess.run([BIN, *map(str, args)], cwd=self.dir,
-                           capture_output=True, timeout=timeout * SLOW)
+                           capture_output=True, timeout=timeout * SLOW,
+                           env=self.env())
         if check is not None:
             assert p.returncode == check, (p.returncode, p.stdout, p.stderr)
         return p
@@ -41,7 +51,7 @@ class Farm:
         logf = open(log or (self.dir / "farm.log"), "ab")
         p = subprocess.Popen([BIN, *map(str, args)], cwd=self.dir,
                              stdout=subprocess.DEVNULL, stderr=logf,
-                             start_new_session=True)
+                             start_new_session=True, env=self.env())
         logf.close()
         self.procs.append(p)
         return p
@@ -51,7 +61,7 @@ class Farm:
         return f.read_text(errors="replace") if f.exists() else ""
 
     def q(self, sql, *params):
-        con = sqlite3.connect(self.db, timeout=30)
+        con = storelib.connect(self.db, timeout=30)
         try:
             return con.execute(sql, params).fetchall()
         finally:
