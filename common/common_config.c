@@ -519,6 +519,7 @@ config_free(struct config *cfg)
 	free(cfg->log_file);
 	free(cfg->file);
 	free(cfg->listen);
+	free(cfg->migrate_to);
 	free(cfg->allowed_hosts);
 	free(cfg->args);
 	memset(cfg, 0, sizeof(*cfg));

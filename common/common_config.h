@@ -25,7 +25,8 @@
  * common_cli.c. */
 enum config_cmd {
 	CMD_RUN = 0, CMD_SCAN, CMD_STATUS, CMD_FAILED, CMD_SHOW, CMD_RETRY,
-	CMD_FIX, CMD_CHECK, CMD_CONFIG, CMD_SIGNAL, CMD_SERVE, CMD_HELP,
+	CMD_FIX, CMD_CHECK, CMD_CONFIG, CMD_SIGNAL, CMD_SERVE, CMD_MIGRATE,
+	CMD_HELP,
 	CMD_COUNT
 };
 
@@ -85,6 +86,7 @@ struct config {
 	bool  follow_symlinks;      /* scan: links resolving inside a root */
 	char *file;                 /* retry --file PATH */
 	char *listen;               /* serve: ADDR:PORT, "127.0.0.1:8080" */
+	char *migrate_to;           /* migrate --to URL, or NULL */
 	char *allowed_hosts;        /* [serve] allowed_hosts, NULL = none */
 
 	/* [translate] */

@@ -21,6 +21,7 @@ int master_signal_run(struct config *cfg);   /* mpfarm signal SIG */
 int master_farm_run(struct config *cfg, int argc, char **argv); /* run */
 int master_plan_run(struct config *cfg);     /* mpfarm run --dry-run */
 int master_config_run(struct config *cfg);   /* mpfarm config */
+int master_migrate_run(struct config *cfg);  /* mpfarm migrate --to URL */
 
 /* master_config.c: the checks a farm makes before it starts.  report is
  * called once per check, with what was checked ("transcribe", "output"),
