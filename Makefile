@@ -38,15 +38,23 @@ DEB_PKGS = build-essential pkg-config libsqlite3-dev sqlite3 libpq-dev postgresq
 	   util-linux procps
 
 # what the integration tests need beyond building: the headless browser
-# test of `mpfarm serve` (tests/integration/test_serve.py)
-TEST_PKGS = chromium chromium-driver python3-selenium
+# test of `mpfarm serve` (tests/integration/test_serve.py), and the
+# PostgreSQL pass's client library (tests/integration/storelib.py)
+TEST_PKGS = chromium chromium-driver python3-selenium python3-psycopg2
+
+# The integration tests that mean the same on both stores: the third
+# pass of `make check` runs them on PostgreSQL (MPFARM_TEST_STORE=pg,
+# one throwaway cluster, a database per test), with the multi-host ones.
+PG_TESTS = $(addprefix tests/integration/,test_pg_hosts.py $(PG_AGNOSTIC))
+PG_AGNOSTIC = 
 
 DEMO_PKGS = pocketsphinx pocketsphinx-en-us pocketsphinx-testdata apertium-eng-spa
 DEMO_DIR  = demo-work
 CLIPS     = /usr/share/pocketsphinx/test/data/librivox
 
 .PHONY: all deps check unit integration sanitize demo bench install uninstall clean \
-	check-build-plain check-build-san check-integration-plain check-integration-san
+	check-build-plain check-build-san check-integration-plain check-integration-san \
+	check-integration-pg unit-pg
 
 all: deps
 	@$(MAKE) --no-print-directory mpfarm
@@ -79,6 +87,15 @@ $(B)/tests/%: tests/unit/%.c $(LIBOBJS) $(HDRS)
 unit: $(UNITBINS)
 	@set -e; for t in $(UNITBINS); do echo "== $$t"; $$t; done
 
+# The driver and store unit tests again with a PostgreSQL server up
+# (started here in a temporary folder, stopped whatever happens).
+unit-pg: $(B)/tests/test_store_db
+	@d=$$(mktemp -d /tmp/mpfarm-pg-XXXXXX); \
+	url=$$(tests/pg_cluster.sh start $$d) || { rm -rf $$d; exit 1; }; \
+	echo "== $(B)/tests/test_store_db on PostgreSQL"; \
+	MPFARM_TEST_PG="$$url" $(B)/tests/test_store_db; rc=$$?; \
+	tests/pg_cluster.sh stop $$d; exit $$rc
+
 integration: $(B)/mpfarm
 	MPFARM_BIN=$(abspath $(B)/mpfarm) $(PYTEST) -q -x -p no:cacheprovider \
 	  --basetemp=$(abspath $(B))/pytest tests/integration $(PYTEST_ARGS)
@@ -96,11 +113,12 @@ check: deps
 	@$(MAKE) --no-print-directory deps DEB_PKGS="$(TEST_PKGS)"
 	@$(MAKE) --no-print-directory -j2 check-build-plain check-build-san
 	@$(MAKE) --no-print-directory B=build unit
+	@$(MAKE) --no-print-directory B=build unit-pg
 	@$(MAKE) --no-print-directory B=build fuzz-replay
 	@$(SAN_MAKE) unit
 	@$(SAN_ENV) $(SAN_MAKE) fuzz-replay
-	@$(MAKE) --no-print-directory -j2 -Otarget check-integration-plain \
-	  check-integration-san
+	@$(MAKE) --no-print-directory -j3 -Otarget check-integration-plain \
+	  check-integration-san check-integration-pg
 
 check-build-plain:
 	@$(MAKE) --no-print-directory B=build build/mpfarm $(patsubst tests/unit/%.c,build/tests/%,$(UNITSRCS))
@@ -112,6 +130,10 @@ check-integration-plain:
 check-integration-san:
 	@echo "== integration tests, ASan+UBSan build"
 	@$(SAN_ENV) MPFARM_SANITIZED=1 $(SAN_MAKE) integration
+check-integration-pg:
+	@echo "== integration tests, PostgreSQL store"
+	@MPFARM_TEST_STORE=pg MPFARM_BIN=$(abspath build/mpfarm) $(PYTEST) -q -x \
+	  -p no:cacheprovider --basetemp=$(abspath build)/pytest-pg $(PG_TESTS)
 
 # The sanitizer pass alone.
 sanitize:

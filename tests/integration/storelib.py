@@ -11,6 +11,7 @@ as bytes), so a test's queries run unchanged on both stores."""
 import atexit
 import itertools
 import os
+import re
 import pathlib
 import sqlite3
 import subprocess
@@ -93,6 +94,9 @@ class _PgConnection:
         self.con.autocommit = True
 
     def execute(self, sql, params=()):
+        # the few SQLite spellings the tests use, in PostgreSQL's
+        sql = re.sub(r"\bAS BLOB\b", "AS bytea", sql, flags=re.I)
+        sql = re.sub(r"\b[xX]'([0-9a-fA-F]*)'", r"'\\x\1'::bytea", sql)
         sql = sql.replace("%", "%%").replace("?", "%s")
         if sql.strip().upper() == "BEGIN IMMEDIATE":
             sql = "BEGIN"
