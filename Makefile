@@ -89,11 +89,13 @@ unit: $(UNITBINS)
 
 # The driver and store unit tests again with a PostgreSQL server up
 # (started here in a temporary folder, stopped whatever happens).
-unit-pg: $(B)/tests/test_store_db
+unit-pg: $(B)/tests/test_store_db $(B)/tests/test_store_limits
 	@d=$$(mktemp -d /tmp/mpfarm-pg-XXXXXX); \
 	url=$$(tests/pg_cluster.sh start $$d) || { rm -rf $$d; exit 1; }; \
 	echo "== $(B)/tests/test_store_db on PostgreSQL"; \
 	MPFARM_TEST_PG="$$url" $(B)/tests/test_store_db; rc=$$?; \
+	echo "== $(B)/tests/test_store_limits on PostgreSQL"; \
+	MPFARM_TEST_PG="$$url" $(B)/tests/test_store_limits || rc=1; \
 	tests/pg_cluster.sh stop $$d; exit $$rc
 
 integration: $(B)/mpfarm
