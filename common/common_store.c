@@ -1,16 +1,17 @@
 /*
  * common_store.c - opening the job store: the versioned schema and its
- * migrations, the statement cache, transactions and errors, over the SQL
- * driver of common_db.h (the engine's own tuning lives in its driver).  Job transitions live in common_store_job.c;
- * what there is to do and how far along it is (runnable jobs, counts, the
- * processing_status view and its languages) in common_store_report.c.
- * The three share store_t through the internal section of common_store.h
- * so that the struct itself stays private here.
+ * migrations, statements, transactions and errors, over the SQL driver of
+ * common_db.h (each engine's own tuning lives in its driver, PostgreSQL's
+ * schema in common_store_pg.c).  Job transitions live in
+ * common_store_job.c; what there is to do and how far along it is
+ * (runnable jobs, counts, the processing_status view and its languages)
+ * in common_store_report.c; many masters on one database in
+ * common_store_host.c.  They share store_t through the internal section
+ * of common_store.h so that the struct itself stays private here.
  */
 #define MPFARM_STORE_INTERNAL 1
 #include "common_store.h"
 
-#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>

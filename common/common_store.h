@@ -218,8 +218,10 @@ int  store_recover_orphans(store_t *st, int max_attempts, int *n);
 
 /* Register this master's boot: a random host id (store_host_id), a row
  * with hostname and pid; timeout_ms (0 = default) is how long a host may
- * stay silent before others take its jobs.  Call before forking workers.
- * 0 or -1. */
+ * stay silent before others take its jobs.  Rows of this machine whose
+ * master pid no longer runs are marked silent, so that the start-up
+ * store_recover_orphans returns their jobs at once.  Call before forking
+ * workers.  0 or -1. */
 int  store_host_register(store_t *st, int64_t timeout_ms);
 /* The live figures (JSON text) the next heartbeats carry; NULL clears. */
 void store_host_figures_set(const char *json);

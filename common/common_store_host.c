@@ -13,7 +13,9 @@
 #define MPFARM_STORE_INTERNAL 1
 #include "common_store.h"
 
+#include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,14 +46,20 @@ static struct store_sql q_host_lock_timeout = STORE_SQL(
  * row is removed only after its jobs are returned) */
 static struct store_sql q_host_lost_jobs = STORE_SQL(
 	"SELECT j.job_id, j.lease, coalesce(j.owner_host, ''), "
-	"coalesce(h.hostname, '?'), coalesce(h.pid, j.owner_master, 0) "
-	"FROM jobs j LEFT JOIN hosts h ON h.host_id = j.owner_host "
+	"coalesce(h.hostname, '?'), coalesce(h.pid, j.owner_master, 0), "
+	"coalesce(h.seen_at, 0) FROM jobs j LEFT JOIN hosts h ON h.host_id = j.owner_host "
 	"WHERE j.status = 'in-progress' AND (h.host_id IS NULL OR "
 	"h.seen_at < ?1)");
 static struct store_sql q_host_silent = STORE_SQL(
 	"SELECT count(*) FROM hosts WHERE seen_at < ?1");
 static struct store_sql q_host_forget = STORE_SQL(
 	"DELETE FROM hosts WHERE seen_at < ?1");
+/* a master of this machine whose pid no longer runs is gone now: no need
+ * to wait for its heartbeat to age (a restart after kill -9) */
+static struct store_sql q_host_local = STORE_SQL(
+	"SELECT host_id, pid FROM hosts WHERE hostname = ?1 AND host_id <> ?2");
+static struct store_sql q_host_silence = STORE_SQL(
+	"UPDATE hosts SET seen_at = 0 WHERE host_id = ?1");
 static struct store_sql q_hosts_list = STORE_SQL(
 	"SELECT host_id, hostname, pid, started_at, seen_at, "
 	"coalesce(figures, '') FROM hosts ORDER BY hostname, started_at");
@@ -96,6 +104,42 @@ store_host_put(store_t *st)
 	return store_run(st, s);
 }
 
+/* Hosts of this machine whose master pid is not running: marked silent
+ * so that the start-up reap returns their jobs at once. */
+static int
+store_host_local_dead(store_t *st)
+{
+	char name[256] = "", (*dead)[40] = NULL;
+	int ndead = 0, step, rc = 0;
+	db_stmt_t *s;
+
+	(void)gethostname(name, sizeof(name) - 1);
+	if ((s = store_stmt(st, &q_host_local)) == NULL)
+		return -1;
+	db_bind_text(s, 1, name);
+	db_bind_text(s, 2, store_host_id());
+	while ((step = store_step(st, s)) == DB_ROW) {
+		pid_t pid = (pid_t)db_column_int64(s, 1);
+		if (pid > 0 && (kill(pid, 0) == 0 || errno == EPERM))
+			continue;
+		dead = xrealloc(dead, sizeof(*dead) * (size_t)(ndead + 1));
+		snprintf(dead[ndead++], sizeof(dead[0]), "%s",
+		    db_column_text(s, 0));
+	}
+	if (step < 0)
+		rc = -1;
+	for (int i = 0; rc == 0 && i < ndead; i++) {
+		if ((s = store_stmt(st, &q_host_silence)) == NULL) {
+			rc = -1;
+			break;
+		}
+		db_bind_text(s, 1, dead[i]);
+		rc = store_run(st, s);
+	}
+	free(dead);
+	return rc;
+}
+
 int
 store_host_register(store_t *st, int64_t timeout_ms)
 {
@@ -108,7 +152,9 @@ store_host_register(store_t *st, int64_t timeout_ms)
 	store_host_id_make(id);
 	store_host_id_set(id);
 	store_host_beat_at = time_mono_ms() + STORE_HOST_BEAT_MS;
-	return store_host_put(st);
+	if (store_host_put(st) < 0)
+		return -1;
+	return store_host_local_dead(st);
 }
 
 void
@@ -133,6 +179,7 @@ store_host_unregister(store_t *st)
 
 struct store_host_lost {
 	int64_t job_id, lease, pid;
+	bool    dead;               /* known dead, not merely silent */
 	char    host[40];
 	char    hostname[64];
 };
@@ -160,6 +207,7 @@ store_host_reap_locked(store_t *st, int64_t cutoff, int max_attempts, int *n)
 		    db_column_text(s, 2));
 		snprintf(v[nv].hostname, sizeof(v[nv].hostname), "%s",
 		    db_column_text(s, 3));
+		v[nv].dead = db_column_int64(s, 5) == 0;
 		v[nv++].pid = db_column_int64(s, 4);
 	}
 	if (step < 0)
@@ -168,10 +216,14 @@ store_host_reap_locked(store_t *st, int64_t cutoff, int max_attempts, int *n)
 		char msg[200];
 		int one;
 
-		if (v[i].host[0])
+		if (v[i].host[0] && !v[i].dead)
 			snprintf(msg, sizeof(msg), "host %s (%s, master pid %lld) "
 			    "went silent", v[i].host, v[i].hostname,
 			    (long long)v[i].pid);
+		else if (v[i].host[0])
+			snprintf(msg, sizeof(msg), "master pid %lld is gone "
+			    "(host %s, %s)", (long long)v[i].pid, v[i].host,
+			    v[i].hostname);
 		else
 			snprintf(msg, sizeof(msg), "master pid %lld is gone",
 			    (long long)v[i].pid);

@@ -421,7 +421,7 @@ master_config_run(struct config *cfg)
 	printf("\n# checks (the ones mpfarm run makes before it starts)\n");
 	(void)master_config_check(cfg, MASTER_CHECK_FILES, config_report_print,
 	    &r);
-	if (access(cfg->db, F_OK) == 0) {
+	if (db_target_is_pg(cfg->db) || access(cfg->db, F_OK) == 0) {
 		struct store_open_opts o = { .flags = STORE_READONLY };
 		char err[600];
 		if (store_open(&st, cfg->db, &o, err, sizeof(err)) < 0)

@@ -241,6 +241,22 @@ def wait_for(pred, timeout=10, interval=0.05):
     raise AssertionError("condition not met within %ss" % timeout)
 
 
+def pytest_collection_modifyitems(config, items):
+    """On PostgreSQL, leave out the tests of SQLite-only behaviour
+    (listed in pg_sqlite_only.txt, one test function a line)."""
+    if not storelib.PG:
+        return
+    listed = pathlib.Path(__file__).with_name("pg_sqlite_only.txt")
+    skip = {line.strip() for line in listed.read_text().splitlines()
+            if line.strip() and not line.startswith("#")}
+    keep, drop = [], []
+    for item in items:
+        (drop if item.nodeid.split("[")[0] in skip else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
 @pytest.fixture(scope="session", autouse=True)
 def pg_cluster():
     """Stops the PostgreSQL cluster storelib started, whatever happened."""

@@ -117,7 +117,7 @@ def pg_dump(con):
         "current_schema() ORDER BY 1").fetchall()]
     for t in tables:
         for row in con.execute("SELECT * FROM %s ORDER BY 1" % t).fetchall():
-            out.append((t,) + tuple(row))
+            out.append("%s %r" % (t, tuple(row)))
     return out
 
 

@@ -169,3 +169,40 @@ def test_paused_host_completes_nothing_it_lost(farm, tmp_path):
         assert len(rows) == 1 and rows[0][0] > leases[j], rows
         assert farm.q("SELECT attempts FROM jobs WHERE job_id = ?",
                       j)[0][0] == 2
+
+
+def test_status_and_signal_find_the_hosts(farm):
+    farm.config(CONF.format(delay=300))
+    farm.make_media(20)
+    farm.run("scan", farm.media)
+    m = farm.start("run", "--workers", "2", "--watch")
+    wait_for(lambda: "Host " in farm.run("status").stdout.decode(), 30,
+             what="status listing the host")
+    out = farm.run("status").stdout.decode()
+    assert "(pid %d)" % m.pid in out, out
+    p = farm.run("signal", "TERM")
+    assert p.returncode == 0, p.stderr
+    assert b"sent TERM to the master" in p.stdout
+    assert m.wait(timeout=60 * SLOW) == 0
+    # the clean exit removed the host row; nothing left to signal
+    assert farm.run("signal", "TERM").returncode == 1
+
+
+def test_password_never_printed(farm):
+    """A password in the URL reaches libpq (PGPASSWORD), never a message,
+    a log line, a process title or status."""
+    secret = "s3cretPW"
+    url = farm.db.replace("postgresql:///", "postgresql://postgres:%s@/"
+                          % secret, 1)
+    farm.config(CONF.format(delay=0))
+    farm.make_media(3)
+    env = farm.env()
+    env["MPFARM_DB"] = url
+    farm.env = lambda: env
+    outs = [farm.run("scan", farm.media), farm.run("scan", "/nonexistent"),
+            farm.run("run", "--workers", "1"), farm.run("status"),
+            farm.run("config"), farm.run("show", "nosuchfile")]
+    for p in outs:
+        assert secret.encode() not in p.stdout + p.stderr, p
+    assert outs[0].returncode == 0 and outs[2].returncode == 0
+    assert b"Completed: 3 files" in outs[3].stdout
