@@ -133,3 +133,44 @@ def test_429_pauses_every_host(farm, fake):
     # the other host learned it from the database, not from a 429 of its own
     texts = [(farm.dir / ("m%d.log" % i)).read_text() for i in range(2)]
     assert any("by=another-host" in t for t in texts), texts
+
+
+def test_dead_host_share_freed(farm, fake):
+    import os
+    import signal
+    from farmlib import wait_for
+    n = 8
+    farm.config(CONF.replace("host_timeout = 5", "host_timeout = 2").format(
+        url=fake.url, limits="max_concurrency = 2\n"))
+    farm.make_media(n)
+    fake.control(latency_ms=1500)
+    assert farm.run("scan", farm.media).returncode == 0
+    a = farm.start("run", "--workers", "2", log=farm.dir / "a.log")
+    wait_for(lambda: farm.q("SELECT count(*) FROM jobs j JOIN hosts h ON "
+                            "h.host_id = j.owner_host WHERE j.status = "
+                            "'in-progress' AND h.pid = ?", a.pid)[0][0] == 2,
+             30, what="host A running two jobs")
+    b = farm.start("run", "--workers", "2", "--watch", log=farm.dir / "b.log")
+    wait_for(lambda: farm.q("SELECT count(*) FROM provider_slots s JOIN hosts "
+                            "h USING (host_id) WHERE h.pid = ?",
+                            b.pid)[0][0] == 1, 20, what="host B asking")
+    # A holds the farm's two slots: B runs nothing
+    assert farm.q("SELECT s.held FROM provider_slots s JOIN hosts h USING "
+                  "(host_id) WHERE h.pid = ?", b.pid) == [(0,)]
+    os.killpg(a.pid, signal.SIGKILL)
+    a.wait(timeout=10)
+    killed = time.monotonic()
+    # A's share goes with its jobs: B gets both slots and finishes
+    wait_for(lambda: farm.q("SELECT s.held FROM provider_slots s JOIN hosts "
+                            "h USING (host_id) WHERE h.pid = ?",
+                            b.pid) == [(2,)], 2 + 8, what="B's share grown")
+    assert time.monotonic() - killed < (2 + 8) * SLOW
+    wait_for(lambda: farm.counts() == {"completed": n}, 60,
+             what="every job completed")
+    b.send_signal(signal.SIGTERM)
+    assert b.wait(timeout=60 * SLOW) == 0
+    # A's row and its share are gone
+    assert farm.q("SELECT count(*) FROM provider_slots") == [(0,)]
+    st = fake.stats()
+    assert st["max_concurrency"] <= 2, st["max_concurrency"]
+    assert st["concurrency_limited"] == 0
