@@ -9,7 +9,7 @@ MANDIR   = $(PREFIX)/share/man
 SHAREDIR = $(PREFIX)/share/mpfarm
 
 CC      ?= cc
-PKGS     = sqlite3 libcurl msgpack jansson inih libmicrohttpd
+PKGS     = sqlite3 libpq libcurl msgpack jansson inih libmicrohttpd
 CFLAGS  ?= -O2 -g
 WARN     = -std=c11 -Wall -Wextra -Werror -Wshadow -Wno-missing-field-initializers
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
@@ -31,22 +31,33 @@ SAN_FLAGS = -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-san
 
 PYTEST   = /usr/bin/python3 -m pytest
 
-DEB_PKGS = build-essential pkg-config libsqlite3-dev sqlite3 libcurl4-openssl-dev \
+DEB_PKGS = build-essential pkg-config libsqlite3-dev sqlite3 libpq-dev postgresql libcurl4-openssl-dev \
 	   libev-dev libmsgpack-dev libjansson-dev libinih-dev libcmocka-dev \
 	   libmicrohttpd-dev \
 	   python3 python3-pytest man-db groff-base runit supervisor logrotate \
 	   util-linux procps
 
 # what the integration tests need beyond building: the headless browser
-# test of `mpfarm serve` (tests/integration/test_serve.py)
-TEST_PKGS = chromium chromium-driver python3-selenium
+# test of `mpfarm serve` (tests/integration/test_serve.py), and the
+# PostgreSQL pass's client library (tests/integration/storelib.py)
+TEST_PKGS = chromium chromium-driver python3-selenium python3-psycopg2
+
+# The integration tests that mean the same on both stores: the third
+# pass of `make check` runs them on PostgreSQL (MPFARM_TEST_STORE=pg,
+# one throwaway cluster, a database per test), with the multi-host ones.
+PG_TESTS = $(addprefix tests/integration/,test_pg_hosts.py test_pg_limits.py test_migrate.py $(PG_AGNOSTIC))
+PG_AGNOSTIC = test_farm.py test_commands.py test_failed_show.py \
+	test_providers.py test_provider_faults.py test_scan_conflicts.py \
+	test_review_master.py test_review_worker.py test_owned_trees.py \
+	test_secrets.py test_store_cli.py test_ops_cli.py
 
 DEMO_PKGS = pocketsphinx pocketsphinx-en-us pocketsphinx-testdata apertium-eng-spa
 DEMO_DIR  = demo-work
 CLIPS     = /usr/share/pocketsphinx/test/data/librivox
 
 .PHONY: all deps check unit integration sanitize demo bench install uninstall clean \
-	check-build-plain check-build-san check-integration-plain check-integration-san
+	check-build-plain check-build-san check-integration-plain check-integration-san \
+	check-integration-pg unit-pg
 
 all: deps
 	@$(MAKE) --no-print-directory mpfarm
@@ -79,6 +90,17 @@ $(B)/tests/%: tests/unit/%.c $(LIBOBJS) $(HDRS)
 unit: $(UNITBINS)
 	@set -e; for t in $(UNITBINS); do echo "== $$t"; $$t; done
 
+# The driver and store unit tests again with a PostgreSQL server up
+# (started here in a temporary folder, stopped whatever happens).
+unit-pg: $(B)/tests/test_store_db $(B)/tests/test_store_limits
+	@d=$$(mktemp -d /tmp/mpfarm-pg-XXXXXX); \
+	url=$$(tests/pg_cluster.sh start $$d) || { rm -rf $$d; exit 1; }; \
+	echo "== $(B)/tests/test_store_db on PostgreSQL"; \
+	MPFARM_TEST_PG="$$url" $(B)/tests/test_store_db; rc=$$?; \
+	echo "== $(B)/tests/test_store_limits on PostgreSQL"; \
+	MPFARM_TEST_PG="$$url" $(B)/tests/test_store_limits || rc=1; \
+	tests/pg_cluster.sh stop $$d; exit $$rc
+
 integration: $(B)/mpfarm
 	MPFARM_BIN=$(abspath $(B)/mpfarm) $(PYTEST) -q -x -p no:cacheprovider \
 	  --basetemp=$(abspath $(B))/pytest tests/integration $(PYTEST_ARGS)
@@ -96,11 +118,12 @@ check: deps
 	@$(MAKE) --no-print-directory deps DEB_PKGS="$(TEST_PKGS)"
 	@$(MAKE) --no-print-directory -j2 check-build-plain check-build-san
 	@$(MAKE) --no-print-directory B=build unit
+	@$(MAKE) --no-print-directory B=build unit-pg
 	@$(MAKE) --no-print-directory B=build fuzz-replay
 	@$(SAN_MAKE) unit
 	@$(SAN_ENV) $(SAN_MAKE) fuzz-replay
-	@$(MAKE) --no-print-directory -j2 -Otarget check-integration-plain \
-	  check-integration-san
+	@$(MAKE) --no-print-directory -j3 -Otarget check-integration-plain \
+	  check-integration-san check-integration-pg
 
 check-build-plain:
 	@$(MAKE) --no-print-directory B=build build/mpfarm $(patsubst tests/unit/%.c,build/tests/%,$(UNITSRCS))
@@ -112,6 +135,10 @@ check-integration-plain:
 check-integration-san:
 	@echo "== integration tests, ASan+UBSan build"
 	@$(SAN_ENV) MPFARM_SANITIZED=1 $(SAN_MAKE) integration
+check-integration-pg:
+	@echo "== integration tests, PostgreSQL store"
+	@MPFARM_TEST_STORE=pg MPFARM_BIN=$(abspath build/mpfarm) $(PYTEST) -q -x \
+	  -p no:cacheprovider --basetemp=$(abspath build)/pytest-pg $(PG_TESTS)
 
 # The sanitizer pass alone.
 sanitize:

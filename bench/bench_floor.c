@@ -23,6 +23,7 @@
 #include "common_config.h"
 #include "common_store.h"
 #include "common_tree.h"
+#include "common_db_sqlite.h"
 #include "worker_provider.h"
 
 #include <stdio.h>
@@ -45,13 +46,13 @@ floor_shard_fetch(store_t *st, int shard, int nshards, struct job_ref *out,
 	*nout = 0;
 	/* NOT INDEXED: walk the rowid from `after` instead of sorting the
 	 * whole not_started part of jobs_status at every refill */
-	if (shard_q == NULL && sqlite3_prepare_v2(store_db(st),
+	if (shard_q == NULL && sqlite3_prepare_v2(db_sqlite_handle(store_db(st)),
 	    "SELECT job_id FROM jobs NOT INDEXED WHERE stage = 'transcribe' "
 	    "AND lang = '' AND status = 'not_started' AND ready = 1 "
 	    "AND job_id % ?1 = ?2 AND job_id > ?4 ORDER BY job_id LIMIT ?3",
 	    -1, &shard_q, NULL) != SQLITE_OK) {
 		fprintf(stderr, "bench_floor: shard fetch: %s\n",
-		    sqlite3_errmsg(store_db(st)));
+		    sqlite3_errmsg(db_sqlite_handle(store_db(st))));
 		return -1;
 	}
 	q = shard_q;
@@ -68,7 +69,7 @@ floor_shard_fetch(store_t *st, int shard, int nshards, struct job_ref *out,
 	sqlite3_reset(q);
 	if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
 		fprintf(stderr, "bench_floor: shard fetch: %s\n",
-		    sqlite3_errmsg(store_db(st)));
+		    sqlite3_errmsg(db_sqlite_handle(store_db(st))));
 		return -1;
 	}
 	return 0;

@@ -9,6 +9,7 @@
  */
 #include <stdio.h>
 #include "common_config.h"
+#include "common_db.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -52,6 +53,8 @@ static const struct cli_cmd cli_cmds[CMD_COUNT] = {
 		"send USR1/HUP/TTIN/TTOU/TERM/QUIT to the live master" },
 	[CMD_SERVE]  = { "serve", "[--listen ADDR:PORT]", 0, 0,
 		"read-only web dashboard, /metrics, /api/status" },
+	[CMD_MIGRATE] = { "migrate", "--to postgresql://...", 0, 0,
+		"copy this SQLite farm into an empty PostgreSQL farm" },
 	[CMD_HELP]   = { "help", "[COMMAND]", 0, 1,
 		"this text, or one command's" },
 };
@@ -62,7 +65,7 @@ enum cli_opt_id {
 	OPT_INTERVAL, OPT_JOB_TIMEOUT, OPT_HEARTBEAT, OPT_ATTEMPTS,
 	OPT_PER_WORKER, OPT_GRACE, OPT_CONFIG, OPT_DB, OPT_OUTPUT, OPT_LOG_FILE,
 	OPT_LOG_LEVEL, OPT_DURABLE, OPT_JSON, OPT_DRY_RUN, OPT_FILE, OPT_LISTEN,
-	OPT_FOLLOW,
+	OPT_FOLLOW, OPT_TO,
 };
 
 struct cli_opt {
@@ -120,6 +123,8 @@ static const struct cli_opt cli_opts[] = {
 	  "only this media file's jobs" },
 	{ "listen", NULL, OPT_LISTEN, "ADDR:PORT", NULL, C(SERVE),
 	  "where to serve (default 127.0.0.1:8080)" },
+	{ "to", NULL, OPT_TO, "URL", NULL, C(MIGRATE),
+	  "the PostgreSQL farm to copy into (empty)" },
 	{ "config", NULL, OPT_CONFIG, "FILE", NULL, C_ALL,
 	  "INI config (default ./mpfarm.conf if present)" },
 	{ "db", NULL, OPT_DB, "PATH", "db", C_ALL,
@@ -194,7 +199,7 @@ config_usage(FILE *fp, int cmd)
 		snprintf(lhs, sizeof(lhs), "%s %s", cli_cmds[k].name,
 		    k == CMD_RUN ? "[options]" : k == CMD_SCAN ? "DIR..." :
 		    k == CMD_SHOW ? "FILE|ID" : k == CMD_SIGNAL ? "SIG" :
-		    k == CMD_HELP ? "[COMMAND]" : "");
+		    k == CMD_HELP ? "[COMMAND]" : k == CMD_MIGRATE ? "--to URL" : "");
 		fprintf(fp, "%s mpfarm %-17s %s\n", k == 0 ? "usage:" : "      ",
 		    lhs, cli_cmds[k].summary);
 	}
@@ -258,6 +263,10 @@ cli_apply(struct config *cfg, const struct cli_said *s, char *err,
 	case OPT_LISTEN:
 		free(cfg->listen);
 		cfg->listen = xstrdup(s->arg);
+		break;
+	case OPT_TO:
+		free(cfg->migrate_to);
+		cfg->migrate_to = xstrdup(s->arg);
 		break;
 	case OPT_STAGE:
 		if (strcmp(s->arg, "transcribe") == 0)
@@ -415,6 +424,10 @@ config_parse(struct config *cfg, int argc, char **argv, char *err,
 		if (said[i].opt->id != OPT_CONFIG &&
 		    cli_apply(cfg, &said[i], err, errlen) < 0)
 			goto out;
+	/* no message may show a PostgreSQL password: it leaves the name */
+	(void)db_target_secret_move(&cfg->db);
+	if (cfg->migrate_to != NULL)
+		(void)db_target_secret_move(&cfg->migrate_to);
 
 	/* the positional words stay in argv's storage for the commands */
 	cfg->nargs = nargs;

@@ -72,6 +72,7 @@ config_defaults(struct config *cfg)
 	cfg->max_attempts = 3;
 	cfg->grace = 30;
 	cfg->check_interval = 60;
+	cfg->host_timeout = 30;
 	cfg->busy_timeout_ms = 10000;
 	cfg->retry_delay_ms = 5000;
 	cfg->retry_max_delay_ms = 600000;
@@ -245,6 +246,7 @@ config_farm_set(struct config *cfg, const char *key, const char *v,
 		{ "max_jobs_per_worker", &cfg->max_jobs_per_worker, 0, 1000000000 },
 		{ "grace", &cfg->grace, 0, 86400 },
 		{ "check_interval", &cfg->check_interval, 1, 86400 },
+		{ "host_timeout", &cfg->host_timeout, 1, 24L * 3600 },
 		{ "busy_timeout", &cfg->busy_timeout_ms, 1, MS_PER_H },
 		{ "retry_delay_ms", &cfg->retry_delay_ms, 1, 24L * MS_PER_H },
 		{ "retry_max_delay_ms", &cfg->retry_max_delay_ms, 1,
@@ -529,6 +531,7 @@ config_free(struct config *cfg)
 	free(cfg->log_file);
 	free(cfg->file);
 	free(cfg->listen);
+	free(cfg->migrate_to);
 	free(cfg->allowed_hosts);
 	free(cfg->args);
 	memset(cfg, 0, sizeof(*cfg));

@@ -26,7 +26,8 @@
  * common_cli.c. */
 enum config_cmd {
 	CMD_RUN = 0, CMD_SCAN, CMD_STATUS, CMD_FAILED, CMD_SHOW, CMD_RETRY,
-	CMD_FIX, CMD_CHECK, CMD_CONFIG, CMD_SIGNAL, CMD_SERVE, CMD_HELP,
+	CMD_FIX, CMD_CHECK, CMD_CONFIG, CMD_SIGNAL, CMD_SERVE, CMD_MIGRATE,
+	CMD_HELP,
 	CMD_COUNT
 };
 
@@ -62,6 +63,9 @@ struct config {
 	int   max_jobs_per_worker;  /* 0 = never recycle */
 	int   grace;                /* seconds, 30 */
 	int   check_interval;       /* seconds, 60 */
+	int   host_timeout;         /* seconds a PostgreSQL farm's master may
+				     * stay silent before others take its
+				     * jobs, 30 */
 	int   busy_timeout_ms;      /* SQLite busy timeout, 10000 */
 	int   retry_delay_ms;       /* first backoff after a failure, 5000 */
 	int   retry_max_delay_ms;   /* backoff and Retry-After cap, 600000 */
@@ -83,6 +87,7 @@ struct config {
 	bool  follow_symlinks;      /* scan: links resolving inside a root */
 	char *file;                 /* retry --file PATH */
 	char *listen;               /* serve: ADDR:PORT, "127.0.0.1:8080" */
+	char *migrate_to;           /* migrate --to URL, or NULL */
 	char *allowed_hosts;        /* [serve] allowed_hosts, NULL = none */
 
 	/* [translate] */

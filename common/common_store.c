@@ -1,51 +1,32 @@
 /*
- * common_store.c - opening the job store: connection pragmas, the busy
- * handler, the versioned schema and its migrations, the statement cache,
- * transactions and errors.  Job transitions live in common_store_job.c;
- * what there is to do and how far along it is (runnable jobs, counts, the
- * processing_status view and its languages) in common_store_report.c.
- * The three share store_t through the internal section of common_store.h
- * so that the struct itself stays private here.
+ * common_store.c - opening the job store: the versioned schema and its
+ * migrations, statements, transactions and errors, over the SQL driver of
+ * common_db.h (each engine's own tuning lives in its driver, PostgreSQL's
+ * schema in common_store_pg.c).  Job transitions live in
+ * common_store_job.c; what there is to do and how far along it is
+ * (runnable jobs, counts, the processing_status view and its languages)
+ * in common_store_report.c; many masters on one database in
+ * common_store_host.c.  They share store_t through the internal section
+ * of common_store.h so that the struct itself stays private here.
  */
 #define MPFARM_STORE_INTERNAL 1
 #include "common_store.h"
 
-#include <errno.h>
-#include <sched.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <time.h>
 
-#define STORE_BUSY_DEFAULT_MS 10000
-#define STORE_WAL_FRAMES      8000      /* see store_wal_hook */
-#define STORE_CKPT_WAIT_US    5000
-#define STORE_CKPT_BACKOFF_US 1000000
-/* Small pages: a job's transactions dirty ~5-9 pages that all go to the
- * WAL, so 2 KiB pages measured ~30% more jobs/s than 4 KiB; index keys up
- * to ~480 bytes (the path indexes) still fit a page.  Only a new database
- * takes it. */
-#define STORE_PAGE_SIZE       "2048"
-#define STORE_STMT_MAX        128
+/* The master's host id (PostgreSQL): set before the workers fork, so
+ * every process of the farm claims in its name. */
+static char store_host[64];
 
 struct store {
-	sqlite3      *db;
-	char         *path;
+	db_t         *db;
+	char         *path;             /* as messages name it (no password) */
 	int           flags;
-	int           busy_timeout_ms;
-	int64_t       busy_start_us;    /* start of the current wait */
-	int64_t       busy_waited_ms;   /* how long the last give-up waited */
-	bool          busy_gave_up;
-	bool          in_ckpt;          /* see store_wal_hook */
-	int64_t       ckpt_after_us;    /* no checkpoint before (monotonic) */
-	sqlite3_stmt *stmts[STORE_STMT_MAX];
 	char          errmsg[1024];
 };
-
-/* Slots are handed out per process in first-use order; every store_t of
- * the process indexes its stmts[] with them. */
-static int store_nslots;
 
 /*
  * The schema, one entry per version: entry i takes user_version i to i+1
@@ -159,6 +140,14 @@ static const char *const store_migrations[] = {
 _Static_assert(sizeof(store_migrations) / sizeof(store_migrations[0]) ==
 	       STORE_SCHEMA_VERSION, "one migration per schema version");
 
+/* The migration that takes this store's engine to version `to`. */
+static const char *
+store_schema_migration(store_t *st, int to)
+{
+	return db_kind(st->db) == DB_PG ? store_pg_migrations[to - 1]
+	    : store_migrations[to - 1];
+}
+
 /* Names version 1 creates: finding one in a database without our
  * user_version means another program's schema (the older Python tooling
  * used media_tracking.db too), which we refuse rather than mangle. */
@@ -241,287 +230,96 @@ store_fail(store_t *st, const char *fmt, ...)
 int
 store_fail_db(store_t *st)
 {
-	int code = st->db ? sqlite3_errcode(st->db) & 0xff : SQLITE_NOMEM;
-
-	if (code == SQLITE_BUSY || code == SQLITE_LOCKED) {
-		if (st->busy_gave_up)
-			return store_fail(st, "database is locked (busy for %lld ms)",
-			    (long long)st->busy_waited_ms);
-		return store_fail(st, "database is locked");
-	}
-	if (code == SQLITE_CANTOPEN && sqlite3_system_errno(st->db) != 0)
-		return store_fail(st, "%s (%s)", sqlite3_errmsg(st->db),
-		    strerror(sqlite3_system_errno(st->db)));
-	return store_fail(st, "%s", st->db ? sqlite3_errmsg(st->db)
-	    : "out of memory");
-}
-
-/* ---- busy handler -------------------------------------------------- */
-
-static int64_t
-store_mono_us(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
-/*
- * SQLite's own busy_timeout sleeps a millisecond or more at once, while a
- * farm transaction holds the write lock for tens of microseconds: waiters
- * would sleep through dozens of free slots.  So first yield the CPU (on a
- * box with fewer cores than workers the holder is often waiting for one),
- * then sleep 10 us, doubling up to 250 us, and only after a second of
- * waiting (someone holds a long lock, e.g. the sqlite3 shell) settle into
- * 5 ms naps.  The limit is measured on the monotonic clock.
- */
-static int
-store_busy(void *arg, int count)
-{
-	store_t *st = arg;
-	int64_t now = store_mono_us(), waited, limit, us;
-	struct timespec ts;
-
-	if (count == 0) {
-		st->busy_start_us = now;
-		st->busy_gave_up = false;
-	}
-	waited = now - st->busy_start_us;
-	limit = st->in_ckpt ? STORE_CKPT_WAIT_US :
-	    (int64_t)st->busy_timeout_ms * 1000;
-	if (waited >= limit) {
-		st->busy_gave_up = true;
-		st->busy_waited_ms = waited / 1000;
-		return 0;
-	}
-	if (count < 4) {
-		sched_yield();
-		return 1;
-	}
-	if (waited > 1000000)
-		us = 5000;
-	else if (count - 4 >= 5)
-		us = 250;
-	else
-		us = 10 << (count - 4);
-	if (us > limit - waited)
-		us = limit - waited;
-	ts.tv_sec = us / 1000000;
-	ts.tv_nsec = (long)(us % 1000000) * 1000;
-	nanosleep(&ts, NULL);
-	return 1;
-}
-
-/* ---- checkpoints --------------------------------------------------- */
-
-/*
- * SQLite's automatic checkpoint is PASSIVE: it copies the WAL back while
- * other processes keep committing, so with busy workers it never catches
- * up, the WAL is never restarted and, once past the threshold, every
- * commit of every worker runs another checkpoint with its two fsyncs.
- * Instead the connection whose commit finds the WAL past STORE_WAL_FRAMES
- * runs a RESTART checkpoint: it takes the writer lock, copies everything
- * and lets the next writer start the WAL over; writers pause for that one
- * copy, every few thousand transactions.  RESTART also waits for readers,
- * and a user's long query (sqlite3 on the view) must not stall the farm:
- * while checkpointing, the busy handler gives up after
- * STORE_CKPT_WAIT_US, and a process whose checkpoint could not finish
- * leaves the next try to others for STORE_CKPT_BACKOFF_US.  A checkpoint
- * is never an error of the transaction that triggered it.
- */
-static int
-store_wal_hook(void *arg, sqlite3 *db, const char *name, int frames)
-{
-	store_t *st = arg;
-	int64_t now;
-
-	if (frames < STORE_WAL_FRAMES)
-		return SQLITE_OK;
-	now = store_mono_us();
-	if (now < st->ckpt_after_us)
-		return SQLITE_OK;
-	st->in_ckpt = true;
-	if (sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_RESTART,
-	    NULL, NULL) != SQLITE_OK)
-		st->ckpt_after_us = now + STORE_CKPT_BACKOFF_US;
-	st->in_ckpt = false;
-	return SQLITE_OK;
+	return store_fail(st, "%s", db_errmsg(st->db));
 }
 
 /* ---- statements ---------------------------------------------------- */
 
-sqlite3_stmt *
+db_stmt_t *
 store_stmt(store_t *st, struct store_sql *q)
 {
-	sqlite3_stmt *s;
+	db_stmt_t *s = db_stmt(st->db, &q->q);
 
-	st->busy_gave_up = false;       /* a message about this statement only */
-	if (q->slot == 0) {
-		if (store_nslots >= STORE_STMT_MAX) {
-			store_fail(st, "internal: more than %d cached statements",
-			    STORE_STMT_MAX);
-			return NULL;
-		}
-		q->slot = ++store_nslots;
-	}
-	s = st->stmts[q->slot - 1];
-	if (s != NULL) {
-		sqlite3_reset(s);
-		sqlite3_clear_bindings(s);
-		return s;
-	}
-	if (sqlite3_prepare_v3(st->db, q->text, -1, SQLITE_PREPARE_PERSISTENT,
-	    &s, NULL) != SQLITE_OK) {
+	if (s == NULL)
 		store_fail_db(st);
-		return NULL;
-	}
-	st->stmts[q->slot - 1] = s;
 	return s;
 }
 
 int
-store_step(store_t *st, sqlite3_stmt *s)
+store_step(store_t *st, db_stmt_t *s)
 {
-	int rc = sqlite3_step(s);
+	int rc = db_step(s);
 
-	if (rc == SQLITE_ROW)
-		return rc;
-	if (rc == SQLITE_DONE) {
-		sqlite3_reset(s);
-		return rc;
-	}
-	store_fail_db(st);
-	sqlite3_reset(s);
-	return -1;
+	if (rc < 0)
+		store_fail_db(st);
+	return rc;
 }
 
 int
-store_run(store_t *st, sqlite3_stmt *s)
+store_run(store_t *st, db_stmt_t *s)
 {
 	int rc;
 
-	while ((rc = store_step(st, s)) == SQLITE_ROW)
+	while ((rc = store_step(st, s)) == DB_ROW)
 		;
 	return rc < 0 ? -1 : 0;
 }
 
 int
-store_bind_path(sqlite3_stmt *s, int idx, const char *path)
+store_bind_path(db_stmt_t *s, int idx, const char *path)
 {
-	return sqlite3_bind_blob(s, idx, path, (int)strlen(path),
-	    SQLITE_TRANSIENT);
+	return db_bind_blob(s, idx, path, strlen(path));
 }
 
 char *
-store_column_path(sqlite3_stmt *s, int col)
+store_column_path(db_stmt_t *s, int col)
 {
-	const void *p = sqlite3_column_blob(s, col);
-	int n = sqlite3_column_bytes(s, col);
-	char *out = xmalloc((size_t)n + 1);
-
-	if (n > 0)
-		memcpy(out, p, (size_t)n);
-	out[n] = '\0';
-	return out;
+	return db_column_bytes(s, col, NULL);
 }
 
 int
-store_bind_msg(sqlite3_stmt *s, int idx, const char *msg)
+store_bind_msg(db_stmt_t *s, int idx, const char *msg)
 {
 	const unsigned char *p = (const unsigned char *)msg;
+	char *esc;
+	int rc;
 
 	if (msg == NULL)
-		return sqlite3_bind_null(s, idx);
+		return db_bind_null(s, idx);
 	while (*p != '\0' && *p < 0x80)
 		p++;
 	if (*p == '\0')        /* ASCII, the usual case: no copy */
-		return sqlite3_bind_text(s, idx, msg, -1, SQLITE_TRANSIENT);
-	return sqlite3_bind_text(s, idx, text_escape(msg, strlen(msg),
-	    TEXT_ESCAPE_MSG), -1, free);
-}
-
-/* mpfarm_path_text(X) and mpfarm_msg_text(X): text_escape of X's bytes
- * (NULL stays NULL).  Registered on every connection this program opens;
- * only our own writes and migrations call them, never the view, so the
- * sqlite3 shell and other clients read everything without them. */
-static void
-store_fn_escape(sqlite3_context *ctx, int argc, sqlite3_value **argv)
-{
-	enum text_escape_mode mode = *(const enum text_escape_mode *)
-	    sqlite3_user_data(ctx);
-	const void *p;
-	int n;
-
-	(void)argc;
-	if (sqlite3_value_type(argv[0]) == SQLITE_NULL) {
-		sqlite3_result_null(ctx);
-		return;
-	}
-	p = sqlite3_value_blob(argv[0]);
-	n = sqlite3_value_bytes(argv[0]);
-	sqlite3_result_text(ctx, text_escape(p ? p : "", (size_t)n, mode), -1,
-	    free);
-}
-
-static int
-store_functions(store_t *st)
-{
-	static const enum text_escape_mode path = TEXT_ESCAPE_PATH;
-	static const enum text_escape_mode msg = TEXT_ESCAPE_MSG;
-	int fl = SQLITE_UTF8 | SQLITE_DETERMINISTIC | SQLITE_INNOCUOUS;
-
-	if (sqlite3_create_function_v2(st->db, "mpfarm_path_text", 1, fl,
-	    (void *)&path, store_fn_escape, NULL, NULL, NULL) != SQLITE_OK ||
-	    sqlite3_create_function_v2(st->db, "mpfarm_msg_text", 1, fl,
-	    (void *)&msg, store_fn_escape, NULL, NULL, NULL) != SQLITE_OK)
-		return store_fail_db(st);
-	return 0;
+		return db_bind_text(s, idx, msg);
+	esc = text_escape(msg, strlen(msg), TEXT_ESCAPE_MSG);
+	rc = db_bind_text(s, idx, esc);
+	free(esc);
+	return rc;
 }
 
 /* ---- transactions -------------------------------------------------- */
 
-static struct store_sql q_begin = STORE_SQL("BEGIN IMMEDIATE");
-static struct store_sql q_commit = STORE_SQL("COMMIT");
-static struct store_sql q_rollback = STORE_SQL("ROLLBACK");
-
 int
 store_tx_begin(store_t *st)
 {
-	sqlite3_stmt *s = store_stmt(st, &q_begin);
-
-	return s ? store_run(st, s) : -1;
+	return db_begin(st->db, true) < 0 ? store_fail_db(st) : 0;
 }
 
 int
 store_tx_commit(store_t *st)
 {
-	sqlite3_stmt *s = store_stmt(st, &q_commit);
-
-	if (s == NULL || store_run(st, s) < 0) {
-		/* keep the commit's message; undo what is still open */
-		if (!sqlite3_get_autocommit(st->db))
-			sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
-		return -1;
-	}
-	return 0;
+	return db_commit(st->db) < 0 ? store_fail_db(st) : 0;
 }
 
 int
 store_tx_rollback(store_t *st)
 {
-	sqlite3_stmt *s;
-
-	if (sqlite3_get_autocommit(st->db))
-		return 0;       /* an error already rolled it back */
-	s = store_stmt(st, &q_rollback);
-	return s ? store_run(st, s) : -1;
+	return db_rollback(st->db) < 0 ? store_fail_db(st) : 0;
 }
 
 int
 store_tx_enter(store_t *st, bool *own)
 {
-	*own = sqlite3_get_autocommit(st->db) != 0;
+	*own = !db_in_tx(st->db);
 	return *own ? store_tx_begin(st) : 0;
 }
 
@@ -541,79 +339,21 @@ store_tx_leave(store_t *st, bool own, int rc)
 
 /* ---- opening ------------------------------------------------------- */
 
-sqlite3 *
+db_t *
 store_db(store_t *st)
 {
 	return st->db;
-}
-
-static int
-store_exec(store_t *st, const char *sql)
-{
-	char *msg = NULL;
-
-	if (sqlite3_exec(st->db, sql, NULL, NULL, &msg) == SQLITE_OK)
-		return 0;
-	sqlite3_free(msg);      /* store_fail_db reads the same message */
-	return store_fail_db(st);
-}
-
-static int
-store_pragma_int(store_t *st, const char *sql, int *out)
-{
-	sqlite3_stmt *s = NULL;
-	int rc;
-
-	if (sqlite3_prepare_v2(st->db, sql, -1, &s, NULL) != SQLITE_OK)
-		return store_fail_db(st);
-	rc = sqlite3_step(s);
-	if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
-		store_fail_db(st);
-		sqlite3_finalize(s);
-		return -1;
-	}
-	*out = rc == SQLITE_ROW ? sqlite3_column_int(s, 0) : 0;
-	sqlite3_finalize(s);
-	return 0;
-}
-
-static int
-store_pragmas(store_t *st)
-{
-	char sql[64];
-	int dummy;
-
-	if (st->flags & STORE_READONLY)
-		return 0;
-	/* The first statement reads the header: a file that is not a
-	 * database fails here with "file is not a database". */
-	if (store_exec(st, "PRAGMA page_size = " STORE_PAGE_SIZE) < 0 ||
-	    store_pragma_int(st, "PRAGMA journal_mode = WAL", &dummy) < 0)
-		return -1;
-	snprintf(sql, sizeof(sql), "PRAGMA synchronous = %s",
-	    (st->flags & STORE_DURABLE) ? "FULL" : "NORMAL");
-	if (store_exec(st, sql) < 0 ||
-	    store_exec(st, "PRAGMA foreign_keys = ON") < 0 ||
-	    store_exec(st, "PRAGMA temp_store = MEMORY") < 0 ||
-	    store_exec(st, "PRAGMA journal_size_limit = 67108864") < 0)
-		return -1;
-	sqlite3_wal_hook(st->db, store_wal_hook, st);   /* replaces autocheckpoint */
-	return 0;
 }
 
 /* Version 0 must be empty of our names; see store_own_names. */
 static int
 store_check_foreign(store_t *st)
 {
-	char sql[256];
 	int n = 0;
 
-	snprintf(sql, sizeof(sql), "SELECT count(*) FROM sqlite_master WHERE "
-	    "name IN ('%s', '%s', '%s', '%s', '%s')", store_own_names[0],
-	    store_own_names[1], store_own_names[2], store_own_names[3],
-	    store_own_names[4]);
-	if (store_pragma_int(st, sql, &n) < 0)
-		return -1;
+	if (db_names_count(st->db, store_own_names, (int)(sizeof(store_own_names)
+	    / sizeof(store_own_names[0])), &n) < 0)
+		return store_fail_db(st);
 	if (n > 0)
 		return store_fail(st, "not an mpfarm database: it has no schema "
 		    "version but already holds tables such as media_files or "
@@ -627,27 +367,29 @@ store_check_foreign(store_t *st)
 static int
 store_migrate_one(store_t *st, int to)
 {
-	char sql[64];
 	int v = 0;
 
 	if (store_tx_begin(st) < 0)
 		return -1;
-	if (store_pragma_int(st, "PRAGMA user_version", &v) < 0)
+	if (store_schema_lock(st) < 0)
 		goto fail;
+	if (db_version_get(st->db, &v) < 0) {
+		store_fail_db(st);
+		goto fail;
+	}
 	if (v >= to)
 		return store_tx_commit(st);
 	if (v == 0 && store_check_foreign(st) < 0)
 		goto fail;
-	if (store_exec(st, store_migrations[to - 1]) < 0) {
-		char why[512];
-		snprintf(why, sizeof(why), "%s", sqlite3_errmsg(st->db));
+	if (db_exec(st->db, store_schema_migration(st, to)) < 0) {
 		store_fail(st, "cannot migrate the schema to version %d: %s",
-		    to, why);
+		    to, db_errmsg(st->db));
 		goto fail;
 	}
-	snprintf(sql, sizeof(sql), "PRAGMA user_version = %d", to);
-	if (store_exec(st, sql) < 0)
+	if (db_version_set(st->db, to) < 0) {
+		store_fail_db(st);
 		goto fail;
+	}
 	return store_tx_commit(st);
 fail:
 	store_tx_leave(st, true, -1);
@@ -659,8 +401,8 @@ store_schema(store_t *st)
 {
 	int v = 0;
 
-	if (store_pragma_int(st, "PRAGMA user_version", &v) < 0)
-		return -1;
+	if (db_version_get(st->db, &v) < 0)
+		return store_fail_db(st);
 	if (v > STORE_SCHEMA_VERSION)
 		return store_fail(st, "database schema version %d is newer than "
 		    "this mpfarm %s understands (%d)", v, MPFARM_VERSION,
@@ -681,83 +423,29 @@ store_schema(store_t *st)
 	return store_view_ensure(st);
 }
 
-/* True when `path` has no -wal file beside it: in WAL mode, no connection
- * has the database open (the last one to close removes it). */
-static bool
-store_no_wal(const char *path)
-{
-	char *wal = xasprintf("%s-wal", path);
-	struct stat sb;
-	bool none = lstat(wal, &sb) < 0 && errno == ENOENT;
-
-	free(wal);
-	return none;
-}
-
-/* "file:PATH?immutable=1" with the bytes a URI path cannot hold escaped. */
-static char *
-store_uri_immutable(const char *path)
-{
-	struct buf b;
-
-	buf_init(&b);
-	/* "file:///abs" (empty authority) or "file:rel" */
-	buf_append(&b, path[0] == '/' ? "file://" : "file:", path[0] == '/' ?
-	    7 : 5);
-	for (const unsigned char *p = (const unsigned char *)path; *p; p++) {
-		char esc[4];
-		if (*p == '%' || *p == '?' || *p == '#' || *p < 0x21 ||
-		    *p >= 0x7f) {
-			snprintf(esc, sizeof(esc), "%%%02X", *p);
-			buf_append(&b, esc, 3);
-		} else {
-			buf_append(&b, (const char *)p, 1);
-		}
-	}
-	buf_append(&b, "?immutable=1", 13);     /* with the NUL */
-	return b.data;
-}
-
 int
 store_open(store_t **out, const char *path,
 	   const struct store_open_opts *opts, char *err, size_t errlen)
 {
 	store_t *st = xcalloc(1, sizeof(*st));
-	int oflags = SQLITE_OPEN_NOMUTEX;   /* one thread per store_t */
-	struct stat sb;
+	int flags = opts ? opts->flags : 0, dflags = 0;
+	char why[sizeof(st->errmsg)];
 
 	*out = NULL;
-	st->path = xstrdup(path);
-	st->flags = opts ? opts->flags : 0;
-	st->busy_timeout_ms = opts && opts->busy_timeout_ms > 0 ?
-	    opts->busy_timeout_ms : STORE_BUSY_DEFAULT_MS;
-	if (st->flags & STORE_READONLY) {
-		/* sqlite would only say "unable to open database file" */
-		if (stat(path, &sb) < 0) {
-			store_fail(st, "%s", strerror(errno));
-			goto fail;
-		}
-		oflags |= SQLITE_OPEN_READONLY;
-	} else {
-		oflags |= SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
-	}
-	if ((st->flags & STORE_NO_TRACE) && store_no_wal(path)) {
-		/* nobody has it open, and nothing may appear beside it */
-		char *uri = store_uri_immutable(path);
-		int rc = sqlite3_open_v2(uri, &st->db, oflags | SQLITE_OPEN_URI,
-		    NULL);
-		free(uri);
-		if (rc != SQLITE_OK) {
-			store_fail_db(st);
-			goto fail;
-		}
-	} else if (sqlite3_open_v2(path, &st->db, oflags, NULL) != SQLITE_OK) {
-		store_fail_db(st);
+	st->path = db_target_scrub(path);
+	st->flags = flags;
+	if (flags & STORE_DURABLE)
+		dflags |= DB_DURABLE;
+	if (flags & STORE_READONLY)
+		dflags |= DB_READONLY;
+	if (flags & STORE_NO_TRACE)
+		dflags |= DB_NO_TRACE;
+	if (db_open(&st->db, path, dflags, opts ? opts->busy_timeout_ms : 0,
+	    why, sizeof(why)) < 0) {
+		store_fail(st, "%s", why);
 		goto fail;
 	}
-	sqlite3_busy_handler(st->db, store_busy, st);
-	if (store_functions(st) < 0 || store_pragmas(st) < 0 ||
-	    store_schema(st) < 0)
+	if (store_schema(st) < 0)
 		goto fail;
 	*out = st;
 	return 0;
@@ -772,11 +460,27 @@ store_close(store_t *st)
 {
 	if (st == NULL)
 		return;
-	for (int i = 0; i < STORE_STMT_MAX; i++)
-		sqlite3_finalize(st->stmts[i]);
-	sqlite3_close_v2(st->db);
+	db_close(st->db);
 	free(st->path);
 	free(st);
+}
+
+void
+store_host_id_set(const char *id)
+{
+	snprintf(store_host, sizeof(store_host), "%s", id ? id : "");
+}
+
+const char *
+store_host_id(void)
+{
+	return store_host;
+}
+
+bool
+store_is_pg(store_t *st)
+{
+	return db_kind(st->db) == DB_PG;
 }
 
 /* ---- language codes ------------------------------------------------- */

@@ -1,13 +1,14 @@
 /*
- * common_store.h - the job store: media files, jobs and the attempts log in
- * SQLite.  Every process opens its own store_t (workers after fork); a
- * store_t is never shared across fork.  All writes are short BEGIN
- * IMMEDIATE transactions.  Status strings are exactly SPEC's.
+ * common_store.h - the job store: media files, jobs and the attempts log,
+ * in SQLite (a file path) or PostgreSQL (a postgresql:// URL) behind the
+ * driver of common_db.h; nothing outside the store's own files knows
+ * which.  Every process opens its own store_t (workers after fork); a
+ * store_t is never shared across fork.  All writes are short write
+ * transactions.  Status strings are exactly SPEC's.
  */
 #ifndef MPFARM_COMMON_STORE_H
 #define MPFARM_COMMON_STORE_H
 
-#include <sqlite3.h>
 #include "common.h"
 #include "common_config.h"
 
@@ -69,7 +70,17 @@ struct store_open_opts {
 int  store_open(store_t **out, const char *path,
 		const struct store_open_opts *opts, char *err, size_t errlen);
 void store_close(store_t *st);
-sqlite3 *store_db(store_t *st);
+/* True when the store is a PostgreSQL database (no files beside it: no
+ * flock, no status file; see README). */
+bool store_is_pg(store_t *st);
+/* The id of this master's boot, recorded on the jobs its workers claim
+ * (PostgreSQL; "" = none).  Process-wide: set it before forking. */
+void store_host_id_set(const char *id);
+const char *store_host_id(void);
+/* The connection under the store (common_db.h), for the bench and tests
+ * that run SQL of their own; the program proper calls only store_*. */
+struct db;
+struct db *store_db(store_t *st);
 /* The message of the last failed call on this store (never NULL). */
 const char *store_errmsg(store_t *st);
 
@@ -215,6 +226,45 @@ int  store_job_release(store_t *st, int64_t job_id, pid_t owner,
  * attempts row "interrupted: master pid N is gone".  *n gets the count. */
 int  store_recover_orphans(store_t *st, int max_attempts, int *n);
 
+/* ---- many masters on one database (PostgreSQL; common_store_host.c) ---
+ * On SQLite every call below is a no-op returning 0 (one master per
+ * file, held by the flock). */
+#define STORE_HOST_TIMEOUT_DEFAULT_MS 30000
+
+/* Register this master's boot: a random host id (store_host_id), a row
+ * with hostname and pid; timeout_ms (0 = default) is how long a host may
+ * stay silent before others take its jobs.  Rows of this machine whose
+ * master pid no longer runs are marked silent, so that the start-up
+ * store_recover_orphans returns their jobs at once.  Call before forking
+ * workers.  0 or -1. */
+int  store_host_register(store_t *st, int64_t timeout_ms);
+/* The live figures (JSON text) the next heartbeats carry; NULL clears. */
+void store_host_figures_set(const char *json);
+/* At most once a second (cheap to call every tick): heartbeat, and if a
+ * host went silent, return its in-flight jobs (counting an attempt) when
+ * no other master is doing it.  *n gets how many jobs this call returned.
+ * 0 or -1 (store_errmsg). */
+int  store_host_tick(store_t *st, int max_attempts, int *n);
+/* Return the in-flight jobs of silent hosts now; with always, also check
+ * when no host row looks silent (start-up: jobs of hosts whose row is
+ * gone).  0 or -1. */
+int  store_host_reap(store_t *st, int max_attempts, bool always, int *n);
+/* A clean exit: remove this host's row.  0 or -1. */
+int  store_host_unregister(store_t *st);
+
+struct store_host {
+	char    id[40];
+	char    hostname[256];
+	pid_t   pid;
+	int64_t started_at_ms, seen_at_ms;
+	bool    live;               /* heartbeat within the host timeout */
+	char   *figures;            /* JSON text, "" if none */
+};
+/* Every registered host, by hostname: 0 or -1; free with
+ * store_hosts_free.  SQLite: none. */
+int  store_hosts_list(store_t *st, struct store_host **out, int *n);
+void store_hosts_free(struct store_host *v, int n);
+
 /* ---- reports --------------------------------------------------------- */
 struct store_stage_counts {
 	int     stage;
@@ -311,26 +361,28 @@ int  store_throughput_get(store_t *st, int64_t now_ms, int minutes,
  * few helpers; define MPFARM_STORE_INTERNAL to see them.  Nothing outside
  * common_store*.c should need them. */
 #ifdef MPFARM_STORE_INTERNAL
-/* A statement the store prepares once (SQLITE_PREPARE_PERSISTENT) and
- * keeps for the life of the store_t; slot is assigned on first use. */
+#include "common_db.h"
+/* A statement the store prepares once per connection and keeps for the
+ * life of the store_t (see struct db_sql); STORE_SQL2 gives PostgreSQL's
+ * spelling when it differs. */
 struct store_sql {
-	const char *text;
-	int         slot;
+	struct db_sql q;
 };
-#define STORE_SQL(s) { (s), 0 }
+#define STORE_SQL(s)      { DB_SQL(s) }
+#define STORE_SQL2(s, pg) { DB_SQL2(s, pg) }
 /* The cached statement, reset with its bindings cleared; NULL on error. */
-sqlite3_stmt *store_stmt(store_t *st, struct store_sql *q);
-/* Step once: SQLITE_ROW or SQLITE_DONE (the statement is then reset), or
- * -1 with the error recorded and the statement reset. */
-int  store_step(store_t *st, sqlite3_stmt *s);
+db_stmt_t *store_stmt(store_t *st, struct store_sql *q);
+/* Step once: DB_ROW or DB_DONE (the statement is then reset), or -1 with
+ * the error recorded and the statement reset. */
+int  store_step(store_t *st, db_stmt_t *s);
 /* Step to the end and reset: 0 or -1. */
-int  store_run(store_t *st, sqlite3_stmt *s);
-/* Record "PATH: <sqlite error>" (or the locked message); returns -1. */
+int  store_run(store_t *st, db_stmt_t *s);
+/* Record "PATH: <driver error>" (e.g. the locked message); returns -1. */
 int  store_fail_db(store_t *st);
 /* Record "PATH: <message>"; returns -1. */
 int  store_fail(store_t *st, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
-/* Begin IMMEDIATE only when not already inside a transaction; leave
+/* Begin a write transaction only when not already inside one; leave
  * commits (rc == 0) or rolls back what enter began.  leave returns rc, or
  * -1 when the commit fails. */
 int  store_tx_enter(store_t *st, bool *own);
@@ -343,13 +395,27 @@ int  store_view_ensure(store_t *st);
 /* The target languages recorded by the last store_langs_sync. */
 int  store_langs_load(store_t *st, char (*langs)[CONFIG_LANG_MAX], int max,
 		      int *n);
-/* Paths are kept as BLOBs so that any byte sequence survives. */
-int  store_bind_path(sqlite3_stmt *s, int idx, const char *path);
-char *store_column_path(sqlite3_stmt *s, int col);
+/* Paths are kept as BLOBs (bytea) so that any byte sequence survives. */
+int  store_bind_path(db_stmt_t *s, int idx, const char *path);
+char *store_column_path(db_stmt_t *s, int col);
 /* Messages (last_error, attempt messages) are TEXT: bytes that are not
  * valid UTF-8 (from a file name) are escaped as \xNN first.  NULL binds
- * NULL.  Returns sqlite3_bind_text's code. */
-int  store_bind_msg(sqlite3_stmt *s, int idx, const char *msg);
+ * NULL.  0 or -1. */
+int  store_bind_msg(db_stmt_t *s, int idx, const char *msg);
+
+/* PostgreSQL's schema (common_store_pg.c): migration i takes version i to
+ * i+1, as store_migrations does for SQLite, one entry per version. */
+extern const char *const store_pg_migrations[STORE_SCHEMA_VERSION];
+/* Inside a migration's transaction: keep other processes from migrating
+ * at the same time (PostgreSQL: an advisory lock; SQLite's write lock
+ * already does).  0 or -1. */
+int  store_schema_lock(store_t *st);
+/* A job whose holder is gone for good (a silent host): if still
+ * in-progress under `lease`, its attempt ends interrupted with msg and
+ * counts; the job goes back to not_started (failed at max_attempts).
+ * 0, 1 if no longer held under that lease, -1. */
+int  store_job_lost(store_t *st, int64_t job_id, int64_t lease,
+		    const char *msg, int max_attempts);
 #endif
 
 #endif

@@ -20,8 +20,8 @@ store_audit_db_missing(const char *path, const char *cmd)
 {
 	struct stat sb;
 
-	if (stat(path, &sb) == 0)
-		return false;
+	if (db_target_is_pg(path) || stat(path, &sb) == 0)
+		return false;   /* a server: opening it tells */
 	if (errno == ENOENT)
 		say_err("%s: no database %s here yet (mpfarm scan DIR creates "
 		    "it; --db or MPFARM_DB name another)", cmd, log_quote(path));
@@ -35,36 +35,33 @@ store_audit_db_missing(const char *path, const char *cmd)
 
 struct store_audit_lookup {
 	store_t      *st;
-	sqlite3_stmt *by_rel;
-	sqlite3_stmt *by_abs;
+	db_stmt_t    *by_rel;
+	db_stmt_t    *by_abs;
 };
 
 int
 store_audit_lookup_open(store_t *st, store_audit_lookup_t **out)
 {
 	store_audit_lookup_t *lk = xcalloc(1, sizeof(*lk));
-	sqlite3 *db = store_db(st);
+	db_t *db = store_db(st);
 
 	char *by_rel, *by_abs;
 	int v = 0, rc;
 	/* scan --dry-run reads a database it must not migrate: one from
 	 * schema 1 has no dev/ino yet */
-	sqlite3_stmt *s = NULL;
 
 	*out = NULL;
 	lk->st = st;
-	if (sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &s, NULL) ==
-	    SQLITE_OK && sqlite3_step(s) == SQLITE_ROW)
-		v = sqlite3_column_int(s, 0);
-	sqlite3_finalize(s);
+	if (db_version_get(db, &v) < 0)
+		v = 0;
 	const char *seen = v >= 2 ? "coalesce(dev, 0), coalesce(ino, 0)"
 	    : "0, 0";
 	by_rel = xasprintf("SELECT size, mtime_ns, %s, abs_path "
 	    "FROM media_files WHERE rel_path = ?1", seen);
 	by_abs = xasprintf("SELECT size, mtime_ns, %s "
 	    "FROM media_files WHERE abs_path = ?1", seen);
-	rc = sqlite3_prepare_v2(db, by_rel, -1, &lk->by_rel, NULL) != SQLITE_OK ||
-	    sqlite3_prepare_v2(db, by_abs, -1, &lk->by_abs, NULL) != SQLITE_OK;
+	rc = (lk->by_rel = db_prepare(db, by_rel)) == NULL ||
+	    (lk->by_abs = db_prepare(db, by_abs)) == NULL;
 	free(by_rel);
 	free(by_abs);
 	if (rc) {
@@ -86,25 +83,25 @@ store_known_file_clear(struct store_known_file *kf)
 /* One row of by_rel or by_abs into *kf: 1 found, 0 not, -1 error.  *abs
  * (by_rel only) gets the registered absolute path. */
 static int
-store_audit_lookup_one(store_audit_lookup_t *lk, sqlite3_stmt *s,
+store_audit_lookup_one(store_audit_lookup_t *lk, db_stmt_t *s,
 		       const char *key, struct store_known_file *kf,
 		       char **abs)
 {
 	int rc;
 
-	sqlite3_reset(s);
+	db_reset(s);
 	store_bind_path(s, 1, key);
 	if ((rc = store_step(lk->st, s)) < 0)
 		return -1;
-	if (rc != SQLITE_ROW)
+	if (rc != DB_ROW)
 		return 0;
-	kf->size = sqlite3_column_int64(s, 0);
-	kf->mtime_ns = sqlite3_column_int64(s, 1);
-	kf->dev = sqlite3_column_int64(s, 2);
-	kf->ino = sqlite3_column_int64(s, 3);
+	kf->size = db_column_int64(s, 0);
+	kf->mtime_ns = db_column_int64(s, 1);
+	kf->dev = db_column_int64(s, 2);
+	kf->ino = db_column_int64(s, 3);
 	if (abs != NULL)
 		*abs = store_column_path(s, 4);
-	sqlite3_reset(s);
+	db_reset(s);
 	return 1;
 }
 
@@ -143,35 +140,36 @@ store_audit_lookup_close(store_audit_lookup_t *lk)
 {
 	if (lk == NULL)
 		return;
-	sqlite3_finalize(lk->by_rel);
-	sqlite3_finalize(lk->by_abs);
+	db_finalize(lk->by_rel);
+	db_finalize(lk->by_abs);
 	free(lk);
 }
+
+static struct store_sql q_audit_lang_missing = STORE_SQL(
+	"SELECT count(*) FROM media_files f WHERE NOT EXISTS (SELECT 1 FROM "
+	"jobs j WHERE j.file_id = f.file_id AND j.stage = 'translate' AND "
+	"j.lang = ?1)");
 
 int
 store_audit_lang_missing(store_t *st, const char *lang, int64_t *n)
 {
 	char norm[CONFIG_LANG_MAX];
-	sqlite3_stmt *s = NULL;
+	db_stmt_t *s;
 	int rc;
 
 	*n = 0;
 	if (store_lang_norm(lang, norm) < 0)
 		return store_fail(st, "invalid language code \"%.*s\"",
 		    CONFIG_LANG_MAX - 1, lang);
-	if (sqlite3_prepare_v2(store_db(st), "SELECT count(*) FROM media_files "
-	    "f WHERE NOT EXISTS (SELECT 1 FROM jobs j WHERE j.file_id = "
-	    "f.file_id AND j.stage = 'translate' AND j.lang = ?1)", -1, &s,
-	    NULL) != SQLITE_OK)
-		return store_fail_db(st);
-	sqlite3_bind_text(s, 1, norm, -1, SQLITE_STATIC);
-	rc = sqlite3_step(s);
-	if (rc == SQLITE_ROW)
-		*n = sqlite3_column_int64(s, 0);
-	else
-		store_fail_db(st);
-	sqlite3_finalize(s);
-	return rc == SQLITE_ROW ? 0 : -1;
+	if ((s = store_stmt(st, &q_audit_lang_missing)) == NULL)
+		return -1;
+	db_bind_text(s, 1, norm);
+	if ((rc = store_step(st, s)) < 0)
+		return -1;
+	if (rc == DB_ROW)
+		*n = db_column_int64(s, 0);
+	db_reset(s);
+	return 0;
 }
 
 /* ---- the job list ----------------------------------------------------- */
@@ -190,31 +188,31 @@ store_audit_status_parse(const char *s)
 int
 store_audit_jobs_load(store_t *st, struct store_audit_jobs *out)
 {
-	sqlite3 *db = store_db(st);
-	sqlite3_stmt *s = NULL;
+	db_t *db = store_db(st);
+	db_stmt_t *s = NULL;
 	size_t cap = 0;
 	int64_t last_file = -1;
 	char *rel = NULL, *abs = NULL;
 	int rc;
 
 	memset(out, 0, sizeof(*out));
-	if (sqlite3_exec(db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK)
+	if (db_begin(db, false) < 0)
 		return store_fail_db(st);
-	if (sqlite3_prepare_v2(db, "SELECT count(*) FROM media_files", -1, &s,
-	    NULL) != SQLITE_OK || sqlite3_step(s) != SQLITE_ROW)
+	if ((s = db_prepare(db, "SELECT count(*) FROM media_files")) == NULL ||
+	    db_step(s) != DB_ROW)
 		goto fail;
-	out->files = sqlite3_column_int64(s, 0);
-	sqlite3_finalize(s);
+	out->files = db_column_int64(s, 0);
+	db_finalize(s);
 	s = NULL;
-	if (sqlite3_prepare_v2(db, "SELECT j.job_id, j.file_id, j.stage, "
+	if ((s = db_prepare(db, "SELECT j.job_id, j.file_id, j.stage, "
 	    "j.lang, j.status, j.owner_pid, f.rel_path, f.abs_path "
 	    "FROM jobs j JOIN media_files f "
-	    "ON f.file_id = j.file_id ORDER BY j.file_id, j.stage, j.lang",
-	    -1, &s, NULL) != SQLITE_OK)
+	    "ON f.file_id = j.file_id ORDER BY j.file_id, j.stage, j.lang"))
+	    == NULL)
 		goto fail;
-	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+	while ((rc = db_step(s)) == DB_ROW) {
 		struct store_audit_job *j;
-		int64_t file_id = sqlite3_column_int64(s, 1);
+		int64_t file_id = db_column_int64(s, 1);
 
 		if (out->n == cap) {
 			cap = cap ? cap * 2 : 1024;
@@ -222,13 +220,13 @@ store_audit_jobs_load(store_t *st, struct store_audit_jobs *out)
 		}
 		j = &out->v[out->n];
 		memset(j, 0, sizeof(*j));
-		j->job_id = sqlite3_column_int64(s, 0);
-		j->stage = job_stage_parse((const char *)sqlite3_column_text(s, 2));
+		j->job_id = db_column_int64(s, 0);
+		j->stage = job_stage_parse(db_column_text(s, 2));
 		snprintf(j->lang, sizeof(j->lang), "%s",
-		    (const char *)sqlite3_column_text(s, 3));
+		    db_column_text(s, 3));
 		j->status = store_audit_status_parse(
-		    (const char *)sqlite3_column_text(s, 4));
-		j->owner_pid = (pid_t)sqlite3_column_int64(s, 5);
+		    db_column_text(s, 4));
+		j->owner_pid = (pid_t)db_column_int64(s, 5);
 		/* a file's jobs share its paths: a million files with three
 		 * languages would otherwise copy each path four times */
 		if (file_id != last_file) {
@@ -241,15 +239,15 @@ store_audit_jobs_load(store_t *st, struct store_audit_jobs *out)
 		j->abs = abs;
 		out->n++;
 	}
-	if (rc != SQLITE_DONE)
+	if (rc != DB_DONE)
 		goto fail;
-	sqlite3_finalize(s);
-	sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+	db_finalize(s);
+	db_rollback(db);        /* read only: nothing to keep */
 	return 0;
 fail:
 	store_fail_db(st);
-	sqlite3_finalize(s);
-	sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+	db_finalize(s);
+	db_rollback(db);
 	store_audit_jobs_free(out);
 	return -1;
 }
@@ -296,7 +294,7 @@ store_audit_job_set(store_t *st, int64_t job_id, enum job_status from,
 {
 	char msg[512];
 	int64_t now = time_wall_ms();
-	sqlite3_stmt *s;
+	db_stmt_t *s;
 	bool own;
 	int rc = -1, changed;
 
@@ -320,17 +318,17 @@ store_audit_job_set(store_t *st, int64_t job_id, enum job_status from,
 	}
 	if (s == NULL)
 		goto out;
-	sqlite3_bind_int64(s, 1, job_id);
-	sqlite3_bind_text(s, 2, job_status_name(from), -1, SQLITE_STATIC);
+	db_bind_int64(s, 1, job_id);
+	db_bind_text(s, 2, job_status_name(from));
 	if (to == JOB_ST_NOT_STARTED)
 		store_bind_msg(s, 3, msg);
 	else
-		sqlite3_bind_int64(s, 3, now);
+		db_bind_int64(s, 3, now);
 	if (to == JOB_ST_FAILED)
 		store_bind_msg(s, 4, msg);
 	if (store_run(st, s) < 0)
 		goto out;
-	changed = sqlite3_changes(store_db(st));
+	changed = db_changes(store_db(st));
 	if (changed == 0) {
 		rc = 1;
 		goto out;
@@ -338,10 +336,10 @@ store_audit_job_set(store_t *st, int64_t job_id, enum job_status from,
 	if (from == JOB_ST_IN_PROGRESS) {
 		if ((s = store_stmt(st, &q_audit_close_attempt)) == NULL)
 			goto out;
-		sqlite3_bind_int64(s, 1, job_id);
-		sqlite3_bind_int64(s, 2, now);
-		sqlite3_bind_text(s, 3, to == JOB_ST_COMPLETED ? "completed"
-		    : "interrupted", -1, SQLITE_STATIC);
+		db_bind_int64(s, 1, job_id);
+		db_bind_int64(s, 2, now);
+		db_bind_text(s, 3, to == JOB_ST_COMPLETED ? "completed"
+		    : "interrupted");
 		store_bind_msg(s, 4, msg);
 		if (store_run(st, s) < 0)
 			goto out;
@@ -357,33 +355,8 @@ out:
 int
 store_audit_quick_check(store_t *st, char **problem)
 {
-	sqlite3_stmt *s = NULL;
-	struct buf b;
-	int rc, nlines = 0;
-
-	*problem = NULL;
-	buf_init(&b);
-	if (sqlite3_prepare_v2(store_db(st), "PRAGMA quick_check(20)", -1, &s,
-	    NULL) != SQLITE_OK)
-		return store_fail_db(st);
-	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-		const char *line = (const char *)sqlite3_column_text(s, 0);
-		if (line == NULL || strcmp(line, "ok") == 0)
-			continue;
-		buf_printf(&b, "%s%s", nlines++ ? "; " : "", line);
-	}
-	if (rc != SQLITE_DONE) {
-		store_fail_db(st);
-		sqlite3_finalize(s);
-		buf_free(&b);
-		return -1;
-	}
-	sqlite3_finalize(s);
-	if (nlines > 0)
-		*problem = b.data;
-	else
-		buf_free(&b);
-	return 0;
+	return db_integrity_check(store_db(st), problem) < 0 ?
+	    store_fail_db(st) : 0;
 }
 
 static struct store_sql q_audit_job_rel = STORE_SQL(
@@ -393,18 +366,18 @@ static struct store_sql q_audit_job_rel = STORE_SQL(
 int
 store_audit_job_rel(store_t *st, int64_t job_id, char **rel)
 {
-	sqlite3_stmt *s = store_stmt(st, &q_audit_job_rel);
+	db_stmt_t *s = store_stmt(st, &q_audit_job_rel);
 	int step;
 
 	*rel = NULL;
 	if (s == NULL)
 		return -1;
-	sqlite3_bind_int64(s, 1, job_id);
+	db_bind_int64(s, 1, job_id);
 	if ((step = store_step(st, s)) < 0)
 		return -1;
-	if (step == SQLITE_ROW)
+	if (step == DB_ROW)
 		*rel = store_column_path(s, 0);
-	sqlite3_reset(s);
+	db_reset(s);
 	return 0;
 }
 
@@ -414,7 +387,7 @@ static struct store_sql q_audit_jobs_last = STORE_SQL(
 int
 store_audit_jobs_last(store_t *st, int64_t *last)
 {
-	sqlite3_stmt *s = store_stmt(st, &q_audit_jobs_last);
+	db_stmt_t *s = store_stmt(st, &q_audit_jobs_last);
 	int step;
 
 	*last = 0;
@@ -422,9 +395,9 @@ store_audit_jobs_last(store_t *st, int64_t *last)
 		return -1;
 	if ((step = store_step(st, s)) < 0)
 		return -1;
-	if (step == SQLITE_ROW)
-		*last = sqlite3_column_int64(s, 0);
-	sqlite3_reset(s);
+	if (step == DB_ROW)
+		*last = db_column_int64(s, 0);
+	db_reset(s);
 	return 0;
 }
 
@@ -436,7 +409,7 @@ int
 store_audit_in_progress_each(store_t *st,
     int (*fn)(const struct job_ref *job, pid_t owner, void *arg), void *arg)
 {
-	sqlite3_stmt *s = store_stmt(st, &q_audit_in_progress);
+	db_stmt_t *s = store_stmt(st, &q_audit_in_progress);
 	struct job_ref *jobs = NULL;
 	pid_t *owners = NULL;
 	int n = 0, step, rc = 0;
@@ -444,17 +417,17 @@ store_audit_in_progress_each(store_t *st,
 	if (s == NULL)
 		return -1;
 	/* collected first: fn may run statements of its own */
-	while ((step = store_step(st, s)) == SQLITE_ROW) {
+	while ((step = store_step(st, s)) == DB_ROW) {
 		jobs = xrealloc(jobs, sizeof(*jobs) * (size_t)(n + 1));
 		owners = xrealloc(owners, sizeof(*owners) * (size_t)(n + 1));
-		jobs[n].job_id = sqlite3_column_int64(s, 0);
-		jobs[n].stage = job_stage_parse((const char *)sqlite3_column_text(s, 1));
+		jobs[n].job_id = db_column_int64(s, 0);
+		jobs[n].stage = job_stage_parse(db_column_text(s, 1));
 		snprintf(jobs[n].lang, sizeof(jobs[n].lang), "%s",
-		    (const char *)sqlite3_column_text(s, 2));
-		owners[n] = (pid_t)sqlite3_column_int64(s, 3);
+		    db_column_text(s, 2));
+		owners[n] = (pid_t)db_column_int64(s, 3);
 		n++;
 	}
-	sqlite3_reset(s);
+	db_reset(s);
 	if (step < 0)
 		rc = -1;
 	for (int i = 0; rc == 0 && i < n; i++)
@@ -473,7 +446,7 @@ int
 store_audit_fail_pending(store_t *st, int stage, const char *lang,
 			 const char *why, int64_t *n)
 {
-	sqlite3_stmt *s;
+	db_stmt_t *s;
 	bool own;
 	int rc = -1;
 
@@ -483,12 +456,12 @@ store_audit_fail_pending(store_t *st, int stage, const char *lang,
 	if ((s = store_stmt(st, &q_audit_fail_pending)) == NULL)
 		goto out;
 	store_bind_msg(s, 1, why);
-	sqlite3_bind_text(s, 2, job_stage_name(stage), -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 3, lang, -1, SQLITE_TRANSIENT);
-	sqlite3_bind_int64(s, 4, time_wall_ms());
+	db_bind_text(s, 2, job_stage_name(stage));
+	db_bind_text(s, 3, lang);
+	db_bind_int64(s, 4, time_wall_ms());
 	if (store_run(st, s) < 0)
 		goto out;
-	*n = sqlite3_changes(store_db(st));
+	*n = db_changes(store_db(st));
 	rc = 0;
 out:
 	return store_tx_leave(st, own, rc);
@@ -505,7 +478,7 @@ int
 store_audit_file_find(store_t *st, const char *path, bool by_rel,
 		      int64_t *file_id)
 {
-	sqlite3_stmt *s = store_stmt(st, by_rel ? &q_audit_file_by_rel
+	db_stmt_t *s = store_stmt(st, by_rel ? &q_audit_file_by_rel
 	    : &q_audit_file_by_abs);
 	int step;
 
@@ -515,10 +488,10 @@ store_audit_file_find(store_t *st, const char *path, bool by_rel,
 	store_bind_path(s, 1, path);
 	if ((step = store_step(st, s)) < 0)
 		return -1;
-	if (step != SQLITE_ROW)
+	if (step != DB_ROW)
 		return 1;
-	*file_id = sqlite3_column_int64(s, 0);
-	sqlite3_reset(s);
+	*file_id = db_column_int64(s, 0);
+	db_reset(s);
 	return 0;
 }
 
@@ -529,6 +502,12 @@ static const char q_audit_failed[] =
 	"f.abs_path_text FROM jobs j JOIN media_files f USING (file_id) "
 	"WHERE j.status = 'failed' AND (?1 IS NULL OR j.stage = ?1) "
 	"AND (?2 IS NULL OR j.file_id = ?2) "
+	"ORDER BY f.abs_path_text, j.stage, j.lang";
+static const char q_audit_failed_pg[] =
+	"SELECT j.job_id, j.stage, j.lang, j.attempts, j.last_error, "
+	"f.abs_path_text FROM jobs j JOIN media_files f USING (file_id) "
+	"WHERE j.status = 'failed' AND (?1::text IS NULL OR j.stage = ?1) "
+	"AND (?2::bigint IS NULL OR j.file_id = ?2) "
 	"ORDER BY f.abs_path_text, j.stage, j.lang";
 /* The reset, fenced on the status: a job a farm changed meanwhile is not
  * touched (and cannot be: the caller holds the write lock). */
@@ -551,23 +530,22 @@ static int
 store_audit_failed_load(store_t *st, const struct store_retry_filter *f,
 			struct store_retry_jobs *out)
 {
-	sqlite3_stmt *s = NULL;
+	db_stmt_t *s = NULL;
 	size_t cap = 0;
 	int rc;
 
-	if (sqlite3_prepare_v2(store_db(st), q_audit_failed, -1, &s, NULL)
-	    != SQLITE_OK)
+	if ((s = db_prepare(store_db(st), store_is_pg(st) ? q_audit_failed_pg
+	    : q_audit_failed)) == NULL)
 		return store_fail_db(st);
 	if (f->stage >= 0)
-		sqlite3_bind_text(s, 1, job_stage_name(f->stage), -1,
-		    SQLITE_STATIC);
+		db_bind_text(s, 1, job_stage_name(f->stage));
 	if (f->file_id > 0)
-		sqlite3_bind_int64(s, 2, f->file_id);
-	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		db_bind_int64(s, 2, f->file_id);
+	while ((rc = db_step(s)) == DB_ROW) {
 		struct store_retry_job *j;
-		const char *lang = (const char *)sqlite3_column_text(s, 2);
-		const char *err = (const char *)sqlite3_column_text(s, 4);
-		const char *file = (const char *)sqlite3_column_text(s, 5);
+		const char *lang = db_column_text(s, 2);
+		const char *err = db_column_text(s, 4);
+		const char *file = db_column_text(s, 5);
 
 		/* a language names translations; transcripts have none */
 		if (f->nlangs > 0 && !store_audit_lang_in(lang, f->langs,
@@ -579,19 +557,19 @@ store_audit_failed_load(store_t *st, const struct store_retry_filter *f,
 		}
 		j = &out->v[out->n++];
 		memset(j, 0, sizeof(*j));
-		j->job_id = sqlite3_column_int64(s, 0);
-		j->stage = job_stage_parse((const char *)sqlite3_column_text(s, 1));
+		j->job_id = db_column_int64(s, 0);
+		j->stage = job_stage_parse(db_column_text(s, 1));
 		snprintf(j->lang, sizeof(j->lang), "%s", lang);
-		j->attempts = sqlite3_column_int(s, 3);
+		j->attempts = db_column_int(s, 3);
 		j->last_error = err ? xstrdup(err) : NULL;
 		j->file = xstrdup(file ? file : "");
 	}
-	if (rc != SQLITE_DONE) {
+	if (rc != DB_DONE) {
 		store_fail_db(st);
-		sqlite3_finalize(s);
+		db_finalize(s);
 		return -1;
 	}
-	sqlite3_finalize(s);
+	db_finalize(s);
 	return 0;
 }
 
@@ -601,7 +579,7 @@ store_audit_retry(store_t *st, const struct store_retry_filter *f,
 {
 	struct store_retry_filter norm = *f;
 	char langs[CONFIG_LANGS_MAX][CONFIG_LANG_MAX];
-	sqlite3_stmt *s;
+	db_stmt_t *s;
 	bool own = false;
 	int rc = -1;
 
@@ -620,7 +598,7 @@ store_audit_retry(store_t *st, const struct store_retry_filter *f,
 	for (size_t i = 0; apply && i < out->n; i++) {
 		if ((s = store_stmt(st, &q_audit_retry)) == NULL)
 			goto out;
-		sqlite3_bind_int64(s, 1, out->v[i].job_id);
+		db_bind_int64(s, 1, out->v[i].job_id);
 		if (store_run(st, s) < 0)
 			goto out;
 	}

@@ -3,7 +3,7 @@
  * (scan's conflict pre-check, retry, fix and check) that the farm itself never
  * needs: reading every job with its file's paths and setting a job's status
  * by hand.  Kept apart from common_store.c so the farm's store API stays
- * small; it uses the same schema through store_db().
+ * small; it uses the same schema and driver (common_db.h).
  */
 #ifndef MPFARM_COMMON_STORE_AUDIT_H
 #define MPFARM_COMMON_STORE_AUDIT_H
@@ -129,8 +129,10 @@ int  store_audit_retry(store_t *st, const struct store_retry_filter *f,
 		       bool apply, struct store_retry_jobs *out);
 void store_audit_retry_free(struct store_retry_jobs *js);
 
-/* check: PRAGMA quick_check.  *problem is NULL when the database is
- * sound, else a malloc'd summary of what SQLite found.  -1 on error. */
+/* check: the engine's own consistency check (SQLite: PRAGMA quick_check;
+ * PostgreSQL: that the server answers, its pages being its own to check).
+ * *problem is NULL when the database is sound, else a malloc'd summary of
+ * what the engine found.  -1 on error. */
 int  store_audit_quick_check(store_t *st, char **problem);
 
 #endif

@@ -21,20 +21,35 @@
 /* Columns 1.. of both look-ups: what decides "unchanged". */
 #define STORE_FILE_SEEN "size, mtime_ns, coalesce(dev, 0), coalesce(ino, 0), " \
 	"coalesce(src_root, x''), coalesce(src_rel, x'')"
-static struct store_sql q_file_by_rel = STORE_SQL(
+#define STORE_FILE_SEEN_PG "size, mtime_ns, coalesce(dev, 0), " \
+	"coalesce(ino, 0), coalesce(src_root, ''::bytea), " \
+	"coalesce(src_rel, ''::bytea)"
+static struct store_sql q_file_by_rel = STORE_SQL2(
 	"SELECT file_id, " STORE_FILE_SEEN ", abs_path FROM media_files "
+	"WHERE rel_path = ?1",
+	"SELECT file_id, " STORE_FILE_SEEN_PG ", abs_path FROM media_files "
 	"WHERE rel_path = ?1");
-static struct store_sql q_file_by_abs = STORE_SQL(
+static struct store_sql q_file_by_abs = STORE_SQL2(
 	"SELECT file_id, " STORE_FILE_SEEN " FROM media_files "
+	"WHERE abs_path = ?1",
+	"SELECT file_id, " STORE_FILE_SEEN_PG " FROM media_files "
 	"WHERE abs_path = ?1");
-static struct store_sql q_file_insert = STORE_SQL(
+/* PostgreSQL has no mpfarm_path_text: ?11 brings the escaped name. */
+static struct store_sql q_file_insert = STORE_SQL2(
 	"INSERT INTO media_files (scan_root, rel_path, abs_path, size, "
 	"mtime_ns, added_at, dev, ino, src_root, src_rel, abs_path_text) "
 	"VALUES (?1, ?2, ?3, ?4, ?5, ?6, nullif(?7, 0), nullif(?8, 0), ?9, ?10, "
-	"mpfarm_path_text(?3))");
-static struct store_sql q_file_update = STORE_SQL(
+	"mpfarm_path_text(?3))",
+	"INSERT INTO media_files (scan_root, rel_path, abs_path, size, "
+	"mtime_ns, added_at, dev, ino, src_root, src_rel, abs_path_text) "
+	"VALUES (?1, ?2, ?3, ?4, ?5, ?6, nullif(?7::bigint, 0), "
+	"nullif(?8::bigint, 0), ?9, ?10, ?11) RETURNING file_id");
+static struct store_sql q_file_update = STORE_SQL2(
 	"UPDATE media_files SET size = ?2, mtime_ns = ?3, dev = nullif(?4, 0), "
-	"ino = nullif(?5, 0), src_root = ?6, src_rel = ?7 WHERE file_id = ?1");
+	"ino = nullif(?5, 0), src_root = ?6, src_rel = ?7 WHERE file_id = ?1",
+	"UPDATE media_files SET size = ?2, mtime_ns = ?3, "
+	"dev = nullif(?4::bigint, 0), ino = nullif(?5::bigint, 0), "
+	"src_root = ?6, src_rel = ?7 WHERE file_id = ?1");
 static struct store_sql q_file_transcribed = STORE_SQL(
 	"SELECT status = 'completed' FROM jobs "
 	"WHERE file_id = ?1 AND stage = 'transcribe' AND lang = ''");
@@ -46,9 +61,14 @@ static struct store_sql q_file_reset_attempts = STORE_SQL(
 	"message = 'media file changed on disk' WHERE attempt_id IN "
 	"(SELECT lease FROM jobs WHERE file_id = ?1 AND status = 'in-progress') "
 	"AND ended_at IS NULL");
-static struct store_sql q_file_reset_jobs = STORE_SQL(
+static struct store_sql q_file_reset_jobs = STORE_SQL2(
 	"UPDATE jobs SET status = 'not_started', ready = (stage = 'transcribe'), "
 	"attempts = 0, run_after = 0, owner_pid = NULL, owner_master = NULL, "
+	"started_at = NULL, finished_at = NULL, last_error = NULL "
+	"WHERE file_id = ?1",
+	"UPDATE jobs SET status = 'not_started', "
+	"ready = (stage = 'transcribe')::int, attempts = 0, run_after = 0, "
+	"owner_pid = NULL, owner_master = NULL, owner_host = NULL, "
 	"started_at = NULL, finished_at = NULL, last_error = NULL "
 	"WHERE file_id = ?1");
 
@@ -69,17 +89,17 @@ static int
 store_file_jobs(store_t *st, int64_t file_id, char (*langs)[CONFIG_LANG_MAX],
 		int nlangs)
 {
-	sqlite3_stmt *s;
+	db_stmt_t *s;
 	int ready = 0, rc;
 
 	for (int i = -1; i < nlangs; i++) {
 		if ((s = store_stmt(st, &q_job_insert)) == NULL)
 			return -1;
-		sqlite3_bind_int64(s, 1, file_id);
-		sqlite3_bind_text(s, 2, job_stage_name(i < 0 ? STAGE_TRANSCRIBE :
-		    STAGE_TRANSLATE), -1, SQLITE_STATIC);
-		sqlite3_bind_text(s, 3, i < 0 ? "" : langs[i], -1, SQLITE_STATIC);
-		sqlite3_bind_int(s, 4, i < 0 ? 1 : ready);
+		db_bind_int64(s, 1, file_id);
+		db_bind_text(s, 2, job_stage_name(i < 0 ? STAGE_TRANSCRIBE :
+		    STAGE_TRANSLATE));
+		db_bind_text(s, 3, i < 0 ? "" : langs[i]);
+		db_bind_int64(s, 4, i < 0 ? 1 : ready);
 		if (store_run(st, s) < 0)
 			return -1;
 		if (i >= 0)
@@ -87,12 +107,12 @@ store_file_jobs(store_t *st, int64_t file_id, char (*langs)[CONFIG_LANG_MAX],
 		/* translations are ready only behind a completed transcript */
 		if ((s = store_stmt(st, &q_file_transcribed)) == NULL)
 			return -1;
-		sqlite3_bind_int64(s, 1, file_id);
+		db_bind_int64(s, 1, file_id);
 		if ((rc = store_step(st, s)) < 0)
 			return -1;
-		if (rc == SQLITE_ROW) {
-			ready = sqlite3_column_int(s, 0);
-			sqlite3_reset(s);
+		if (rc == DB_ROW) {
+			ready = db_column_int(s, 0);
+			db_reset(s);
 		}
 	}
 	return 0;
@@ -104,15 +124,15 @@ store_file_jobs(store_t *st, int64_t file_id, char (*langs)[CONFIG_LANG_MAX],
 static int
 store_file_update(store_t *st, int64_t file_id, const struct media_file *mf)
 {
-	sqlite3_stmt *s;
+	db_stmt_t *s;
 
 	if ((s = store_stmt(st, &q_file_update)) == NULL)
 		return -1;
-	sqlite3_bind_int64(s, 1, file_id);
-	sqlite3_bind_int64(s, 2, mf->size);
-	sqlite3_bind_int64(s, 3, mf->mtime_ns);
-	sqlite3_bind_int64(s, 4, mf->dev);
-	sqlite3_bind_int64(s, 5, mf->ino);
+	db_bind_int64(s, 1, file_id);
+	db_bind_int64(s, 2, mf->size);
+	db_bind_int64(s, 3, mf->mtime_ns);
+	db_bind_int64(s, 4, mf->dev);
+	db_bind_int64(s, 5, mf->ino);
 	if (mf->src_root != NULL && mf->src_rel != NULL) {
 		store_bind_path(s, 6, mf->src_root);
 		store_bind_path(s, 7, mf->src_rel);
@@ -123,19 +143,19 @@ store_file_update(store_t *st, int64_t file_id, const struct media_file *mf)
 static int
 store_file_reset(store_t *st, int64_t file_id, const struct media_file *mf)
 {
-	sqlite3_stmt *s;
+	db_stmt_t *s;
 
 	if (store_file_update(st, file_id, mf) < 0)
 		return -1;
 	if ((s = store_stmt(st, &q_file_reset_attempts)) == NULL)
 		return -1;
-	sqlite3_bind_int64(s, 1, file_id);
-	sqlite3_bind_int64(s, 2, time_wall_ms());
+	db_bind_int64(s, 1, file_id);
+	db_bind_int64(s, 2, time_wall_ms());
 	if (store_run(st, s) < 0)
 		return -1;
 	if ((s = store_stmt(st, &q_file_reset_jobs)) == NULL)
 		return -1;
-	sqlite3_bind_int64(s, 1, file_id);
+	db_bind_int64(s, 1, file_id);
 	return store_run(st, s);
 }
 
@@ -146,12 +166,12 @@ struct store_file_seen {
 };
 
 static void
-store_file_seen_read(sqlite3_stmt *s, struct store_file_seen *fs)
+store_file_seen_read(db_stmt_t *s, struct store_file_seen *fs)
 {
-	fs->size = sqlite3_column_int64(s, 1);
-	fs->mtime_ns = sqlite3_column_int64(s, 2);
-	fs->dev = sqlite3_column_int64(s, 3);
-	fs->ino = sqlite3_column_int64(s, 4);
+	fs->size = db_column_int64(s, 1);
+	fs->mtime_ns = db_column_int64(s, 2);
+	fs->dev = db_column_int64(s, 3);
+	fs->ino = db_column_int64(s, 4);
 	fs->src_root = store_column_path(s, 5);
 	fs->src_rel = store_column_path(s, 6);
 }
@@ -183,7 +203,7 @@ store_file_add(store_t *st, const struct media_file *mf,
 	char norm[CONFIG_LANGS_MAX][CONFIG_LANG_MAX];
 	struct store_file_seen fs = { 0 };
 	int64_t file_id = 0;
-	sqlite3_stmt *s;
+	db_stmt_t *s;
 	bool own, known = false;
 	int step, cmp, rc = -1;
 
@@ -201,12 +221,12 @@ store_file_add(store_t *st, const struct media_file *mf,
 	store_bind_path(s, 1, mf->rel);
 	if ((step = store_step(st, s)) < 0)
 		goto out;
-	if (step == SQLITE_ROW) {
+	if (step == DB_ROW) {
 		char *abs = store_column_path(s, 7);
 		known = true;
-		file_id = sqlite3_column_int64(s, 0);
+		file_id = db_column_int64(s, 0);
 		store_file_seen_read(s, &fs);
-		sqlite3_reset(s);
+		db_reset(s);
 		if (strcmp(abs, mf->abs) != 0) {
 			/* outputs are named by rel: two files cannot share one */
 			*res = STORE_CONFLICT;
@@ -226,11 +246,11 @@ store_file_add(store_t *st, const struct media_file *mf,
 		store_bind_path(s, 1, mf->abs);
 		if ((step = store_step(st, s)) < 0)
 			goto out;
-		if (step == SQLITE_ROW) {
+		if (step == DB_ROW) {
 			known = true;
-			file_id = sqlite3_column_int64(s, 0);
+			file_id = db_column_int64(s, 0);
 			store_file_seen_read(s, &fs);
-			sqlite3_reset(s);
+			db_reset(s);
 		}
 	}
 	if (!known) {
@@ -239,18 +259,28 @@ store_file_add(store_t *st, const struct media_file *mf,
 		store_bind_path(s, 1, mf->root);
 		store_bind_path(s, 2, mf->rel);
 		store_bind_path(s, 3, mf->abs);
-		sqlite3_bind_int64(s, 4, mf->size);
-		sqlite3_bind_int64(s, 5, mf->mtime_ns);
-		sqlite3_bind_int64(s, 6, time_wall_ms());
-		sqlite3_bind_int64(s, 7, mf->dev);
-		sqlite3_bind_int64(s, 8, mf->ino);
+		db_bind_int64(s, 4, mf->size);
+		db_bind_int64(s, 5, mf->mtime_ns);
+		db_bind_int64(s, 6, time_wall_ms());
+		db_bind_int64(s, 7, mf->dev);
+		db_bind_int64(s, 8, mf->ino);
 		if (mf->src_root != NULL && mf->src_rel != NULL) {
 			store_bind_path(s, 9, mf->src_root);
 			store_bind_path(s, 10, mf->src_rel);
 		}
-		if (store_run(st, s) < 0)
+		if (store_is_pg(st)) {
+			char *t = text_escape(mf->abs, strlen(mf->abs),
+			    TEXT_ESCAPE_PATH);
+			db_bind_text(s, 11, t);
+			free(t);
+		}
+		/* PostgreSQL returns the new id; SQLite has it at hand */
+		if ((step = store_step(st, s)) < 0)
 			goto out;
-		file_id = sqlite3_last_insert_rowid(store_db(st));
+		file_id = step == DB_ROW ? db_column_int64(s, 0)
+		    : db_last_insert_id(store_db(st));
+		if (step == DB_ROW && store_run(st, s) < 0)
+			goto out;
 	} else if ((cmp = store_file_seen_cmp(&fs, mf)) != 1) {
 		*res = STORE_UNCHANGED;
 		if (cmp == 2 && store_file_update(st, file_id, mf) < 0)
@@ -269,11 +299,18 @@ out:
 
 /* ---- claim and complete -------------------------------------------- */
 
-/* The new lease is the id the attempt row is about to get. */
-static struct store_sql q_claim = STORE_SQL(
+/* The new lease is the id the attempt row is about to get (PostgreSQL:
+ * from the sequence the attempt ids come from, and the job records the
+ * master's host, ?5, so a host that goes silent can have its jobs back). */
+static struct store_sql q_claim = STORE_SQL2(
 	"UPDATE jobs SET status = 'in-progress', attempts = attempts + 1, "
 	"lease = (SELECT coalesce(max(attempt_id), 0) + 1 FROM attempts), "
 	"owner_pid = ?2, owner_master = ?3, started_at = ?4, finished_at = NULL "
+	"WHERE job_id = ?1 AND status = 'not_started' AND ready = 1 AND "
+	"run_after <= ?4 RETURNING file_id, stage, lang, attempts, lease",
+	"UPDATE jobs SET status = 'in-progress', attempts = attempts + 1, "
+	"lease = nextval('mpfarm_lease'), owner_pid = ?2, owner_master = ?3, "
+	"owner_host = nullif(?5, ''), started_at = ?4, finished_at = NULL "
 	"WHERE job_id = ?1 AND status = 'not_started' AND ready = 1 AND "
 	"run_after <= ?4 RETURNING file_id, stage, lang, attempts, lease");
 static struct store_sql q_file_paths = STORE_SQL(
@@ -311,7 +348,7 @@ store_job_claim(store_t *st, int64_t job_id, pid_t worker, pid_t master,
 		struct job *j)
 {
 	int64_t now = time_wall_ms();
-	sqlite3_stmt *s;
+	db_stmt_t *s;
 	int rc = -1, step;
 
 	bool own;
@@ -321,30 +358,32 @@ store_job_claim(store_t *st, int64_t job_id, pid_t worker, pid_t master,
 		return -1;
 	if ((s = store_stmt(st, &q_claim)) == NULL)
 		goto out;
-	sqlite3_bind_int64(s, 1, job_id);
-	sqlite3_bind_int64(s, 2, worker);
-	sqlite3_bind_int64(s, 3, master);
-	sqlite3_bind_int64(s, 4, now);
+	db_bind_int64(s, 1, job_id);
+	db_bind_int64(s, 2, worker);
+	db_bind_int64(s, 3, master);
+	db_bind_int64(s, 4, now);
+	if (store_is_pg(st))
+		db_bind_text(s, 5, store_host_id());
 	if ((step = store_step(st, s)) < 0)
 		goto out;
-	if (step == SQLITE_DONE) {
+	if (step == DB_DONE) {
 		rc = 1;         /* taken, finished or not due */
 		goto out;
 	}
 	j->job_id = job_id;
-	j->file_id = sqlite3_column_int64(s, 0);
-	j->stage = job_stage_parse((const char *)sqlite3_column_text(s, 1));
-	snprintf(j->lang, sizeof(j->lang), "%s", sqlite3_column_text(s, 2));
-	j->attempts = sqlite3_column_int(s, 3);
-	j->lease = sqlite3_column_int64(s, 4);
+	j->file_id = db_column_int64(s, 0);
+	j->stage = job_stage_parse(db_column_text(s, 1));
+	snprintf(j->lang, sizeof(j->lang), "%s", db_column_text(s, 2));
+	j->attempts = db_column_int(s, 3);
+	j->lease = db_column_int64(s, 4);
 	if (store_run(st, s) < 0)
 		goto out;
 	if ((s = store_stmt(st, &q_file_paths)) == NULL)
 		goto out;
-	sqlite3_bind_int64(s, 1, j->file_id);
+	db_bind_int64(s, 1, j->file_id);
 	if ((step = store_step(st, s)) < 0)
 		goto out;
-	if (step != SQLITE_ROW) {
+	if (step != DB_ROW) {
 		store_fail(st, "job %lld has no media file", (long long)job_id);
 		goto out;
 	}
@@ -352,18 +391,18 @@ store_job_claim(store_t *st, int64_t job_id, pid_t worker, pid_t master,
 	j->rel_path = store_column_path(s, 1);
 	j->open_root = store_column_path(s, 2);
 	j->open_rel = store_column_path(s, 3);
-	j->size = sqlite3_column_int64(s, 4);
-	j->mtime_ns = sqlite3_column_int64(s, 5);
-	j->dev = sqlite3_column_int64(s, 6);
-	j->ino = sqlite3_column_int64(s, 7);
-	sqlite3_reset(s);
+	j->size = db_column_int64(s, 4);
+	j->mtime_ns = db_column_int64(s, 5);
+	j->dev = db_column_int64(s, 6);
+	j->ino = db_column_int64(s, 7);
+	db_reset(s);
 	if ((s = store_stmt(st, &q_attempt_open)) == NULL)
 		goto out;
-	sqlite3_bind_int64(s, 1, j->lease);
-	sqlite3_bind_int64(s, 2, job_id);
-	sqlite3_bind_int(s, 3, j->attempts);
-	sqlite3_bind_int64(s, 4, worker);
-	sqlite3_bind_int64(s, 5, now);
+	db_bind_int64(s, 1, j->lease);
+	db_bind_int64(s, 2, job_id);
+	db_bind_int64(s, 3, j->attempts);
+	db_bind_int64(s, 4, worker);
+	db_bind_int64(s, 5, now);
 	rc = store_run(st, s);
 out:
 	rc = store_tx_leave(st, own, rc);
@@ -389,7 +428,7 @@ store_job_complete(store_t *st, const struct job *j,
 		   int n, bool durable)
 {
 	int64_t now = time_wall_ms();
-	sqlite3_stmt *s;
+	db_stmt_t *s;
 	int rc = -1, moved = 0;
 	bool own = true;
 
@@ -397,12 +436,12 @@ store_job_complete(store_t *st, const struct job *j,
 		goto out;
 	if ((s = store_stmt(st, &q_complete)) == NULL)
 		goto out;
-	sqlite3_bind_int64(s, 1, j->job_id);
-	sqlite3_bind_int64(s, 2, j->lease);
-	sqlite3_bind_int64(s, 3, now);
+	db_bind_int64(s, 1, j->job_id);
+	db_bind_int64(s, 2, j->lease);
+	db_bind_int64(s, 3, now);
 	if (store_run(st, s) < 0)
 		goto out;
-	if (sqlite3_changes(store_db(st)) == 0) {
+	if (db_changes(store_db(st)) == 0) {
 		rc = 1;         /* lease lost: not ours to publish */
 		goto out;
 	}
@@ -425,11 +464,10 @@ store_job_complete(store_t *st, const struct job *j,
 	}
 	if ((s = store_stmt(st, &q_attempt_close)) == NULL)
 		goto out;
-	sqlite3_bind_int64(s, 1, j->lease);
-	sqlite3_bind_int64(s, 2, now);
-	sqlite3_bind_text(s, 3, job_outcome_name(OUT_COMPLETED), -1,
-	    SQLITE_STATIC);
-	sqlite3_bind_int64(s, 8, j->job_id);
+	db_bind_int64(s, 1, j->lease);
+	db_bind_int64(s, 2, now);
+	db_bind_text(s, 3, job_outcome_name(OUT_COMPLETED));
+	db_bind_int64(s, 8, j->job_id);
 	if (store_run(st, s) < 0)
 		goto out;
 	rc = 0;
@@ -448,8 +486,12 @@ out:
 
 /* ---- failure, release, recovery ------------------------------------ */
 
-static struct store_sql q_job_state = STORE_SQL(
-	"SELECT status, lease, attempts, owner_pid FROM jobs WHERE job_id = ?1");
+/* PostgreSQL: the row stays locked to the end of the transaction (other
+ * hosts write concurrently), and a pid is only unique with its host. */
+static struct store_sql q_job_state = STORE_SQL2(
+	"SELECT status, lease, attempts, owner_pid FROM jobs WHERE job_id = ?1",
+	"SELECT status, lease, attempts, owner_pid, coalesce(owner_host, '') "
+	"FROM jobs WHERE job_id = ?1 FOR UPDATE");
 static struct store_sql q_job_end = STORE_SQL(
 	"UPDATE jobs SET status = ?2, attempts = ?3, "
 	"run_after = coalesce(?4, run_after), last_error = ?5, "
@@ -499,18 +541,18 @@ store_history(store_t *st, int64_t job_id, int64_t lease, const char *msg,
 	      int attempts, int max, struct buf *b)
 {
 	struct { int n; char outcome[16]; char msg[64]; } h[4];
-	sqlite3_stmt *s = store_stmt(st, &q_history);
+	db_stmt_t *s = store_stmt(st, &q_history);
 	int nh = 0, step;
 
 	if (s == NULL)
 		return -1;
-	sqlite3_bind_int64(s, 1, job_id);
-	sqlite3_bind_int64(s, 2, lease);
-	while ((step = store_step(st, s)) == SQLITE_ROW && nh < 4) {
-		const char *m = (const char *)sqlite3_column_text(s, 2);
-		h[nh].n = sqlite3_column_int(s, 0);
+	db_bind_int64(s, 1, job_id);
+	db_bind_int64(s, 2, lease);
+	while ((step = store_step(st, s)) == DB_ROW && nh < 4) {
+		const char *m = db_column_text(s, 2);
+		h[nh].n = db_column_int(s, 0);
 		snprintf(h[nh].outcome, sizeof(h[nh].outcome), "%s",
-		    sqlite3_column_text(s, 1));
+		    db_column_text(s, 1));
 		snprintf(h[nh].msg, sizeof(h[nh].msg), "%s",
 		    m && strcmp(m, msg) != 0 ? m : "");
 		nh++;
@@ -531,29 +573,28 @@ static int
 store_attempt_close(store_t *st, int64_t job_id, int64_t lease, int attempt,
 		    const struct job_result *r, const char *msg, int64_t now)
 {
-	sqlite3_stmt *s;
+	db_stmt_t *s;
 
 	for (int pass = 0; pass < 2; pass++) {
 		if ((s = store_stmt(st, pass ? &q_attempt_add
 		    : &q_attempt_close)) == NULL)
 			return -1;
-		sqlite3_bind_int64(s, 1, lease);
-		sqlite3_bind_int64(s, 2, now);
-		sqlite3_bind_text(s, 3, job_outcome_name(r->outcome), -1,
-		    SQLITE_STATIC);
+		db_bind_int64(s, 1, lease);
+		db_bind_int64(s, 2, now);
+		db_bind_text(s, 3, job_outcome_name(r->outcome));
 		if (r->http_status > 0)
-			sqlite3_bind_int(s, 4, r->http_status);
+			db_bind_int64(s, 4, r->http_status);
 		if (r->exit_code >= 0)
-			sqlite3_bind_int(s, 5, r->exit_code);
+			db_bind_int64(s, 5, r->exit_code);
 		if (r->signal > 0)
-			sqlite3_bind_int(s, 6, r->signal);
+			db_bind_int64(s, 6, r->signal);
 		store_bind_msg(s, 7, msg);
-		sqlite3_bind_int64(s, 8, job_id);
+		db_bind_int64(s, 8, job_id);
 		if (pass)
-			sqlite3_bind_int(s, 9, attempt);
+			db_bind_int64(s, 9, attempt);
 		if (store_run(st, s) < 0)
 			return -1;
-		if (sqlite3_changes(store_db(st)) > 0)
+		if (db_changes(store_db(st)) > 0)
 			return 0;
 	}
 	return 0;
@@ -571,7 +612,7 @@ store_job_end(store_t *st, const struct store_end *e,
 	const char *msg;
 	char dflt[96];
 	struct buf err;
-	sqlite3_stmt *s;
+	db_stmt_t *s;
 	int attempts, step, rc = -1;
 	bool own, counts, failed;
 	enum job_status to;
@@ -587,21 +628,23 @@ store_job_end(store_t *st, const struct store_end *e,
 		return -1;
 	if ((s = store_stmt(st, &q_job_state)) == NULL)
 		goto out;
-	sqlite3_bind_int64(s, 1, e->job_id);
+	db_bind_int64(s, 1, e->job_id);
 	if ((step = store_step(st, s)) < 0)
 		goto out;
 	rc = 1;
-	if (step != SQLITE_ROW)
+	if (step != DB_ROW)
 		goto out;
-	lease = sqlite3_column_int64(s, 1);
-	attempts = sqlite3_column_int(s, 2);
-	if (strcmp((const char *)sqlite3_column_text(s, 0), JOB_IN_PROGRESS) != 0 ||
+	lease = db_column_int64(s, 1);
+	attempts = db_column_int(s, 2);
+	if (strcmp(db_column_text(s, 0), JOB_IN_PROGRESS) != 0 ||
 	    (e->lease && lease != e->lease) ||
-	    (e->owner && sqlite3_column_int64(s, 3) != e->owner)) {
-		sqlite3_reset(s);
+	    (e->owner && db_column_int64(s, 3) != e->owner) ||
+	    (e->owner && store_is_pg(st) &&
+	    strcmp(db_column_text(s, 4), store_host_id()) != 0)) {
+		db_reset(s);
 		goto out;
 	}
-	sqlite3_reset(s);
+	db_reset(s);
 	rc = -1;
 	counts = e->count_always || (r->outcome != OUT_RATE_LIMITED &&
 	    r->outcome != OUT_INTERRUPTED);
@@ -619,14 +662,14 @@ store_job_end(store_t *st, const struct store_end *e,
 	}
 	if ((s = store_stmt(st, &q_job_end)) == NULL)
 		goto out;
-	sqlite3_bind_int64(s, 1, e->job_id);
-	sqlite3_bind_text(s, 2, job_status_name(to), -1, SQLITE_STATIC);
-	sqlite3_bind_int(s, 3, attempts);
+	db_bind_int64(s, 1, e->job_id);
+	db_bind_text(s, 2, job_status_name(to));
+	db_bind_int64(s, 3, attempts);
 	if (!failed && !e->keep_run_after)
-		sqlite3_bind_int64(s, 4, r->retry_at_ms);
+		db_bind_int64(s, 4, r->retry_at_ms);
 	store_bind_msg(s, 5, err.data);
 	if (failed)
-		sqlite3_bind_int64(s, 6, now);
+		db_bind_int64(s, 6, now);
 	if (store_run(st, s) < 0 ||
 	    store_attempt_close(st, e->job_id, lease, attempts, r, msg, now) < 0)
 		goto out;
@@ -664,11 +707,15 @@ store_job_release(store_t *st, int64_t job_id, pid_t owner,
 
 /* jobs_status walked as a loose index scan: one seek per (stage, lang)
  * present, then one seek for the running jobs of each. */
-static struct store_sql q_next_pair = STORE_SQL(
+static struct store_sql q_next_pair = STORE_SQL2(
 	"SELECT * FROM (SELECT stage, lang FROM jobs WHERE stage = ?1 AND "
 	"lang > ?2 ORDER BY lang LIMIT 1) UNION ALL SELECT * FROM (SELECT "
 	"stage, lang FROM jobs WHERE stage > ?1 ORDER BY stage, lang LIMIT 1) "
-	"LIMIT 1");
+	"LIMIT 1",
+	"SELECT * FROM (SELECT stage, lang FROM jobs WHERE stage = ?1 AND "
+	"lang > ?2 ORDER BY lang LIMIT 1) a UNION ALL SELECT * FROM (SELECT "
+	"stage, lang FROM jobs WHERE stage > ?1 ORDER BY stage, lang LIMIT 1) "
+	"b LIMIT 1");
 static struct store_sql q_orphans = STORE_SQL(
 	"SELECT job_id, lease, owner_master FROM jobs "
 	"WHERE stage = ?1 AND lang = ?2 AND status = 'in-progress'");
@@ -681,21 +728,21 @@ static int
 store_orphans_of(store_t *st, const char *stage, const char *lang,
 		 struct store_orphan **o, size_t *no, size_t *cap)
 {
-	sqlite3_stmt *s = store_stmt(st, &q_orphans);
+	db_stmt_t *s = store_stmt(st, &q_orphans);
 	int step;
 
 	if (s == NULL)
 		return -1;
-	sqlite3_bind_text(s, 1, stage, -1, SQLITE_TRANSIENT);
-	sqlite3_bind_text(s, 2, lang, -1, SQLITE_TRANSIENT);
-	while ((step = store_step(st, s)) == SQLITE_ROW) {
+	db_bind_text(s, 1, stage);
+	db_bind_text(s, 2, lang);
+	while ((step = store_step(st, s)) == DB_ROW) {
 		if (*no == *cap) {
 			*cap = *cap ? *cap * 2 : 16;
 			*o = xrealloc(*o, *cap * sizeof(**o));
 		}
-		(*o)[*no].job_id = sqlite3_column_int64(s, 0);
-		(*o)[*no].lease = sqlite3_column_int64(s, 1);
-		(*o)[(*no)++].master = sqlite3_column_int64(s, 2);
+		(*o)[*no].job_id = db_column_int64(s, 0);
+		(*o)[*no].lease = db_column_int64(s, 1);
+		(*o)[(*no)++].master = db_column_int64(s, 2);
 	}
 	return step < 0 ? -1 : 0;
 }
@@ -708,25 +755,28 @@ store_recover_orphans(store_t *st, int max_attempts, int *n)
 	struct store_orphan *o = NULL;
 	char stage[16] = "", lang[CONFIG_LANG_MAX] = "";
 	size_t no = 0, cap = 0;
-	sqlite3_stmt *s;
+	db_stmt_t *s;
 	int rc = -1, step;
 	bool own;
 
 	*n = 0;
+	/* many masters: only the jobs of silent hosts are orphans */
+	if (store_is_pg(st))
+		return store_host_reap(st, max_attempts, true, n);
 	if (store_tx_enter(st, &own) < 0)
 		return -1;
 	for (;;) {
 		if ((s = store_stmt(st, &q_next_pair)) == NULL)
 			goto out;
-		sqlite3_bind_text(s, 1, stage, -1, SQLITE_TRANSIENT);
-		sqlite3_bind_text(s, 2, lang, -1, SQLITE_TRANSIENT);
+		db_bind_text(s, 1, stage);
+		db_bind_text(s, 2, lang);
 		if ((step = store_step(st, s)) < 0)
 			goto out;
-		if (step == SQLITE_DONE)
+		if (step == DB_DONE)
 			break;
-		snprintf(stage, sizeof(stage), "%s", sqlite3_column_text(s, 0));
-		snprintf(lang, sizeof(lang), "%s", sqlite3_column_text(s, 1));
-		sqlite3_reset(s);
+		snprintf(stage, sizeof(stage), "%s", db_column_text(s, 0));
+		snprintf(lang, sizeof(lang), "%s", db_column_text(s, 1));
+		db_reset(s);
 		if (store_orphans_of(st, stage, lang, &o, &no, &cap) < 0)
 			goto out;
 	}
@@ -749,4 +799,16 @@ store_recover_orphans(store_t *st, int max_attempts, int *n)
 out:
 	free(o);
 	return store_tx_leave(st, own, rc);
+}
+
+int
+store_job_lost(store_t *st, int64_t job_id, int64_t lease, const char *msg,
+	       int max_attempts)
+{
+	struct store_end e = { .job_id = job_id, .lease = lease,
+	    .count_always = true, .keep_run_after = true };
+	struct job_result r = { .outcome = OUT_INTERRUPTED, .exit_code = -1,
+	    .msg = msg };
+
+	return store_job_end(st, &e, &r, max_attempts, NULL);
 }

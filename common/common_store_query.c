@@ -18,16 +18,16 @@
 
 /* A text column, "" when NULL; malloc'd. */
 static char *
-store_column_str(sqlite3_stmt *s, int col)
+store_column_str(db_stmt_t *s, int col)
 {
-	const unsigned char *t = sqlite3_column_text(s, col);
+	const char *t = db_column_text(s, col);
 	return xstrdup(t ? (const char *)t : "");
 }
 
 static void
-store_column_lang(sqlite3_stmt *s, int col, char out[CONFIG_LANG_MAX])
+store_column_lang(db_stmt_t *s, int col, char out[CONFIG_LANG_MAX])
 {
-	const unsigned char *t = sqlite3_column_text(s, col);
+	const char *t = db_column_text(s, col);
 	snprintf(out, CONFIG_LANG_MAX, "%s", t ? (const char *)t : "");
 }
 
@@ -45,25 +45,36 @@ store_grow(void *v, int n, int *cap, size_t size)
 /* ---- failed jobs --------------------------------------------------- */
 
 /* ?1 stage or NULL, ?2 lang or NULL, ?3 limit (-1 = all) */
-static struct store_sql q_failed = STORE_SQL(
+static struct store_sql q_failed = STORE_SQL2(
 	"SELECT j.job_id, j.file_id, j.stage, j.lang, j.attempts, "
 	"coalesce(j.finished_at, 0), f.abs_path, f.rel_path, "
 	"coalesce(j.last_error, '') FROM jobs j "
 	"JOIN media_files f ON f.file_id = j.file_id "
 	"WHERE j.status = 'failed' AND (?1 IS NULL OR j.stage = ?1) "
 	"AND (?2 IS NULL OR j.lang = ?2) "
-	"ORDER BY f.rel_path, j.stage = 'translate', j.lang LIMIT ?3");
-static struct store_sql q_failed_count = STORE_SQL(
+	"ORDER BY f.rel_path, j.stage = 'translate', j.lang LIMIT ?3",
+	"SELECT j.job_id, j.file_id, j.stage, j.lang, j.attempts, "
+	"coalesce(j.finished_at, 0), f.abs_path, f.rel_path, "
+	"coalesce(j.last_error, '') FROM jobs j "
+	"JOIN media_files f ON f.file_id = j.file_id "
+	"WHERE j.status = 'failed' AND (?1::text IS NULL OR j.stage = ?1) "
+	"AND (?2::text IS NULL OR j.lang = ?2) "
+	"ORDER BY f.rel_path, j.stage = 'translate', j.lang "
+	"LIMIT nullif(?3::bigint, -1)");
+static struct store_sql q_failed_count = STORE_SQL2(
 	"SELECT count(*) FROM jobs WHERE status = 'failed' "
-	"AND (?1 IS NULL OR stage = ?1) AND (?2 IS NULL OR lang = ?2)");
+	"AND (?1 IS NULL OR stage = ?1) AND (?2 IS NULL OR lang = ?2)",
+	"SELECT count(*) FROM jobs WHERE status = 'failed' "
+	"AND (?1::text IS NULL OR stage = ?1) "
+	"AND (?2::text IS NULL OR lang = ?2)");
 
 static void
-store_failed_bind(sqlite3_stmt *s, int stage, const char *lang)
+store_failed_bind(db_stmt_t *s, int stage, const char *lang)
 {
 	if (stage >= 0)
-		sqlite3_bind_text(s, 1, job_stage_name(stage), -1, SQLITE_STATIC);
+		db_bind_text(s, 1, job_stage_name(stage));
 	if (lang != NULL && lang[0] != '\0')
-		sqlite3_bind_text(s, 2, lang, -1, SQLITE_TRANSIENT);
+		db_bind_text(s, 2, lang);
 }
 
 int
@@ -71,7 +82,7 @@ store_failed_list(store_t *st, int stage, const char *lang, int max,
 		  struct store_failed_job **out, int *n, int64_t *total)
 {
 	struct store_failed_job *v = NULL;
-	sqlite3_stmt *s;
+	db_stmt_t *s;
 	int cnt = 0, cap = 0, rc;
 
 	*out = NULL;
@@ -82,24 +93,24 @@ store_failed_list(store_t *st, int stage, const char *lang, int max,
 		store_failed_bind(s, stage, lang);
 		if ((rc = store_step(st, s)) < 0)
 			return -1;
-		*total = rc == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
-		sqlite3_reset(s);
+		*total = rc == DB_ROW ? db_column_int64(s, 0) : 0;
+		db_reset(s);
 	}
 	if ((s = store_stmt(st, &q_failed)) == NULL)
 		return -1;
 	store_failed_bind(s, stage, lang);
-	sqlite3_bind_int(s, 3, max > 0 ? max : -1);
-	while ((rc = store_step(st, s)) == SQLITE_ROW) {
+	db_bind_int64(s, 3, max > 0 ? max : -1);
+	while ((rc = store_step(st, s)) == DB_ROW) {
 		struct store_failed_job *j;
 		v = store_grow(v, cnt, &cap, sizeof(*v));
 		j = &v[cnt++];
 		memset(j, 0, sizeof(*j));
-		j->job_id = sqlite3_column_int64(s, 0);
-		j->file_id = sqlite3_column_int64(s, 1);
-		j->stage = job_stage_parse((const char *)sqlite3_column_text(s, 2));
+		j->job_id = db_column_int64(s, 0);
+		j->file_id = db_column_int64(s, 1);
+		j->stage = job_stage_parse(db_column_text(s, 2));
 		store_column_lang(s, 3, j->lang);
-		j->attempts = sqlite3_column_int(s, 4);
-		j->finished_at_ms = sqlite3_column_int64(s, 5);
+		j->attempts = db_column_int(s, 4);
+		j->finished_at_ms = db_column_int64(s, 5);
 		j->abs_path = store_column_path(s, 6);
 		j->rel_path = store_column_path(s, 7);
 		j->last_error = store_column_str(s, 8);
@@ -138,7 +149,7 @@ static int
 store_file_lookup(store_t *st, struct store_sql *q, const char *path,
 		  int64_t id, int64_t *file_id)
 {
-	sqlite3_stmt *s = store_stmt(st, q);
+	db_stmt_t *s = store_stmt(st, q);
 	int rc;
 
 	if (s == NULL)
@@ -146,13 +157,13 @@ store_file_lookup(store_t *st, struct store_sql *q, const char *path,
 	if (path != NULL)
 		store_bind_path(s, 1, path);
 	else
-		sqlite3_bind_int64(s, 1, id);
+		db_bind_int64(s, 1, id);
 	if ((rc = store_step(st, s)) < 0)
 		return -1;
-	if (rc != SQLITE_ROW)
+	if (rc != DB_ROW)
 		return 1;
-	*file_id = sqlite3_column_int64(s, 0);
-	sqlite3_reset(s);
+	*file_id = db_column_int64(s, 0);
+	db_reset(s);
 	return 0;
 }
 
@@ -208,24 +219,24 @@ static struct store_sql q_job_attempts = STORE_SQL(
 static int
 store_job_tries(store_t *st, struct store_file_job *j)
 {
-	sqlite3_stmt *s = store_stmt(st, &q_job_attempts);
+	db_stmt_t *s = store_stmt(st, &q_job_attempts);
 	int rc, cap = 0;
 
 	if (s == NULL)
 		return -1;
-	sqlite3_bind_int64(s, 1, j->job_id);
-	while ((rc = store_step(st, s)) == SQLITE_ROW) {
+	db_bind_int64(s, 1, j->job_id);
+	while ((rc = store_step(st, s)) == DB_ROW) {
 		struct store_attempt *a;
 		j->tries = store_grow(j->tries, j->ntries, &cap, sizeof(*a));
 		a = &j->tries[j->ntries++];
-		a->attempt = sqlite3_column_int(s, 0);
-		a->worker_pid = sqlite3_column_int64(s, 1);
-		a->started_at_ms = sqlite3_column_int64(s, 2);
-		a->ended_at_ms = sqlite3_column_int64(s, 3);
+		a->attempt = db_column_int(s, 0);
+		a->worker_pid = db_column_int64(s, 1);
+		a->started_at_ms = db_column_int64(s, 2);
+		a->ended_at_ms = db_column_int64(s, 3);
 		a->outcome = store_column_str(s, 4);
-		a->http_status = sqlite3_column_int(s, 5);
-		a->exit_code = sqlite3_column_int(s, 6);
-		a->signal = sqlite3_column_int(s, 7);
+		a->http_status = db_column_int(s, 5);
+		a->exit_code = db_column_int(s, 6);
+		a->signal = db_column_int(s, 7);
 		a->message = store_column_str(s, 8);
 	}
 	return rc < 0 ? -1 : 0;
@@ -234,40 +245,40 @@ store_job_tries(store_t *st, struct store_file_job *j)
 int
 store_file_get(store_t *st, int64_t file_id, struct store_file *f)
 {
-	sqlite3_stmt *s;
+	db_stmt_t *s;
 	int rc, cap = 0;
 
 	memset(f, 0, sizeof(*f));
 	f->file_id = file_id;
 	if ((s = store_stmt(st, &q_file_get)) == NULL)
 		return -1;
-	sqlite3_bind_int64(s, 1, file_id);
-	if ((rc = store_step(st, s)) != SQLITE_ROW)
+	db_bind_int64(s, 1, file_id);
+	if ((rc = store_step(st, s)) != DB_ROW)
 		return rc < 0 ? -1 : 1;
 	f->abs_path = store_column_path(s, 0);
 	f->rel_path = store_column_path(s, 1);
 	f->scan_root = store_column_path(s, 2);
-	f->size = sqlite3_column_int64(s, 3);
-	f->mtime_ns = sqlite3_column_int64(s, 4);
-	f->added_at_ms = sqlite3_column_int64(s, 5);
-	sqlite3_reset(s);
+	f->size = db_column_int64(s, 3);
+	f->mtime_ns = db_column_int64(s, 4);
+	f->added_at_ms = db_column_int64(s, 5);
+	db_reset(s);
 
 	if ((s = store_stmt(st, &q_file_jobs)) == NULL)
 		return -1;
-	sqlite3_bind_int64(s, 1, file_id);
-	while ((rc = store_step(st, s)) == SQLITE_ROW) {
+	db_bind_int64(s, 1, file_id);
+	while ((rc = store_step(st, s)) == DB_ROW) {
 		struct store_file_job *j;
 		f->jobs = store_grow(f->jobs, f->njobs, &cap, sizeof(*j));
 		j = &f->jobs[f->njobs++];
 		memset(j, 0, sizeof(*j));
-		j->job_id = sqlite3_column_int64(s, 0);
-		j->stage = job_stage_parse((const char *)sqlite3_column_text(s, 1));
+		j->job_id = db_column_int64(s, 0);
+		j->stage = job_stage_parse(db_column_text(s, 1));
 		store_column_lang(s, 2, j->lang);
 		snprintf(j->status, sizeof(j->status), "%s",
-		    (const char *)sqlite3_column_text(s, 3));
-		j->attempts = sqlite3_column_int(s, 4);
-		j->started_at_ms = sqlite3_column_int64(s, 5);
-		j->finished_at_ms = sqlite3_column_int64(s, 6);
+		    db_column_text(s, 3));
+		j->attempts = db_column_int(s, 4);
+		j->started_at_ms = db_column_int64(s, 5);
+		j->finished_at_ms = db_column_int64(s, 6);
 		j->last_error = store_column_str(s, 7);
 	}
 	if (rc < 0)
@@ -306,18 +317,18 @@ int
 store_job_file_get(store_t *st, int64_t job_id, int64_t *file_id,
 		   char **rel_path)
 {
-	sqlite3_stmt *s = store_stmt(st, &q_job_file);
+	db_stmt_t *s = store_stmt(st, &q_job_file);
 	int rc;
 
 	*rel_path = NULL;
 	if (s == NULL)
 		return -1;
-	sqlite3_bind_int64(s, 1, job_id);
-	if ((rc = store_step(st, s)) != SQLITE_ROW)
+	db_bind_int64(s, 1, job_id);
+	if ((rc = store_step(st, s)) != DB_ROW)
 		return rc < 0 ? -1 : 1;
-	*file_id = sqlite3_column_int64(s, 0);
+	*file_id = db_column_int64(s, 0);
 	*rel_path = store_column_path(s, 1);
-	sqlite3_reset(s);
+	db_reset(s);
 	return 0;
 }
 
@@ -325,16 +336,21 @@ store_job_file_get(store_t *st, int64_t job_id, int64_t *file_id,
 
 /* ?1 first minute's start, ?2 now.  Scans the attempts log (no index on
  * ended_at in schema 1): fine for the page's refresh of a few seconds. */
-static struct store_sql q_throughput = STORE_SQL(
+static struct store_sql q_throughput = STORE_SQL2(
 	"SELECT (ended_at - ?1) / 60000, sum(outcome = 'completed'), "
 	"sum(outcome NOT IN ('completed', 'rate_limited', 'interrupted')) "
+	"FROM attempts WHERE ended_at >= ?1 AND ended_at < ?2 GROUP BY 1",
+	"SELECT (ended_at - ?1::bigint) / 60000, "
+	"count(*) FILTER (WHERE outcome = 'completed'), "
+	"count(*) FILTER (WHERE outcome NOT IN ('completed', 'rate_limited', "
+	"'interrupted')) "
 	"FROM attempts WHERE ended_at >= ?1 AND ended_at < ?2 GROUP BY 1");
 
 int
 store_throughput_get(store_t *st, int64_t now_ms, int minutes,
 		     int64_t *completed, int64_t *failed)
 {
-	sqlite3_stmt *s = store_stmt(st, &q_throughput);
+	db_stmt_t *s = store_stmt(st, &q_throughput);
 	int64_t from = now_ms - (int64_t)minutes * 60000;
 	int rc;
 
@@ -342,14 +358,14 @@ store_throughput_get(store_t *st, int64_t now_ms, int minutes,
 		completed[i] = failed[i] = 0;
 	if (s == NULL)
 		return -1;
-	sqlite3_bind_int64(s, 1, from);
-	sqlite3_bind_int64(s, 2, now_ms);
-	while ((rc = store_step(st, s)) == SQLITE_ROW) {
-		int64_t m = sqlite3_column_int64(s, 0);
+	db_bind_int64(s, 1, from);
+	db_bind_int64(s, 2, now_ms);
+	while ((rc = store_step(st, s)) == DB_ROW) {
+		int64_t m = db_column_int64(s, 0);
 		if (m < 0 || m >= minutes)
 			continue;
-		completed[m] = sqlite3_column_int64(s, 1);
-		failed[m] = sqlite3_column_int64(s, 2);
+		completed[m] = db_column_int64(s, 1);
+		failed[m] = db_column_int64(s, 2);
 	}
 	return rc < 0 ? -1 : 0;
 }

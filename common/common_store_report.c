@@ -18,37 +18,46 @@
 
 /* ---- languages and the view ---------------------------------------- */
 
-static struct store_sql q_view_exists = STORE_SQL(
+static struct store_sql q_view_exists = STORE_SQL2(
 	"SELECT count(*) FROM sqlite_master "
-	"WHERE type = 'view' AND name = '" STORE_VIEW "'");
+	"WHERE type = 'view' AND name = '" STORE_VIEW "'",
+	"SELECT count(*) FROM pg_catalog.pg_views "
+	"WHERE schemaname = current_schema() AND viewname = '" STORE_VIEW "'");
 
 static int
 store_view_exists(store_t *st, bool *yes)
 {
-	sqlite3_stmt *s = store_stmt(st, &q_view_exists);
+	db_stmt_t *s = store_stmt(st, &q_view_exists);
 	int step;
 
 	*yes = false;
 	if (s == NULL || (step = store_step(st, s)) < 0)
 		return -1;
-	if (step == SQLITE_ROW) {
-		*yes = sqlite3_column_int(s, 0) > 0;
-		sqlite3_reset(s);
+	if (step == DB_ROW) {
+		*yes = db_column_int(s, 0) > 0;
+		db_reset(s);
 	}
 	return 0;
 }
 
 static struct store_sql q_langs_get = STORE_SQL(
 	"SELECT value FROM settings WHERE key = 'target_langs'");
-static struct store_sql q_langs_put = STORE_SQL(
+static struct store_sql q_langs_put = STORE_SQL2(
 	"INSERT OR REPLACE INTO settings (key, value) "
-	"VALUES ('target_langs', ?1)");
+	"VALUES ('target_langs', ?1)",
+	"INSERT INTO settings (key, value) VALUES ('target_langs', ?1) "
+	"ON CONFLICT (key) DO UPDATE SET value = excluded.value");
 /* New language: a job for every file, ready if its transcript is done. */
-static struct store_sql q_langs_jobs = STORE_SQL(
+static struct store_sql q_langs_jobs = STORE_SQL2(
 	"INSERT INTO jobs (file_id, stage, lang, ready) "
 	"SELECT f.file_id, 'translate', ?1, coalesce((SELECT t.status = "
 	"'completed' FROM jobs t WHERE t.file_id = f.file_id AND "
 	"t.stage = 'transcribe' AND t.lang = ''), 0) "
+	"FROM media_files f WHERE true ON CONFLICT DO NOTHING",
+	"INSERT INTO jobs (file_id, stage, lang, ready) "
+	"SELECT f.file_id, 'translate', ?1::text, coalesce((SELECT "
+	"(t.status = 'completed')::int FROM jobs t WHERE t.file_id = "
+	"f.file_id AND t.stage = 'transcribe' AND t.lang = ''), 0) "
 	"FROM media_files f WHERE true ON CONFLICT DO NOTHING");
 
 static struct store_sql q_setting_get = STORE_SQL(
@@ -60,34 +69,34 @@ static struct store_sql q_setting_add = STORE_SQL(
 int
 store_setting_get(store_t *st, const char *key, char **value)
 {
-	sqlite3_stmt *s = store_stmt(st, &q_setting_get);
+	db_stmt_t *s = store_stmt(st, &q_setting_get);
 	int rc;
 
 	*value = NULL;
 	if (s == NULL)
 		return -1;
-	sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
+	db_bind_text(s, 1, key);
 	if ((rc = store_step(st, s)) < 0)
 		return -1;
-	if (rc != SQLITE_ROW)
+	if (rc != DB_ROW)
 		return 1;
-	*value = xstrdup((const char *)sqlite3_column_text(s, 0));
-	sqlite3_reset(s);
+	*value = xstrdup(db_column_text(s, 0));
+	db_reset(s);
 	return 0;
 }
 
 int
 store_setting_add(store_t *st, const char *key, const char *value)
 {
-	sqlite3_stmt *s;
+	db_stmt_t *s;
 	bool own;
 	int rc = -1;
 
 	if (store_tx_enter(st, &own) < 0)
 		return -1;
 	if ((s = store_stmt(st, &q_setting_add)) != NULL) {
-		sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
-		sqlite3_bind_text(s, 2, value, -1, SQLITE_STATIC);
+		db_bind_text(s, 1, key);
+		db_bind_text(s, 2, value);
 		rc = store_run(st, s);
 	}
 	return store_tx_leave(st, own, rc);
@@ -97,17 +106,17 @@ store_setting_add(store_t *st, const char *key, const char *value)
 static int
 store_langs_text(store_t *st, char *out, size_t outlen, bool *found)
 {
-	sqlite3_stmt *s = store_stmt(st, &q_langs_get);
+	db_stmt_t *s = store_stmt(st, &q_langs_get);
 	int rc;
 
 	*found = false;
 	out[0] = '\0';
 	if (s == NULL || (rc = store_step(st, s)) < 0)
 		return -1;
-	if (rc == SQLITE_ROW) {
+	if (rc == DB_ROW) {
 		*found = true;
-		snprintf(out, outlen, "%s", (const char *)sqlite3_column_text(s, 0));
-		sqlite3_reset(s);
+		snprintf(out, outlen, "%s", db_column_text(s, 0));
+		db_reset(s);
 	}
 	return 0;
 }
@@ -147,19 +156,26 @@ store_langs_load(store_t *st, char (*langs)[CONFIG_LANG_MAX], int max,
 static int
 store_view_build(store_t *st, char (*langs)[CONFIG_LANG_MAX], int n)
 {
+	/* PostgreSQL sums no booleans: it counts with a filter */
+	const char *sum_a = "sum(", *sum_b = ")";
 	struct buf b;
 	int rc;
 
+	if (store_is_pg(st)) {
+		sum_a = "count(*) FILTER (WHERE ";
+		sum_b = ")";
+	}
 	buf_init(&b);
 	buf_printf(&b, "DROP VIEW IF EXISTS " STORE_VIEW "; "
 	    "CREATE VIEW " STORE_VIEW " AS SELECT f.file_id AS file_id, "
 	    "f.abs_path_text AS file_path, "
 	    "(SELECT CASE WHEN count(*) = 0 THEN 'not_started' "
-	    "WHEN sum(j.status = 'completed') = count(*) THEN 'completed' "
-	    "WHEN sum(j.status = 'failed') > 0 THEN 'failed' "
-	    "WHEN sum(j.status IN ('in-progress', 'completed')) > 0 "
+	    "WHEN %sj.status = 'completed'%s = count(*) THEN 'completed' "
+	    "WHEN %sj.status = 'failed'%s > 0 THEN 'failed' "
+	    "WHEN %sj.status IN ('in-progress', 'completed')%s > 0 "
 	    "THEN 'in-progress' ELSE 'not_started' END "
-	    "FROM jobs j WHERE j.file_id = f.file_id AND (j.stage = 'transcribe'");
+	    "FROM jobs j WHERE j.file_id = f.file_id AND (j.stage = 'transcribe'",
+	    sum_a, sum_b, sum_a, sum_b, sum_a, sum_b);
 	if (n > 0) {
 		buf_printf(&b, " OR (j.stage = 'translate' AND j.lang IN (");
 		for (int i = 0; i < n; i++)
@@ -174,8 +190,7 @@ store_view_build(store_t *st, char (*langs)[CONFIG_LANG_MAX], int n)
 		    "f.file_id AND j.stage = 'translate' AND j.lang = '%s') AS "
 		    "\"translation_%s_status\"", langs[i], langs[i]);
 	buf_printf(&b, ", f.abs_path AS file_path_bytes FROM media_files f");
-	rc = sqlite3_exec(store_db(st), b.data, NULL, NULL, NULL) == SQLITE_OK ?
-	    0 : store_fail_db(st);
+	rc = db_exec(store_db(st), b.data) == 0 ? 0 : store_fail_db(st);
 	buf_free(&b);
 	return rc;
 }
@@ -189,7 +204,7 @@ store_langs_sync(store_t *st, const char (*langs)[CONFIG_LANG_MAX],
 	char text[CONFIG_LANGS_MAX * CONFIG_LANG_MAX] = "";
 	char lang[CONFIG_LANG_MAX];
 	int n = 0, rc = -1;
-	sqlite3_stmt *s;
+	db_stmt_t *s;
 	bool own, found, view;
 	size_t len = 0;
 
@@ -225,13 +240,13 @@ store_langs_sync(store_t *st, const char (*langs)[CONFIG_LANG_MAX],
 			continue;
 		if ((s = store_stmt(st, &q_langs_jobs)) == NULL)
 			goto out;
-		sqlite3_bind_text(s, 1, want[i], -1, SQLITE_STATIC);
+		db_bind_text(s, 1, want[i]);
 		if (store_run(st, s) < 0)
 			goto out;
 	}
 	if ((s = store_stmt(st, &q_langs_put)) == NULL)
 		goto out;
-	sqlite3_bind_text(s, 1, text, -1, SQLITE_STATIC);
+	db_bind_text(s, 1, text);
 	if (store_run(st, s) < 0 || store_view_build(st, want, n) < 0)
 		goto out;
 	rc = 0;
@@ -348,7 +363,7 @@ store_runnable_fetch(store_t *st, const struct config *cfg, int64_t now_ms,
 	struct store_cand *c = NULL;
 	int64_t *sk = NULL;
 	int nw = store_wants(cfg, w), nc = 0, per, rc = -1, step;
-	sqlite3_stmt *s;
+	db_stmt_t *s;
 
 	*nout = 0;
 	if (max <= 0 || nw == 0)
@@ -358,14 +373,13 @@ store_runnable_fetch(store_t *st, const struct config *cfg, int64_t now_ms,
 	for (int i = 0; i < nw; i++) {
 		if ((s = store_stmt(st, &q_runnable)) == NULL)
 			goto out;
-		sqlite3_bind_text(s, 1, job_stage_name(w[i].stage), -1,
-		    SQLITE_STATIC);
-		sqlite3_bind_text(s, 2, w[i].lang, -1, SQLITE_STATIC);
-		sqlite3_bind_int64(s, 3, now_ms);
-		sqlite3_bind_int(s, 4, per);
-		while ((step = store_step(st, s)) == SQLITE_ROW) {
-			c[nc].job_id = sqlite3_column_int64(s, 0);
-			c[nc].run_after = sqlite3_column_int64(s, 1);
+		db_bind_text(s, 1, job_stage_name(w[i].stage));
+		db_bind_text(s, 2, w[i].lang);
+		db_bind_int64(s, 3, now_ms);
+		db_bind_int64(s, 4, per);
+		while ((step = store_step(st, s)) == DB_ROW) {
+			c[nc].job_id = db_column_int64(s, 0);
+			c[nc].run_after = db_column_int64(s, 1);
 			c[nc++].want = i;
 		}
 		if (step < 0)
@@ -400,25 +414,24 @@ store_next_due(store_t *st, const struct config *cfg, int64_t *due_ms)
 	struct store_want w[STORE_WANTS_MAX];
 	int nw = store_wants(cfg, w), step;
 	int64_t now = time_wall_ms();
-	sqlite3_stmt *s;
+	db_stmt_t *s;
 
 	*due_ms = 0;
 	for (int i = 0; i < nw; i++) {
 		if ((s = store_stmt(st, &q_next_due)) == NULL)
 			return -1;
-		sqlite3_bind_text(s, 1, job_stage_name(w[i].stage), -1,
-		    SQLITE_STATIC);
-		sqlite3_bind_text(s, 2, w[i].lang, -1, SQLITE_STATIC);
-		sqlite3_bind_int64(s, 3, now);
+		db_bind_text(s, 1, job_stage_name(w[i].stage));
+		db_bind_text(s, 2, w[i].lang);
+		db_bind_int64(s, 3, now);
 		if ((step = store_step(st, s)) < 0)
 			return -1;
-		if (step == SQLITE_ROW) {
-			if (sqlite3_column_type(s, 0) != SQLITE_NULL) {
-				int64_t t = sqlite3_column_int64(s, 0);
+		if (step == DB_ROW) {
+			if (!db_column_null(s, 0)) {
+				int64_t t = db_column_int64(s, 0);
 				if (*due_ms == 0 || t < *due_ms)
 					*due_ms = t;
 			}
-			sqlite3_reset(s);
+			db_reset(s);
 		}
 	}
 	return 0;
@@ -429,15 +442,17 @@ store_next_due(store_t *st, const struct config *cfg, int64_t *due_ms)
 
 /* Walks jobs_status in order, so transcribe ('transc' < 'transl') comes
  * first and languages come sorted, with no temporary sort. */
-static struct store_sql q_counts = STORE_SQL(
+static struct store_sql q_counts = STORE_SQL2(
 	"SELECT stage, lang, status, ready, count(*), sum(run_after > ?1) "
+	"FROM jobs GROUP BY stage, lang, status, ready",
+	"SELECT stage, lang, status, ready, count(*), "
+	"count(*) FILTER (WHERE run_after > ?1) "
 	"FROM jobs GROUP BY stage, lang, status, ready");
 static struct store_sql q_files = STORE_SQL(
 	"SELECT count(*) FROM media_files");
 static struct store_sql q_oldest = STORE_SQL(
 	"SELECT min(started_at) FROM jobs "
 	"WHERE stage = ?1 AND lang = ?2 AND status = 'in-progress'");
-static struct store_sql q_read_begin = STORE_SQL("BEGIN");
 
 static struct store_stage_counts *
 store_counts_stage(struct store_counts *c, int stage, const char *lang)
@@ -469,15 +484,15 @@ store_counts_cmp(const void *a, const void *b)
 static int
 store_int64_query(store_t *st, struct store_sql *q, int64_t *out)
 {
-	sqlite3_stmt *s = store_stmt(st, q);
+	db_stmt_t *s = store_stmt(st, q);
 	int step;
 
 	*out = 0;
 	if (s == NULL || (step = store_step(st, s)) < 0)
 		return -1;
-	if (step == SQLITE_ROW) {
-		*out = sqlite3_column_int64(s, 0);
-		sqlite3_reset(s);
+	if (step == DB_ROW) {
+		*out = db_column_int64(s, 0);
+		db_reset(s);
 	}
 	return 0;
 }
@@ -486,20 +501,20 @@ static int
 store_counts_oldest(store_t *st, const struct store_stage_counts *sc,
 		    int64_t *oldest)
 {
-	sqlite3_stmt *s = store_stmt(st, &q_oldest);
+	db_stmt_t *s = store_stmt(st, &q_oldest);
 	int step;
 
 	if (s == NULL)
 		return -1;
-	sqlite3_bind_text(s, 1, job_stage_name(sc->stage), -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 2, sc->lang, -1, SQLITE_TRANSIENT);
+	db_bind_text(s, 1, job_stage_name(sc->stage));
+	db_bind_text(s, 2, sc->lang);
 	if ((step = store_step(st, s)) < 0)
 		return -1;
-	if (step == SQLITE_ROW) {
-		int64_t t = sqlite3_column_int64(s, 0);
+	if (step == DB_ROW) {
+		int64_t t = db_column_int64(s, 0);
 		if (t > 0 && (*oldest == 0 || t < *oldest))
 			*oldest = t;
-		sqlite3_reset(s);
+		db_reset(s);
 	}
 	return 0;
 }
@@ -512,34 +527,33 @@ store_counts_get(store_t *st, struct store_counts *c)
 {
 	char langs[CONFIG_LANGS_MAX][CONFIG_LANG_MAX];
 	int64_t now = time_wall_ms();
-	sqlite3_stmt *s;
+	db_stmt_t *s;
 	int nl = 0, step, rc = -1;
-	bool own = sqlite3_get_autocommit(store_db(st)) != 0;
+	bool own = !db_in_tx(store_db(st));
 
 	memset(c, 0, sizeof(*c));
 	/* one snapshot for all the figures; a plain BEGIN works read-only */
-	if (own && ((s = store_stmt(st, &q_read_begin)) == NULL ||
-	    store_run(st, s) < 0))
-		return -1;
+	if (own && db_begin(store_db(st), false) < 0)
+		return store_fail_db(st);
 	store_counts_stage(c, STAGE_TRANSCRIBE, "");
 	if (store_int64_query(st, &q_files, &c->files) < 0 ||
 	    store_langs_load(st, langs, CONFIG_LANGS_MAX, &nl) < 0)
 		goto out;
 	if ((s = store_stmt(st, &q_counts)) == NULL)
 		goto out;
-	sqlite3_bind_int64(s, 1, now);
-	while ((step = store_step(st, s)) == SQLITE_ROW) {
-		int stage = job_stage_parse((const char *)sqlite3_column_text(s, 0));
-		const char *status = (const char *)sqlite3_column_text(s, 2);
-		bool ready = sqlite3_column_int(s, 3) != 0;
-		int64_t n = sqlite3_column_int64(s, 4);
+	db_bind_int64(s, 1, now);
+	while ((step = store_step(st, s)) == DB_ROW) {
+		int stage = job_stage_parse(db_column_text(s, 0));
+		const char *status = db_column_text(s, 2);
+		bool ready = db_column_int(s, 3) != 0;
+		int64_t n = db_column_int64(s, 4);
 		struct store_stage_counts *sc;
 		int k;
 
 		if (stage < 0)
 			continue;
 		sc = store_counts_stage(c, stage,
-		    (const char *)sqlite3_column_text(s, 1));
+		    db_column_text(s, 1));
 		for (k = 0; k < JOB_ST_COUNT; k++)
 			if (strcmp(status, job_status_name(k)) == 0)
 				break;
@@ -549,7 +563,7 @@ store_counts_get(store_t *st, struct store_counts *c)
 		if (k == JOB_ST_NOT_STARTED && !ready)
 			sc->waiting += n;
 		if (k == JOB_ST_NOT_STARTED && ready)
-			sc->delayed += sqlite3_column_int64(s, 5);
+			sc->delayed += db_column_int64(s, 5);
 	}
 	if (step < 0)
 		goto out;

@@ -31,6 +31,7 @@ int master_signal_run(struct config *cfg);   /* mpfarm signal SIG */
 int master_farm_run(struct config *cfg, int argc, char **argv); /* run */
 int master_plan_run(struct config *cfg);     /* mpfarm run --dry-run */
 int master_config_run(struct config *cfg);   /* mpfarm config */
+int master_migrate_run(struct config *cfg);  /* mpfarm migrate --to URL */
 
 /* master_config.c: the checks a farm makes before it starts.  report is
  * called once per check, with what was checked ("transcribe", "output"),
@@ -108,7 +109,8 @@ void master_lock_release(int fd);
 pid_t master_lock_holder(const char *db);
 
 /* The path of the live status file "<db>.status" (JSON) the master
- * refreshes (master_status.c reads it); malloc'd, never NULL. */
+ * refreshes (master_status.c reads it), malloc'd; NULL for a PostgreSQL
+ * database, whose figures travel in the master's host row. */
 char *master_status_path(const char *db);
 
 #endif

@@ -6,6 +6,7 @@
  * command never passes a config that `run` would refuse.
  */
 #include "master.h"
+#include "common_db.h"
 #include "common_provider.h"
 #include "common_store_audit.h"
 #include "common_tree.h"
@@ -133,7 +134,7 @@ config_beside_db_check(const struct config *cfg, char *err, size_t errlen)
 	struct stat sb;
 	int rc = 0;
 
-	if (lstat(path, &sb) == 0 && !S_ISREG(sb.st_mode)) {
+	if (path != NULL && lstat(path, &sb) == 0 && !S_ISREG(sb.st_mode)) {
 		snprintf(err, errlen, "%s is %s: mpfarm keeps only regular files "
 		    "beside its database (remove it)", log_quote(path),
 		    S_ISLNK(sb.st_mode) ? "a symbolic link" : "not a regular file");
@@ -209,7 +210,10 @@ master_config_check(const struct config *cfg, int files,
 	} else {
 		report(arg, "output", "writable, no link in the way", true);
 	}
-	{
+	if (db_target_is_pg(cfg->db)) {
+		/* no folder: the server is asked when the store opens */
+		report(arg, "database", "PostgreSQL (no files beside it)", true);
+	} else {
 		char *dbdir = xstrdup(cfg->db);
 		char *d = dirname(dbdir);
 		if (config_dir_check("database folder", d, err, sizeof(err)) < 0 ||
@@ -290,6 +294,7 @@ config_show_farm(const struct config *cfg)
 		{ "max_attempts", cfg->max_attempts },
 		{ "max_jobs_per_worker", cfg->max_jobs_per_worker },
 		{ "grace", cfg->grace }, { "check_interval", cfg->check_interval },
+		{ "host_timeout", cfg->host_timeout },
 		{ "busy_timeout", cfg->busy_timeout_ms },
 		{ "retry_delay_ms", cfg->retry_delay_ms },
 		{ "retry_max_delay_ms", cfg->retry_max_delay_ms },
@@ -432,7 +437,7 @@ master_config_run(struct config *cfg)
 	printf("\n# checks (the ones mpfarm run makes before it starts)\n");
 	(void)master_config_check(cfg, MASTER_CHECK_FILES, config_report_print,
 	    &r);
-	if (access(cfg->db, F_OK) == 0) {
+	if (db_target_is_pg(cfg->db) || access(cfg->db, F_OK) == 0) {
 		struct store_open_opts o = { .flags = STORE_READONLY };
 		char err[600];
 		if (store_open(&st, cfg->db, &o, err, sizeof(err)) < 0)

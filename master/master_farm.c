@@ -33,6 +33,7 @@ struct farm farm;
 #define FARM_OWED_RETRY_S   0.1
 #define FARM_STOP_CHECK_S   0.1
 #define FARM_FIGURES_S      1.0
+#define FARM_HOST_TICK_S    0.1     /* the store beats once a second */
 #define FARM_FIGURES_FIRST_S 0.1
 
 /* When the store cannot be asked (an error) or every provider is held
@@ -275,6 +276,28 @@ farm_owed_cb(struct ev_loop *loop, ev_timer *w, int revents)
 		farm_owed_retry();
 }
 
+/* PostgreSQL: this host's heartbeat, and the jobs of hosts gone silent
+ * taken back (the store paces both; nothing on SQLite). */
+static void
+farm_host_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	int taken = 0;
+
+	(void)loop;
+	(void)w;
+	(void)revents;
+	if (farm.st == NULL)
+		return;
+	if (store_host_tick(farm.st, farm.cfg->max_attempts, &taken) < 0)
+		log_warn("host_tick_failed", "error=%s",
+		    log_quote(store_errmsg(farm.st)));
+	if (taken > 0) {
+		log_info("recovered", "jobs=%d note=in-progress-on-a-silent-host",
+		    taken);
+		farm.dirty = true;
+	}
+}
+
 /* While stopping: the grace ends in kills (QUIT now), workers are told
  * to leave, and the loop ends once the last worker is gone and nothing
  * is owed.  Owed releases get until the grace is over plus one busy
@@ -362,6 +385,8 @@ farm_timers_start(void)
 		  FARM_OWED_RETRY_S, FARM_OWED_RETRY_S },
 		{ offsetof(struct farm, figures_timer), farm_figures_cb,
 		  FARM_FIGURES_FIRST_S, FARM_FIGURES_S },
+		{ offsetof(struct farm, host_timer), farm_host_cb,
+		  FARM_HOST_TICK_S, FARM_HOST_TICK_S },
 	};
 
 	for (size_t i = 0; i < sizeof(timers) / sizeof(timers[0]); i++) {
@@ -599,6 +624,10 @@ master_farm_run(struct config *cfg, int argc, char **argv)
 	farm.st = master_store_open(cfg, 0);
 	if (farm.st == NULL)
 		goto fail;
+	if (store_host_register(farm.st, (int64_t)cfg->host_timeout * 1000) < 0) {
+		say_err("%s: %s", cfg->db, store_errmsg(farm.st));
+		goto fail;
+	}
 	{
 		/* a stage with work and no provider: say how to set one, rather
 		 * than fake the work (noop) or leave it silently undone */
@@ -680,8 +709,10 @@ out:
 		unlink(sp);
 		free(sp);
 	}
-	if (farm.st != NULL)
+	if (farm.st != NULL) {
+		(void)store_host_unregister(farm.st);
 		store_close(farm.st);
+	}
 	for (int i = 0; i < farm.nslots; i++) {
 		if (farm.slots[i]->fd >= 0)
 			close(farm.slots[i]->fd);

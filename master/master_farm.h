@@ -97,6 +97,7 @@ struct farm {
 	ev_timer owed_timer;    /* releases the database refused */
 	ev_timer stop_timer;    /* while stopping: grace, kills, the end */
 	ev_timer figures_timer; /* progress line and status file */
+	ev_timer host_timer;    /* PostgreSQL: heartbeat, silent hosts */
 	ev_timer respawn;       /* fires at the earliest slot respawn_at */
 	ev_child child;
 	ev_signal sigs[8];

@@ -8,6 +8,7 @@
  * empties the file before unlocking: it names a pid only while locked.
  */
 #include "master.h"
+#include "common_db.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -33,12 +34,17 @@ int
 master_lock_acquire(const char *db, int *fd_out, pid_t *holder, char *err,
 		    size_t errlen)
 {
-	char *path = xasprintf("%s.lock", db);
+	char *path;
 	char pid[32];
 	int fd, n;
 
 	*holder = 0;
 	*fd_out = -1;
+	/* many masters share a PostgreSQL database: each registers a host
+	 * row instead (common_store_host.c) */
+	if (db_target_is_pg(db))
+		return 0;
+	path = xasprintf("%s.lock", db);
 	/* a link planted there is refused: its target is never truncated */
 	fd = file_open_regular(path, O_RDWR | O_CREAT, 0644, err, errlen);
 	free(path);
@@ -75,12 +81,15 @@ master_lock_release(int fd)
 pid_t
 master_lock_holder(const char *db)
 {
-	char *path = xasprintf("%s.lock", db);
-	char err[8];
-	/* a link there is no lock of ours: no master */
-	int fd = file_open_regular(path, O_RDONLY, 0, err, sizeof(err));
+	char *path, err[8];
+	int fd;
 	pid_t pid = 0;
 
+	if (db_target_is_pg(db))
+		return 0;       /* no file lock: see the hosts table */
+	path = xasprintf("%s.lock", db);
+	/* a link there is no lock of ours: no master */
+	fd = file_open_regular(path, O_RDONLY, 0, err, sizeof(err));
 	free(path);
 	if (fd < 0)
 		return 0;

@@ -33,6 +33,7 @@ main(int argc, char **argv)
 	case CMD_SERVE:  rc = master_serve_run(&cfg); break;
 	case CMD_CONFIG: rc = master_config_run(&cfg); break;
 	case CMD_SIGNAL: rc = master_signal_run(&cfg); break;
+	case CMD_MIGRATE: rc = master_migrate_run(&cfg); break;
 	case CMD_RUN:    rc = cfg.dry_run ? master_plan_run(&cfg) :
 			     master_farm_run(&cfg, argc, argv); break;
 	default:

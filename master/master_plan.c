@@ -7,6 +7,7 @@
  * is opened read-only and a missing one is not created.
  */
 #include "master.h"
+#include "common_db.h"
 #include "common_store_audit.h"
 
 #include <stdio.h>
@@ -104,7 +105,7 @@ master_plan_run(struct config *cfg)
 	    &problems) > 0)
 		return EXIT_USAGE;
 	printf("dry run: nothing is started, called or written\n");
-	if (access(cfg->db, F_OK) != 0) {
+	if (!db_target_is_pg(cfg->db) && access(cfg->db, F_OK) != 0) {
 		printf("database %s does not exist: nothing registered yet "
 		    "(mpfarm scan DIR adds files)\n", cfg->db);
 		return EXIT_OK;

@@ -9,10 +9,15 @@
  * remaining jobs fail at once, with one log line, instead of one by one.
  * Which providers are metered is the `limited` of their descriptor
  * (common_provider.h); provs[] is indexed like the provider registry.
+ * On PostgreSQL several masters share a provider: the bucket is then
+ * filled each tick from the farm's row, the concurrency limit is this
+ * host's share of it, and pauses travel through the row too
+ * (common_store_limits.c).
  */
 #include "master_farm.h"
 #include "common_provider.h"
 #include "common_store_audit.h"
+#include "common_store_limits.h"
 
 #include <jansson.h>
 #include <math.h>
@@ -21,6 +26,9 @@
 
 #define PROV_BACKOFF_MIN_MS 1000
 #define PROV_BACKOFF_MAX_MS 60000
+/* A host that started none of a provider's jobs for this long asks for
+ * one concurrency slot only, leaving the rest to the busy hosts. */
+#define PROV_SHARE_IDLE_MS  5000
 
 struct prov {
 	const char *name;
@@ -36,6 +44,10 @@ struct prov {
 	bool    disabled;       /* its jobs fail: a key or quota was refused */
 	char    why[IPC_TEXT_MAX];
 	bool    was_blocked;
+	bool    shared;         /* limits held with other hosts (PostgreSQL) */
+	int     held;           /* shared: this host's concurrency share */
+	int64_t active_at;      /* shared: mono ms of the last job start */
+	bool    share_failed;   /* shared: the last sync failed (logged) */
 	struct prov_waiter { int idx; unsigned gen; } *waiters;  /* FIFO */
 	int     nwait, capwait;
 	int64_t granted, rate_limited;
@@ -58,6 +70,9 @@ farm_prov_limited(int i)
 }
 
 static void prov_pump(struct prov *p);
+static void prov_share_init(void);
+static void prov_share_tick(struct prov *p);
+static void prov_share_pause(struct prov *p, int64_t ms);
 
 static void
 prov_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
@@ -98,6 +113,7 @@ farm_prov_init(void)
 		ev_timer_init(&p->timer, prov_timer_cb, 0, 0);
 		p->timer.data = p;
 	}
+	prov_share_init();
 }
 
 void
@@ -120,14 +136,18 @@ farm_prov_may_start(int i)
 		return true;
 	if (p->disabled || time_mono_ms() < p->paused_until)
 		return false;
+	if (p->shared && p->max_conc > 0 && p->inflight >= p->held)
+		return false;
 	return p->max_conc == 0 || p->inflight < (int)floor(p->limit);
 }
 
 void
 farm_prov_job_start(int i)
 {
-	if (farm_prov_limited(i))
-		provs[i].inflight++;
+	if (!farm_prov_limited(i))
+		return;
+	provs[i].inflight++;
+	provs[i].active_at = time_mono_ms();
 }
 
 void
@@ -166,7 +186,7 @@ prov_pump(struct prov *p)
 	int64_t now = time_mono_ms();
 	double wait_s = 0;
 
-	if (p->rate > 0) {
+	if (p->rate > 0 && !p->shared) {
 		p->tokens += (double)(now - p->tokens_at) * p->rate / 1000.0;
 		if (p->tokens > 1)      /* burst of one: pace, don't bunch */
 			p->tokens = 1;
@@ -198,6 +218,8 @@ prov_pump(struct prov *p)
 		return;
 	if (now < p->paused_until)
 		wait_s = (double)(p->paused_until - now) / 1000.0;
+	else if (p->shared && p->rate > 0)
+		return;         /* the next tick brings the farm's tokens */
 	else if (p->rate > 0)
 		wait_s = (1 - p->tokens) / p->rate;
 	ev_timer_set(&p->timer, wait_s > 0.001 ? wait_s : 0.001, 0);
@@ -326,6 +348,7 @@ farm_prov_event(const struct ipc_event *m)
 				    "http=%d retry_after=%s", p->name, (long long)ms,
 				    (int)m->http, m->pause_ms > 0 ? "yes" : "no");
 		}
+		prov_share_pause(p, ms);
 		if (m->pause_ms <= 0)
 			p->backoff_ms = backoff_delay(p->backoff_ms,
 			    PROV_BACKOFF_MAX_MS, 1);
@@ -358,6 +381,7 @@ farm_prov_tick(int64_t now)
 		if (provs[i].was_blocked && !blocked)
 			farm.dirty = true;
 		provs[i].was_blocked = blocked;
+		prov_share_tick(&provs[i]);
 		if (provs[i].nwait > 0)
 			prov_pump(&provs[i]);
 	}
@@ -416,4 +440,97 @@ farm_prov_stats_json(void)
 		    "disabled", p->disabled));
 	}
 	return o;
+}
+
+/* ---- limits shared with other hosts (PostgreSQL) ---------------------- */
+
+/* A provider this run may call, with a limit to share. */
+static bool
+prov_share_wanted(const struct prov *p)
+{
+	if (!store_is_pg(farm.st) || (p->rate <= 0 && p->max_conc <= 0))
+		return false;
+	for (int stage = 0; stage < 2; stage++) {
+		int nl = stage == STAGE_TRANSCRIBE ? 1 : farm.cfg->nlangs;
+		for (int k = 0; k < nl; k++) {
+			const char *pn = config_provider(farm.cfg, stage,
+			    stage ? farm.cfg->langs[k] : "");
+			if (pn != NULL && strcmp(pn, p->name) == 0)
+				return true;
+		}
+	}
+	return false;
+}
+
+static void
+prov_share_init(void)
+{
+	bool any = false;
+
+	for (int i = 0; i < NPROVS; i++) {
+		struct prov *p = &provs[i];
+		p->shared = farm.st != NULL && prov_share_wanted(p);
+		p->held = 0;
+		p->tokens = p->shared ? 0 : p->tokens;
+		p->active_at = time_mono_ms();  /* a fresh host wants its part */
+		any |= p->shared;
+	}
+	if (any && store_limits_init(farm.st) < 0)
+		log_warn("provider_share_failed", "error=%s",
+		    log_quote(store_errmsg(farm.st)));
+}
+
+/* One tick: take the tokens the waiting workers need and this host's
+ * concurrency share from the farm's row; learn its pause. */
+static void
+prov_share_tick(struct prov *p)
+{
+	int64_t now = time_mono_ms();
+	int workers = farm.target > 0 ? farm.target : 1;
+	struct store_limit_sync ls = {
+		.rate = p->rate, .max_conc = p->max_conc,
+		.inflight = p->inflight,
+	};
+
+	if (!p->shared || p->disabled || farm.st == NULL)
+		return;
+	ls.want_tokens = p->nwait - (int)floor(p->tokens);
+	if (ls.want_tokens < 0)
+		ls.want_tokens = 0;
+	if (farm.stopping)
+		ls.want_slots = p->inflight;
+	else if (p->inflight > 0 || now - p->active_at < PROV_SHARE_IDLE_MS)
+		ls.want_slots = workers;
+	else
+		ls.want_slots = 1;
+	if (ls.want_slots > p->max_conc)
+		ls.want_slots = p->max_conc;
+	if (store_limits_sync(farm.st, p->name, &ls) < 0) {
+		/* nothing granted: the workers wait, the next tick tries again */
+		if (!p->share_failed)
+			log_warn("provider_share_failed", "provider=%s error=%s",
+			    p->name, log_quote(store_errmsg(farm.st)));
+		p->share_failed = true;
+		return;
+	}
+	p->share_failed = false;
+	p->tokens += ls.tokens;
+	p->held = ls.held;
+	if (ls.paused_ms > 0 && now + ls.paused_ms > p->paused_until) {
+		if (now >= p->paused_until)
+			log_warn("provider_paused", "provider=%s for_ms=%lld "
+			    "by=another-host", p->name, (long long)ls.paused_ms);
+		p->paused_until = now + ls.paused_ms;
+	}
+}
+
+/* A 429 here pauses every host: written to the farm's row at once. */
+static void
+prov_share_pause(struct prov *p, int64_t ms)
+{
+	if (!p->shared || farm.st == NULL)
+		return;
+	if (store_limits_pause(farm.st, p->name, ms) < 0)
+		log_warn("provider_share_failed", "provider=%s error=%s",
+		    p->name, log_quote(store_errmsg(farm.st)));
 }

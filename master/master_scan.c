@@ -28,6 +28,7 @@
  */
 #include "master_scan.h"
 #include "common_roots.h"
+#include "common_db.h"
 #include "common_store_audit.h"
 
 #include <errno.h>
@@ -411,7 +412,7 @@ scan_dry_run(struct scan *sc, const struct config *cfg)
 	store_t *st = NULL;
 	int ex = EXIT_FATAL;
 
-	if (stat(cfg->db, &sb) == 0) {
+	if (db_target_is_pg(cfg->db) || stat(cfg->db, &sb) == 0) {
 		st = master_store_open(cfg, STORE_READONLY | STORE_OLD_OK |
 		    STORE_NO_TRACE);
 		if (st == NULL)

@@ -8,6 +8,7 @@
  * read, and only while the lock is seen held.
  */
 #include "master.h"
+#include "common_db.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -116,6 +117,50 @@ fail:
 	return -1;
 }
 
+/* PostgreSQL has no lock file: the masters of this machine are the host
+ * rows with its hostname, a heartbeat within the host timeout and a pid
+ * that runs here.  Each gets the signal. */
+static int
+master_signal_pg(struct config *cfg, int k)
+{
+	struct store_host *h = NULL;
+	char name[256] = "";
+	store_t *st;
+	int n = 0, sent = 0, ex = EXIT_FATAL;
+
+	(void)gethostname(name, sizeof(name) - 1);
+	if ((st = master_store_open(cfg, STORE_READONLY)) == NULL)
+		return EXIT_FATAL;
+	if (store_hosts_list(st, &h, &n) < 0) {
+		say_err("%s: %s", cfg->db, store_errmsg(st));
+		goto out;
+	}
+	for (int i = 0; i < n; i++) {
+		if (!h[i].live || strcmp(h[i].hostname, name) != 0 ||
+		    !proc_alive(h[i].pid))
+			continue;
+		if (kill(h[i].pid, master_signals[k].sig) < 0) {
+			say_err("cannot send %s to the master of %s (pid %d): %s",
+			    master_signals[k].name, cfg->db, (int)h[i].pid,
+			    strerror(errno));
+			goto out;
+		}
+		printf("mpfarm: sent %s to the master of %s (pid %d)\n",
+		    master_signals[k].name, cfg->db, (int)h[i].pid);
+		sent++;
+	}
+	if (sent == 0) {
+		say_err("no mpfarm master of %s is running on this host (%s)",
+		    cfg->db, name);
+		goto out;
+	}
+	ex = fflush(stdout) == 0 ? EXIT_OK : EXIT_FATAL;
+out:
+	store_hosts_free(h, n);
+	store_close(st);
+	return ex;
+}
+
 int
 master_signal_run(struct config *cfg)
 {
@@ -127,6 +172,8 @@ master_signal_run(struct config *cfg)
 		    "QUIT; the SIG prefix is optional)", cfg->args[0]);
 		return EXIT_USAGE;
 	}
+	if (db_target_is_pg(cfg->db))
+		return master_signal_pg(cfg, k);
 	pid = master_signal_target(cfg->db);
 	if (pid < 0) {
 		say_err("cannot read %s.lock: %s", cfg->db, strerror(errno));

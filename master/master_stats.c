@@ -314,7 +314,14 @@ farm_status_write(void)
 	    f.rate_per_s);
 	(void)master_notify_send(line);
 	path = master_status_path(farm.cfg->db);
-	farm_status_replace(path, o);
+	if (path != NULL) {
+		farm_status_replace(path, o);
+	} else {
+		/* PostgreSQL: the host row's next heartbeat carries them */
+		char *js = json_dumps(o, JSON_COMPACT);
+		store_host_figures_set(js);
+		free(js);
+	}
 	free(path);
 	json_decref(o);
 }

@@ -8,6 +8,7 @@
  * its live figures come from the status file it refreshes ("<db>.status").
  */
 #include "master.h"
+#include "common_db.h"
 #include "common_store_audit.h"
 
 #include <errno.h>
@@ -28,6 +29,10 @@
 char *
 master_status_path(const char *db)
 {
+	/* a URL has no folder to put a file beside: the figures travel in
+	 * the master's host row */
+	if (db_target_is_pg(db))
+		return NULL;
 	return xasprintf("%s.status", db);
 }
 
@@ -377,12 +382,68 @@ master_status_json(const struct config *cfg, const struct store_counts *c,
 	return root;
 }
 
+/* PostgreSQL: every registered master (host) with the figures its last
+ * heartbeat carried, as the status file holds them for SQLite, plus
+ * host_id, hostname, age_s and stale (silent past host_timeout).  NULL
+ * when there is none. */
+static json_t *
+status_hosts(store_t *st)
+{
+	struct store_host *h = NULL;
+	int64_t now = time_wall_ms();
+	json_t *arr;
+	int n = 0;
+
+	if (store_hosts_list(st, &h, &n) < 0 || n == 0) {
+		store_hosts_free(h, n);
+		return NULL;
+	}
+	arr = json_array();
+	for (int i = 0; i < n; i++) {
+		json_t *o = json_loads(h[i].figures, 0, NULL);
+		if (!json_is_object(o)) {
+			json_decref(o);
+			o = json_object();
+			json_object_set_new(o, "pid", json_integer(h[i].pid));
+		}
+		json_object_set_new(o, "host_id", json_string(h[i].id));
+		json_object_set_new(o, "hostname", json_string(h[i].hostname));
+		json_object_set_new(o, "stale", json_boolean(!h[i].live));
+		json_object_set_new(o, "age_s",
+		    json_integer((now - h[i].seen_at_ms) / 1000));
+		json_array_append_new(arr, o);
+	}
+	store_hosts_free(h, n);
+	return arr;
+}
+
+static void
+status_hosts_print(json_t *hosts)
+{
+	json_t *v;
+	size_t i;
+
+	json_array_foreach(hosts, i, v) {
+		printf("\nHost %s (%s):", json_string_value(json_object_get(v,
+		    "hostname")), json_string_value(json_object_get(v,
+		    "host_id")));
+		if (json_object_get(v, "slots") != NULL) {
+			status_farm_print(v);
+		} else {
+			printf("\n- The master (pid %lld) has sent no figures yet "
+			    "(heartbeat %llds ago).\n",
+			    (long long)status_int(v, "pid"),
+			    (long long)status_int(v, "age_s"));
+		}
+	}
+}
+
 int
 master_status_run(struct config *cfg)
 {
 	struct store_counts c = { 0 };
 	store_t *st = NULL;
-	json_t *farm = NULL;
+	json_t *farm = NULL, *hosts = NULL;
 	int ex = EXIT_FATAL;
 
 	if (store_audit_db_missing(cfg->db, "status"))
@@ -394,8 +455,13 @@ master_status_run(struct config *cfg)
 		goto out;
 	}
 	farm = master_status_farm(cfg->db);
+	hosts = status_hosts(st);
 	if (cfg->json) {
+		if (hosts != NULL && farm == NULL)
+			farm = json_incref(json_array_get(hosts, 0));
 		json_t *root = master_status_json(cfg, &c, farm);
+		if (hosts != NULL)
+			json_object_set(root, "hosts", hosts);
 		int rc = json_dumpf(root, stdout, JSON_INDENT(2) |
 		    JSON_ENSURE_ASCII);
 		json_decref(root);
@@ -403,7 +469,9 @@ master_status_run(struct config *cfg)
 		if (rc < 0)
 			goto out;
 	} else {
-		status_print_text(cfg, &c, farm);
+		status_print_text(cfg, &c, hosts != NULL ? NULL : farm);
+		if (hosts != NULL)
+			status_hosts_print(hosts);
 	}
 	ex = EXIT_OK;
 out:
@@ -412,6 +480,7 @@ out:
 		ex = EXIT_FATAL;
 	}
 	json_decref(farm);
+	json_decref(hosts);
 	store_counts_free(&c);
 	if (st != NULL)
 		store_close(st);

@@ -12,15 +12,18 @@ hung farm never hangs the suite.  Tests import the module-level helpers
 
 The binary is $MPFARM_BIN, else build/mpfarm beside tests/.  Under
 sanitizers (MPFARM_SANITIZED=1, set by `make sanitize`) timeouts stretch.
+With MPFARM_TEST_STORE=pg each farm's store is a fresh PostgreSQL database
+(storelib.py), named to mpfarm through MPFARM_DB.
 """
 import os
 import pathlib
 import signal
-import sqlite3
 import subprocess
 import time
 
 import pytest
+
+import storelib
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 MPFARM_BIN = os.environ.get("MPFARM_BIN") or str(REPO / "build" / "mpfarm")
@@ -55,6 +58,9 @@ class Farm:
             for k in ("ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS"):
                 if k in os.environ:
                     self.env[k] = os.environ[k]
+        if storelib.PG:
+            self.db = storelib.pg_new_db()
+            self.env["MPFARM_DB"] = self.db
 
     # ---- running the binary -------------------------------------------
     def _argv(self, args):
@@ -166,9 +172,7 @@ class Farm:
 
     # ---- the database ----------------------------------------------------
     def connect(self, timeout=10):
-        con = sqlite3.connect(str(self.db), timeout=timeout,
-                              isolation_level=None)
-        return con
+        return storelib.connect(self.db, timeout=timeout)
 
     def query(self, sql, params=()):
         """All rows of one statement (a fresh connection each time)."""
@@ -208,6 +212,8 @@ class Farm:
         """Everything a command could change, for before/after equality."""
         con = self.connect()
         try:
+            if storelib.PG:
+                return storelib.pg_dump(con)
             return [line for line in con.iterdump()]
         finally:
             con.close()
@@ -305,6 +311,29 @@ def zombies_of(pid):
         if rest[0] == "Z" and int(rest[1]) == pid:
             z.append(int(d.name))
     return z
+
+
+def pytest_collection_modifyitems(config, items):
+    """On PostgreSQL, leave out the tests of SQLite-only behaviour
+    (listed in pg_sqlite_only.txt, one test function a line)."""
+    if not storelib.PG:
+        return
+    listed = pathlib.Path(__file__).with_name("pg_sqlite_only.txt")
+    skip = {line.strip() for line in listed.read_text().splitlines()
+            if line.strip() and not line.startswith("#")}
+    keep, drop = [], []
+    for item in items:
+        (drop if item.nodeid.split("[")[0] in skip else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
+@pytest.fixture(scope="session", autouse=True)
+def pg_cluster():
+    """Stops the PostgreSQL cluster storelib started, whatever happened."""
+    yield
+    storelib.pg_stop()
 
 
 @pytest.fixture

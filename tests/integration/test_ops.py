@@ -186,7 +186,7 @@ def test_man_page_renders_clean(page):
 
 
 COMMANDS = ("run", "scan", "status", "failed", "show", "retry", "fix",
-            "check", "config", "signal", "serve", "help")
+            "check", "config", "signal", "serve", "migrate", "help")
 
 
 def test_every_option_is_in_the_manual():

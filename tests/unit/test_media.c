@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "worker_media.h"
+#include "common_db_sqlite.h"
 
 #define OK(e) assert_int_equal((e), 0)
 
@@ -192,7 +193,7 @@ test_store_identity(void **state)
 	snprintf(db, sizeof(db), "%s/t.db", dir);
 	OK(store_open(&st, db, NULL, err, sizeof(err)));
 	/* a database from schema 1 */
-	OK(sqlite3_exec(store_db(st), "DROP VIEW IF EXISTS processing_status;"
+	OK(sqlite3_exec(db_sqlite_handle(store_db(st)), "DROP VIEW IF EXISTS processing_status;"
 	    "ALTER TABLE media_files DROP COLUMN dev;"
 	    "ALTER TABLE media_files DROP COLUMN ino;"
 	    "ALTER TABLE media_files DROP COLUMN src_root;"
@@ -201,7 +202,7 @@ test_store_identity(void **state)
 	    "PRAGMA user_version = 1", NULL, NULL, NULL));
 	store_close(st);
 	OK(store_open(&st, db, NULL, err, sizeof(err)));
-	assert_int_equal(q_int(store_db(st), "PRAGMA user_version"), STORE_SCHEMA_VERSION);
+	assert_int_equal(q_int(db_sqlite_handle(store_db(st)), "PRAGMA user_version"), STORE_SCHEMA_VERSION);
 
 	OK(store_file_add(st, &mf, NULL, 0, &res, NULL));
 	assert_int_equal(res, STORE_ADDED);
@@ -210,7 +211,7 @@ test_store_identity(void **state)
 	mf.ino = 6;
 	OK(store_file_add(st, &mf, NULL, 0, &res, NULL));
 	assert_int_equal(res, STORE_UNCHANGED);
-	assert_int_equal(q_int(store_db(st), "SELECT ino FROM media_files"), 6);
+	assert_int_equal(q_int(db_sqlite_handle(store_db(st)), "SELECT ino FROM media_files"), 6);
 	/* same size and mtime, another inode: another file */
 	mf.ino = 7;
 	OK(store_file_add(st, &mf, NULL, 0, &res, NULL));

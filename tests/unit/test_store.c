@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "common_store.h"
+#include "common_db_sqlite.h"
 #include "common_store_audit.h"
 #include "common_tree.h"
 
@@ -163,14 +164,14 @@ cfg_init(struct config *cfg, int mask)
 static int64_t
 job_of(store_t *st, int64_t file_id, const char *stage, const char *lang)
 {
-	return q_int(store_db(st), "SELECT job_id FROM jobs WHERE file_id = %lld "
+	return q_int(db_sqlite_handle(store_db(st)), "SELECT job_id FROM jobs WHERE file_id = %lld "
 	    "AND stage = '%s' AND lang = '%s'", (long long)file_id, stage, lang);
 }
 
 static const char *
 status_of(store_t *st, int64_t job_id)
 {
-	return q_str(store_db(st), "SELECT status FROM jobs WHERE job_id = %lld",
+	return q_str(db_sqlite_handle(store_db(st)), "SELECT status FROM jobs WHERE job_id = %lld",
 	    (long long)job_id);
 }
 
@@ -224,7 +225,7 @@ test_open_creates_schema(void **state)
 {
 	(void)state;
 	store_t *st = open_ok(0, 0);
-	sqlite3 *h = store_db(st);
+	sqlite3 *h = db_sqlite_handle(store_db(st));
 
 	assert_int_equal(q_int(h, "PRAGMA user_version"), STORE_SCHEMA_VERSION);
 	assert_string_equal(q_str(h, "PRAGMA journal_mode"), "wal");
@@ -236,7 +237,7 @@ test_open_creates_schema(void **state)
 	    "'processing_status', 'jobs_failed', 'jobs_status')"), 7);
 	store_close(st);
 	st = open_ok(STORE_DURABLE, 0);
-	assert_int_equal(q_int(store_db(st), "PRAGMA synchronous"), 2);
+	assert_int_equal(q_int(db_sqlite_handle(store_db(st)), "PRAGMA synchronous"), 2);
 	store_close(st);
 }
 
@@ -249,10 +250,10 @@ test_migrate_from_v0(void **state)
 	sqlite3_close(h);
 
 	store_t *st = open_ok(0, 0);
-	assert_int_equal(q_int(store_db(st), "PRAGMA user_version"),
+	assert_int_equal(q_int(db_sqlite_handle(store_db(st)), "PRAGMA user_version"),
 	    STORE_SCHEMA_VERSION);
-	assert_int_equal(q_int(store_db(st), "SELECT count(*) FROM notes"), 1);
-	assert_int_equal(q_int(store_db(st), "SELECT count(*) FROM jobs"), 0);
+	assert_int_equal(q_int(db_sqlite_handle(store_db(st)), "SELECT count(*) FROM notes"), 1);
+	assert_int_equal(q_int(db_sqlite_handle(store_db(st)), "SELECT count(*) FROM jobs"), 0);
 	OK(store_langs_sync(st, langs2, 2));
 	store_close(st);
 
@@ -402,7 +403,7 @@ test_file_add(void **state)
 
 	OK(store_file_add(st, &mf, langs2, 2, &res, NULL));
 	assert_int_equal(res, STORE_ADDED);
-	assert_int_equal(q_int(store_db(st), "SELECT count(*) FROM jobs"), 3);
+	assert_int_equal(q_int(db_sqlite_handle(store_db(st)), "SELECT count(*) FROM jobs"), 3);
 	OK(store_file_add(st, &mf, langs2, 2, &res, NULL));
 	assert_int_equal(res, STORE_UNCHANGED);
 	/* another file that would write the same outputs */
@@ -422,9 +423,9 @@ test_file_add(void **state)
 	mf.size = 11;
 	OK(store_file_add(st, &mf, langs2, 2, &res, NULL));
 	assert_int_equal(res, STORE_CHANGED);
-	assert_int_equal(q_int(store_db(st), "SELECT count(*) FROM jobs WHERE "
+	assert_int_equal(q_int(db_sqlite_handle(store_db(st)), "SELECT count(*) FROM jobs WHERE "
 	    "status = 'not_started' AND attempts = 0"), 3);
-	assert_int_equal(q_int(store_db(st), "SELECT count(*) FROM attempts "
+	assert_int_equal(q_int(db_sqlite_handle(store_db(st)), "SELECT count(*) FROM attempts "
 	    "WHERE outcome = 'interrupted'"), 1);
 	assert_int_equal(store_file_add(st, &mf, bad, 1, &res, NULL), -1);
 	assert_non_null(strstr(store_errmsg(st), "invalid language"));
@@ -436,7 +437,7 @@ test_claim_complete(void **state)
 {
 	(void)state;
 	store_t *st = open_ok(0, 0);
-	sqlite3 *h = store_db(st);
+	sqlite3 *h = db_sqlite_handle(store_db(st));
 	char tmp[2][256], fin[2][256];
 	/* absolute names: renameat ignores the folder descriptor for them */
 	int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -523,7 +524,7 @@ test_lease_fencing(void **state)
 	tmp_file(tmp, fin, "fresh");
 	OK(store_job_complete(st, &fresh, tp, 1, false));
 	assert_true(exists(fin));
-	assert_int_equal(q_int(store_db(st), "SELECT count(*) FROM attempts "
+	assert_int_equal(q_int(db_sqlite_handle(store_db(st)), "SELECT count(*) FROM attempts "
 	    "WHERE outcome IN ('timeout', 'completed')"), 2);
 	job_clear(&stale);
 	job_clear(&fresh);
@@ -536,7 +537,7 @@ test_fail_outcomes(void **state)
 {
 	(void)state;
 	store_t *st = open_ok(0, 0);
-	sqlite3 *h = store_db(st);
+	sqlite3 *h = db_sqlite_handle(store_db(st));
 	struct job j;
 	enum job_status fs;
 	struct job_result rl = { .outcome = OUT_RATE_LIMITED, .http_status = 429,
@@ -580,7 +581,7 @@ test_release_and_recover(void **state)
 {
 	(void)state;
 	store_t *st = open_ok(0, 0);
-	sqlite3 *h = store_db(st);
+	sqlite3 *h = db_sqlite_handle(store_db(st));
 	struct job j;
 	enum job_status fs;
 	struct job_result kill9 = { .outcome = OUT_CRASHED, .signal = 9,
@@ -649,7 +650,7 @@ test_view(void **state)
 {
 	(void)state;
 	store_t *st = open_ok(0, 0);
-	sqlite3 *h = store_db(st);
+	sqlite3 *h = db_sqlite_handle(store_db(st));
 	sqlite3_stmt *s;
 	const char *cols[] = { "file_id", "file_path", "status",
 	    "transcription_status", "translation_en_status",
@@ -691,7 +692,7 @@ test_langs_sync(void **state)
 {
 	(void)state;
 	store_t *st = open_ok(0, 0);
-	sqlite3 *h = store_db(st);
+	sqlite3 *h = db_sqlite_handle(store_db(st));
 	const char en[][CONFIG_LANG_MAX] = { "en" };
 	const char en_de[][CONFIG_LANG_MAX] = { "en", "DE", "en" };
 	const char bad[][CONFIG_LANG_MAX] = { "en", "d;e" };
@@ -799,7 +800,7 @@ test_counts_and_retry(void **state)
 	assert_int_equal(n, 1);
 	n = retry(st, -1, NULL);
 	assert_int_equal(n, 1);
-	assert_int_equal(q_int(store_db(st), "SELECT count(*) FROM jobs WHERE "
+	assert_int_equal(q_int(db_sqlite_handle(store_db(st)), "SELECT count(*) FROM jobs WHERE "
 	    "status = 'failed' OR (job_id = %lld AND attempts != 0)",
 	    (long long)job_of(st, 2, "transcribe", "")), 0);
 	store_close(st);
@@ -831,12 +832,12 @@ test_query_plans(void **state)
 	OK(store_counts_get(st, &c));
 	assert_true(c.oldest_in_progress_ms > 0);
 	store_counts_free(&c);
-	x(store_db(st), "UPDATE jobs SET status = 'failed' WHERE job_id = 4");
+	x(db_sqlite_handle(store_db(st)), "UPDATE jobs SET status = 'failed' WHERE job_id = 4");
 	nr = retry(st, -1, NULL);
 	assert_int_equal(nr, 1);
 	OK(store_recover_orphans(st, 3, &n));
 
-	sqlite3 *h = store_db(st);
+	sqlite3 *h = db_sqlite_handle(store_db(st));
 	for (sqlite3_stmt *s = sqlite3_next_stmt(h, NULL); s;
 	    s = sqlite3_next_stmt(h, s)) {
 		const char *sql = sqlite3_sql(s);
@@ -960,7 +961,7 @@ test_concurrent_workers(void **state)
 	}
 	assert_int_equal(total, NJOBS);
 	st = open_ok(0, 0);
-	sqlite3 *h = store_db(st);
+	sqlite3 *h = db_sqlite_handle(store_db(st));
 	assert_int_equal(q_int(h, "SELECT count(*) FROM jobs WHERE status = "
 	    "'completed' AND attempts = 1"), NJOBS);
 	assert_int_equal(q_int(h, "SELECT count(*) FROM attempts"), NJOBS);

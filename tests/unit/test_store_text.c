@@ -18,7 +18,9 @@
 
 #define MPFARM_STORE_INTERNAL 1     /* store_bind_msg */
 #include "common.h"
+#define MPFARM_STORE_INTERNAL 1   /* store_bind_msg */
 #include "common_store.h"
+#include "common_db_sqlite.h"
 
 static void
 esc_eq(const char *in, size_t n, enum text_escape_mode m, const char *want)
@@ -90,7 +92,7 @@ test_sql_functions_and_messages(void **state)
 	unlink(path);
 	snprintf(db, sizeof(db), "%s.db", path);
 	assert_int_equal(store_open(&st, db, NULL, err, sizeof(err)), 0);
-	assert_int_equal(sqlite3_prepare_v2(store_db(st),
+	assert_int_equal(sqlite3_prepare_v2(db_sqlite_handle(store_db(st)),
 	    "SELECT mpfarm_path_text(X'61ff5c'), mpfarm_msg_text(X'61ff5c'), "
 	    "mpfarm_path_text(NULL) IS NULL", -1, &s, NULL), SQLITE_OK);
 	assert_int_equal(sqlite3_step(s), SQLITE_ROW);
@@ -100,20 +102,17 @@ test_sql_functions_and_messages(void **state)
 	    "a\\xff\\");
 	assert_int_equal(sqlite3_column_int(s, 2), 1);
 	sqlite3_finalize(s);
-	assert_int_equal(sqlite3_exec(store_db(st), "CREATE TEMP TABLE m (t)",
-	    NULL, NULL, NULL), SQLITE_OK);
-	assert_int_equal(sqlite3_prepare_v2(store_db(st),
-	    "INSERT INTO m VALUES (?1)", -1, &s, NULL), SQLITE_OK);
-	assert_int_equal(store_bind_msg(s, 1, "open /r/\xfe.wav: gone"),
-	    SQLITE_OK);
-	assert_int_equal(sqlite3_step(s), SQLITE_DONE);
-	sqlite3_finalize(s);
-	assert_int_equal(sqlite3_prepare_v2(store_db(st), "SELECT t FROM m",
-	    -1, &s, NULL), SQLITE_OK);
-	assert_int_equal(sqlite3_step(s), SQLITE_ROW);
-	assert_string_equal((const char *)sqlite3_column_text(s, 0),
-	    "open /r/\\xfe.wav: gone");
-	sqlite3_finalize(s);
+	/* store_bind_msg through the driver: the escape happens above it */
+	db_stmt_t *ds;
+	assert_int_equal(db_exec(store_db(st), "CREATE TEMP TABLE m (t)"), 0);
+	assert_non_null(ds = db_prepare(store_db(st), "INSERT INTO m VALUES (?1)"));
+	assert_int_equal(store_bind_msg(ds, 1, "open /r/\xfe.wav: gone"), 0);
+	assert_int_equal(db_step(ds), DB_DONE);
+	db_finalize(ds);
+	assert_non_null(ds = db_prepare(store_db(st), "SELECT t FROM m"));
+	assert_int_equal(db_step(ds), DB_ROW);
+	assert_string_equal(db_column_text(ds, 0), "open /r/\\xfe.wav: gone");
+	db_finalize(ds);
 	store_close(st);
 	unlink(db);
 	snprintf(err, sizeof(err), "%s-wal", db);

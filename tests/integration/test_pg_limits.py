@@ -1,0 +1,176 @@
+"""A provider's limits held by several masters together (PostgreSQL pass,
+MPFARM_TEST_STORE=pg): masters on this machine act as separate hosts
+against one fake provider.  The fake counts requests at once and per
+second and answers 429 beyond its limits; with the farm-wide limits it
+never has to: concurrency never passes max_concurrency across hosts, the
+rate holds for all hosts together, and a 429 answered to one host pauses
+the others within a tick."""
+import time
+
+import pytest
+
+import storelib
+from farmlib import Farm, SLOW
+from test_providers import ENV, fake  # noqa: F401  (the fixture)
+
+pytestmark = pytest.mark.skipif(
+    not storelib.PG, reason="PostgreSQL pass only (MPFARM_TEST_STORE=pg)")
+
+CONF = """
+[farm]
+max_attempts = 6
+retry_delay_ms = 50
+retry_max_delay_ms = 5000
+host_timeout = 5
+[transcribe]
+provider = elevenlabs
+[elevenlabs]
+base_url = {url}
+low_speed_time = 2
+{limits}
+"""
+
+
+@pytest.fixture
+def farm(tmp_path, monkeypatch):
+    for k, v in ENV.items():
+        monkeypatch.setenv(k, v)
+    f = Farm(tmp_path)
+    yield f
+    f.cleanup()
+
+
+def run_hosts(farm, nhosts, workers, timeout=120):
+    logs = [farm.dir / ("m%d.log" % i) for i in range(nhosts)]
+    ms = [farm.start("run", "--workers", workers, log=logs[i])
+          for i in range(nhosts)]
+    codes = [m.wait(timeout=timeout * SLOW) for m in ms]
+    texts = [lg.read_text(errors="replace") for lg in logs]
+    assert codes == [0] * nhosts, (codes, texts)
+    done = []
+    for t in texts:
+        line = [x for x in t.splitlines() if "event=farm_exit" in x][-1]
+        done.append(int(line.split("completed=")[1].split()[0]))
+    return done, texts
+
+
+def transcribe_requests(fake):
+    return [e for e in fake.stats()["log"]
+            if e["path"] == "/v1/speech-to-text"]
+
+
+def test_concurrency_held_across_hosts(farm, fake):
+    n = 24
+    farm.config(CONF.format(url=fake.url,
+                            limits="max_concurrency = 2\n"))
+    farm.make_media(n)
+    fake.control(latency_ms=250, max_concurrency=2)
+    assert farm.run("scan", farm.media).returncode == 0
+    done, _ = run_hosts(farm, 3, 3)
+    st = fake.stats()
+    assert sum(done) == n, done
+    assert farm.counts() == {"completed": n}
+    # three hosts of three workers, and never more than two at once
+    assert st["max_concurrency"] == 2, st["max_concurrency"]
+    assert st["concurrency_limited"] == 0
+    assert st["by_status"] == {"200": n}, st["by_status"]
+    # the slots were shared, not kept by the first host up
+    assert sum(1 for d in done if d > 0) >= 2, done
+    # a clean exit leaves no share behind
+    assert farm.q("SELECT count(*) FROM provider_slots") == [(0,)]
+
+
+def test_rate_held_across_hosts(farm, fake):
+    n = 24
+    rate = 6
+    farm.config(CONF.format(url=fake.url, limits="rate = %d\n" % rate))
+    farm.make_media(n)
+    fake.control(rate={"rps": rate, "burst": rate, "retry_after": True})
+    assert farm.run("scan", farm.media).returncode == 0
+    t0 = time.monotonic()
+    done, _ = run_hosts(farm, 3, 3)
+    took = time.monotonic() - t0
+    st = fake.stats()
+    assert sum(done) == n, done
+    assert farm.counts() == {"completed": n}
+    # each host alone would send 6/s: three together 18/s, and 429s
+    assert st["rate_limited"] == 0, st["by_status"]
+    assert st["by_status"] == {"200": n}, st["by_status"]
+    assert took >= (n - 2 * rate) / rate, took
+    # no one-second window holds much more than the rate
+    ts = sorted(e["t"] for e in transcribe_requests(fake))
+    worst = max(sum(1 for u in ts if t <= u < t + 1.0) for t in ts)
+    assert worst <= rate + 2, (worst, ts)
+
+
+def test_429_pauses_every_host(farm, fake):
+    n = 40
+    farm.config(CONF.format(url=fake.url, limits="max_concurrency = 6\n"))
+    farm.make_media(n)
+    fake.control(latency_ms=100)
+    assert farm.run("scan", farm.media).returncode == 0
+    ms = [farm.start("run", "--workers", 3, log=farm.dir / ("m%d.log" % i))
+          for i in range(2)]
+    # both hosts working, then one request answered 429, Retry-After 3 s
+    deadline = time.monotonic() + 30 * SLOW
+    while len(transcribe_requests(fake)) < 8 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    fake.control(add_faults=[{"kind": "status", "status": 429, "count": 1,
+                              "retry_after": "3"}])
+    for m in ms:
+        assert m.wait(timeout=120 * SLOW) == 0
+    assert farm.counts() == {"completed": n}
+    log = transcribe_requests(fake)
+    hit = [e for e in log if e["status"] == 429]
+    assert len(hit) == 1, [e["status"] for e in log]
+    t429 = hit[0]["t"] + hit[0]["ms"] / 1000.0
+    # requests sent already when the 429 came back may still arrive
+    # (latency 100 ms); after one tick nobody sends until it is over
+    during = [e for e in log if t429 + 0.4 < e["t"] < t429 + 2.7]
+    assert during == [], (t429, during)
+    after = [e for e in log if e["t"] >= t429 + 2.7]
+    assert after, "nothing ran after the pause"
+    # the other host learned it from the database, not from a 429 of its own
+    texts = [(farm.dir / ("m%d.log" % i)).read_text() for i in range(2)]
+    assert any("by=another-host" in t for t in texts), texts
+
+
+def test_dead_host_share_freed(farm, fake):
+    import os
+    import signal
+    from farmlib import wait_for
+    n = 8
+    farm.config(CONF.replace("host_timeout = 5", "host_timeout = 2").format(
+        url=fake.url, limits="max_concurrency = 2\n"))
+    farm.make_media(n)
+    fake.control(latency_ms=1500)
+    assert farm.run("scan", farm.media).returncode == 0
+    a = farm.start("run", "--workers", "2", log=farm.dir / "a.log")
+    wait_for(lambda: farm.q("SELECT count(*) FROM jobs j JOIN hosts h ON "
+                            "h.host_id = j.owner_host WHERE j.status = "
+                            "'in-progress' AND h.pid = ?", a.pid)[0][0] == 2,
+             30, what="host A running two jobs")
+    b = farm.start("run", "--workers", "2", "--watch", log=farm.dir / "b.log")
+    wait_for(lambda: farm.q("SELECT count(*) FROM provider_slots s JOIN hosts "
+                            "h USING (host_id) WHERE h.pid = ?",
+                            b.pid)[0][0] == 1, 20, what="host B asking")
+    # A holds the farm's two slots: B runs nothing
+    assert farm.q("SELECT s.held FROM provider_slots s JOIN hosts h USING "
+                  "(host_id) WHERE h.pid = ?", b.pid) == [(0,)]
+    os.killpg(a.pid, signal.SIGKILL)
+    a.wait(timeout=10)
+    killed = time.monotonic()
+    # A's share goes with its jobs: B gets both slots and finishes
+    wait_for(lambda: farm.q("SELECT s.held FROM provider_slots s JOIN hosts "
+                            "h USING (host_id) WHERE h.pid = ?",
+                            b.pid) == [(2,)], 2 + 8, what="B's share grown")
+    assert time.monotonic() - killed < (2 + 8) * SLOW
+    wait_for(lambda: farm.counts() == {"completed": n}, 60,
+             what="every job completed")
+    b.send_signal(signal.SIGTERM)
+    assert b.wait(timeout=60 * SLOW) == 0
+    # A's row and its share are gone
+    assert farm.q("SELECT count(*) FROM provider_slots") == [(0,)]
+    st = fake.stats()
+    assert st["max_concurrency"] <= 2, st["max_concurrency"]
+    assert st["concurrency_limited"] == 0

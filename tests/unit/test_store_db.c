@@ -1,0 +1,316 @@
+/*
+ * test_store_db.c - the SQL driver under the store (common_db.h) and the
+ * store on PostgreSQL.  The driver cases run on SQLite always and on
+ * PostgreSQL when $MPFARM_TEST_PG names a server (make check starts one;
+ * without it those cases skip, saying so).  On PostgreSQL the store's
+ * own path is checked too: schema, scan, claim, a lease that fences a
+ * stale worker, a silent host whose jobs another master takes back.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common.h"
+#include "common_db.h"
+#include "common_store.h"
+#include "common_store_audit.h"
+
+#define OK(e) assert_int_equal((e), 0)
+
+static char tmpdir[64], target[512];
+
+/* ---- target names ------------------------------------------------------ */
+
+static void
+test_target_scrub(void **state)
+{
+	char *s;
+
+	(void)state;
+	assert_true(db_target_is_pg("postgresql://u:p@h/db"));
+	assert_true(db_target_is_pg("postgres://h/db"));
+	assert_true(db_target_is_pg("dbname=farm host=/run/pg"));
+	assert_false(db_target_is_pg("media_tracking.db"));
+	assert_false(db_target_is_pg("/srv/postgresql/x.db"));
+	s = db_target_scrub("postgresql://farm:s3cr@t@db.example/farm?sslmode=require");
+	assert_string_equal(s, "postgresql://farm:***@db.example/farm?sslmode=require");
+	free(s);
+	s = db_target_scrub("postgres://h/db?user=a&password=xyz&x=1");
+	assert_string_equal(s, "postgres://h/db?user=a&password=***&x=1");
+	free(s);
+	s = db_target_scrub("dbname=farm password='a b' host=h");
+	assert_string_equal(s, "dbname=farm password=*** host=h");
+	free(s);
+	s = db_target_scrub("postgresql://farm@h/db");
+	assert_string_equal(s, "postgresql://farm@h/db");
+	free(s);
+	s = db_target_scrub("/tmp/x.db");
+	assert_string_equal(s, "/tmp/x.db");
+	free(s);
+
+	/* the password leaves the name for PGPASSWORD */
+	unsetenv("PGPASSWORD");
+	s = xstrdup("postgresql://farm:p%40ss@db.example:5432/farm");
+	OK(db_target_secret_move(&s));
+	assert_string_equal(s, "postgresql://farm@db.example:5432/farm");
+	assert_string_equal(getenv("PGPASSWORD"), "p@ss");
+	free(s);
+	s = xstrdup("postgres://h/db?user=a&password=xyz&sslmode=disable");
+	OK(db_target_secret_move(&s));
+	assert_string_equal(s, "postgres://h/db?user=a&sslmode=disable");
+	assert_string_equal(getenv("PGPASSWORD"), "xyz");
+	free(s);
+	s = xstrdup("dbname=farm password='a b\\'c' host=h");
+	OK(db_target_secret_move(&s));
+	assert_string_equal(s, "dbname=farm host=h");
+	assert_string_equal(getenv("PGPASSWORD"), "a b'c");
+	free(s);
+	s = xstrdup("/srv/farm:secret@x.db");
+	OK(db_target_secret_move(&s));
+	assert_string_equal(s, "/srv/farm:secret@x.db");
+	free(s);
+	unsetenv("PGPASSWORD");
+}
+
+/* ---- the driver, on either engine ------------------------------------ */
+
+static void
+driver_roundtrip(const char *t)
+{
+	static struct db_sql q_ins = DB_SQL(
+	    "INSERT INTO kv (k, n, b) VALUES (?1, ?2, ?3)");
+	static struct db_sql q_get = DB_SQL2(
+	    "SELECT k, n, b, n > 5, b IS NULL FROM kv WHERE n >= ?1 ORDER BY n",
+	    "SELECT k, n, b, n > 5, b IS NULL FROM kv WHERE n >= ?1 ORDER BY n");
+	const char bytes[] = { 'a', (char)0xff, 0, 'z' };
+	char err[256], *b;
+	db_t *db;
+	db_stmt_t *s;
+	size_t len;
+	int v = -1, count = -1;
+	const char *names[] = { "kv", "nothere" };
+
+	OK(db_open(&db, t, 0, 0, err, sizeof(err)));
+	OK(db_exec(db, db_kind(db) == DB_PG ?
+	    "CREATE TABLE kv (k TEXT, n BIGINT, b BYTEA)" :
+	    "CREATE TABLE kv (k TEXT, n INTEGER, b BLOB)"));
+	OK(db_version_get(db, &v));
+	assert_int_equal(v, 0);
+	OK(db_begin(db, true));
+	assert_true(db_in_tx(db));
+	OK(db_version_set(db, 7));
+	for (int i = 0; i < 3; i++) {
+		assert_non_null(s = db_stmt(db, &q_ins));
+		OK(db_bind_text(s, 1, i == 0 ? "zero" : "more"));
+		OK(db_bind_int64(s, 2, (int64_t)i * 5000000000LL));
+		if (i == 1)
+			OK(db_bind_blob(s, 3, bytes, sizeof(bytes)));
+		OK(db_run(s));
+		assert_int_equal(db_changes(db), 1);
+	}
+	OK(db_commit(db));
+	assert_false(db_in_tx(db));
+	OK(db_version_get(db, &v));
+	assert_int_equal(v, 7);
+	OK(db_names_count(db, names, 2, &count));
+	assert_int_equal(count, 1);
+
+	assert_non_null(s = db_stmt(db, &q_get));
+	OK(db_bind_int64(s, 1, 1));
+	assert_int_equal(db_step(s), DB_ROW);
+	assert_string_equal(db_column_text(s, 0), "more");
+	assert_true(db_column_int64(s, 1) == 5000000000LL);
+	b = db_column_bytes(s, 2, &len);
+	assert_int_equal(len, sizeof(bytes));
+	assert_memory_equal(b, bytes, sizeof(bytes));
+	free(b);
+	assert_int_equal(db_column_int(s, 3), 1);      /* a boolean reads 1 */
+	assert_int_equal(db_column_int(s, 4), 0);
+	assert_int_equal(db_step(s), DB_ROW);
+	assert_true(db_column_null(s, 2));
+	b = db_column_bytes(s, 2, &len);
+	assert_string_equal(b, "");
+	free(b);
+	assert_int_equal(db_step(s), DB_DONE);
+
+	/* a rollback undoes; an error is reported, not fatal */
+	OK(db_begin(db, true));
+	OK(db_exec(db, "DELETE FROM kv"));
+	OK(db_rollback(db));
+	assert_non_null(s = db_prepare(db, "SELECT count(*) FROM kv"));
+	assert_int_equal(db_step(s), DB_ROW);
+	assert_int_equal(db_column_int(s, 0), 3);
+	db_finalize(s);
+	assert_int_equal(db_exec(db, "SELECT nosuchcolumn FROM kv"), -1);
+	assert_non_null(strstr(db_errmsg(db), "nosuchcolumn"));
+	assert_false(db_err_busy(db));
+	db_close(db);
+}
+
+static void
+test_driver_sqlite(void **state)
+{
+	char path[128];
+
+	(void)state;
+	snprintf(path, sizeof(path), "%s/driver.db", tmpdir);
+	driver_roundtrip(path);
+}
+
+/* A fresh database on the server named by $MPFARM_TEST_PG, or skip. */
+static bool
+pg_fresh(const char *name)
+{
+	const char *base = getenv("MPFARM_TEST_PG");
+	char err[256], sql[128];
+	db_t *db;
+
+	if (base == NULL || *base == '\0') {
+		print_message("MPFARM_TEST_PG is not set: PostgreSQL cases skipped "
+		    "(make check starts a server)\n");
+		return false;
+	}
+	OK(db_open(&db, base, 0, 0, err, sizeof(err)));
+	snprintf(sql, sizeof(sql), "DROP DATABASE IF EXISTS %s_%d", name,
+	    (int)getpid());
+	OK(db_exec(db, sql));
+	snprintf(sql, sizeof(sql), "CREATE DATABASE %s_%d", name, (int)getpid());
+	OK(db_exec(db, sql));
+	db_close(db);
+	/* the base URL names the postgres database: swap the name */
+	const char *p = strstr(base, "/postgres");
+	assert_non_null(p);
+	snprintf(target, sizeof(target), "%.*s/%s_%d%s", (int)(p - base), base,
+	    name, (int)getpid(), p + 9);
+	return true;
+}
+
+static void
+test_driver_pg(void **state)
+{
+	(void)state;
+	if (!pg_fresh("t_driver"))
+		skip();
+	driver_roundtrip(target);
+}
+
+/* ---- the store on PostgreSQL ----------------------------------------- */
+
+static void
+test_store_pg(void **state)
+{
+	static const char langs[][CONFIG_LANG_MAX] = { "en" };
+	char err[512], rel[64], abs[128];
+	store_t *st, *st2;
+	enum store_add_result res;
+	struct job j = { 0 }, j2 = { 0 };
+	struct store_counts c;
+	int n = -1;
+
+	(void)state;
+	if (!pg_fresh("t_store"))
+		skip();
+	OK(store_open(&st, target, NULL, err, sizeof(err)));
+	assert_true(store_is_pg(st));
+	OK(store_langs_sync(st, langs, 1));
+	for (int i = 0; i < 3; i++) {
+		struct media_file mf = { .root = "/r", .rel = rel, .abs = abs,
+		    .size = 10 + i, .mtime_ns = 1, .dev = 1, .ino = 3000000000LL + i };
+		snprintf(rel, sizeof(rel), "f%d\xff.wav", i);
+		snprintf(abs, sizeof(abs), "/r/%s", rel);
+		OK(store_file_add(st, &mf, langs, 1, &res, NULL));
+		assert_int_equal(res, STORE_ADDED);
+		OK(store_file_add(st, &mf, langs, 1, &res, NULL));
+		assert_int_equal(res, STORE_UNCHANGED);
+	}
+	OK(store_counts_get(st, &c));
+	assert_int_equal(c.files, 3);
+	assert_int_equal(c.nstages, 2);
+	assert_int_equal(c.stages[0].n[JOB_ST_NOT_STARTED], 3);
+	assert_int_equal(c.stages[1].waiting, 3);
+	store_counts_free(&c);
+
+	/* host A claims job 1; its stale copy of the lease cannot complete
+	 * once host B has taken the job back from the silent host */
+	OK(store_host_register(st, 1000));
+	OK(store_job_claim(st, 1, 111, 100, &j));
+	assert_true(j.lease > 0);
+	assert_string_equal(j.rel_path, "f0\xff.wav");
+	assert_int_equal(store_job_claim(st, 1, 112, 100, &j2), 1);
+	store_close(st);
+
+	OK(store_open(&st2, target, NULL, err, sizeof(err)));
+	sleep(2);       /* host A is silent past its 1 s timeout */
+	OK(store_host_register(st2, 1000));
+	OK(store_recover_orphans(st2, 3, &n));
+	assert_int_equal(n, 1);
+	/* the worker of the silent host comes back: fenced */
+	assert_int_equal(store_job_complete(st2, &j, NULL, 0, false), 1);
+	OK(store_job_claim(st2, 1, 222, 200, &j2));
+	assert_true(j2.lease > j.lease);
+	assert_int_equal(j2.attempts, 2);
+	OK(store_job_complete(st2, &j2, NULL, 0, false));
+	OK(store_counts_get(st2, &c));
+	assert_int_equal(c.stages[0].n[JOB_ST_COMPLETED], 1);
+	assert_int_equal(c.stages[1].waiting, 2);       /* f0's translation ready */
+	store_counts_free(&c);
+	{
+		struct store_file f;
+		OK(store_file_get(st2, 1, &f));
+		assert_int_equal(f.njobs, 2);
+		assert_int_equal(f.jobs[0].ntries, 2);
+		assert_string_equal(f.jobs[0].tries[0].outcome, "interrupted");
+		assert_non_null(strstr(f.jobs[0].tries[0].message, "went silent"));
+		assert_string_equal(f.jobs[0].tries[1].outcome, "completed");
+		store_file_free(&f);
+	}
+	{
+		struct store_host *h;
+		int nh;
+		OK(store_hosts_list(st2, &h, &nh));
+		assert_int_equal(nh, 1);        /* the silent one is forgotten */
+		assert_true(h[0].live);
+		store_hosts_free(h, nh);
+	}
+	OK(store_host_unregister(st2));
+	job_clear(&j);
+	job_clear(&j2);
+	store_close(st2);
+}
+
+static int
+setup(void **state)
+{
+	(void)state;
+	strcpy(tmpdir, "/tmp/mpfarm-test-db-XXXXXX");
+	assert_non_null(mkdtemp(tmpdir));
+	return 0;
+}
+
+static int
+teardown(void **state)
+{
+	char cmd[128];
+
+	(void)state;
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
+	return system(cmd);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_target_scrub),
+		cmocka_unit_test(test_driver_sqlite),
+		cmocka_unit_test(test_driver_pg),
+		cmocka_unit_test(test_store_pg),
+	};
+	return cmocka_run_group_tests(tests, setup, teardown);
+}
