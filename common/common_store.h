@@ -144,8 +144,13 @@ int  store_runnable_fetch(store_t *st, const struct config *cfg,
 			  int64_t now_ms, const int64_t *skip, int nskip,
 			  struct job_ref *out, int max, int *nout);
 /* Earliest run_after among not_started, ready jobs cfg wants that are not
- * yet due (0 if none): how long the master may sleep. */
-int  store_next_due(store_t *st, const struct config *cfg, int64_t *due_ms);
+ * yet due at now_ms (0 if none): how long the master may sleep.  Give it
+ * the now_ms the store_runnable_fetch before it used: a job that fell due
+ * between the two calls is then still counted here (with two clocks it
+ * was in neither answer, and the farm slept an hour beside it).  0 or
+ * -1. */
+int  store_next_due(store_t *st, const struct config *cfg, int64_t now_ms,
+		    int64_t *due_ms);
 
 struct job {
 	int64_t job_id;

@@ -409,11 +409,11 @@ out:
 }
 
 int
-store_next_due(store_t *st, const struct config *cfg, int64_t *due_ms)
+store_next_due(store_t *st, const struct config *cfg, int64_t now,
+	       int64_t *due_ms)
 {
 	struct store_want w[STORE_WANTS_MAX];
 	int nw = store_wants(cfg, w), step;
-	int64_t now = time_wall_ms();
 	db_stmt_t *s;
 
 	*due_ms = 0;

@@ -95,7 +95,7 @@ static void
 farm_refill(int64_t now)
 {
 	struct config fc;
-	int64_t *skip = NULL;
+	int64_t *skip = NULL, wall = time_wall_ms();
 	int nskip = 0, n = 0;
 
 	if (farm.stopping || farm.qlen > 0)
@@ -122,7 +122,7 @@ farm_refill(int64_t now)
 		for (int k = 0; k < farm.slots[i]->nahead; k++)
 			skip[nskip++] = farm.slots[i]->ahead[k].job_id;
 	}
-	if (store_runnable_fetch(farm.st, &fc, time_wall_ms(), skip, nskip,
+	if (store_runnable_fetch(farm.st, &fc, wall, skip, nskip,
 	    farm.queue, farm.qcap, &n) < 0) {
 		log_error("queue_refill_failed", "error=%s",
 		    log_quote(store_errmsg(farm.st)));
@@ -140,7 +140,7 @@ farm_refill(int64_t now)
 		farm.next_fetch = now + (farm.cfg->watch ?
 		    (int64_t)farm.cfg->check_interval * MS_PER_S :
 		    FARM_IDLE_LOOK_MS);
-		if (store_next_due(farm.st, &fc, &due) == 0 && due > 0) {
+		if (store_next_due(farm.st, &fc, wall, &due) == 0 && due > 0) {
 			int64_t wait = due - time_wall_ms();
 			if (wait < 0)
 				wait = 0;
@@ -170,7 +170,7 @@ farm_finished(void)
 {
 	struct config fc;
 	struct job_ref one;
-	int64_t due = 0;
+	int64_t due = 0, wall;
 	int n = 0;
 
 	if (farm.cfg->watch || farm.qlen > 0 || farm_busy_count() > 0 ||
@@ -185,10 +185,11 @@ farm_finished(void)
 	farm_fetch_filter(&fc, false);
 	if (fc.stage_mask == 0)
 		return true;
-	if (store_runnable_fetch(farm.st, &fc, time_wall_ms(), NULL, 0,
-	    &one, 1, &n) < 0 || n > 0)
+	wall = time_wall_ms();  /* one clock for both questions */
+	if (store_runnable_fetch(farm.st, &fc, wall, NULL, 0, &one, 1, &n) < 0 ||
+	    n > 0)
 		return false;
-	if (store_next_due(farm.st, &fc, &due) < 0 || due > 0)
+	if (store_next_due(farm.st, &fc, wall, &due) < 0 || due > 0)
 		return false;
 	return true;
 }

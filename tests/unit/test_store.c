@@ -755,7 +755,7 @@ test_runnable_fetch(void **state)
 	cfg_init(&cfg, STAGE_MASK_ALL);
 	run_job(st, job_of(st, 2, "transcribe", ""), OUT_TRANSIENT, now + 60000);
 	assert_int_equal(fetch(st, &cfg, now, out, 16), 3);  /* f3, f1 en, de */
-	OK(store_next_due(st, &cfg, &due));
+	OK(store_next_due(st, &cfg, now, &due));
 	assert_int_equal(due, now + 60000);
 	assert_int_equal(fetch(st, &cfg, now + 60000, out, 16), 4);
 	store_close(st);
@@ -826,7 +826,7 @@ test_query_plans(void **state)
 	run_job(st, 4, OUT_TRANSIENT, 0);
 	cfg_init(&cfg, STAGE_MASK_ALL);
 	fetch(st, &cfg, time_wall_ms(), out, 4);
-	OK(store_next_due(st, &cfg, &due));
+	OK(store_next_due(st, &cfg, time_wall_ms(), &due));
 	OK(store_job_claim(st, 2, 9, 8, &j));
 	job_clear(&j);
 	OK(store_counts_get(st, &c));
