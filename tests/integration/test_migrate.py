@@ -12,7 +12,7 @@ import subprocess
 import pytest
 
 import storelib
-from farmlib import BIN, Farm, SLOW, wait_for
+from conftest import MPFARM_BIN, SLOW, wait_for
 
 pytestmark = pytest.mark.skipif(
     not storelib.PG, reason="PostgreSQL pass only (MPFARM_TEST_STORE=pg)")
@@ -30,19 +30,12 @@ delay_ms = {delay}
 """
 
 
-@pytest.fixture
-def farm(tmp_path):
-    f = Farm(tmp_path)
-    yield f
-    f.cleanup()
-
-
 def lite(farm, *args, timeout=120):
     """A command on the SQLite file, whatever MPFARM_DB says."""
-    env = farm.env()
+    env = dict(farm.env)
     env.pop("MPFARM_DB", None)
-    return subprocess.run([BIN, "--db", str(farm.dir / "lite.db"),
-                           *map(str, args)], cwd=farm.dir, env=env,
+    return subprocess.run([MPFARM_BIN, "--db", str(farm.path / "lite.db"),
+                           *map(str, args)], cwd=farm.path, env=env,
                           capture_output=True, timeout=timeout * SLOW,
                           encoding="utf-8", errors="replace")
 
@@ -63,7 +56,7 @@ FILES = ("SELECT file_id, scan_root, rel_path, abs_path, size, mtime_ns, "
 
 def test_migrate_then_run_on_postgresql(farm):
     n = 12
-    farm.config(CONF.format(delay=0))
+    farm.write_config(CONF.format(delay=0))
     farm.make_media(n)
     (farm.media / "sub").mkdir()
     (farm.media / "sub" / "caf\xe9 \u00fc.wav").write_bytes(b"RIFFx")
@@ -72,7 +65,7 @@ def test_migrate_then_run_on_postgresql(farm):
     # a partial run: some transcripts done, translations ready for them
     p = lite(farm, "run", "--workers", "2", "--batch-size", "9")
     assert p.returncode == 0, p.stderr
-    src = storelib.connect(farm.dir / "lite.db")
+    src = storelib.connect(farm.path / "lite.db")
     done = src.execute("SELECT count(*) FROM jobs WHERE status = "
                        "'completed'").fetchone()[0]
     assert 0 < done < 2 * n, done
@@ -106,37 +99,39 @@ def test_migrate_then_run_on_postgresql(farm):
     p = farm.run("run", "--workers", "3")
     assert p.returncode == 0, p.stderr
     assert farm.counts() == {"completed": 2 * n}
-    twice = farm.q("SELECT job_id, count(*) FROM attempts WHERE outcome = "
-                   "'completed' GROUP BY job_id HAVING count(*) <> 1")
+    twice = farm.query("SELECT job_id, count(*) FROM attempts WHERE "
+                       "outcome = 'completed' GROUP BY job_id "
+                       "HAVING count(*) <> 1")
     assert twice == [], twice
     # jobs done on SQLite were not run again
     for job_id, status, lease in [(r[0], r[4], r[8]) for r in before]:
         if status == "completed":
-            assert farm.q("SELECT lease FROM jobs WHERE job_id = ?",
-                          job_id) == [(lease,)]
+            assert farm.query("SELECT lease FROM jobs WHERE job_id = ?",
+                              (job_id,)) == [(lease,)]
     # new leases and ids come after the copied ones
-    new = farm.q("SELECT min(attempt_id) FROM attempts WHERE attempt_id > ?",
-                 max(r[0] for r in rows(src, ATTEMPTS)))
+    last = max(r[0] for r in rows(src, ATTEMPTS))
+    new = farm.query("SELECT min(attempt_id) FROM attempts WHERE "
+                     "attempt_id > ?", (last,))
     assert new[0][0] is not None
-    outs = [q for q in farm.out.rglob("*.txt")]
+    outs = [q for q in farm.output.rglob("*.txt")]
     assert len(outs) == 2 * n, outs
     src.close()
     dst.close()
 
 
 def test_migrate_refuses_a_running_master(farm):
-    farm.config(CONF.format(delay=60000))
+    farm.write_config(CONF.format(delay=60000))
     farm.make_media(3)
     assert lite(farm, "scan", farm.media).returncode == 0
-    env = farm.env()
+    env = dict(farm.env)
     env.pop("MPFARM_DB", None)
-    m = subprocess.Popen([BIN, "--db", str(farm.dir / "lite.db"), "run",
-                          "--workers", "1"], cwd=farm.dir, env=env,
+    m = subprocess.Popen([MPFARM_BIN, "--db", str(farm.path / "lite.db"),
+                          "run", "--workers", "1"], cwd=farm.path, env=env,
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                          start_new_session=True)
     farm.procs.append(m)
     try:
-        src = storelib.connect(farm.dir / "lite.db")
+        src = storelib.connect(farm.path / "lite.db")
         wait_for(lambda: src.execute("SELECT count(*) FROM jobs WHERE "
                                      "status = 'in-progress'").fetchone()[0]
                  > 0, 30, what="a job in flight")
@@ -148,17 +143,17 @@ def test_migrate_refuses_a_running_master(farm):
         os.killpg(m.pid, signal.SIGKILL)
         m.wait(timeout=10)
     # the target was not even opened
-    assert farm.q("SELECT count(*) FROM pg_tables WHERE tablename = "
-                  "'media_files'") == [(0,)]
+    assert farm.query("SELECT count(*) FROM pg_tables WHERE tablename = "
+                      "'media_files'") == [(0,)]
 
 
 def test_migrate_usage(farm):
-    farm.config(CONF.format(delay=0))
+    farm.write_config(CONF.format(delay=0))
     p = lite(farm, "migrate")
     assert p.returncode == 2 and "needs --to" in p.stderr
-    p = lite(farm, "migrate", "--to", str(farm.dir / "other.db"))
+    p = lite(farm, "migrate", "--to", str(farm.path / "other.db"))
     assert p.returncode == 2 and "needs --to" in p.stderr
     p = lite(farm, "migrate", "--to", farm.db)
     assert p.returncode == 1 and "no such database" in p.stderr
-    p = subprocess.run([BIN, "help"], capture_output=True, encoding="utf-8")
+    p = farm.run("help")
     assert "migrate --to URL" in p.stdout

@@ -6,12 +6,13 @@ within host_timeout plus a few seconds; a host SIGSTOPped past
 host_timeout and continued completes nothing it lost."""
 import os
 import signal
+import subprocess
 import time
 
 import pytest
 
 import storelib
-from farmlib import Farm, wait_for, SLOW
+from conftest import MPFARM_BIN, SLOW, wait_for
 
 pytestmark = pytest.mark.skipif(
     not storelib.PG, reason="PostgreSQL pass only (MPFARM_TEST_STORE=pg)")
@@ -29,25 +30,16 @@ delay_ms = {delay}
 """
 
 
-@pytest.fixture
-def farm(tmp_path):
-    f = Farm(tmp_path)
-    yield f
-    f.cleanup()
-
-
 def reference_outputs(tmp_path, farm, n):
     """What one master on SQLite writes for the same media: the bytes
     every host must have produced."""
     ref = tmp_path / "ref"
     ref.mkdir()
     (ref / "mpfarm.conf").write_text(CONF.format(delay=0))
-    env = dict(os.environ)
+    env = dict(farm.env)
     env.pop("MPFARM_DB", None)
-    import subprocess
-    from farmlib import BIN
     for args in (["scan", str(farm.media)], ["run", "--workers", "2"]):
-        p = subprocess.run([BIN, *args], cwd=ref, env=env,
+        p = subprocess.run([MPFARM_BIN, *args], cwd=ref, env=env,
                            capture_output=True, timeout=120 * SLOW)
         assert p.returncode == 0, p.stderr
     out = {}
@@ -59,33 +51,33 @@ def reference_outputs(tmp_path, farm, n):
 
 
 def assert_done_once(farm, n, ref):
-    assert dict(farm.q("SELECT status, count(*) FROM jobs GROUP BY 1")) == \
-        {"completed": n}
-    twice = farm.q("SELECT job_id, count(*) FROM attempts WHERE outcome = "
-                   "'completed' GROUP BY job_id HAVING count(*) <> 1")
+    assert farm.counts() == {"completed": n}
+    twice = farm.query("SELECT job_id, count(*) FROM attempts WHERE "
+                       "outcome = 'completed' GROUP BY job_id "
+                       "HAVING count(*) <> 1")
     assert twice == [], twice
     got = {}
-    for p in farm.out.rglob("*"):
+    for p in farm.output.rglob("*"):
         if p.is_file():
-            got[p.relative_to(farm.out)] = p.read_bytes()
+            got[p.relative_to(farm.output)] = p.read_bytes()
     assert got == ref
 
 
 def host_jobs(farm, host_pid):
     """Job ids in progress under the master pid's host row."""
-    return [r[0] for r in farm.q(
+    return [r[0] for r in farm.query(
         "SELECT j.job_id FROM jobs j JOIN hosts h ON h.host_id = "
         "j.owner_host WHERE j.status = 'in-progress' AND h.pid = ?",
-        host_pid)]
+        (host_pid,))]
 
 
 def test_three_masters_share_one_database(farm, tmp_path):
     n = 90
-    farm.config(CONF.format(delay=20))
+    farm.write_config(CONF.format(delay=20))
     farm.make_media(n)
     ref = reference_outputs(tmp_path, farm, n)
     assert farm.run("scan", farm.media).returncode == 0
-    logs = [farm.dir / ("m%d.log" % i) for i in range(3)]
+    logs = [farm.path / ("m%d.log" % i) for i in range(3)]
     ms = [farm.start("run", "--workers", "2", log=logs[i]) for i in range(3)]
     for m in ms:
         assert m.wait(timeout=120 * SLOW) == 0
@@ -98,62 +90,62 @@ def test_three_masters_share_one_database(farm, tmp_path):
     assert sum(done) == n, done
     assert all(d > 0 for d in done), done
     # a clean exit leaves no host row behind
-    assert farm.q("SELECT count(*) FROM hosts") == [(0,)]
+    assert farm.query("SELECT count(*) FROM hosts") == [(0,)]
 
 
 def test_killed_host_jobs_taken_over(farm, tmp_path):
     n = 12
-    farm.config(CONF.format(delay=1500))
+    farm.write_config(CONF.format(delay=1500))
     farm.make_media(n)
     ref = reference_outputs(tmp_path, farm, n)
     farm.run("scan", farm.media)
-    a = farm.start("run", "--workers", "3", log=farm.dir / "a.log")
+    a = farm.start("run", "--workers", "3", log=farm.path / "a.log")
     held = wait_for(lambda: len(host_jobs(farm, a.pid)) >= 2 and
                     host_jobs(farm, a.pid), 30, what="host A holding jobs")
-    b = farm.start("run", "--workers", "2", "--watch", log=farm.dir / "b.log")
-    wait_for(lambda: farm.q("SELECT count(*) FROM hosts WHERE pid = ?",
-                            b.pid)[0][0] == 1, 20, what="host B registered")
+    b = farm.start("run", "--workers", "2", "--watch", log=farm.path / "b.log")
+    wait_for(lambda: farm.scalar("SELECT count(*) FROM hosts WHERE pid = ?",
+                                 (b.pid,)) == 1, 20, what="host B registered")
     os.killpg(a.pid, signal.SIGKILL)
     killed = time.monotonic()
     a.wait(timeout=10)
     # taken over within host_timeout (2 s) plus a few seconds
-    wait_for(lambda: all(farm.q(
+    wait_for(lambda: all(farm.scalar(
         "SELECT status <> 'in-progress' OR coalesce(owner_master, 0) <> ? FROM jobs "
-        "WHERE job_id = ?", a.pid, j)[0][0] for j in held), 2 + 6,
+        "WHERE job_id = ?", (a.pid, j)) for j in held), 2 + 6,
         what="host A's jobs returned")
     assert time.monotonic() - killed < (2 + 6) * SLOW
-    wait_for(lambda: farm.q("SELECT count(*) FROM jobs WHERE status = "
-                            "'completed'")[0][0] == n, 60,
+    wait_for(lambda: farm.scalar("SELECT count(*) FROM jobs WHERE status = "
+                                 "'completed'") == n, 60,
              what="every job completed")
     b.send_signal(signal.SIGTERM)
     assert b.wait(timeout=60 * SLOW) == 0
     assert_done_once(farm, n, ref)
     for j in held:
-        rows = farm.q("SELECT outcome, message FROM attempts WHERE job_id = ? "
-                      "ORDER BY attempt_id", j)
+        rows = farm.query("SELECT outcome, message FROM attempts WHERE "
+                          "job_id = ? ORDER BY attempt_id", (j,))
         assert rows[0][0] == "interrupted" and "went silent" in rows[0][1], rows
         assert rows[-1][0] == "completed", rows
-    assert "in-progress-on-a-silent-host" in (farm.dir / "b.log").read_text()
+    assert "in-progress-on-a-silent-host" in (farm.path / "b.log").read_text()
 
 
 def test_paused_host_completes_nothing_it_lost(farm, tmp_path):
     n = 8
-    farm.config(CONF.format(delay=2500))
+    farm.write_config(CONF.format(delay=2500))
     farm.make_media(n)
     ref = reference_outputs(tmp_path, farm, n)
     farm.run("scan", farm.media)
-    a = farm.start("run", "--workers", "2", log=farm.dir / "a.log")
+    a = farm.start("run", "--workers", "2", log=farm.path / "a.log")
     held = wait_for(lambda: len(host_jobs(farm, a.pid)) == 2 and
                     host_jobs(farm, a.pid), 30, what="host A holding jobs")
-    leases = dict(farm.q("SELECT job_id, lease FROM jobs WHERE job_id IN "
-                         "(?, ?)", *held))
+    leases = dict(farm.query("SELECT job_id, lease FROM jobs WHERE job_id IN "
+                             "(?, ?)", tuple(held)))
     os.killpg(a.pid, signal.SIGSTOP)
     try:
         b = farm.start("run", "--workers", "2", "--watch",
-                       log=farm.dir / "b.log")
+                       log=farm.path / "b.log")
         # B takes A's jobs back and completes them (and the rest)
-        wait_for(lambda: farm.q("SELECT count(*) FROM jobs WHERE status = "
-                                "'completed'")[0][0] == n, 90,
+        wait_for(lambda: farm.scalar("SELECT count(*) FROM jobs WHERE "
+                                     "status = 'completed'") == n, 90,
                  what="every job completed by B")
     finally:
         os.killpg(a.pid, signal.SIGCONT)
@@ -163,26 +155,26 @@ def test_paused_host_completes_nothing_it_lost(farm, tmp_path):
     assert b.wait(timeout=60 * SLOW) == 0
     assert_done_once(farm, n, ref)
     for j in held:
-        rows = farm.q("SELECT attempt_id, outcome FROM attempts WHERE "
-                      "job_id = ? AND outcome = 'completed'", j)
+        rows = farm.query("SELECT attempt_id, outcome FROM attempts WHERE "
+                          "job_id = ? AND outcome = 'completed'", (j,))
         # completed once, under a later lease than the one A held
         assert len(rows) == 1 and rows[0][0] > leases[j], rows
-        assert farm.q("SELECT attempts FROM jobs WHERE job_id = ?",
-                      j)[0][0] == 2
+        assert farm.scalar("SELECT attempts FROM jobs WHERE job_id = ?",
+                           (j,)) == 2
 
 
 def test_status_and_signal_find_the_hosts(farm):
-    farm.config(CONF.format(delay=300))
+    farm.write_config(CONF.format(delay=300))
     farm.make_media(20)
     farm.run("scan", farm.media)
     m = farm.start("run", "--workers", "2", "--watch")
-    wait_for(lambda: "Host " in farm.run("status").stdout.decode(), 30,
+    wait_for(lambda: "Host " in farm.run("status").stdout, 30,
              what="status listing the host")
-    out = farm.run("status").stdout.decode()
+    out = farm.run("status").stdout
     assert "(pid %d)" % m.pid in out, out
     p = farm.run("signal", "TERM")
     assert p.returncode == 0, p.stderr
-    assert b"sent TERM to the master" in p.stdout
+    assert "sent TERM to the master" in p.stdout
     assert m.wait(timeout=60 * SLOW) == 0
     # the clean exit removed the host row; nothing left to signal
     assert farm.run("signal", "TERM").returncode == 1
@@ -194,34 +186,33 @@ def test_password_never_printed(farm):
     secret = "s3cretPW"
     url = farm.db.replace("postgresql:///", "postgresql://postgres:%s@/"
                           % secret, 1)
-    farm.config(CONF.format(delay=0))
+    farm.write_config(CONF.format(delay=0))
     farm.make_media(3)
-    env = farm.env()
-    env["MPFARM_DB"] = url
-    farm.env = lambda: env
+    farm.env["MPFARM_DB"] = url
     outs = [farm.run("scan", farm.media), farm.run("scan", "/nonexistent"),
             farm.run("run", "--workers", "1"), farm.run("status"),
             farm.run("config"), farm.run("show", "nosuchfile")]
     for p in outs:
-        assert secret.encode() not in p.stdout + p.stderr, p
+        assert secret not in p.stdout + p.stderr, p
     assert outs[0].returncode == 0 and outs[2].returncode == 0
-    assert b"Completed: 3 files" in outs[3].stdout
+    assert "Completed: 3 files" in outs[3].stdout
 
 
 def test_fix_leaves_a_running_host_alone(farm):
     """No lock file on PostgreSQL: a heartbeating host is what tells fix
     that in-progress jobs are alive (their workers may be elsewhere)."""
-    farm.config(CONF.format(delay=4000))
+    farm.write_config(CONF.format(delay=4000))
     farm.make_media(4)
     farm.run("scan", farm.media)
     m = farm.start("run", "--workers", "2")
-    wait_for(lambda: farm.q("SELECT count(*) FROM jobs WHERE status = "
-                            "'in-progress'")[0][0] == 2, 30, what="2 running")
-    before = farm.q("SELECT job_id, lease FROM jobs WHERE status = "
-                    "'in-progress' ORDER BY 1")
+    wait_for(lambda: farm.query("SELECT count(*) FROM jobs WHERE status = "
+                                "'in-progress'")[0][0] == 2, 30,
+             what="2 running")
+    before = farm.query("SELECT job_id, lease FROM jobs WHERE status = "
+                        "'in-progress' ORDER BY 1")
     p = farm.run("fix")
     assert p.returncode == 0, p.stderr
-    assert farm.q("SELECT job_id, lease FROM jobs WHERE status = "
-                  "'in-progress' ORDER BY 1") == before
+    assert farm.query("SELECT job_id, lease FROM jobs WHERE status = "
+                      "'in-progress' ORDER BY 1") == before
     m.send_signal(signal.SIGTERM)
     m.wait(timeout=60 * SLOW)

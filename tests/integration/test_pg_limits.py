@@ -5,12 +5,14 @@ second and answers 429 beyond its limits; with the farm-wide limits it
 never has to: concurrency never passes max_concurrency across hosts, the
 rate holds for all hosts together, and a 429 answered to one host pauses
 the others within a tick."""
+import os
+import signal
 import time
 
 import pytest
 
 import storelib
-from farmlib import Farm, SLOW
+from conftest import SLOW, wait_for
 from test_providers import ENV, fake  # noqa: F401  (the fixture)
 
 pytestmark = pytest.mark.skipif(
@@ -32,16 +34,14 @@ low_speed_time = 2
 
 
 @pytest.fixture
-def farm(tmp_path, monkeypatch):
-    for k, v in ENV.items():
-        monkeypatch.setenv(k, v)
-    f = Farm(tmp_path)
-    yield f
-    f.cleanup()
+def farm(farm):
+    """conftest's farm, with the fake provider's keys in every run."""
+    farm.env.update(ENV)
+    return farm
 
 
 def run_hosts(farm, nhosts, workers, timeout=120):
-    logs = [farm.dir / ("m%d.log" % i) for i in range(nhosts)]
+    logs = [farm.path / ("m%d.log" % i) for i in range(nhosts)]
     ms = [farm.start("run", "--workers", workers, log=logs[i])
           for i in range(nhosts)]
     codes = [m.wait(timeout=timeout * SLOW) for m in ms]
@@ -61,8 +61,8 @@ def transcribe_requests(fake):
 
 def test_concurrency_held_across_hosts(farm, fake):
     n = 24
-    farm.config(CONF.format(url=fake.url,
-                            limits="max_concurrency = 2\n"))
+    farm.write_config(CONF.format(url=fake.url,
+                                  limits="max_concurrency = 2\n"))
     farm.make_media(n)
     fake.control(latency_ms=250, max_concurrency=2)
     assert farm.run("scan", farm.media).returncode == 0
@@ -77,13 +77,13 @@ def test_concurrency_held_across_hosts(farm, fake):
     # the slots were shared, not kept by the first host up
     assert sum(1 for d in done if d > 0) >= 2, done
     # a clean exit leaves no share behind
-    assert farm.q("SELECT count(*) FROM provider_slots") == [(0,)]
+    assert farm.query("SELECT count(*) FROM provider_slots") == [(0,)]
 
 
 def test_rate_held_across_hosts(farm, fake):
     n = 24
     rate = 6
-    farm.config(CONF.format(url=fake.url, limits="rate = %d\n" % rate))
+    farm.write_config(CONF.format(url=fake.url, limits="rate = %d\n" % rate))
     farm.make_media(n)
     fake.control(rate={"rps": rate, "burst": rate, "retry_after": True})
     assert farm.run("scan", farm.media).returncode == 0
@@ -105,11 +105,12 @@ def test_rate_held_across_hosts(farm, fake):
 
 def test_429_pauses_every_host(farm, fake):
     n = 40
-    farm.config(CONF.format(url=fake.url, limits="max_concurrency = 6\n"))
+    farm.write_config(CONF.format(url=fake.url,
+                                  limits="max_concurrency = 6\n"))
     farm.make_media(n)
     fake.control(latency_ms=100)
     assert farm.run("scan", farm.media).returncode == 0
-    ms = [farm.start("run", "--workers", 3, log=farm.dir / ("m%d.log" % i))
+    ms = [farm.start("run", "--workers", 3, log=farm.path / ("m%d.log" % i))
           for i in range(2)]
     # both hosts working, then one request answered 429, Retry-After 3 s
     deadline = time.monotonic() + 30 * SLOW
@@ -131,46 +132,47 @@ def test_429_pauses_every_host(farm, fake):
     after = [e for e in log if e["t"] >= t429 + 2.7]
     assert after, "nothing ran after the pause"
     # the other host learned it from the database, not from a 429 of its own
-    texts = [(farm.dir / ("m%d.log" % i)).read_text() for i in range(2)]
+    texts = [(farm.path / ("m%d.log" % i)).read_text() for i in range(2)]
     assert any("by=another-host" in t for t in texts), texts
 
 
 def test_dead_host_share_freed(farm, fake):
-    import os
-    import signal
-    from farmlib import wait_for
     n = 8
-    farm.config(CONF.replace("host_timeout = 5", "host_timeout = 2").format(
-        url=fake.url, limits="max_concurrency = 2\n"))
+    conf = CONF.replace("host_timeout = 5", "host_timeout = 2")
+    farm.write_config(conf.format(url=fake.url,
+                                  limits="max_concurrency = 2\n"))
     farm.make_media(n)
     fake.control(latency_ms=1500)
     assert farm.run("scan", farm.media).returncode == 0
-    a = farm.start("run", "--workers", "2", log=farm.dir / "a.log")
-    wait_for(lambda: farm.q("SELECT count(*) FROM jobs j JOIN hosts h ON "
-                            "h.host_id = j.owner_host WHERE j.status = "
-                            "'in-progress' AND h.pid = ?", a.pid)[0][0] == 2,
+    a = farm.start("run", "--workers", "2", log=farm.path / "a.log")
+    wait_for(lambda: farm.scalar("SELECT count(*) FROM jobs j JOIN hosts h "
+                                 "ON h.host_id = j.owner_host WHERE "
+                                 "j.status = 'in-progress' AND h.pid = ?",
+                                 (a.pid,)) == 2,
              30, what="host A running two jobs")
-    b = farm.start("run", "--workers", "2", "--watch", log=farm.dir / "b.log")
-    wait_for(lambda: farm.q("SELECT count(*) FROM provider_slots s JOIN hosts "
-                            "h USING (host_id) WHERE h.pid = ?",
-                            b.pid)[0][0] == 1, 20, what="host B asking")
+    b = farm.start("run", "--workers", "2", "--watch", log=farm.path / "b.log")
+    wait_for(lambda: farm.scalar("SELECT count(*) FROM provider_slots s "
+                                 "JOIN hosts h USING (host_id) WHERE "
+                                 "h.pid = ?", (b.pid,)) == 1, 20,
+             what="host B asking")
     # A holds the farm's two slots: B runs nothing
-    assert farm.q("SELECT s.held FROM provider_slots s JOIN hosts h USING "
-                  "(host_id) WHERE h.pid = ?", b.pid) == [(0,)]
+    assert farm.query("SELECT s.held FROM provider_slots s JOIN hosts h "
+                      "USING (host_id) WHERE h.pid = ?", (b.pid,)) == [(0,)]
     os.killpg(a.pid, signal.SIGKILL)
     a.wait(timeout=10)
     killed = time.monotonic()
     # A's share goes with its jobs: B gets both slots and finishes
-    wait_for(lambda: farm.q("SELECT s.held FROM provider_slots s JOIN hosts "
-                            "h USING (host_id) WHERE h.pid = ?",
-                            b.pid) == [(2,)], 2 + 8, what="B's share grown")
+    wait_for(lambda: farm.query("SELECT s.held FROM provider_slots s JOIN "
+                                "hosts h USING (host_id) WHERE h.pid = ?",
+                                (b.pid,)) == [(2,)], 2 + 8,
+             what="B's share grown")
     assert time.monotonic() - killed < (2 + 8) * SLOW
     wait_for(lambda: farm.counts() == {"completed": n}, 60,
              what="every job completed")
     b.send_signal(signal.SIGTERM)
     assert b.wait(timeout=60 * SLOW) == 0
     # A's row and its share are gone
-    assert farm.q("SELECT count(*) FROM provider_slots") == [(0,)]
+    assert farm.query("SELECT count(*) FROM provider_slots") == [(0,)]
     st = fake.stats()
     assert st["max_concurrency"] <= 2, st["max_concurrency"]
     assert st["concurrency_limited"] == 0
