@@ -11,7 +11,7 @@
 #include "common.h"
 #include "common_config.h"
 
-#define STORE_SCHEMA_VERSION 3
+#define STORE_SCHEMA_VERSION 4
 
 #define JOB_NOT_STARTED "not_started"
 #define JOB_IN_PROGRESS "in-progress"

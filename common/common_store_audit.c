@@ -289,10 +289,20 @@ static struct store_sql q_audit_to_failed = STORE_SQL(
 	"UPDATE jobs SET status = 'failed', owner_pid = NULL, "
 	"owner_master = NULL, lease = 0, finished_at = ?3, last_error = ?4 "
 	"WHERE job_id = ?1 AND status = ?2");
-/* The attempt an in-progress job was in ends with the change. */
-static struct store_sql q_audit_close_attempt = STORE_SQL(
-	"UPDATE attempts SET ended_at = ?2, outcome = ?3, message = ?4 "
-	"WHERE job_id = ?1 AND ended_at IS NULL");
+/* The attempt an in-progress job was in ends with the change: written
+ * from the job row before the change forgets its owner. */
+static struct store_sql q_audit_end_attempt = STORE_SQL(
+	"INSERT INTO attempts (job_id, attempt, worker_pid, started_at, "
+	"ended_at, outcome, message) SELECT job_id, attempts, owner_pid, "
+	"coalesce(started_at, ?2), ?2, ?3, ?4 FROM jobs "
+	"WHERE job_id = ?1 AND status = 'in-progress'");
+/* A transcript's translations are ready exactly when it is completed
+ * (what the schema's trigger does for changes made outside mpfarm). */
+static struct store_sql q_audit_translations_sync = STORE_SQL(
+	"UPDATE jobs SET ready = (SELECT t.status = 'completed' FROM jobs t "
+	"WHERE t.job_id = ?1) WHERE stage = 'translate' AND file_id = "
+	"(SELECT t.file_id FROM jobs t WHERE t.job_id = ?1 AND "
+	"t.stage = 'transcribe')");
 
 int
 store_audit_job_set(store_t *st, int64_t job_id, enum job_status from,
@@ -307,6 +317,17 @@ store_audit_job_set(store_t *st, int64_t job_id, enum job_status from,
 	snprintf(msg, sizeof(msg), "mpfarm fix: %s", why ? why : "by hand");
 	if (store_tx_enter(st, &own) < 0)
 		return -1;
+	if (from == JOB_ST_IN_PROGRESS) {
+		if ((s = store_stmt(st, &q_audit_end_attempt)) == NULL)
+			goto out;
+		sqlite3_bind_int64(s, 1, job_id);
+		sqlite3_bind_int64(s, 2, now);
+		sqlite3_bind_text(s, 3, to == JOB_ST_COMPLETED ? "completed"
+		    : "interrupted", -1, SQLITE_STATIC);
+		store_bind_msg(s, 4, msg);
+		if (store_run(st, s) < 0)
+			goto out;
+	}
 	switch (to) {
 	case JOB_ST_NOT_STARTED:
 		s = store_stmt(st, &q_audit_to_not_started);
@@ -339,18 +360,13 @@ store_audit_job_set(store_t *st, int64_t job_id, enum job_status from,
 		rc = 1;
 		goto out;
 	}
-	if (from == JOB_ST_IN_PROGRESS) {
-		if ((s = store_stmt(st, &q_audit_close_attempt)) == NULL)
+	if (from == JOB_ST_COMPLETED || to == JOB_ST_COMPLETED) {
+		if ((s = store_stmt(st, &q_audit_translations_sync)) == NULL)
 			goto out;
 		sqlite3_bind_int64(s, 1, job_id);
-		sqlite3_bind_int64(s, 2, now);
-		sqlite3_bind_text(s, 3, to == JOB_ST_COMPLETED ? "completed"
-		    : "interrupted", -1, SQLITE_STATIC);
-		store_bind_msg(s, 4, msg);
 		if (store_run(st, s) < 0)
 			goto out;
 	}
-	/* translations follow their transcript through the jobs trigger */
 	rc = 0;
 out:
 	return store_tx_leave(st, own, rc);

@@ -414,7 +414,7 @@ def test_migration_escapes_old_rows(farm):
     farm.run("retry", "--dry-run").returncode   # read-only: no migration
     assert farm.scalar("PRAGMA user_version") == 2
     farm.scan()
-    assert farm.scalar("PRAGMA user_version") == 3
+    assert farm.scalar("PRAGMA user_version") == 4
     con = sqlite3.connect(str(farm.db))
     con.execute("SELECT * FROM processing_status").fetchall()
     assert con.execute("SELECT last_error FROM jobs WHERE stage = "

@@ -467,9 +467,11 @@ test_claim_complete(void **state)
 	/* the translations became ready with the same commit */
 	assert_int_equal(q_int(h, "SELECT sum(ready) FROM jobs WHERE stage = "
 	    "'translate'"), 2);
+	/* the attempt is written once, as it ends */
 	assert_int_equal(q_int(h, "SELECT count(*) FROM attempts WHERE "
-	    "attempt_id = %lld AND outcome = 'completed' AND ended_at IS NOT "
-	    "NULL AND worker_pid = 9", (long long)j.lease), 1);
+	    "job_id = %lld AND attempt = 1 AND outcome = 'completed' AND "
+	    "ended_at IS NOT NULL AND worker_pid = 9", (long long)tr), 1);
+	assert_int_equal(q_int(h, "SELECT count(*) FROM attempts"), 1);
 	/* completing twice is a lost lease */
 	tmp_file(tmp[0], fin[0], "b");
 	assert_int_equal(store_job_complete(st, &j, tp, 1, false), 1);
