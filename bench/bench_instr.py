@@ -10,9 +10,12 @@ with --trace-children the master and each worker count too):
   (c) bench/bench_floor.c        mpfarm's store code in one process
   (d) bench/bench_min.c          the physical floor, one table
 
-on the same N empty files (tmpfs), set-up untimed and uncounted, and
-prints Ir/job of each, and for (c) the share spent inside SQLite and in
-mpfarm's own store functions.  Kernel work (the file system) is not
+on the same empty files (tmpfs), set-up uncounted, and prints the
+marginal instructions per job of each: (Ir of a run over N files - Ir of
+a run over N/4) / (3N/4), which leaves out what a run pays once (dynamic
+linking, opening the store, forking; callgrind also hands each forked
+worker a copy of its parent's counts so far).  For (c) it also splits
+the figure by store function.  Kernel work (the file system) is not
 counted: `make bench` shows that side.
 
     bench_instr.py [--files 2000] [--only a,c,d] [--keep]
@@ -65,6 +68,25 @@ def shares(files):
     return inc
 
 
+def run_one(args, key, root, media, n):
+    """(total Ir, {function: inclusive Ir}) of contender key over n files."""
+    run = os.path.join(root, "run-%s-%d" % (key, n))
+    os.makedirs(run)
+    if key == "d":
+        bench_farm.check_call([args.min, "init", "min.db", media], run,
+                              "bench_min init")
+        argv = [args.min, "run", "min.db", "output"]
+    else:
+        bench_farm.write_conf(run)
+        bench_farm.check_call([args.mpfarm, "scan", "--config",
+                               "mpfarm.conf", media], run, "scan")
+        argv = ([args.mpfarm, "run", "--workers", str(args.workers)]
+                if key == "a" else [args.floor, "run"]) + [
+            "--config", "mpfarm.conf", "--stage", "transcribe"]
+    ir, files = callgrind(argv, run, key)
+    return ir, (shares(files) if key == "c" else {})
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--mpfarm", default=os.path.join(REPO, "build/mpfarm"))
@@ -78,39 +100,28 @@ def main():
     args = ap.parse_args()
     only = set(args.only.split(","))
     root = os.path.join(args.tmpfs, "mpfarm-instr-%d" % os.getpid())
-    media = os.path.join(root, "media")
-    bench_farm.make_media(media, args.files)
-    n = args.files
+    big, small = args.files, max(1, args.files // 4)
+    media = {}
+    for n in (small, big):
+        media[n] = os.path.join(root, "media-%d" % n)
+        bench_farm.make_media(media[n], n)
     try:
         for key, name in (("a", "mpfarm --workers %d" % args.workers),
                           ("c", "C floor (mpfarm's store)"),
                           ("d", "physical floor (1 table)")):
             if key not in only:
                 continue
-            run = os.path.join(root, "run-" + key)
-            os.makedirs(run)
-            if key == "d":
-                bench_farm.check_call([args.min, "init", "min.db", media],
-                                      run, "bench_min init")
-                argv = [args.min, "run", "min.db", "output"]
-            else:
-                bench_farm.write_conf(run)
-                bench_farm.check_call([args.mpfarm, "scan", "--config",
-                                       "mpfarm.conf", media], run, "scan")
-                argv = ([args.mpfarm, "run", "--workers",
-                         str(args.workers)] if key == "a" else
-                        [args.floor, "run"]) + [
-                    "--config", "mpfarm.conf", "--stage", "transcribe"]
-            ir, files = callgrind(argv, run, key)
-            line = "(%s) %-28s %9.0f Ir/job" % (key, name, ir / n)
+            ir1, inc1 = run_one(args, key, root, media[small], small)
+            ir2, inc2 = run_one(args, key, root, media[big], big)
+            per = float(big - small)
+            line = "(%s) %-28s %9.0f Ir/job" % (key, name, (ir2 - ir1) / per)
             if key == "c":
-                inc = shares(files)
-                sq = sum(inc.get(f, 0) for f in ("sqlite3_step",))
-                cl = inc.get("store_job_claim", 0)
-                co = inc.get("store_job_complete", 0)
-                fe = inc.get("store_runnable_fetch", 0)
-                line += ("   sqlite3_step %.0f, claim %.0f, complete %.0f,"
-                         " fetch %.0f" % (sq / n, cl / n, co / n, fe / n))
+                line += "   " + ", ".join(
+                    "%s %.0f" % (label, (inc2.get(f, 0) - inc1.get(f, 0)) / per)
+                    for label, f in (("sqlite3_step", "sqlite3_step"),
+                                     ("claim", "store_job_claim"),
+                                     ("complete", "store_job_complete"),
+                                     ("fetch", "store_runnable_fetch")))
             print(line, flush=True)
     finally:
         if not args.keep:

@@ -67,10 +67,14 @@ static int store_nslots;
  * is none; jobs_failed is partial on a status jobs rarely reach, which
  * keeps retry cheap at no cost to the farm.
  *
- * A job's lease is a number from the one-row leases table, taken by the
- * claim: unique across the whole database and increasing, so a stale
- * worker can never match a later claim even if somebody resets a job by
- * hand.
+ * A job's lease is its claim count: every claim takes the job's next
+ * number and nothing in mpfarm ever lowers it (a reset by mpfarm fix, a
+ * retry or a changed recording keep it), so a stale worker, holding an
+ * older number of the same job, can never match a later claim, even if
+ * somebody resets the job's status by hand.  Every fence compares job_id
+ * and lease together.  (Until version 4 it was the attempt row's id,
+ * unique in the whole database; that cost every claim an attempt row, or
+ * a shared counter: an extra statement and an extra page per commit.)
  *
  * Translation jobs are ready exactly when their file's transcript is
  * completed.  Each of this program's statements that moves a transcript
@@ -216,13 +220,6 @@ static const char *const store_migrations[] = {
 	"  UPDATE jobs SET ready = (new.status = 'completed')"
 	"   WHERE file_id = new.file_id AND stage = 'translate';"
 	"END;"
-	"CREATE TABLE IF NOT EXISTS leases ("
-	"  id   INTEGER PRIMARY KEY CHECK (id = 1),"
-	"  last INTEGER NOT NULL"
-	");"
-	"INSERT INTO leases SELECT 1, max(coalesce((SELECT max(attempt_id) FROM"
-	"  attempts), 0), coalesce((SELECT max(lease) FROM jobs), 0)) WHERE true"
-	"  ON CONFLICT (id) DO UPDATE SET last = max(last, excluded.last);"
 	"DELETE FROM attempts WHERE ended_at IS NULL AND attempt_id IN"
 	"  (SELECT lease FROM jobs WHERE status = 'in-progress');",
 };

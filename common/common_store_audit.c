@@ -273,21 +273,22 @@ store_audit_jobs_free(struct store_audit_jobs *js)
 
 /* ---- hand-made changes -------------------------------------------------- */
 
-/* Back to be run: no owner, no lease (0 never matches a worker's lease, an
- * attempt id), due now.  The attempts already counted stay counted. */
+/* Back to be run: no owner, due now.  The lease stays (the next claim
+ * takes the one after it, which no stale worker holds), and the attempts
+ * already counted stay counted. */
 static struct store_sql q_audit_to_not_started = STORE_SQL(
 	"UPDATE jobs SET status = 'not_started', owner_pid = NULL, "
-	"owner_master = NULL, lease = 0, run_after = 0, finished_at = NULL, "
+	"owner_master = NULL, run_after = 0, finished_at = NULL, "
 	"last_error = CASE WHEN status = 'in-progress' THEN ?3 "
 	"ELSE last_error END "
 	"WHERE job_id = ?1 AND status = ?2");
 static struct store_sql q_audit_to_completed = STORE_SQL(
 	"UPDATE jobs SET status = 'completed', owner_pid = NULL, "
-	"owner_master = NULL, lease = 0, finished_at = ?3, last_error = NULL "
+	"owner_master = NULL, finished_at = ?3, last_error = NULL "
 	"WHERE job_id = ?1 AND status = ?2");
 static struct store_sql q_audit_to_failed = STORE_SQL(
 	"UPDATE jobs SET status = 'failed', owner_pid = NULL, "
-	"owner_master = NULL, lease = 0, finished_at = ?3, last_error = ?4 "
+	"owner_master = NULL, finished_at = ?3, last_error = ?4 "
 	"WHERE job_id = ?1 AND status = ?2");
 /* The attempt an in-progress job was in ends with the change: written
  * from the job row before the change forgets its owner. */

@@ -271,21 +271,18 @@ out:
 /* ---- claim and complete -------------------------------------------- */
 
 /*
- * Per job, a claim is two writes and a read, a completion three writes
- * (two for a translation).  The claim takes the next lease only when it
- * took the job; the attempt row is written once, at the end, from the
- * job row it ran under.  (PostgreSQL: `lease = nextval(...)` makes
- * q_lease_take unneeded, and UPDATE ... FROM media_files RETURNING folds
- * q_claimed into the claim.)
+ * Per job, a claim is one write and a read, a completion three writes
+ * (two for a translation).  The attempt row is written once, at the end,
+ * from the job row it ran under.  (PostgreSQL: UPDATE ... FROM
+ * media_files RETURNING folds q_claimed into the claim; SQLite's
+ * RETURNING fills a temporary table, dearer than the second look.)
  */
 static struct store_sql q_claim = STORE_SQL(
 	"UPDATE jobs SET status = 'in-progress', attempts = attempts + 1, "
-	"lease = (SELECT last + 1 FROM leases WHERE id = 1), "
+	"lease = coalesce(lease, 0) + 1, "
 	"owner_pid = ?2, owner_master = ?3, started_at = ?4, finished_at = NULL "
 	"WHERE job_id = ?1 AND status = 'not_started' AND ready = 1 AND "
 	"run_after <= ?4");
-static struct store_sql q_lease_take = STORE_SQL(
-	"UPDATE leases SET last = last + 1 WHERE id = 1");
 static struct store_sql q_claimed = STORE_SQL(
 	"SELECT j.file_id, j.stage, j.lang, j.attempts, j.lease, m.abs_path, "
 	"m.rel_path, coalesce(m.src_root, m.scan_root), "
@@ -347,8 +344,6 @@ store_job_claim(store_t *st, int64_t job_id, pid_t worker, pid_t master,
 		rc = 1;         /* taken, finished or not due */
 		goto out;
 	}
-	if ((s = store_stmt(st, &q_lease_take)) == NULL || store_run(st, s) < 0)
-		goto out;
 	if ((s = store_stmt(st, &q_claimed)) == NULL)
 		goto out;
 	sqlite3_bind_int64(s, 1, job_id);
