@@ -714,7 +714,7 @@ def main():
         snapshot_binaries(args, os.path.join(shm, "bin"))
         if "throughput" in only:
             say("")
-            say("Throughput on tmpfs (%s), alternating a, b, c:" % shm)
+            say("Throughput on tmpfs (%s), alternating a, b, c, d:" % shm)
             os.makedirs(shm, exist_ok=True)
             cs = throughput(args, "shm", shm, args.rounds)
             summary["tmpfs"] = print_throughput("Throughput on tmpfs", cs, args)
@@ -725,7 +725,7 @@ def main():
             disk = os.path.join(args.disk_dir, "run-%d" % os.getpid())
             os.makedirs(disk, exist_ok=True)
             say("")
-            say("Throughput on the real disk (%s), alternating a, b, c:" % disk)
+            say("Throughput on the real disk (%s), alternating a, b, c, d:" % disk)
             os.makedirs(shm, exist_ok=True)
             us_shm, _ = create_probe(shm)
             us_disk, _ = create_probe(disk)
