@@ -352,7 +352,7 @@ v3_db_make(int version)
 		    "ALTER TABLE media_files DROP COLUMN src_root;"
 		    "ALTER TABLE media_files DROP COLUMN src_rel;");
 	if (version < 3) {
-		char v[32];
+		char v[48];
 		snprintf(v, sizeof(v), "PRAGMA user_version = %d", version);
 		x(h, v);
 	}
