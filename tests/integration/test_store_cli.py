@@ -14,6 +14,7 @@ import sqlite3
 import time
 
 from conftest import dead_pid, fsbytes
+from storelib import PG
 from test_commands import sha, touch
 
 CONF = """[transcribe]
@@ -436,18 +437,25 @@ def test_migration_to_v4_keeps_the_running_attempt(farm):
     dead = dead_pid()
     now = int(time.time() * 1000)
     ja = job(farm, ids["a.mp3"])[0]
-    con = sqlite3.connect(str(farm.db), isolation_level=None)
-    con.executescript(
-        "UPDATE jobs SET status = 'in-progress', attempts = 1, lease = 7, "
-        "owner_pid = %d, owner_master = %d, started_at = %d "
-        "WHERE job_id = %d;"
-        "INSERT INTO attempts (attempt_id, job_id, attempt, worker_pid, "
-        "started_at) VALUES (7, %d, 1, %d, %d);"
-        "PRAGMA user_version = 3;" % (dead, dead, now - 5000, ja, ja, dead,
-                                      now - 5000))
+    # PostgreSQL's leases and attempt ids come from one sequence
+    lease = farm.scalar("SELECT nextval('mpfarm_lease')") if PG else 7
+    version = ("SELECT max(version) FROM mpfarm_schema" if PG
+               else "PRAGMA user_version")
+    con = farm.connect()
+    for sql in (
+            "UPDATE jobs SET status = 'in-progress', attempts = 1, "
+            "lease = %d, owner_pid = %d, owner_master = %d, started_at = %d "
+            "WHERE job_id = %d" % (lease, dead, dead, now - 5000, ja),
+            "INSERT INTO attempts (attempt_id, job_id, attempt, worker_pid, "
+            "started_at) VALUES (%d, %d, 1, %d, %d)" % (lease, ja, dead,
+                                                        now - 5000),
+            "UPDATE mpfarm_schema SET version = 3" if PG
+            else "PRAGMA user_version = 3"):
+        con.execute(sql)
     con.close()
+    assert farm.scalar(version) == 3
     farm.scan()
-    assert farm.scalar("PRAGMA user_version") == 4
+    assert farm.scalar(version) == 4
     assert farm.scalar("SELECT count(*) FROM attempts") == 0
     assert job(farm, ids["a.mp3"])[1:] == ("in-progress", 1)
     p = farm.run("show", "--json", farm.media / "a.mp3", check=True)
@@ -465,7 +473,10 @@ def test_migration_to_v4_keeps_the_running_attempt(farm):
     assert rows[0] == (1, dead, now - 5000, "interrupted",
                        "master pid %d is gone" % dead)
     assert [r[3] for r in rows] == ["interrupted", "completed"]
-    assert farm.scalar("SELECT lease FROM jobs WHERE job_id = ?", (ja,)) == 8
+    # a later lease: the job's next claim count (SQLite), a later number
+    # of the sequence (PostgreSQL)
+    later = farm.scalar("SELECT lease FROM jobs WHERE job_id = ?", (ja,))
+    assert later > lease if PG else later == lease + 1
     tries = json.loads(farm.run("show", "--json", farm.media / "a.mp3",
                                 check=True).stdout)["jobs"][0]["history"]
     assert [t["outcome"] for t in tries] == ["interrupted", "completed"]
