@@ -391,7 +391,7 @@ int  store_bind_msg(db_stmt_t *s, int idx, const char *msg);
 
 /* PostgreSQL's schema (common_store_pg.c): migration i takes version i to
  * i+1, as store_migrations does for SQLite, one entry per version. */
-extern const char *const store_pg_migrations[STORE_SCHEMA_VERSION];
+extern const char *const store_pg_migrations[];
 /* Inside a migration's transaction: keep other processes from migrating
  * at the same time (PostgreSQL: an advisory lock; SQLite's write lock
  * already does).  0 or -1. */

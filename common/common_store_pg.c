@@ -23,7 +23,7 @@
  * "mpfarm" in ASCII. */
 #define STORE_PG_LOCK_SCHEMA "120329521427053"
 
-const char *const store_pg_migrations[STORE_SCHEMA_VERSION] = {
+const char *const store_pg_migrations[] = {
 	/* version 1 (with 2 and 3) */
 	"CREATE SEQUENCE mpfarm_lease;"
 	"CREATE TABLE settings ("
@@ -112,6 +112,10 @@ const char *const store_pg_migrations[STORE_SCHEMA_VERSION] = {
 	"DELETE FROM attempts WHERE ended_at IS NULL AND attempt_id IN"
 	"  (SELECT lease FROM jobs WHERE status = 'in-progress');",
 };
+
+/* a new schema version needs its PostgreSQL spelling too */
+_Static_assert(sizeof(store_pg_migrations) / sizeof(store_pg_migrations[0])
+	       == STORE_SCHEMA_VERSION, "one PostgreSQL migration per version");
 
 static struct store_sql q_schema_lock = STORE_SQL2("SELECT 1",
 	"SELECT pg_advisory_xact_lock(" STORE_PG_LOCK_SCHEMA ")");

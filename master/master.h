@@ -88,7 +88,10 @@ int  master_lock_acquire(const char *db, int *fd_out, pid_t *holder,
 /* Empty the lock file (it names no pid once unlocked), then close fd,
  * which releases the lock.  Errors are ignored: the lock goes anyway. */
 void master_lock_release(int fd);
-/* For status/check/fix: the pid of a live master holding the lock, or 0. */
+/* For status/check/fix: the pid of a live master holding the lock, -1
+ * when one holds it but its pid is unknown, or 0.  PostgreSQL (no lock
+ * file): this machine's live master, -1 when only other hosts' masters
+ * heartbeat, 0 when none does. */
 pid_t master_lock_holder(const char *db);
 
 /* The live status file "<db>.status" (JSON) the master refreshes. */

@@ -78,6 +78,37 @@ master_lock_release(int fd)
 	close(fd);
 }
 
+/* PostgreSQL: a farm is live while any host row heartbeats.  The pid of
+ * this machine's live master, else -1 (live elsewhere), else 0. */
+static pid_t
+master_lock_holder_pg(const char *db)
+{
+	struct store_open_opts o = { .flags = STORE_READONLY };
+	struct store_host *h = NULL;
+	char err[600], name[256] = "";
+	store_t *st = NULL;
+	pid_t pid = 0;
+	int n = 0;
+
+	(void)gethostname(name, sizeof(name) - 1);
+	if (store_open(&st, db, &o, err, sizeof(err)) < 0)
+		return 0;       /* no schema yet: no farm */
+	if (store_hosts_list(st, &h, &n) < 0)
+		pid = -1;       /* cannot tell: assume one runs */
+	for (int i = 0; i < n; i++) {
+		if (!h[i].live)
+			continue;
+		if (strcmp(h[i].hostname, name) == 0 && proc_alive(h[i].pid)) {
+			pid = h[i].pid;
+			break;
+		}
+		pid = -1;
+	}
+	store_hosts_free(h, n);
+	store_close(st);
+	return pid;
+}
+
 pid_t
 master_lock_holder(const char *db)
 {
@@ -86,7 +117,7 @@ master_lock_holder(const char *db)
 	pid_t pid = 0;
 
 	if (db_target_is_pg(db))
-		return 0;       /* no file lock: see the hosts table */
+		return master_lock_holder_pg(db);
 	path = xasprintf("%s.lock", db);
 	/* a link there is no lock of ours: no master */
 	fd = file_open_regular(path, O_RDONLY, 0, err, sizeof(err));

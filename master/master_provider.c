@@ -464,12 +464,14 @@ prov_share_tick(struct prov *p)
 		.inflight = p->inflight,
 	};
 
-	if (!p->shared || p->disabled || farm.st == NULL)
+	if (!p->shared || farm.st == NULL)
 		return;
-	ls.want_tokens = p->nwait - (int)floor(p->tokens);
+	/* a disabled provider answers its workers itself: it takes nothing
+	 * and hands its share back as its last requests end */
+	ls.want_tokens = p->disabled ? 0 : p->nwait - (int)floor(p->tokens);
 	if (ls.want_tokens < 0)
 		ls.want_tokens = 0;
-	if (farm.stopping)
+	if (farm.stopping || p->disabled)
 		ls.want_slots = p->inflight;
 	else if (p->inflight > 0 || now - p->active_at < PROV_SHARE_IDLE_MS)
 		ls.want_slots = workers;

@@ -206,3 +206,22 @@ def test_password_never_printed(farm):
         assert secret.encode() not in p.stdout + p.stderr, p
     assert outs[0].returncode == 0 and outs[2].returncode == 0
     assert b"Completed: 3 files" in outs[3].stdout
+
+
+def test_fix_leaves_a_running_host_alone(farm):
+    """No lock file on PostgreSQL: a heartbeating host is what tells fix
+    that in-progress jobs are alive (their workers may be elsewhere)."""
+    farm.config(CONF.format(delay=4000))
+    farm.make_media(4)
+    farm.run("scan", farm.media)
+    m = farm.start("run", "--workers", "2")
+    wait_for(lambda: farm.q("SELECT count(*) FROM jobs WHERE status = "
+                            "'in-progress'")[0][0] == 2, 30, what="2 running")
+    before = farm.q("SELECT job_id, lease FROM jobs WHERE status = "
+                    "'in-progress' ORDER BY 1")
+    p = farm.run("fix")
+    assert p.returncode == 0, p.stderr
+    assert farm.q("SELECT job_id, lease FROM jobs WHERE status = "
+                  "'in-progress' ORDER BY 1") == before
+    m.send_signal(signal.SIGTERM)
+    m.wait(timeout=60 * SLOW)
