@@ -12,9 +12,11 @@ reproduced with one command:
            a Python pool of 5 threads, thread-local sqlite3 connections
        (c) the single-process floor (bench/bench_floor.c): the same store
            and provider code in one C loop, no fork, no IPC
+       (d) the physical floor (bench/bench_min.c): one C process, one
+           table, per job only claim + the two outputs + complete
      Only the run is timed (not the scan or the set-up).  Targets:
-     a >= 3x b and a >= 75% of c.  Then (after 2) the same three on the
-     real disk, for the README.
+     a >= 3x b and a >= 100% of d (and the older a >= 75% of c).  Then
+     (after 2) the same four on the real disk, for the README.
   2. Scaling: mpfarm at 1, 2, 5, 8 workers beside as many floor processes
      sharing one database (what the SQLite writers cost without the farm).
   3. Per-worker private memory (USS, /proc/PID/smaps_rollup), idle and
@@ -51,6 +53,8 @@ PY = "/usr/bin/python3"
 
 FARM_CONF = """\
 # written by bench/bench_farm.py
+[farm]
+fetch_size = {fetch}
 [transcribe]
 provider = noop
 [translate]
@@ -61,6 +65,7 @@ delay_ms = {delay}
 
 TARGET_VS_BASELINE = 3.0
 TARGET_VS_FLOOR = 0.75
+TARGET_VS_MIN = 1.0
 TARGET_USS_KIB = 1024
 TARGET_RESPAWN_MS = 50.0
 
@@ -82,9 +87,9 @@ def make_media(root, n, per_dir=1000):
             os.close(os.open(os.path.join(sub, "f%06d.wav" % i), flags, 0o644))
 
 
-def write_conf(rundir, delay=0, extra=""):
+def write_conf(rundir, delay=0, extra="", fetch=50):
     with open(os.path.join(rundir, "mpfarm.conf"), "w") as f:
-        f.write(FARM_CONF.format(delay=delay) + extra)
+        f.write(FARM_CONF.format(delay=delay, fetch=fetch) + extra)
 
 
 def check_call(argv, cwd, what):
@@ -180,7 +185,7 @@ class FarmLike(Contender):
     """mpfarm and the floor share the set-up: scan, then the timed run."""
 
     def prepare(self, rundir, media):
-        write_conf(rundir)
+        write_conf(rundir, fetch=self.args.batch_size)
         check_call([self.args.mpfarm, "scan", "--config", "mpfarm.conf",
                     media], rundir, "mpfarm scan")
 
@@ -193,8 +198,7 @@ class Farm(FarmLike):
     def argv(self):
         a = self.args
         return [a.mpfarm, "run", "--config", "mpfarm.conf", "--workers",
-                str(a.workers), "--batch-size", str(a.batch_size),
-                "--stage", "transcribe"]
+                str(a.workers), "--stage", "transcribe"]
 
 
 class FarmN(Farm):
@@ -207,8 +211,7 @@ class FarmN(Farm):
     def argv(self):
         a = self.args
         return [a.mpfarm, "run", "--config", "mpfarm.conf", "--workers",
-                str(self.workers), "--batch-size", str(a.batch_size),
-                "--stage", "transcribe"]
+                str(self.workers), "--stage", "transcribe"]
 
 
 class FloorShards(FarmLike):
@@ -223,18 +226,38 @@ class FloorShards(FarmLike):
     def argv(self):
         a = self.args
         script = ('pids=""; for i in $(seq 0 %d); do BENCH_FLOOR_SHARD=$i/%d '
-                  '"$0" run --config mpfarm.conf --batch-size %d --stage '
+                  '"$0" run --config mpfarm.conf --stage '
                   'transcribe & pids="$pids $!"; done; rc=0; '
                   'for p in $pids; do wait $p || rc=1; done; exit $rc' % (
-                      self.n - 1, self.n, a.batch_size))
+                      self.n - 1, self.n))
         return ["/bin/sh", "-c", script, a.floor]
 
 
 class Floor(FarmLike):
     def argv(self):
         a = self.args
-        return [a.floor, "run", "--config", "mpfarm.conf", "--batch-size",
-                str(a.batch_size), "--stage", "transcribe"]
+        return [a.floor, "run", "--config", "mpfarm.conf", "--stage",
+                "transcribe"]
+
+
+class MinFloor(Contender):
+    """bench/bench_min.c: the physical floor (one table, claim, two
+    outputs, complete)."""
+
+    def prepare(self, rundir, media):
+        check_call([self.args.min, "init", "min.db", media], rundir,
+                   "bench_min init")
+
+    def argv(self):
+        return [self.args.min, "run", "min.db", "output",
+                str(self.args.batch_size)]
+
+    def verify(self, rundir):
+        db = sqlite3.connect(os.path.join(rundir, "min.db"))
+        n = db.execute("SELECT count(*) FROM jobs WHERE "
+                       "status = 'completed'").fetchone()[0]
+        db.close()
+        return n
 
 
 class Baseline(Contender):
@@ -266,7 +289,7 @@ def verdict(ok):
 
 
 def throughput(args, where, workroot, rounds):
-    """Alternating rounds of a, b, c; returns the summary dict."""
+    """Alternating rounds of a, b, c, d; returns the contenders."""
     media = os.path.join(workroot, "media")
     t0 = time.monotonic()
     make_media(media, args.files)
@@ -274,7 +297,8 @@ def throughput(args, where, workroot, rounds):
         args.files, media, time.monotonic() - t0))
     cs = [Farm("a", "mpfarm --workers %d" % args.workers, args),
           Baseline("b", "python threads x%d" % args.workers, args),
-          Floor("c", "C floor (1 process)", args)]
+          Floor("c", "C floor (1 process)", args),
+          MinFloor("d", "physical floor (1 table)", args)]
     for rnd in range(1, rounds + 1):
         for c in cs:
             r = c.run_once(workroot, media, "%s%d" % (where, rnd))
@@ -287,7 +311,7 @@ def throughput(args, where, workroot, rounds):
 
 
 def print_throughput(title, cs, args):
-    a, b, c = cs
+    a = cs[0]
     say("")
     say("%s: noop transcribe, %d files, %d workers, batch %d, "
         "median of %d" % (title, args.files, args.workers, args.batch_size,
@@ -304,14 +328,18 @@ def print_throughput(title, cs, args):
             if ok else 0
         say("  (%s) %-20s %10.0f %12s %10.1f %12.2f" % (
             x.key, x.name, median_of(x.runs, "rate"), rng, cpu_job, cores))
-    ra, rb, rc = (median_of(x.runs, "rate") for x in cs)
+    ra, rb, rc, rd = (median_of(x.runs, "rate") for x in cs)
     vs_b = ra / rb if rb else 0.0
     vs_c = ra / rc if rc else 0.0
+    vs_d = ra / rd if rd else 0.0
     say("  a / b = %.2fx   (target >= %.1fx)   %s" % (
         vs_b, TARGET_VS_BASELINE, verdict(vs_b >= TARGET_VS_BASELINE)))
     say("  a / c = %.0f%%    (target >= %.0f%%)   %s" % (
         vs_c * 100, TARGET_VS_FLOOR * 100, verdict(vs_c >= TARGET_VS_FLOOR)))
-    return {"a": ra, "b": rb, "c": rc, "a_over_b": vs_b, "a_over_c": vs_c}
+    say("  a / d = %.0f%%    (target >= %.0f%%)   %s" % (
+        vs_d * 100, TARGET_VS_MIN * 100, verdict(vs_d >= TARGET_VS_MIN)))
+    return {"a": ra, "b": rb, "c": rc, "d": rd, "a_over_b": vs_b,
+            "a_over_c": vs_c, "a_over_d": vs_d}
 
 
 def scaling(args, workroot):
@@ -608,7 +636,7 @@ def snapshot_binaries(args, bindir):
     """Run private copies: a rebuild of build/ during the bench (others
     edit and build the tree) must not swap or half-write the binaries."""
     os.makedirs(bindir, exist_ok=True)
-    for attr in ("mpfarm", "floor"):
+    for attr in ("mpfarm", "floor", "min"):
         src = getattr(args, attr)
         dst = os.path.join(bindir, os.path.basename(src))
         for attempt in range(20):
@@ -641,9 +669,13 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--mpfarm", default=os.path.join(REPO, "build/mpfarm"))
     ap.add_argument("--floor", default=os.path.join(REPO, "build/bench_floor"))
+    ap.add_argument("--min", default=os.path.join(REPO, "build/bench_min"))
     ap.add_argument("--files", type=int, default=20000)
     ap.add_argument("--workers", type=int, default=5)
-    ap.add_argument("--batch-size", type=int, default=50)
+    ap.add_argument("--batch-size", type=int, default=50,
+                    help="the older design's batch, and how many jobs the "
+                    "floors take from the database at once (mpfarm's "
+                    "fetch_size, default 50)")
     ap.add_argument("--rounds", type=int, default=5,
                     help="alternating rounds on tmpfs (default 5)")
     ap.add_argument("--disk-rounds", type=int, default=3)
@@ -665,12 +697,13 @@ def main():
     args = ap.parse_args()
     args.mpfarm = os.path.abspath(args.mpfarm)
     args.floor = os.path.abspath(args.floor)
+    args.min = os.path.abspath(args.min)
     only = set(args.only.split(","))
     args.scaling = [int(x) for x in args.scaling.split(",") if x.strip()]
-    for p in (args.mpfarm, args.floor):
+    for p in (args.mpfarm, args.floor, args.min):
         if not os.access(p, os.X_OK):
             sys.exit("bench: %s is missing (make B=build build/mpfarm "
-                     "build/bench_floor)" % p)
+                     "build/bench_floor build/bench_min)" % p)
 
     t_start = time.monotonic()
     environment()
@@ -681,7 +714,7 @@ def main():
         snapshot_binaries(args, os.path.join(shm, "bin"))
         if "throughput" in only:
             say("")
-            say("Throughput on tmpfs (%s), alternating a, b, c:" % shm)
+            say("Throughput on tmpfs (%s), alternating a, b, c, d:" % shm)
             os.makedirs(shm, exist_ok=True)
             cs = throughput(args, "shm", shm, args.rounds)
             summary["tmpfs"] = print_throughput("Throughput on tmpfs", cs, args)
@@ -692,7 +725,7 @@ def main():
             disk = os.path.join(args.disk_dir, "run-%d" % os.getpid())
             os.makedirs(disk, exist_ok=True)
             say("")
-            say("Throughput on the real disk (%s), alternating a, b, c:" % disk)
+            say("Throughput on the real disk (%s), alternating a, b, c, d:" % disk)
             os.makedirs(shm, exist_ok=True)
             us_shm, _ = create_probe(shm)
             us_disk, _ = create_probe(disk)

@@ -2,7 +2,7 @@
  * bench_floor.c - the single-process floor of `make bench`: one C loop that
  * does exactly the per-job work of an mpfarm worker, through the same
  * store and provider code, with no master, no fork and no IPC.  It refills
- * from the store like the master (store_runnable_fetch, batch-size at a
+ * from the store like the master (store_runnable_fetch, fetch_size at a
  * time), then per job: store_job_claim, the check before paying
  * (tree_check_writable), the provider's run (noop), each output to a temp
  * file in its verified folder (tree_temp_write), store_job_complete (renames
@@ -11,8 +11,9 @@
  * master's event loop and the workers' write-lock contention.
  *
  * Takes the same options as `mpfarm run` (--config, --db, --output,
- * --stage, --language, --batch-size, --durable); prints one line
- * "floor jobs=N failed=F seconds=S rate=R" on stdout.  Exit 0, or 1.
+ * --stage, --language, --durable; fetch_size from the config); prints
+ * one line "floor jobs=N failed=F seconds=S rate=R" on stdout.  Exit 0,
+ * or 1.
  *
  * BENCH_FLOOR_SHARD=I/N in the environment makes it take only the jobs
  * with job_id % N == I: N such processes side by side are the farm's
@@ -183,7 +184,7 @@ main(int argc, char **argv)
 		    sh);
 		return 2;
 	}
-	batch = cfg.batch_size > 0 ? cfg.batch_size : 50;
+	batch = cfg.fetch_size > 0 ? cfg.fetch_size : 50;   /* the refill size */
 	opts.flags = cfg.durable ? STORE_DURABLE : 0;
 	opts.busy_timeout_ms = cfg.busy_timeout_ms;
 	refs = xcalloc((size_t)batch, sizeof(*refs));

@@ -12,7 +12,7 @@
 #include "common.h"
 #include "common_config.h"
 
-#define STORE_SCHEMA_VERSION 3
+#define STORE_SCHEMA_VERSION 4
 
 #define JOB_NOT_STARTED "not_started"
 #define JOB_IN_PROGRESS "in-progress"
@@ -175,17 +175,18 @@ void job_clear(struct job *j);
  * write transaction. */
 
 /* Worker: not_started -> in-progress with a new lease, owner = worker pid
- * and master pid, started_at = now; opens an attempts-log row.  Returns 0
- * and fills *j; 1 when the job is not claimable any more (taken, finished,
- * not due); -1 on error. */
+ * and master pid, started_at = now: the job row is the running attempt
+ * (its attempts-log row is written when it ends).  Returns 0 and fills
+ * *j; 1 when the job is not claimable any more (taken, finished, not
+ * due); -1 on error. */
 int  store_job_claim(store_t *st, int64_t job_id, pid_t worker,
 		     pid_t master, struct job *j);
 
 /* Worker, on success: in one BEGIN IMMEDIATE transaction, checks that the
- * lease still holds, renames each out[i] temp onto its final name inside
- * its verified folder (renameat; fsyncing the folders when durable),
- * marks the job completed, closes its attempt row, and for a transcript
- * makes the file's translation jobs ready.  Returns 0; 1 when the lease
+ * lease still holds, writes the attempt's row, marks the job completed,
+ * for a transcript makes the file's translation jobs ready, and renames
+ * each out[i] temp onto its final name inside its verified folder
+ * (renameat; fsyncing the folders when durable).  Returns 0; 1 when the lease
  * was lost (temps are unlinked, nothing is renamed); -1 on error (temps
  * unlinked).  Either way no temp is left: the caller tree_temp_free()s
  * each out[i]. */

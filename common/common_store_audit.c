@@ -267,26 +267,45 @@ store_audit_jobs_free(struct store_audit_jobs *js)
 
 /* ---- hand-made changes -------------------------------------------------- */
 
-/* Back to be run: no owner, no lease (0 never matches a worker's lease, an
- * attempt id), due now.  The attempts already counted stay counted. */
+/* Back to be run: no owner, due now.  The lease stays (the next claim
+ * takes the one after it, which no stale worker holds), and the attempts
+ * already counted stay counted. */
 static struct store_sql q_audit_to_not_started = STORE_SQL(
 	"UPDATE jobs SET status = 'not_started', owner_pid = NULL, "
-	"owner_master = NULL, lease = 0, run_after = 0, finished_at = NULL, "
+	"owner_master = NULL, run_after = 0, finished_at = NULL, "
 	"last_error = CASE WHEN status = 'in-progress' THEN ?3 "
 	"ELSE last_error END "
 	"WHERE job_id = ?1 AND status = ?2");
 static struct store_sql q_audit_to_completed = STORE_SQL(
 	"UPDATE jobs SET status = 'completed', owner_pid = NULL, "
-	"owner_master = NULL, lease = 0, finished_at = ?3, last_error = NULL "
+	"owner_master = NULL, finished_at = ?3, last_error = NULL "
 	"WHERE job_id = ?1 AND status = ?2");
 static struct store_sql q_audit_to_failed = STORE_SQL(
 	"UPDATE jobs SET status = 'failed', owner_pid = NULL, "
-	"owner_master = NULL, lease = 0, finished_at = ?3, last_error = ?4 "
+	"owner_master = NULL, finished_at = ?3, last_error = ?4 "
 	"WHERE job_id = ?1 AND status = ?2");
-/* The attempt an in-progress job was in ends with the change. */
-static struct store_sql q_audit_close_attempt = STORE_SQL(
-	"UPDATE attempts SET ended_at = ?2, outcome = ?3, message = ?4 "
-	"WHERE job_id = ?1 AND ended_at IS NULL");
+/* The attempt an in-progress job was in ends with the change: written
+ * from the job row before the change forgets its owner. */
+static struct store_sql q_audit_end_attempt = STORE_SQL2(
+	"INSERT INTO attempts (job_id, attempt, worker_pid, started_at, "
+	"ended_at, outcome, message) SELECT job_id, attempts, owner_pid, "
+	"coalesce(started_at, ?2), ?2, ?3, ?4 FROM jobs "
+	"WHERE job_id = ?1 AND status = 'in-progress'",
+	"INSERT INTO attempts (job_id, attempt, worker_pid, started_at, "
+	"ended_at, outcome, message) SELECT job_id, attempts, owner_pid, "
+	"coalesce(started_at, ?2::bigint), ?2::bigint, ?3::text, ?4::text "
+	"FROM jobs WHERE job_id = ?1 AND status = 'in-progress'");
+/* A transcript's translations are ready exactly when it is completed
+ * (what the schema's trigger does for changes made outside mpfarm). */
+static struct store_sql q_audit_translations_sync = STORE_SQL2(
+	"UPDATE jobs SET ready = (SELECT t.status = 'completed' FROM jobs t "
+	"WHERE t.job_id = ?1) WHERE stage = 'translate' AND file_id = "
+	"(SELECT t.file_id FROM jobs t WHERE t.job_id = ?1 AND "
+	"t.stage = 'transcribe')",
+	"UPDATE jobs SET ready = (SELECT (t.status = 'completed')::int "
+	"FROM jobs t WHERE t.job_id = ?1) WHERE stage = 'translate' AND "
+	"file_id = (SELECT t.file_id FROM jobs t WHERE t.job_id = ?1 AND "
+	"t.stage = 'transcribe')");
 
 int
 store_audit_job_set(store_t *st, int64_t job_id, enum job_status from,
@@ -301,6 +320,17 @@ store_audit_job_set(store_t *st, int64_t job_id, enum job_status from,
 	snprintf(msg, sizeof(msg), "mpfarm fix: %s", why ? why : "by hand");
 	if (store_tx_enter(st, &own) < 0)
 		return -1;
+	if (from == JOB_ST_IN_PROGRESS) {
+		if ((s = store_stmt(st, &q_audit_end_attempt)) == NULL)
+			goto out;
+		db_bind_int64(s, 1, job_id);
+		db_bind_int64(s, 2, now);
+		db_bind_text(s, 3, to == JOB_ST_COMPLETED ? "completed"
+		    : "interrupted");
+		store_bind_msg(s, 4, msg);
+		if (store_run(st, s) < 0)
+			goto out;
+	}
 	switch (to) {
 	case JOB_ST_NOT_STARTED:
 		s = store_stmt(st, &q_audit_to_not_started);
@@ -333,18 +363,13 @@ store_audit_job_set(store_t *st, int64_t job_id, enum job_status from,
 		rc = 1;
 		goto out;
 	}
-	if (from == JOB_ST_IN_PROGRESS) {
-		if ((s = store_stmt(st, &q_audit_close_attempt)) == NULL)
+	if (from == JOB_ST_COMPLETED || to == JOB_ST_COMPLETED) {
+		if ((s = store_stmt(st, &q_audit_translations_sync)) == NULL)
 			goto out;
 		db_bind_int64(s, 1, job_id);
-		db_bind_int64(s, 2, now);
-		db_bind_text(s, 3, to == JOB_ST_COMPLETED ? "completed"
-		    : "interrupted");
-		store_bind_msg(s, 4, msg);
 		if (store_run(st, s) < 0)
 			goto out;
 	}
-	/* translations follow their transcript through the jobs trigger */
 	rc = 0;
 out:
 	return store_tx_leave(st, own, rc);

@@ -56,11 +56,19 @@ static struct store_sql q_file_transcribed = STORE_SQL(
 static struct store_sql q_job_insert = STORE_SQL(
 	"INSERT INTO jobs (file_id, stage, lang, ready) VALUES (?1, ?2, ?3, ?4) "
 	"ON CONFLICT DO NOTHING");
-static struct store_sql q_file_reset_attempts = STORE_SQL(
-	"UPDATE attempts SET ended_at = ?2, outcome = 'interrupted', "
-	"message = 'media file changed on disk' WHERE attempt_id IN "
-	"(SELECT lease FROM jobs WHERE file_id = ?1 AND status = 'in-progress') "
-	"AND ended_at IS NULL");
+/* The running attempts end with the change (the rows the claims did not
+ * write: see the schema's version 4). */
+static struct store_sql q_file_reset_attempts = STORE_SQL2(
+	"INSERT INTO attempts (job_id, attempt, worker_pid, started_at, "
+	"ended_at, outcome, message) SELECT job_id, attempts, owner_pid, "
+	"coalesce(started_at, ?2), ?2, 'interrupted', "
+	"'media file changed on disk' FROM jobs "
+	"WHERE file_id = ?1 AND status = 'in-progress'",
+	"INSERT INTO attempts (job_id, attempt, worker_pid, started_at, "
+	"ended_at, outcome, message) SELECT job_id, attempts, owner_pid, "
+	"coalesce(started_at, ?2::bigint), ?2::bigint, 'interrupted', "
+	"'media file changed on disk' FROM jobs "
+	"WHERE file_id = ?1 AND status = 'in-progress'");
 static struct store_sql q_file_reset_jobs = STORE_SQL2(
 	"UPDATE jobs SET status = 'not_started', ready = (stage = 'transcribe'), "
 	"attempts = 0, run_after = 0, owner_pid = NULL, owner_master = NULL, "
@@ -299,39 +307,62 @@ out:
 
 /* ---- claim and complete -------------------------------------------- */
 
-/* The new lease is the id the attempt row is about to get (PostgreSQL:
- * from the sequence the attempt ids come from, and the job records the
- * master's host, ?5, so a host that goes silent can have its jobs back). */
+/*
+ * Per job, a claim is one write and a read, a completion three writes
+ * (two for a translation).  The attempt row is written once, at the end,
+ * from the job row it ran under.  On PostgreSQL the claim is one
+ * statement: UPDATE ... FROM media_files RETURNING (the round trip is
+ * what costs there); SQLite's RETURNING fills a temporary table, dearer
+ * than the second look, q_claimed.  PostgreSQL takes the lease from the
+ * sequence (see common_store_pg.c) and records the master's host, ?5, so
+ * a host that goes silent can have its jobs back.
+ */
+#define STORE_CLAIMED_COLS "j.file_id, j.stage, j.lang, j.attempts, " \
+	"j.lease, m.abs_path, m.rel_path, coalesce(m.src_root, m.scan_root), " \
+	"coalesce(m.src_rel, m.rel_path), m.size, m.mtime_ns, " \
+	"coalesce(m.dev, 0), coalesce(m.ino, 0)"
 static struct store_sql q_claim = STORE_SQL2(
 	"UPDATE jobs SET status = 'in-progress', attempts = attempts + 1, "
-	"lease = (SELECT coalesce(max(attempt_id), 0) + 1 FROM attempts), "
+	"lease = coalesce(lease, 0) + 1, "
 	"owner_pid = ?2, owner_master = ?3, started_at = ?4, finished_at = NULL "
 	"WHERE job_id = ?1 AND status = 'not_started' AND ready = 1 AND "
-	"run_after <= ?4 RETURNING file_id, stage, lang, attempts, lease",
-	"UPDATE jobs SET status = 'in-progress', attempts = attempts + 1, "
+	"run_after <= ?4",
+	"UPDATE jobs j SET status = 'in-progress', attempts = j.attempts + 1, "
 	"lease = nextval('mpfarm_lease'), owner_pid = ?2, owner_master = ?3, "
 	"owner_host = nullif(?5, ''), started_at = ?4, finished_at = NULL "
-	"WHERE job_id = ?1 AND status = 'not_started' AND ready = 1 AND "
-	"run_after <= ?4 RETURNING file_id, stage, lang, attempts, lease");
-static struct store_sql q_file_paths = STORE_SQL(
-	"SELECT abs_path, rel_path, coalesce(src_root, scan_root), "
-	"coalesce(src_rel, rel_path), size, mtime_ns, coalesce(dev, 0), "
-	"coalesce(ino, 0) FROM media_files WHERE file_id = ?1");
-static struct store_sql q_attempt_open = STORE_SQL(
-	"INSERT INTO attempts (attempt_id, job_id, attempt, worker_pid, "
-	"started_at) VALUES (?1, ?2, ?3, ?4, ?5)");
+	"FROM media_files m WHERE j.job_id = ?1 AND m.file_id = j.file_id AND "
+	"j.status = 'not_started' AND j.ready = 1 AND j.run_after <= ?4 "
+	"RETURNING " STORE_CLAIMED_COLS);
+static struct store_sql q_claimed = STORE_SQL(
+	"SELECT " STORE_CLAIMED_COLS " "
+	"FROM jobs j JOIN media_files m ON m.file_id = j.file_id "
+	"WHERE j.job_id = ?1");
+/* The fence of a completion: no row when the lease is not held. */
+static struct store_sql q_attempt_done = STORE_SQL2(
+	"INSERT INTO attempts (job_id, attempt, worker_pid, started_at, "
+	"ended_at, outcome) SELECT job_id, attempts, owner_pid, started_at, ?3, "
+	"'completed' FROM jobs "
+	"WHERE job_id = ?1 AND lease = ?2 AND status = 'in-progress'",
+	"INSERT INTO attempts (job_id, attempt, worker_pid, started_at, "
+	"ended_at, outcome) SELECT job_id, attempts, owner_pid, started_at, "
+	"?3::bigint, 'completed' FROM jobs "
+	"WHERE job_id = ?1 AND lease = ?2 AND status = 'in-progress'");
 static struct store_sql q_complete = STORE_SQL(
 	"UPDATE jobs SET status = 'completed', finished_at = ?3, "
 	"owner_pid = NULL, owner_master = NULL, last_error = NULL "
 	"WHERE job_id = ?1 AND lease = ?2 AND status = 'in-progress'");
-static struct store_sql q_attempt_close = STORE_SQL(
-	"UPDATE attempts SET ended_at = ?2, outcome = ?3, http_status = ?4, "
-	"exit_code = ?5, signal = ?6, message = ?7 "
-	"WHERE attempt_id = ?1 AND job_id = ?8");
-static struct store_sql q_attempt_add = STORE_SQL(
-	"INSERT INTO attempts (job_id, attempt, started_at, ended_at, outcome, "
-	"http_status, exit_code, signal, message) "
-	"VALUES (?8, ?9, ?2, ?2, ?3, ?4, ?5, ?6, ?7)");
+/* What the trigger would do, for a transcript just completed. */
+static struct store_sql q_translations_ready = STORE_SQL(
+	"UPDATE jobs SET ready = 1 "
+	"WHERE file_id = ?1 AND stage = 'translate' AND ready = 0");
+static struct store_sql q_attempt_end = STORE_SQL2(
+	"INSERT INTO attempts (job_id, attempt, worker_pid, started_at, "
+	"ended_at, outcome, http_status, exit_code, signal, message) "
+	"VALUES (?1, ?2, ?3, coalesce(?4, ?5), ?5, ?6, ?7, ?8, ?9, ?10)",
+	"INSERT INTO attempts (job_id, attempt, worker_pid, started_at, "
+	"ended_at, outcome, http_status, exit_code, signal, message) "
+	"VALUES (?1, ?2, ?3, coalesce(?4::bigint, ?5::bigint), ?5, ?6, ?7, "
+	"?8, ?9, ?10)");
 
 void
 job_clear(struct job *j)
@@ -362,11 +393,28 @@ store_job_claim(store_t *st, int64_t job_id, pid_t worker, pid_t master,
 	db_bind_int64(s, 2, worker);
 	db_bind_int64(s, 3, master);
 	db_bind_int64(s, 4, now);
-	if (store_is_pg(st))
+	if (store_is_pg(st)) {
 		db_bind_text(s, 5, store_host_id());
-	if ((step = store_step(st, s)) < 0)
-		goto out;
-	if (step == DB_DONE) {
+		if ((step = store_step(st, s)) < 0)
+			goto out;
+	} else {
+		if (store_run(st, s) < 0)
+			goto out;
+		step = db_changes(store_db(st)) > 0 ? DB_ROW : DB_DONE;
+		if (step == DB_ROW) {
+			if ((s = store_stmt(st, &q_claimed)) == NULL)
+				goto out;
+			db_bind_int64(s, 1, job_id);
+			if ((step = store_step(st, s)) < 0)
+				goto out;
+			if (step != DB_ROW) {
+				store_fail(st, "job %lld has no media file",
+				    (long long)job_id);
+				goto out;
+			}
+		}
+	}
+	if (step != DB_ROW) {
 		rc = 1;         /* taken, finished or not due */
 		goto out;
 	}
@@ -376,33 +424,14 @@ store_job_claim(store_t *st, int64_t job_id, pid_t worker, pid_t master,
 	snprintf(j->lang, sizeof(j->lang), "%s", db_column_text(s, 2));
 	j->attempts = db_column_int(s, 3);
 	j->lease = db_column_int64(s, 4);
-	if (store_run(st, s) < 0)
-		goto out;
-	if ((s = store_stmt(st, &q_file_paths)) == NULL)
-		goto out;
-	db_bind_int64(s, 1, j->file_id);
-	if ((step = store_step(st, s)) < 0)
-		goto out;
-	if (step != DB_ROW) {
-		store_fail(st, "job %lld has no media file", (long long)job_id);
-		goto out;
-	}
-	j->abs_path = store_column_path(s, 0);
-	j->rel_path = store_column_path(s, 1);
-	j->open_root = store_column_path(s, 2);
-	j->open_rel = store_column_path(s, 3);
-	j->size = db_column_int64(s, 4);
-	j->mtime_ns = db_column_int64(s, 5);
-	j->dev = db_column_int64(s, 6);
-	j->ino = db_column_int64(s, 7);
-	db_reset(s);
-	if ((s = store_stmt(st, &q_attempt_open)) == NULL)
-		goto out;
-	db_bind_int64(s, 1, j->lease);
-	db_bind_int64(s, 2, job_id);
-	db_bind_int64(s, 3, j->attempts);
-	db_bind_int64(s, 4, worker);
-	db_bind_int64(s, 5, now);
+	j->abs_path = store_column_path(s, 5);
+	j->rel_path = store_column_path(s, 6);
+	j->open_root = store_column_path(s, 7);
+	j->open_rel = store_column_path(s, 8);
+	j->size = db_column_int64(s, 9);
+	j->mtime_ns = db_column_int64(s, 10);
+	j->dev = db_column_int64(s, 11);
+	j->ino = db_column_int64(s, 12);
 	rc = store_run(st, s);
 out:
 	rc = store_tx_leave(st, own, rc);
@@ -434,16 +463,28 @@ store_job_complete(store_t *st, const struct job *j,
 
 	if (store_tx_enter(st, &own) < 0)
 		goto out;
-	if ((s = store_stmt(st, &q_complete)) == NULL)
-		goto out;
-	db_bind_int64(s, 1, j->job_id);
-	db_bind_int64(s, 2, j->lease);
-	db_bind_int64(s, 3, now);
-	if (store_run(st, s) < 0)
-		goto out;
-	if (db_changes(store_db(st)) == 0) {
-		rc = 1;         /* lease lost: not ours to publish */
-		goto out;
+	for (int k = 0; k < 2; k++) {
+		/* the attempt row first: it reads the owner the job row
+		 * forgets */
+		if ((s = store_stmt(st, k ? &q_complete : &q_attempt_done)) ==
+		    NULL)
+			goto out;
+		db_bind_int64(s, 1, j->job_id);
+		db_bind_int64(s, 2, j->lease);
+		db_bind_int64(s, 3, now);
+		if (store_run(st, s) < 0)
+			goto out;
+		if (db_changes(store_db(st)) == 0) {
+			rc = 1;         /* lease lost: not ours to publish */
+			goto out;
+		}
+	}
+	if (j->stage == STAGE_TRANSCRIBE) {
+		if ((s = store_stmt(st, &q_translations_ready)) == NULL)
+			goto out;
+		db_bind_int64(s, 1, j->file_id);
+		if (store_run(st, s) < 0)
+			goto out;
 	}
 	/* renamed inside the folder the worker verified: no link between */
 	for (; moved < n; moved++)
@@ -462,14 +503,6 @@ store_job_complete(store_t *st, const struct job *j,
 			goto out;
 		}
 	}
-	if ((s = store_stmt(st, &q_attempt_close)) == NULL)
-		goto out;
-	db_bind_int64(s, 1, j->lease);
-	db_bind_int64(s, 2, now);
-	db_bind_text(s, 3, job_outcome_name(OUT_COMPLETED));
-	db_bind_int64(s, 8, j->job_id);
-	if (store_run(st, s) < 0)
-		goto out;
 	rc = 0;
 out:
 	rc = store_tx_leave(st, own, rc);
@@ -489,17 +522,19 @@ out:
 /* PostgreSQL: the row stays locked to the end of the transaction (other
  * hosts write concurrently), and a pid is only unique with its host. */
 static struct store_sql q_job_state = STORE_SQL2(
-	"SELECT status, lease, attempts, owner_pid FROM jobs WHERE job_id = ?1",
-	"SELECT status, lease, attempts, owner_pid, coalesce(owner_host, '') "
-	"FROM jobs WHERE job_id = ?1 FOR UPDATE");
+	"SELECT status, lease, attempts, owner_pid, started_at FROM jobs "
+	"WHERE job_id = ?1",
+	"SELECT status, lease, attempts, owner_pid, started_at, "
+	"coalesce(owner_host, '') FROM jobs WHERE job_id = ?1 FOR UPDATE");
 static struct store_sql q_job_end = STORE_SQL(
 	"UPDATE jobs SET status = ?2, attempts = ?3, "
 	"run_after = coalesce(?4, run_after), last_error = ?5, "
 	"finished_at = ?6, owner_pid = NULL, owner_master = NULL "
 	"WHERE job_id = ?1");
+/* The ended attempts, latest first (the one ending now has no row yet). */
 static struct store_sql q_history = STORE_SQL(
 	"SELECT attempt, outcome, message FROM attempts "
-	"WHERE job_id = ?1 AND attempt_id < ?2 AND outcome IS NOT NULL "
+	"WHERE job_id = ?1 AND outcome IS NOT NULL "
 	"ORDER BY attempt_id DESC LIMIT 4");
 
 struct store_end {
@@ -537,8 +572,8 @@ store_default_msg(const struct job_result *r, char *buf, size_t len)
 /* "MSG (attempt 3 of 3; earlier: #1 crashed, #2 timeout: MSG2)": why a
  * job ended failed after several tries, in one line. */
 static int
-store_history(store_t *st, int64_t job_id, int64_t lease, const char *msg,
-	      int attempts, int max, struct buf *b)
+store_history(store_t *st, int64_t job_id, const char *msg, int attempts,
+	      int max, struct buf *b)
 {
 	struct { int n; char outcome[16]; char msg[64]; } h[4];
 	db_stmt_t *s = store_stmt(st, &q_history);
@@ -547,7 +582,6 @@ store_history(store_t *st, int64_t job_id, int64_t lease, const char *msg,
 	if (s == NULL)
 		return -1;
 	db_bind_int64(s, 1, job_id);
-	db_bind_int64(s, 2, lease);
 	while ((step = store_step(st, s)) == DB_ROW && nh < 4) {
 		const char *m = db_column_text(s, 2);
 		h[nh].n = db_column_int(s, 0);
@@ -567,37 +601,39 @@ store_history(store_t *st, int64_t job_id, int64_t lease, const char *msg,
 	return 0;
 }
 
-/* Close the attempt row the lease names (or add one if it is missing,
- * e.g. after a hand-made reset). */
-static int
-store_attempt_close(store_t *st, int64_t job_id, int64_t lease, int attempt,
-		    const struct job_result *r, const char *msg, int64_t now)
-{
-	db_stmt_t *s;
+/* What the job row said of the attempt it held (q_job_state). */
+struct store_held {
+	int64_t lease;
+	int     attempt;
+	int64_t owner;          /* 0 if none */
+	int64_t started_at;     /* 0 if none */
+};
 
-	for (int pass = 0; pass < 2; pass++) {
-		if ((s = store_stmt(st, pass ? &q_attempt_add
-		    : &q_attempt_close)) == NULL)
-			return -1;
-		db_bind_int64(s, 1, lease);
-		db_bind_int64(s, 2, now);
-		db_bind_text(s, 3, job_outcome_name(r->outcome));
-		if (r->http_status > 0)
-			db_bind_int64(s, 4, r->http_status);
-		if (r->exit_code >= 0)
-			db_bind_int64(s, 5, r->exit_code);
-		if (r->signal > 0)
-			db_bind_int64(s, 6, r->signal);
-		store_bind_msg(s, 7, msg);
-		db_bind_int64(s, 8, job_id);
-		if (pass)
-			db_bind_int64(s, 9, attempt);
-		if (store_run(st, s) < 0)
-			return -1;
-		if (db_changes(store_db(st)) > 0)
-			return 0;
-	}
-	return 0;
+/* The attempt the job row held, written down as it ends. */
+static int
+store_attempt_end(store_t *st, int64_t job_id, const struct store_held *h,
+		  const struct job_result *r, const char *msg, int64_t now)
+{
+	db_stmt_t *s = store_stmt(st, &q_attempt_end);
+
+	if (s == NULL)
+		return -1;
+	db_bind_int64(s, 1, job_id);
+	db_bind_int64(s, 2, h->attempt);
+	if (h->owner > 0)
+		db_bind_int64(s, 3, h->owner);
+	if (h->started_at > 0)
+		db_bind_int64(s, 4, h->started_at);
+	db_bind_int64(s, 5, now);
+	db_bind_text(s, 6, job_outcome_name(r->outcome));
+	if (r->http_status > 0)
+		db_bind_int64(s, 7, r->http_status);
+	if (r->exit_code >= 0)
+		db_bind_int64(s, 8, r->exit_code);
+	if (r->signal > 0)
+		db_bind_int64(s, 9, r->signal);
+	store_bind_msg(s, 10, msg);
+	return store_run(st, s);
 }
 
 /* Ends an in-progress attempt with r's outcome.  Only rate limits and
@@ -608,7 +644,8 @@ store_job_end(store_t *st, const struct store_end *e,
 	      const struct job_result *r, int max_attempts,
 	      enum job_status *final_status)
 {
-	int64_t now = time_wall_ms(), lease;
+	int64_t now = time_wall_ms();
+	struct store_held h;
 	const char *msg;
 	char dflt[96];
 	struct buf err;
@@ -634,13 +671,15 @@ store_job_end(store_t *st, const struct store_end *e,
 	rc = 1;
 	if (step != DB_ROW)
 		goto out;
-	lease = db_column_int64(s, 1);
-	attempts = db_column_int(s, 2);
+	h.lease = db_column_int64(s, 1);
+	h.attempt = attempts = db_column_int(s, 2);
+	h.owner = db_column_int64(s, 3);
+	h.started_at = db_column_int64(s, 4);
 	if (strcmp(db_column_text(s, 0), JOB_IN_PROGRESS) != 0 ||
-	    (e->lease && lease != e->lease) ||
-	    (e->owner && db_column_int64(s, 3) != e->owner) ||
+	    (e->lease && h.lease != e->lease) ||
+	    (e->owner && h.owner != e->owner) ||
 	    (e->owner && store_is_pg(st) &&
-	    strcmp(db_column_text(s, 4), store_host_id()) != 0)) {
+	    strcmp(db_column_text(s, 5), store_host_id()) != 0)) {
 		db_reset(s);
 		goto out;
 	}
@@ -654,8 +693,8 @@ store_job_end(store_t *st, const struct store_end *e,
 	    (counts && attempts >= max_attempts);
 	to = failed ? JOB_ST_FAILED : JOB_ST_NOT_STARTED;
 	if (failed && r->outcome != OUT_PERMANENT) {
-		if (store_history(st, e->job_id, lease, msg, attempts,
-		    max_attempts, &err) < 0)
+		if (store_history(st, e->job_id, msg, attempts, max_attempts,
+		    &err) < 0)
 			goto out;
 	} else {
 		buf_printf(&err, "%s", msg);
@@ -671,7 +710,7 @@ store_job_end(store_t *st, const struct store_end *e,
 	if (failed)
 		db_bind_int64(s, 6, now);
 	if (store_run(st, s) < 0 ||
-	    store_attempt_close(st, e->job_id, lease, attempts, r, msg, now) < 0)
+	    store_attempt_end(st, e->job_id, &h, r, msg, now) < 0)
 		goto out;
 	if (final_status)
 		*final_status = to;

@@ -5,9 +5,16 @@
  * paths (any bytes survive, as in SQLite's BLOBs), TEXT COLLATE "C" so that
  * every ORDER BY sorts bytewise as SQLite does whatever the database's
  * locale, the translation-readiness trigger as a PL/pgSQL function, and
- * the lease taken from a sequence (the attempt row's id, as in SQLite).
+ * the lease taken from a sequence, mpfarm_lease: unique in the whole
+ * database, so no claim on any host ever reads the job's last lease to
+ * make the next (on SQLite it is the job's claim count since version 4:
+ * one writer at a time, and nothing else to write).
  * PostgreSQL support began at schema 3, so version 1 creates that schema
- * whole and versions 2 and 3 have nothing left to do.
+ * whole and versions 2 and 3 have nothing left to do.  Version 4 is
+ * SQLite's shape where it shows: the attempt row is written when the
+ * attempt ends (its id still from the sequence), a running attempt is its
+ * job row.  SQLite's other changes of version 4 (CHECKs as OR chains, the
+ * rebuilt table) were for SQLite's planner and have no use here.
  */
 #define MPFARM_STORE_INTERNAL 1
 #include "common_store.h"
@@ -100,6 +107,10 @@ const char *const store_pg_migrations[] = {
 	"SELECT 1",
 	/* version 3 */
 	"SELECT 1",
+	/* version 4: the attempt rows still open belong to running jobs,
+	 * whose rows now tell the same (their lease is the row's id) */
+	"DELETE FROM attempts WHERE ended_at IS NULL AND attempt_id IN"
+	"  (SELECT lease FROM jobs WHERE status = 'in-progress');",
 };
 
 /* a new schema version needs its PostgreSQL spelling too */

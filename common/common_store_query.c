@@ -210,11 +210,17 @@ static struct store_sql q_file_jobs = STORE_SQL(
 	"SELECT job_id, stage, lang, status, attempts, coalesce(started_at, 0), "
 	"coalesce(finished_at, 0), coalesce(last_error, '') FROM jobs "
 	"WHERE file_id = ?1 ORDER BY stage = 'translate', lang");
+/* The ended attempts, then the running one: that is the job row itself
+ * (its attempt row is written when it ends, see the schema's version 4).
+ * A row still open from before version 4 shows as running too. */
 static struct store_sql q_job_attempts = STORE_SQL(
 	"SELECT attempt, coalesce(worker_pid, 0), started_at, "
 	"coalesce(ended_at, 0), coalesce(outcome, ''), coalesce(http_status, 0), "
-	"coalesce(exit_code, -1), coalesce(signal, 0), coalesce(message, '') "
-	"FROM attempts WHERE job_id = ?1 ORDER BY attempt_id");
+	"coalesce(exit_code, -1), coalesce(signal, 0), coalesce(message, ''), "
+	"attempt_id FROM attempts WHERE job_id = ?1 "
+	"UNION ALL SELECT attempts, coalesce(owner_pid, 0), "
+	"coalesce(started_at, 0), 0, '', 0, -1, 0, '', 9223372036854775807 "
+	"FROM jobs WHERE job_id = ?1 AND status = 'in-progress' ORDER BY 10");
 
 static int
 store_job_tries(store_t *st, struct store_file_job *j)

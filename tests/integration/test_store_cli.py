@@ -8,10 +8,13 @@ Job states are set by hand with SQL, the way an operator or a crash leaves
 them; every test asserts the database and the output tree afterwards.
 """
 import fcntl
+import json
 import os
 import sqlite3
+import time
 
 from conftest import dead_pid, fsbytes
+from storelib import PG
 from test_commands import sha, touch
 
 CONF = """[transcribe]
@@ -414,7 +417,7 @@ def test_migration_escapes_old_rows(farm):
     farm.run("retry", "--dry-run").returncode   # read-only: no migration
     assert farm.scalar("PRAGMA user_version") == 2
     farm.scan()
-    assert farm.scalar("PRAGMA user_version") == 3
+    assert farm.scalar("PRAGMA user_version") == 4
     con = sqlite3.connect(str(farm.db))
     con.execute("SELECT * FROM processing_status").fetchall()
     assert con.execute("SELECT last_error FROM jobs WHERE stage = "
@@ -422,3 +425,58 @@ def test_migration_escapes_old_rows(farm):
     assert con.execute("SELECT file_path FROM processing_status"
                        ).fetchone()[0].endswith("/" + BAD_ESC)
     con.close()
+
+
+def test_migration_to_v4_keeps_the_running_attempt(farm):
+    """A schema-3 database whose master died with a job running (its
+    attempt row still open): the first read-write command migrates it, the
+    running attempt is then its job's row (show lists it, the attempts
+    table holds ended ones only), and the next run writes it down as
+    interrupted and finishes the job under a later lease."""
+    ids = setup_files(farm, ["a.mp3", "b.mp3"])
+    dead = dead_pid()
+    now = int(time.time() * 1000)
+    ja = job(farm, ids["a.mp3"])[0]
+    # PostgreSQL's leases and attempt ids come from one sequence
+    lease = farm.scalar("SELECT nextval('mpfarm_lease')") if PG else 7
+    version = ("SELECT max(version) FROM mpfarm_schema" if PG
+               else "PRAGMA user_version")
+    con = farm.connect()
+    for sql in (
+            "UPDATE jobs SET status = 'in-progress', attempts = 1, "
+            "lease = %d, owner_pid = %d, owner_master = %d, started_at = %d "
+            "WHERE job_id = %d" % (lease, dead, dead, now - 5000, ja),
+            "INSERT INTO attempts (attempt_id, job_id, attempt, worker_pid, "
+            "started_at) VALUES (%d, %d, 1, %d, %d)" % (lease, ja, dead,
+                                                        now - 5000),
+            "UPDATE mpfarm_schema SET version = 3" if PG
+            else "PRAGMA user_version = 3"):
+        con.execute(sql)
+    con.close()
+    assert farm.scalar(version) == 3
+    farm.scan()
+    assert farm.scalar(version) == 4
+    assert farm.scalar("SELECT count(*) FROM attempts") == 0
+    assert job(farm, ids["a.mp3"])[1:] == ("in-progress", 1)
+    p = farm.run("show", "--json", farm.media / "a.mp3", check=True)
+    tries = json.loads(p.stdout)["jobs"][0]["history"]
+    assert [(t["attempt"], t["worker_pid"], t["outcome"], t["ended_at_ms"])
+            for t in tries] == [(1, dead, None, None)]
+    p = farm.run("show", farm.media / "a.mp3", check=True)
+    assert "by worker pid %d: running" % dead in p.stdout
+
+    farm.run("run", "--stage", "transcribe", check=True, timeout=60)
+    assert farm.status_counts() == {"completed": 2}
+    rows = farm.query("SELECT attempt, worker_pid, started_at, outcome, "
+                      "message FROM attempts WHERE job_id = ? ORDER BY "
+                      "attempt_id", (ja,))
+    assert rows[0] == (1, dead, now - 5000, "interrupted",
+                       "master pid %d is gone" % dead)
+    assert [r[3] for r in rows] == ["interrupted", "completed"]
+    # a later lease: the job's next claim count (SQLite), a later number
+    # of the sequence (PostgreSQL)
+    later = farm.scalar("SELECT lease FROM jobs WHERE job_id = ?", (ja,))
+    assert later > lease if PG else later == lease + 1
+    tries = json.loads(farm.run("show", "--json", farm.media / "a.mp3",
+                                check=True).stdout)["jobs"][0]["history"]
+    assert [t["outcome"] for t in tries] == ["interrupted", "completed"]

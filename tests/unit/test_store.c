@@ -267,6 +267,179 @@ test_migrate_from_v0(void **state)
 	sqlite3_close(h);
 }
 
+/*
+ * A database as schema version 3 left it, written out here (not made by
+ * the store, whose migrations moved on): three files, a completed
+ * transcript whose translation is ready, a transcript running under
+ * worker 77 (its attempt row still open, an earlier attempt crashed) and
+ * a failed one.  Version 1 and 2 databases are this one without the
+ * columns their successors added.
+ */
+static const char v3_schema[] =
+	"CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
+	"  WITHOUT ROWID;"
+	"CREATE TABLE media_files (file_id INTEGER PRIMARY KEY,"
+	"  scan_root BLOB NOT NULL, rel_path BLOB NOT NULL UNIQUE,"
+	"  abs_path BLOB NOT NULL UNIQUE, size INTEGER NOT NULL,"
+	"  mtime_ns INTEGER NOT NULL, added_at INTEGER NOT NULL,"
+	"  dev INTEGER, ino INTEGER, src_root BLOB, src_rel BLOB,"
+	"  abs_path_text TEXT);"
+	"CREATE TABLE jobs (job_id INTEGER PRIMARY KEY,"
+	"  file_id INTEGER NOT NULL"
+	"    REFERENCES media_files(file_id) ON DELETE CASCADE,"
+	"  stage TEXT NOT NULL CHECK (stage IN ('transcribe', 'translate')),"
+	"  lang TEXT NOT NULL DEFAULT '',"
+	"  status TEXT NOT NULL DEFAULT 'not_started' CHECK (status IN"
+	"    ('not_started', 'in-progress', 'completed', 'failed')),"
+	"  ready INTEGER NOT NULL DEFAULT 1, attempts INTEGER NOT NULL DEFAULT 0,"
+	"  run_after INTEGER NOT NULL DEFAULT 0, lease INTEGER DEFAULT 0,"
+	"  owner_pid INTEGER, owner_master INTEGER, started_at INTEGER,"
+	"  finished_at INTEGER, last_error TEXT, UNIQUE (file_id, stage, lang),"
+	"  CHECK ((stage = 'transcribe') = (lang = '')));"
+	"CREATE INDEX jobs_status ON jobs (stage, lang, status, ready, run_after);"
+	"CREATE INDEX jobs_failed ON jobs (stage, lang) WHERE status = 'failed';"
+	"CREATE TRIGGER jobs_transcript_ready AFTER UPDATE OF status ON jobs"
+	"  WHEN new.stage = 'transcribe'"
+	"   AND (old.status = 'completed') <> (new.status = 'completed')"
+	"  BEGIN UPDATE jobs SET ready = (new.status = 'completed')"
+	"   WHERE file_id = new.file_id AND stage = 'translate'; END;"
+	"CREATE TABLE attempts (attempt_id INTEGER PRIMARY KEY,"
+	"  job_id INTEGER NOT NULL REFERENCES jobs(job_id) ON DELETE CASCADE,"
+	"  attempt INTEGER NOT NULL, worker_pid INTEGER,"
+	"  started_at INTEGER NOT NULL, ended_at INTEGER, outcome TEXT,"
+	"  http_status INTEGER, exit_code INTEGER, signal INTEGER, message TEXT);"
+	"CREATE INDEX attempts_job ON attempts (job_id, attempt_id);"
+	"INSERT INTO settings VALUES ('target_langs', 'de');"
+	"INSERT INTO media_files (file_id, scan_root, rel_path, abs_path, size,"
+	"  mtime_ns, added_at, abs_path_text) VALUES"
+	"  (1, X'2F6D', X'612E6D7033', X'2F6D2F612E6D7033', 1, 1, 1, '/m/a.mp3'),"
+	"  (2, X'2F6D', X'622E6D7033', X'2F6D2F622E6D7033', 2, 2, 2, '/m/b.mp3'),"
+	"  (3, X'2F6D', X'632E6D7033', X'2F6D2F632E6D7033', 3, 3, 3, '/m/c.mp3');"
+	"INSERT INTO jobs (job_id, file_id, stage, lang, status, ready, attempts,"
+	"  lease, owner_pid, owner_master, started_at, finished_at, last_error)"
+	"  VALUES (1, 1, 'transcribe', '', 'completed', 1, 1, 1, NULL, NULL,"
+	"    100, 200, NULL),"
+	"  (2, 2, 'transcribe', '', 'in-progress', 1, 2, 4, 77, 76, 1000, NULL,"
+	"    'worker killed by signal 9'),"
+	"  (3, 3, 'transcribe', '', 'failed', 1, 1, 3, NULL, NULL, 300, 400,"
+	"    'bad key'),"
+	"  (4, 1, 'translate', 'de', 'not_started', 1, 0, 0, NULL, NULL, NULL,"
+	"    NULL, NULL),"
+	"  (5, 2, 'translate', 'de', 'not_started', 0, 0, 0, NULL, NULL, NULL,"
+	"    NULL, NULL),"
+	"  (6, 3, 'translate', 'de', 'not_started', 0, 0, 0, NULL, NULL, NULL,"
+	"    NULL, NULL);"
+	"INSERT INTO attempts VALUES"
+	"  (1, 1, 1, 70, 100, 200, 'completed', NULL, NULL, NULL, NULL),"
+	"  (2, 2, 1, 71, 500, 600, 'crashed', NULL, NULL, 9,"
+	"    'worker killed by signal 9'),"
+	"  (3, 3, 1, 72, 300, 400, 'permanent', 401, NULL, NULL, 'bad key'),"
+	"  (4, 2, 2, 77, 1000, NULL, NULL, NULL, NULL, NULL, NULL);"
+	"PRAGMA user_version = 3;";
+
+/* The v3 database at `version` (1, 2 or 3): what each migration added is
+ * taken away again. */
+static void
+v3_db_make(int version)
+{
+	sqlite3 *h = raw_open();
+
+	x(h, v3_schema);
+	if (version < 3)
+		x(h, "ALTER TABLE media_files DROP COLUMN abs_path_text");
+	if (version < 2)
+		x(h, "ALTER TABLE media_files DROP COLUMN dev;"
+		    "ALTER TABLE media_files DROP COLUMN ino;"
+		    "ALTER TABLE media_files DROP COLUMN src_root;"
+		    "ALTER TABLE media_files DROP COLUMN src_rel;");
+	if (version < 3) {
+		char v[48];
+		snprintf(v, sizeof(v), "PRAGMA user_version = %d", version);
+		x(h, v);
+	}
+	sqlite3_close(h);
+}
+
+/* Schema 4 from 1, 2 and 3: every row kept (no attempt lost to the
+ * rebuild of jobs), the running attempt now told by its job row, and
+ * the store works on the result as on a new one. */
+static void
+test_migrate_to_v4(void **state)
+{
+	(void)state;
+	for (int from = 1; from <= 3; from++) {
+		struct store_file f;
+		struct job j;
+		int n = 0;
+		char tmp[256], fin[256];
+		int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		struct tree_temp tp[1] = { { dfd, tmp, fin, fin } };
+
+		unlink(db);
+		v3_db_make(from);
+		store_t *st = open_ok(0, 0);
+		sqlite3 *h = db_sqlite_handle(store_db(st));
+
+		assert_int_equal(q_int(h, "PRAGMA user_version"), 4);
+		assert_int_equal(q_int(h, "PRAGMA foreign_keys"), 1);
+		assert_int_equal(q_int(h, "SELECT count(*) FROM "
+		    "pragma_foreign_key_check"), 0);
+		assert_string_equal(q_str(h, "SELECT group_concat(status || "
+		    "ready || attempts || lease, ',') FROM (SELECT * FROM jobs "
+		    "ORDER BY job_id)"), "completed111,in-progress124,failed113,"
+		    "not_started100,not_started000,not_started000");
+		/* the open attempt row is gone, the ended ones stay */
+		assert_string_equal(q_str(h, "SELECT group_concat(attempt_id || "
+		    "outcome, ',') FROM (SELECT * FROM attempts ORDER BY "
+		    "attempt_id)"), "1completed,2crashed,3permanent");
+		assert_string_equal(q_str(h, "SELECT file_path FROM "
+		    "processing_status WHERE file_id = 2"), "/m/b.mp3");
+		/* the new CHECK holds, the trigger still serves other programs */
+		assert_int_not_equal(sqlite3_exec(h, "UPDATE jobs SET status = "
+		    "'done' WHERE job_id = 4", NULL, NULL, NULL), SQLITE_OK);
+		assert_int_equal(q_int(h, "SELECT count(*) FROM sqlite_master "
+		    "WHERE type = 'trigger' AND name = 'jobs_transcript_ready'"), 1);
+
+		/* show: the crash, then the attempt worker 77 is running */
+		OK(store_file_get(st, 2, &f));
+		assert_int_equal(f.njobs, 2);
+		assert_int_equal(f.jobs[0].ntries, 2);
+		assert_string_equal(f.jobs[0].tries[0].outcome, "crashed");
+		assert_string_equal(f.jobs[0].tries[1].outcome, "");
+		assert_int_equal(f.jobs[0].tries[1].worker_pid, 77);
+		assert_int_equal(f.jobs[0].tries[1].attempt, 2);
+		assert_int_equal(f.jobs[0].tries[1].started_at_ms, 1000);
+		store_file_free(&f);
+
+		/* its master is gone: the attempt is written down as it was */
+		OK(store_recover_orphans(st, 3, &n));
+		assert_int_equal(n, 1);
+		assert_int_equal(q_int(h, "SELECT count(*) FROM attempts WHERE "
+		    "job_id = 2 AND attempt = 2 AND worker_pid = 77 AND "
+		    "started_at = 1000 AND outcome = 'interrupted' AND "
+		    "message = 'master pid 76 is gone'"), 1);
+		OK(store_file_get(st, 2, &f));
+		assert_int_equal(f.jobs[0].ntries, 2);
+		assert_string_equal(f.jobs[0].tries[1].outcome, "interrupted");
+		store_file_free(&f);
+
+		/* and the jobs go on: a lease past the old one, a completion */
+		OK(store_job_claim(st, 2, 9, 8, &j));
+		assert_int_equal(j.lease, 5);
+		tmp_file(tmp, fin, "b");
+		OK(store_job_complete(st, &j, tp, 1, false));
+		job_clear(&j);
+		assert_string_equal(status_of(st, 2), "completed");
+		assert_int_equal(q_int(h, "SELECT ready FROM jobs WHERE "
+		    "job_id = 5"), 1);
+		OK(store_job_claim(st, 4, 9, 8, &j));
+		job_clear(&j);
+		assert_int_equal(q_int(h, "SELECT count(*) FROM attempts"), 5);
+		store_close(st);
+		close(dfd);
+	}
+}
+
 static void
 test_refuses_foreign_and_newer(void **state)
 {
@@ -468,9 +641,11 @@ test_claim_complete(void **state)
 	/* the translations became ready with the same commit */
 	assert_int_equal(q_int(h, "SELECT sum(ready) FROM jobs WHERE stage = "
 	    "'translate'"), 2);
+	/* the attempt is written once, as it ends */
 	assert_int_equal(q_int(h, "SELECT count(*) FROM attempts WHERE "
-	    "attempt_id = %lld AND outcome = 'completed' AND ended_at IS NOT "
-	    "NULL AND worker_pid = 9", (long long)j.lease), 1);
+	    "job_id = %lld AND attempt = 1 AND outcome = 'completed' AND "
+	    "ended_at IS NOT NULL AND worker_pid = 9", (long long)tr), 1);
+	assert_int_equal(q_int(h, "SELECT count(*) FROM attempts"), 1);
 	/* completing twice is a lost lease */
 	tmp_file(tmp[0], fin[0], "b");
 	assert_int_equal(store_job_complete(st, &j, tp, 1, false), 1);
@@ -989,6 +1164,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 		T(test_open_creates_schema), T(test_migrate_from_v0),
+		T(test_migrate_to_v4),
 		T(test_refuses_foreign_and_newer), T(test_readonly),
 		T(test_corrupt_file), T(test_locked), T(test_file_add),
 		T(test_claim_complete), T(test_lease_fencing),
