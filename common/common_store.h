@@ -23,8 +23,12 @@ enum job_status {
 	JOB_ST_NOT_STARTED = 0, JOB_ST_IN_PROGRESS, JOB_ST_COMPLETED,
 	JOB_ST_FAILED, JOB_ST_COUNT
 };
+/* The SPEC's spelling of a status ("not_started", "in-progress", ...);
+ * "unknown" for a value outside the enum.  Never fails. */
 const char *job_status_name(enum job_status st);
-const char *job_stage_name(int stage);         /* "transcribe" / "translate" */
+/* "transcribe" or "translate" for STAGE_*; "unknown" otherwise.  Never
+ * fails. */
+const char *job_stage_name(int stage);
 /* The name a (stage, language) pair goes by in listings, `status --json`
  * and the dashboard: "transcribe" or "translate:de" (the stage name alone
  * when lang is ""), written into out (cut to outlen; JOB_STAGE_KEY_MAX
@@ -32,7 +36,8 @@ const char *job_stage_name(int stage);         /* "transcribe" / "translate" */
 #define JOB_STAGE_KEY_MAX (sizeof("translate:") + CONFIG_LANG_MAX)
 const char *job_stage_key(int stage, const char *lang, char *out,
 			  size_t outlen);
-int         job_stage_parse(const char *s);     /* -1 if unknown */
+/* The STAGE_* a stage name stands for, -1 for any other text. */
+int         job_stage_parse(const char *s);
 
 /* What happened in one attempt; the attempts log keeps the name. */
 enum job_outcome {
