@@ -23,7 +23,7 @@ enum job_status {
 	JOB_ST_NOT_STARTED = 0, JOB_ST_IN_PROGRESS, JOB_ST_COMPLETED,
 	JOB_ST_FAILED, JOB_ST_COUNT
 };
-/* The SPEC's spelling of a status ("not_started", "in-progress", ...);
+/* The spelling of a status the view and every listing use ("not_started", "in-progress", ...);
  * "unknown" for a value outside the enum.  Never fails. */
 const char *job_status_name(enum job_status st);
 /* "transcribe" or "translate" for STAGE_*; "unknown" otherwise.  Never
