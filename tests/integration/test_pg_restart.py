@@ -3,6 +3,9 @@ only, MPFARM_TEST_STORE=pg): the master and its workers lose their
 connections, reconnect with backoff and finish the run.  Every job ends
 completed exactly once (one completed attempt each, one attempt counted),
 none is left in-progress, and the outputs are byte-exact."""
+import json
+import pathlib
+
 import pytest
 
 import storelib
@@ -55,8 +58,20 @@ def test_run_survives_server_restart(farm, restarts):
     assert farm.query("SELECT job_id, attempts, last_error FROM jobs "
                       "WHERE attempts <> 1") == []
     assert farm.scalar("SELECT count(*) FROM attempts") == n
-    # the noop provider's transcript names its input: byte-exact per file
+    # what the noop provider writes for each file, byte for byte: its
+    # transcript names the input, its JSON the job that wrote it
     got = outputs(farm.output)
-    assert len(got) == n, sorted(got)
+    ids = {}
+    for i in range(n):
+        name = "f%05d.wav" % i
+        txt = got.pop(pathlib.Path("transcripts", name + ".txt"))
+        assert txt == ("noop transcript of %s\n" % name).encode()
+        js = got.pop(pathlib.Path("transcripts", name + ".json"))
+        ids[json.loads(js)["job"]] = name
+        assert js == b'{"provider":"noop","job":%d}\n' % \
+            json.loads(js)["job"]
+    assert got == {}, sorted(got)
+    assert sorted(ids) == [r[0] for r in farm.query(
+        "SELECT job_id FROM jobs ORDER BY job_id")]
     log = farm.log()
     assert "store_reconnected" in log, log[-3000:]
