@@ -59,6 +59,7 @@ struct batch_job {
 struct batch_pre {            /* claimed in a flush, not started yet */
 	int64_t    id;
 	int        rc;        /* the claim's result: 0 ours, 1 not claimable */
+	bool       unsure;    /* claimed in a transaction of unknown outcome */
 	struct job j;
 };
 
@@ -186,6 +187,7 @@ batch_try(store_t *st, const struct config *cfg,
 	  const struct worker_pending *pending, int npending, pid_t master)
 {
 	bool transient;
+	int npre0 = b.npre;     /* claims before this try: already settled */
 
 	if (store_tx_begin(st) < 0)
 		return -1;
@@ -233,8 +235,19 @@ batch_try(store_t *st, const struct config *cfg,
 fail:
 	transient = store_err_transient(st);
 	store_tx_rollback(st);
-	while (b.npre > 0)      /* rolled back: not claimed after all */
-		job_clear(&b.pre[--b.npre].j);
+	for (int i = npre0; i < b.npre; ) {
+		struct batch_pre *p = &b.pre[i];
+		/* rolled back: not claimed after all; unless the COMMIT
+		 * reached the server: a claim of ours is read back (claims of
+		 * earlier flushes stand) */
+		if (transient && p->rc == 0) {
+			p->unsure = true;
+			i++;
+			continue;
+		}
+		job_clear(&p->j);
+		b.pre[i] = b.pre[--b.npre];
+	}
 	for (int i = 0; i < b.ndone; i++) {
 		struct batch_job *bj = &b.done[i];
 		/* the COMMIT may have reached the server: read it back; any
@@ -246,11 +259,29 @@ fail:
 	return -1;
 }
 
-/* Read back every job whose last transaction has an unknown outcome.
- * 0, or -1 when the store did not answer. */
+/* Read back every job whose last transaction has an unknown outcome:
+ * held jobs and claims.  0, or -1 when the store did not answer. */
 static int
 batch_settle(store_t *st)
 {
+	for (int i = 0; i < b.npre; ) {
+		struct batch_pre *p = &b.pre[i];
+		int rc;
+		if (!p->unsure) {
+			i++;
+			continue;
+		}
+		rc = store_job_settle(st, &p->j);
+		if (rc < 0)
+			return -1;
+		if (rc == 1) {          /* in-progress under our lease */
+			p->unsure = false;
+			i++;
+			continue;
+		}
+		job_clear(&p->j);       /* never claimed: claim it again */
+		b.pre[i] = b.pre[--b.npre];
+	}
 	for (int i = 0; i < b.ndone; i++) {
 		struct batch_job *bj = &b.done[i];
 		int rc;
