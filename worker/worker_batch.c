@@ -274,6 +274,8 @@ batch_settle(store_t *st)
 		rc = store_job_settle(st, &p->j);
 		if (rc < 0)
 			return -1;
+		log_info("job_settled", "job=%lld what=claim result=%s",
+		    (long long)p->id, rc == 1 ? "claimed" : "not-claimed");
 		if (rc == 1) {          /* in-progress under our lease */
 			p->unsure = false;
 			i++;
@@ -290,6 +292,9 @@ batch_settle(store_t *st)
 		rc = store_job_settle(st, &bj->j);
 		if (rc < 0)
 			return -1;
+		log_info("job_settled", "job=%lld what=completion result=%s",
+		    (long long)bj->j.job_id, rc == 0 ? "committed" :
+		    rc == 1 ? "retry" : "lost");
 		if (rc == 0) {
 			bj->state = BJ_DONE;
 		} else if (rc == 1) {
