@@ -32,6 +32,8 @@
 #define WORKER_RETRY_MS       100
 #define WORKER_RETRY_CAP_MS   2000
 #define WORKER_OUTAGE_MS      30000
+/* claims a lost COMMIT undid, made again at most this often in a row */
+#define WORKER_CLAIM_TRIES    3
 
 static struct {
 	const struct config *cfg;
@@ -260,6 +262,46 @@ worker_store_retry(store_t *st, int *tries, int64_t *since)
 	return true;
 }
 
+/* Claim job_id in a transaction of its own.  A COMMIT the database's
+ * outage left without an answer is settled by reading the job back: in
+ * progress under the lease the claim took, it is ours (claiming it again
+ * would find it taken, and the master would hand it back with an attempt
+ * counted).  As store_job_claim: 0, 1 not claimable, -1 (transient or
+ * not, store_err_transient). */
+static int
+worker_claim(store_t *st, int64_t job_id, struct job *j)
+{
+	for (int again = 0; again < WORKER_CLAIM_TRIES; again++) {
+		int rc, settled = -1, tries = 0;
+		int64_t since = 0;
+
+		if (store_tx_begin(st) < 0)
+			return -1;
+		rc = store_job_claim(st, job_id, getpid(), w.master, j);
+		if (rc != 0) {
+			store_tx_rollback(st);
+			return rc;
+		}
+		if (store_tx_commit(st) == 0)
+			return 0;
+		while (store_err_transient(st) &&
+		    (settled = store_job_settle(st, j)) < 0 &&
+		    worker_store_retry(st, &tries, &since))
+			;
+		if (settled >= 0)
+			log_info("job_settled", "job=%lld what=claim result=%s",
+			    (long long)job_id, settled == 1 ? "claimed" :
+			    "not-claimed");
+		if (settled == 1)
+			return 0;
+		job_clear(j);
+		if (settled != 2)
+			return -1;
+		/* not committed: claim again */
+	}
+	return -1;
+}
+
 /* Publish what the batch holds now, so that a reply about another job
  * reaches the master after the DONEs it is waiting for. */
 static void
@@ -295,8 +337,8 @@ worker_job_run(store_t *st, const struct worker_pending *pj)
 		int tries = 0;
 		int64_t since = 0;
 		worker_flush();         /* a transaction anyway: publish too */
-		while ((rc = store_job_claim(st, job_id, getpid(), w.master,
-		    &j)) < 0 && worker_store_retry(st, &tries, &since))
+		while ((rc = worker_claim(st, job_id, &j)) < 0 &&
+		    worker_store_retry(st, &tries, &since))
 			;
 		if (rc >= 0 && tries > 0)
 			log_info("store_reconnected", "tries=%d", tries);
