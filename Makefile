@@ -45,7 +45,7 @@ TEST_PKGS = chromium chromium-driver python3-selenium python3-psycopg2
 # The integration tests that mean the same on both stores: the third
 # pass of `make check` runs them on PostgreSQL (MPFARM_TEST_STORE=pg,
 # one throwaway cluster, a database per test), with the multi-host ones.
-PG_TESTS = $(addprefix tests/integration/,test_pg_hosts.py test_pg_limits.py test_migrate.py $(PG_AGNOSTIC))
+PG_TESTS = $(addprefix tests/integration/,test_pg_hosts.py test_pg_limits.py test_pg_restart.py test_migrate.py $(PG_AGNOSTIC))
 PG_AGNOSTIC = test_farm.py test_commands.py test_failed_show.py \
 	test_providers.py test_provider_faults.py test_scan_conflicts.py \
 	test_review_master.py test_review_worker.py test_owned_trees.py \

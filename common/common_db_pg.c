@@ -6,6 +6,16 @@
  * text as text and paths as binary bytea, and reads every result in text
  * form (booleans read as 0/1, bytea unescaped on demand).  A whole result
  * arrives at the first step; later steps walk its rows.
+ *
+ * A server that restarts or a connection that drops must not stall the
+ * farm: a lost connection is reset on the next use outside a transaction
+ * (no more often than a capped, jittered backoff allows), the session
+ * settings are applied again, and every cached statement is prepared
+ * again on the new connection (the server forgot them).  Until then each
+ * call fails with an error db_err_busy calls transient, so the store's
+ * callers retry instead of failing jobs.  A COMMIT the connection dropped
+ * under has an unknown outcome: it fails the same way and the caller
+ * settles it by reading back what it wrote.
  */
 #include "common_db_impl.h"
 #include "common.h"
@@ -18,6 +28,8 @@
 #define DB_PG_PARAMS_MAX 32
 #define DB_PG_BYTEA_OID  17
 #define DB_PG_TEXT_OID   25
+#define DB_PG_RETRY_BASE_MS 100     /* first wait before a reconnect */
+#define DB_PG_RETRY_CAP_MS  2000    /* the longest wait between tries */
 
 struct db_pg {
 	struct db base;
@@ -26,6 +38,12 @@ struct db_pg {
 	int64_t   changes;
 	unsigned  nstmts;           /* names of prepared statements */
 	char      sqlstate[6];
+	bool      tx;               /* the caller's transaction is open */
+	bool      broken;           /* the connection was lost */
+	unsigned  epoch;            /* connections so far: statements
+	                             * prepared on an older one prepare again */
+	int       nretry;           /* reconnects failed in a row */
+	int64_t   retry_at;         /* no reconnect before (monotonic ms) */
 };
 
 struct db_pg_stmt {
@@ -33,6 +51,7 @@ struct db_pg_stmt {
 	char      *sql;             /* $N spelling */
 	char       name[24];        /* "" for a one-off (unnamed, not kept) */
 	bool       prepared;
+	unsigned   epoch;           /* the connection it was prepared on */
 	int        nparams;
 	Oid        types[DB_PG_PARAMS_MAX];
 	char      *vals[DB_PG_PARAMS_MAX];
@@ -58,6 +77,12 @@ db_pg_fail_res(struct db_pg *d, const PGresult *res)
 	size_t n;
 
 	snprintf(d->sqlstate, sizeof(d->sqlstate), "%s", code ? code : "");
+	if (d->c != NULL && PQstatus(d->c) == CONNECTION_BAD) {
+		/* no answer at all: class 08, connection exception */
+		d->broken = true;
+		if (code == NULL || *code == '\0')
+			snprintf(d->sqlstate, sizeof(d->sqlstate), "08006");
+	}
 	if (m == NULL)
 		m = PQerrorMessage(d->c);
 	if (m == NULL || *m == '\0')
@@ -73,14 +98,67 @@ db_pg_fail_res(struct db_pg *d, const PGresult *res)
 	return -1;
 }
 
-/* 40001 serialization failure, 40P01 deadlock, 55P03 lock not available */
+/* 40001 serialization failure, 40P01 deadlock, 55P03 lock not available;
+ * and the server going away: class 08 (connection exception), 57P01-03
+ * (shut down by the administrator, crash, not accepting connections yet),
+ * and the idle-in-transaction timeout, which ends the session. */
 static bool
 db_pg_err_busy(db_t *db)
 {
 	const char *s = PG(db)->sqlstate;
 
 	return strcmp(s, "40001") == 0 || strcmp(s, "40P01") == 0 ||
-	    strcmp(s, "55P03") == 0;
+	    strcmp(s, "55P03") == 0 || strncmp(s, "08", 2) == 0 ||
+	    strcmp(s, "57P01") == 0 || strcmp(s, "57P02") == 0 ||
+	    strcmp(s, "57P03") == 0 || strcmp(s, "25P03") == 0 ||
+	    PG(db)->broken;
+}
+
+/* A transient failure without a server answer. */
+static int
+db_pg_fail_lost(struct db_pg *d, const char *why)
+{
+	snprintf(d->sqlstate, sizeof(d->sqlstate), "08006");
+	return db_fail(&d->base, "%s", why);
+}
+
+static int db_pg_session_setup(struct db_pg *d);
+static int db_pg_raw(struct db_pg *d, const char *sql);
+
+/* Called before every use: a lost connection is reset here, outside a
+ * transaction only (one half of a transaction must never run on the next
+ * connection as if it were the whole), and no sooner than the backoff
+ * allows, so a server that is down is not hammered by every worker. */
+static int
+db_pg_ready(struct db_pg *d)
+{
+	int64_t now;
+
+	if (!d->broken && PQstatus(d->c) == CONNECTION_OK)
+		return 0;
+	d->broken = true;
+	if (d->tx)
+		return db_pg_fail_lost(d, "the connection to the server was lost "
+		    "inside a transaction");
+	now = time_mono_ms();
+	if (now < d->retry_at)
+		return db_pg_fail_lost(d, "no connection to the server "
+		    "(reconnecting)");
+	PQreset(d->c);
+	if (PQstatus(d->c) != CONNECTION_OK || db_pg_session_setup(d) < 0) {
+		int64_t wait = backoff_jitter(backoff_delay(DB_PG_RETRY_BASE_MS,
+		    DB_PG_RETRY_CAP_MS, d->nretry++));
+		d->retry_at = time_mono_ms() + wait;
+		d->broken = true;
+		db_pg_fail_res(d, NULL);
+		snprintf(d->sqlstate, sizeof(d->sqlstate), "08006");
+		return -1;
+	}
+	d->broken = false;
+	d->nretry = 0;
+	d->retry_at = 0;
+	d->epoch++;             /* the server forgot every prepared statement */
+	return 0;
 }
 
 /* ---- statements ---------------------------------------------------- */
@@ -243,6 +321,10 @@ db_pg_execute(struct db_pg_stmt *s)
 	ExecStatusType es;
 	const char *n;
 
+	if (db_pg_ready(d) < 0)
+		return -1;
+	if (s->epoch != d->epoch)
+		s->prepared = false;
 	if (s->name[0] && !s->prepared) {
 		PGresult *r = PQprepare(d->c, s->name, s->sql, s->nparams,
 		    s->types);
@@ -253,6 +335,7 @@ db_pg_execute(struct db_pg_stmt *s)
 		}
 		PQclear(r);
 		s->prepared = true;
+		s->epoch = d->epoch;
 	}
 	if (s->name[0])
 		s->res = PQexecPrepared(d->c, s->name, s->nparams,
@@ -368,9 +451,14 @@ db_pg_last_insert_id(db_t *db)
 static int
 db_pg_exec(db_t *db, const char *sql)
 {
-	PGresult *r = PQexec(PG(db)->c, sql);
-	ExecStatusType es = PQresultStatus(r);
+	PGresult *r;
+	ExecStatusType es;
 	int rc = 0;
+
+	if (db_pg_ready(PG(db)) < 0)
+		return -1;
+	r = PQexec(PG(db)->c, sql);
+	es = PQresultStatus(r);
 
 	if (es != PGRES_COMMAND_OK && es != PGRES_TUPLES_OK &&
 	    es != PGRES_EMPTY_QUERY)
@@ -386,6 +474,8 @@ db_pg_in_tx(db_t *db)
 {
 	PGTransactionStatusType t = PQtransactionStatus(PG(db)->c);
 
+	if (PG(db)->broken || t == PQTRANS_UNKNOWN)
+		return PG(db)->tx;  /* open until the caller ends it */
 	return t == PQTRANS_INTRANS || t == PQTRANS_INERROR ||
 	    t == PQTRANS_ACTIVE;
 }
@@ -397,30 +487,52 @@ db_pg_in_tx(db_t *db)
 static int
 db_pg_begin(db_t *db, bool write)
 {
-	return db_pg_exec(db, write ? "BEGIN" :
-	    "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
+	if (db_pg_exec(db, write ? "BEGIN" :
+	    "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY") < 0)
+		return -1;
+	PG(db)->tx = true;
+	return 0;
 }
 
 static int
 db_pg_commit(db_t *db)
 {
-	PGresult *r = PQexec(PG(db)->c, "COMMIT");
+	struct db_pg *d = PG(db);
+	PGresult *r;
 	int rc = 0;
 
-	if (PQresultStatus(r) != PGRES_COMMAND_OK)
-		rc = db_pg_fail_res(PG(db), r);
+	if (db_pg_ready(d) < 0) {
+		/* lost before COMMIT was sent: rolled back for sure */
+		d->tx = false;
+		return -1;
+	}
+	r = PQexec(d->c, "COMMIT");
+	if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+		rc = db_pg_fail_res(d, r);
+		if (d->broken)
+			/* sent, and no answer: it may have committed */
+			db_fail(db, "the connection to the server was lost during "
+			    "COMMIT (outcome unknown)");
+	}
 	else if (strcmp(PQcmdStatus(r), "ROLLBACK") == 0)
 		/* COMMIT of a transaction an error aborted */
 		rc = db_fail(db, "the transaction was aborted and rolled back");
 	PQclear(r);
-	if (rc < 0 && db_pg_in_tx(db))
-		PQclear(PQexec(PG(db)->c, "ROLLBACK"));
+	d->tx = false;
+	if (rc < 0 && !d->broken && db_pg_in_tx(db))
+		PQclear(PQexec(d->c, "ROLLBACK"));
 	return rc;
 }
 
+/* On a lost connection the server has already rolled back. */
 static int
 db_pg_rollback(db_t *db)
 {
+	struct db_pg *d = PG(db);
+
+	d->tx = false;
+	if (d->broken || PQstatus(d->c) != CONNECTION_OK)
+		return 0;
 	if (!db_pg_in_tx(db))
 		return 0;
 	return db_pg_exec(db, "ROLLBACK");
@@ -432,10 +544,13 @@ db_pg_rollback(db_t *db)
 static int
 db_pg_int_query(db_t *db, const char *sql, int *out)
 {
-	PGresult *r = PQexec(PG(db)->c, sql);
+	PGresult *r;
 	int rc = 0;
 
 	*out = 0;
+	if (db_pg_ready(PG(db)) < 0)
+		return -1;
+	r = PQexec(PG(db)->c, sql);
 	if (PQresultStatus(r) != PGRES_TUPLES_OK)
 		rc = db_pg_fail_res(PG(db), r);
 	else if (PQntuples(r) > 0 && !PQgetisnull(r, 0, 0))
@@ -512,6 +627,41 @@ db_pg_notice(void *arg, const char *msg)
 	(void)msg;      /* NOTICEs (IF NOT EXISTS ...) are not ours to print */
 }
 
+/* The session's settings, on every new connection (open and reset). */
+static int
+db_pg_session_setup(struct db_pg *d)
+{
+	PQsetNoticeProcessor(d->c, db_pg_notice, NULL);
+	/* as SQLite's synchronous=NORMAL: a power cut may lose the last
+	 * commits, never consistency; durable waits for the flush */
+	if (db_pg_raw(d, (d->flags & DB_DURABLE) ?
+	    "SET synchronous_commit = on" : "SET synchronous_commit = off") < 0)
+		return -1;
+	/* a process paused inside a transaction (SIGSTOP, a frozen VM)
+	 * must not hold its row locks over the other hosts for long: the
+	 * server ends such a session, and its next statement fails */
+	if (db_pg_raw(d, "SET idle_in_transaction_session_timeout = 10000") < 0)
+		return -1;
+	if ((d->flags & DB_READONLY) && db_pg_raw(d,
+	    "SET default_transaction_read_only = on") < 0)
+		return -1;
+	return 0;
+}
+
+/* A command on the connection as it is (no reset: the setup runs inside
+ * one). */
+static int
+db_pg_raw(struct db_pg *d, const char *sql)
+{
+	PGresult *r = PQexec(d->c, sql);
+	int rc = 0;
+
+	if (PQresultStatus(r) != PGRES_COMMAND_OK)
+		rc = db_pg_fail_res(d, r);
+	PQclear(r);
+	return rc;
+}
+
 static void
 db_pg_close(db_t *db)
 {
@@ -533,20 +683,7 @@ db_pg_open(db_t **out, const char *target, int flags, int busy_ms, char *err,
 		db_pg_fail_res(d, NULL);
 		goto fail;
 	}
-	PQsetNoticeProcessor(d->c, db_pg_notice, NULL);
-	/* as SQLite's synchronous=NORMAL: a power cut may lose the last
-	 * commits, never consistency; durable waits for the flush */
-	if (db_pg_exec(&d->base, (flags & DB_DURABLE) ?
-	    "SET synchronous_commit = on" : "SET synchronous_commit = off") < 0)
-		goto fail;
-	/* a process paused inside a transaction (SIGSTOP, a frozen VM)
-	 * must not hold its row locks over the other hosts for long: the
-	 * server ends such a session, and its next statement fails */
-	if (db_pg_exec(&d->base, "SET idle_in_transaction_session_timeout = "
-	    "10000") < 0)
-		goto fail;
-	if ((flags & DB_READONLY) && db_pg_exec(&d->base,
-	    "SET default_transaction_read_only = on") < 0)
+	if (db_pg_session_setup(d) < 0)
 		goto fail;
 	*out = &d->base;
 	return 0;

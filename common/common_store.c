@@ -25,6 +25,7 @@ struct store {
 	db_t         *db;
 	char         *path;             /* as messages name it (no password) */
 	int           flags;
+	bool          transient;        /* the last failure may pass */
 	char          errmsg[1024];
 };
 
@@ -301,13 +302,22 @@ store_fail(store_t *st, const char *fmt, ...)
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
 	snprintf(st->errmsg, sizeof(st->errmsg), "%s: %s", st->path, msg);
+	st->transient = false;
 	return -1;
 }
 
 int
 store_fail_db(store_t *st)
 {
-	return store_fail(st, "%s", db_errmsg(st->db));
+	store_fail(st, "%s", db_errmsg(st->db));
+	st->transient = db_kind(st->db) == DB_PG && db_err_busy(st->db);
+	return -1;
+}
+
+bool
+store_err_transient(store_t *st)
+{
+	return st->transient;
 }
 
 /* ---- statements ---------------------------------------------------- */

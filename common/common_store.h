@@ -88,6 +88,12 @@ struct db;
 struct db *store_db(store_t *st);
 /* The message of the last failed call on this store (never NULL). */
 const char *store_errmsg(store_t *st);
+/* True when the last failed call failed for a reason that passes: the
+ * PostgreSQL server went away (the connection is reset on a later call,
+ * after a backoff) or a lock conflict.  The caller retries the call
+ * rather than failing a job.  Always false on SQLite, whose busy timeout
+ * already waited. */
+bool store_err_transient(store_t *st);
 
 /* Record the configured target languages: creates the missing translation
  * jobs of every file for new languages (ready if the transcript is
@@ -194,10 +200,21 @@ int  store_job_claim(store_t *st, int64_t job_id, pid_t worker,
  * (renameat; fsyncing the folders when durable).  Returns 0; 1 when the lease
  * was lost (temps are unlinked, nothing is renamed); -1 on error (temps
  * unlinked).  Either way no temp is left: the caller tree_temp_free()s
- * each out[i]. */
+ * each out[i].  Except on a transient error (store_err_transient): the
+ * outputs are then left as they are, all still temps or all published,
+ * and the caller settles with store_job_settle. */
 struct tree_temp;
 int  store_job_complete(store_t *st, const struct job *j,
 			const struct tree_temp *out, int n, bool durable);
+
+/* Worker: where a completion whose transaction ended without a known
+ * outcome (the connection dropped, or the COMMIT got no answer) stands.
+ * Reads job j back: 0 completed under j's lease (the completion
+ * committed: outputs stay), 1 still in-progress under j's lease (nothing
+ * committed: complete it again), 2 lost to someone else (publish
+ * nothing), -1 on error (store_err_transient says whether to ask
+ * again). */
+int  store_job_settle(store_t *st, const struct job *j);
 
 /* Worker, on failure of its own job (fenced by lease):
  *  OUT_TRANSIENT: attempts already counted; if attempts >= max_attempts

@@ -506,6 +506,10 @@ store_job_complete(store_t *st, const struct job *j,
 	rc = 0;
 out:
 	rc = store_tx_leave(st, own, rc);
+	if (rc < 0 && store_err_transient(st))
+		/* the database went away: whether this committed is read back
+		 * (store_job_settle), the outputs wait for the answer */
+		return rc;
 	for (int i = 0; i < n; i++) {
 		/* whole or not at all: a job not marked completed keeps none
 		 * of the outputs this call published */
@@ -514,6 +518,32 @@ out:
 		else if (rc != 0)
 			(void)unlinkat(out[i].dirfd, out[i].tmp, 0);
 	}
+	return rc;
+}
+
+static struct store_sql q_settle = STORE_SQL(
+	"SELECT status, lease FROM jobs WHERE job_id = ?1");
+
+int
+store_job_settle(store_t *st, const struct job *j)
+{
+	db_stmt_t *s = store_stmt(st, &q_settle);
+	int step, rc = 2;
+
+	if (s == NULL)
+		return -1;
+	db_bind_int64(s, 1, j->job_id);
+	step = store_step(st, s);
+	if (step < 0)
+		return -1;
+	if (step == DB_ROW && db_column_int64(s, 1) == j->lease) {
+		const char *status = db_column_text(s, 0);
+		if (status != NULL && strcmp(status, "completed") == 0)
+			rc = 0;
+		else if (status != NULL && strcmp(status, "in-progress") == 0)
+			rc = 1;
+	}
+	db_reset(s);
 	return rc;
 }
 

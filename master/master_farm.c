@@ -124,13 +124,13 @@ farm_refill(int64_t now)
 	}
 	if (store_runnable_fetch(farm.st, &fc, wall, skip, nskip,
 	    farm.queue, farm.qcap, &n) < 0) {
-		log_error("queue_refill_failed", "error=%s",
-		    log_quote(store_errmsg(farm.st)));
+		farm_store_failed("queue_refill_failed", LOG_ERROR);
 		free(skip);
 		farm.next_fetch = now + FARM_REFILL_RETRY_MS;   /* dirty stays */
 		return;
 	}
 	free(skip);
+	farm_store_ok();
 	farm.qlen = n;
 	farm.dirty = false;
 	if (n == 0) {
@@ -290,8 +290,9 @@ farm_host_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	if (farm.st == NULL)
 		return;
 	if (store_host_tick(farm.st, farm.cfg->max_attempts, &taken) < 0)
-		log_warn("host_tick_failed", "error=%s",
-		    log_quote(store_errmsg(farm.st)));
+		farm_store_failed("host_tick_failed", LOG_WARN);
+	else
+		farm_store_ok();
 	if (taken > 0) {
 		log_info("recovered", "jobs=%d note=in-progress-on-a-silent-host",
 		    taken);

@@ -173,6 +173,15 @@ void farm_respawn_arm(void);
 /* Open farm.st again if a fork or an error closed it.  0, or -1 with the
  * error logged (callers treat it as "the database cannot say now"). */
 int  farm_store_reopen(void);
+/* A store call of the master failed (event: what failed, with the store's
+ * error): logged always, except while the PostgreSQL server is away
+ * (store_err_transient), when only the first failure of the outage is
+ * logged and the rest are counted.  The caller retries on its own
+ * schedule (refill, host tick, owed releases). */
+void farm_store_failed(const char *event, enum log_level level);
+/* A store call of the master succeeded: ends an outage, logging
+ * store_reconnected with its length and the failures it swallowed. */
+void farm_store_ok(void);
 /* The job's media path relative to its scan root, quoted for the file=
  * of a log line (log_quote's rotating buffer); "-" when the database
  * cannot say. */

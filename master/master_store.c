@@ -39,6 +39,44 @@ farm_store_reopen(void)
 	return 0;
 }
 
+/* The master's side of a database outage, so that a server restart
+ * shows as two lines rather than one per call per second. */
+static struct {
+	bool    down;
+	int64_t since;          /* mono ms of the first failure */
+	int     swallowed;      /* failures not logged */
+} farm_outage;
+
+void
+farm_store_failed(const char *event, enum log_level level)
+{
+	bool transient = farm.st != NULL && store_err_transient(farm.st);
+
+	if (transient && farm_outage.down) {
+		farm_outage.swallowed++;
+		return;
+	}
+	if (transient) {
+		farm_outage.down = true;
+		farm_outage.since = time_mono_ms();
+		farm_outage.swallowed = 0;
+	}
+	log_event(level, event, "error=%s%s", log_quote(farm.st ?
+	    store_errmsg(farm.st) : "no database"), transient ?
+	    " note=database-away-retrying" : "");
+}
+
+void
+farm_store_ok(void)
+{
+	if (!farm_outage.down)
+		return;
+	farm_outage.down = false;
+	log_info("store_reconnected", "outage_ms=%lld failures=%d",
+	    (long long)(time_mono_ms() - farm_outage.since),
+	    farm_outage.swallowed + 1);
+}
+
 const char *
 farm_job_file(int64_t job_id)
 {

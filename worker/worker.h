@@ -57,6 +57,13 @@ int  worker_batch_add(const struct config *cfg, struct tree *t, struct job *j,
  * the last flush (it would need a transaction of its own anyway). */
 bool worker_batch_due(const struct worker_pending *pending, int npending,
 		      bool shutdown);
+/* After a store call failed: true when the failure was the database's
+ * outage (store_err_transient) and it has lasted under the bound, having
+ * slept the next backoff step (the first failure logs store_outage) -
+ * call again; false when the failure stands.  *tries and *since start
+ * at 0 for each call retried. */
+bool worker_store_retry(store_t *st, int *tries, int64_t *since);
+
 /* Publish every held job and claim the pending ones in one transaction,
  * then send one DONE per held job in order.  When the transaction fails
  * the held jobs are recorded as transient failures one by one (or

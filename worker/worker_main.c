@@ -27,6 +27,13 @@
 /* A busy worker says it is alive this often (the master's
  * heartbeat_timeout is in seconds, 60 by default). */
 #define WORKER_BEAT_MS        MS_PER_S
+/* A store call the database's outage failed is tried again, waiting
+ * from WORKER_RETRY_MS up to WORKER_RETRY_CAP_MS, for WORKER_OUTAGE_MS. */
+#define WORKER_RETRY_MS       100
+#define WORKER_RETRY_CAP_MS   2000
+#define WORKER_OUTAGE_MS      30000
+/* claims a lost COMMIT undid, made again at most this often in a row */
+#define WORKER_CLAIM_TRIES    3
 
 static struct {
 	const struct config *cfg;
@@ -233,6 +240,68 @@ worker_frames_drain(void)
 	return rc < 0 && errno != ETIMEDOUT ? -1 : 0;
 }
 
+
+/* The database went away under a store call (PostgreSQL restarting):
+ * wait the next backoff step and say whether to call again.  The job's
+ * bookkeeping is retried rather than the job failed; after
+ * WORKER_OUTAGE_MS of outage the call's failure stands.  *tries and
+ * *since (0 before the first failure) carry the state between calls. */
+bool
+worker_store_retry(store_t *st, int *tries, int64_t *since)
+{
+	if (!store_err_transient(st))
+		return false;
+	if (*tries == 0) {
+		*since = time_mono_ms();
+		log_warn("store_outage", "error=%s", log_quote(store_errmsg(st)));
+	}
+	if (time_mono_ms() - *since >= WORKER_OUTAGE_MS)
+		return false;
+	usleep((useconds_t)backoff_jitter(backoff_delay(WORKER_RETRY_MS,
+	    WORKER_RETRY_CAP_MS, (*tries)++)) * 1000);
+	return true;
+}
+
+/* Claim job_id in a transaction of its own.  A COMMIT the database's
+ * outage left without an answer is settled by reading the job back: in
+ * progress under the lease the claim took, it is ours (claiming it again
+ * would find it taken, and the master would hand it back with an attempt
+ * counted).  As store_job_claim: 0, 1 not claimable, -1 (transient or
+ * not, store_err_transient). */
+static int
+worker_claim(store_t *st, int64_t job_id, struct job *j)
+{
+	for (int again = 0; again < WORKER_CLAIM_TRIES; again++) {
+		int rc, settled = -1, tries = 0;
+		int64_t since = 0;
+
+		if (store_tx_begin(st) < 0)
+			return -1;
+		rc = store_job_claim(st, job_id, getpid(), w.master, j);
+		if (rc != 0) {
+			store_tx_rollback(st);
+			return rc;
+		}
+		if (store_tx_commit(st) == 0)
+			return 0;
+		while (store_err_transient(st) &&
+		    (settled = store_job_settle(st, j)) < 0 &&
+		    worker_store_retry(st, &tries, &since))
+			;
+		if (settled >= 0)
+			log_info("job_settled", "job=%lld what=claim result=%s",
+			    (long long)job_id, settled == 1 ? "claimed" :
+			    "not-claimed");
+		if (settled == 1)
+			return 0;
+		job_clear(j);
+		if (settled != 2)
+			return -1;
+		/* not committed: claim again */
+	}
+	return -1;
+}
+
 /* Publish what the batch holds now, so that a reply about another job
  * reaches the master after the DONEs it is waiting for. */
 static void
@@ -265,8 +334,14 @@ worker_job_run(store_t *st, const struct worker_pending *pj)
 	done->provider = pj->prov;
 	rc = worker_batch_take(job_id, &j);     /* claimed by the last flush? */
 	if (rc == -2) {
+		int tries = 0;
+		int64_t since = 0;
 		worker_flush();         /* a transaction anyway: publish too */
-		rc = store_job_claim(st, job_id, getpid(), w.master, &j);
+		while ((rc = worker_claim(st, job_id, &j)) < 0 &&
+		    worker_store_retry(st, &tries, &since))
+			;
+		if (rc >= 0 && tries > 0)
+			log_info("store_reconnected", "tries=%d", tries);
 	}
 	if (rc != 0) {
 		if (rc < 0)
@@ -347,7 +422,13 @@ worker_job_run(store_t *st, const struct worker_pending *pj)
 			    res.retry_after_ms),
 			.msg = res.msg,
 		};
-		rc = store_job_fail(st, &j, &jr, w.cfg->max_attempts, &final);
+		int tries = 0;
+		int64_t since = 0;
+		while ((rc = store_job_fail(st, &j, &jr, w.cfg->max_attempts,
+		    &final)) < 0 && worker_store_retry(st, &tries, &since))
+			;
+		if (rc >= 0 && tries > 0)
+			log_info("store_reconnected", "tries=%d", tries);
 		if (rc != 0) {
 			log_error("job_record_failed", "job=%lld file=%s error=%s",
 			    (long long)job_id, log_quote(j.rel_path),

@@ -49,6 +49,19 @@ def pg_stop():
         _server["dir"] = _server["url"] = None
 
 
+def pg_restart():
+    """Restart the cluster's server (fast shutdown: every session is
+    ended, as in a real restart) and wait until it accepts connections."""
+    d = _server["dir"]
+    assert d is not None, "no cluster running"
+    binp = sorted(pathlib.Path("/usr/lib/postgresql").glob("*/bin"))[-1]
+    cmd = [str(binp / "pg_ctl"), "-D", d + "/data", "-l", d + "/server.log",
+           "-w", "-m", "fast", "restart"]
+    if os.getuid() == 0:
+        cmd = ["runuser", "-u", "postgres", "--"] + cmd
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, timeout=120)
+
+
 def pg_new_db():
     """A fresh empty database of the cluster: its URL."""
     base = pg_start()

@@ -200,6 +200,95 @@ test_driver_pg(void **state)
 	driver_roundtrip(target);
 }
 
+/* End every other session of the test database, as a server restart
+ * does: the next call on them finds its connection gone. */
+static void
+pg_kill_others(void)
+{
+	char err[256];
+	db_t *killer;
+	db_stmt_t *s;
+
+	OK(db_open(&killer, target, 0, 0, err, sizeof(err)));
+	s = db_prepare(killer, "SELECT count(pg_terminate_backend(pid)) FROM "
+	    "pg_stat_activity WHERE datname = current_database() AND "
+	    "pid <> pg_backend_pid()");
+	assert_non_null(s);
+	assert_int_equal(db_step(s), DB_ROW);
+	assert_true(db_column_int(s, 0) >= 1);
+	db_finalize(s);
+	db_close(killer);
+	usleep(100 * 1000);     /* the backend is gone before we speak */
+}
+
+/* A connection the server ended is reset on the next use: its failure is
+ * transient (db_err_busy), the cached statement is prepared again on the
+ * new connection, the session settings are back; inside a transaction it
+ * stays failed until the caller ends the transaction. */
+static void
+test_driver_pg_reconnect(void **state)
+{
+	static struct db_sql q = DB_SQL("SELECT ?1 + 1");
+	char err[256];
+	db_t *db;
+	db_stmt_t *s, *show;
+
+	(void)state;
+	if (!pg_fresh("t_reconnect"))
+		skip();
+	OK(db_open(&db, target, 0, 0, err, sizeof(err)));
+	s = db_stmt(db, &q);
+	assert_non_null(s);
+	db_bind_int64(s, 1, 41);
+	assert_int_equal(db_step(s), DB_ROW);
+	assert_int_equal(db_column_int(s, 0), 42);
+
+	pg_kill_others();
+	s = db_stmt(db, &q);
+	db_bind_int64(s, 1, 1);
+	assert_int_equal(db_step(s), -1);
+	assert_true(db_err_busy(db));
+	/* the next use reconnects and prepares the statement again */
+	s = db_stmt(db, &q);
+	db_bind_int64(s, 1, 1);
+	assert_int_equal(db_step(s), DB_ROW);
+	assert_int_equal(db_column_int(s, 0), 2);
+	show = db_prepare(db, "SHOW idle_in_transaction_session_timeout");
+	assert_non_null(show);
+	assert_int_equal(db_step(show), DB_ROW);
+	assert_string_equal(db_column_text(show, 0), "10s");
+	db_finalize(show);
+
+	/* lost inside a transaction: no statement runs outside it */
+	OK(db_begin(db, true));
+	pg_kill_others();
+	s = db_stmt(db, &q);
+	db_bind_int64(s, 1, 1);
+	assert_int_equal(db_step(s), -1);
+	assert_true(db_err_busy(db));
+	assert_true(db_in_tx(db));
+	s = db_stmt(db, &q);
+	db_bind_int64(s, 1, 1);
+	assert_int_equal(db_step(s), -1);
+	assert_true(db_err_busy(db));
+	assert_int_equal(db_commit(db), -1);    /* never sent: rolled back */
+	assert_true(db_err_busy(db));
+	assert_false(db_in_tx(db));
+	s = db_stmt(db, &q);
+	db_bind_int64(s, 1, 5);
+	assert_int_equal(db_step(s), DB_ROW);
+	assert_int_equal(db_column_int(s, 0), 6);
+	db_reset(s);
+
+	/* lost again, outside a transaction (db_exec's path): one call
+	 * finds out, transient; the next is on a new connection */
+	pg_kill_others();
+	assert_int_equal(db_exec(db, "SELECT 1"), -1);
+	assert_true(db_err_busy(db));
+	OK(db_exec(db, "SELECT 1"));
+	db_close(db);
+}
+
 /* ---- the store on PostgreSQL ----------------------------------------- */
 
 static void
@@ -252,10 +341,15 @@ test_store_pg(void **state)
 	assert_int_equal(n, 1);
 	/* the worker of the silent host comes back: fenced */
 	assert_int_equal(store_job_complete(st2, &j, NULL, 0, false), 1);
+	assert_int_equal(store_job_settle(st2, &j), 2);        /* lost */
 	OK(store_job_claim(st2, 1, 222, 200, &j2));
 	assert_true(j2.lease > j.lease);
 	assert_int_equal(j2.attempts, 2);
+	assert_int_equal(store_job_settle(st2, &j2), 1);       /* in-progress */
 	OK(store_job_complete(st2, &j2, NULL, 0, false));
+	OK(store_job_settle(st2, &j2));                        /* completed */
+	assert_int_equal(store_job_settle(st2, &j), 2);
+	assert_false(store_err_transient(st2));
 	OK(store_counts_get(st2, &c));
 	assert_int_equal(c.stages[0].n[JOB_ST_COMPLETED], 1);
 	assert_int_equal(c.stages[1].waiting, 2);       /* f0's translation ready */
@@ -310,6 +404,7 @@ main(void)
 		cmocka_unit_test(test_target_scrub),
 		cmocka_unit_test(test_driver_sqlite),
 		cmocka_unit_test(test_driver_pg),
+		cmocka_unit_test(test_driver_pg_reconnect),
 		cmocka_unit_test(test_store_pg),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
