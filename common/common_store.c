@@ -56,7 +56,8 @@ struct store {
  * somebody resets the job's status by hand.  Every fence compares job_id
  * and lease together.  (Until version 4 it was the attempt row's id,
  * unique in the whole database; that cost every claim an attempt row, or
- * a shared counter: an extra statement and an extra page per commit.)
+ * a shared counter: an extra statement and an extra page per commit.
+ * PostgreSQL still takes it from a sequence: see common_store_pg.c.)
  *
  * Translation jobs are ready exactly when their file's transcript is
  * completed.  Each of this program's statements that moves a transcript
