@@ -234,6 +234,24 @@ bool farm_budget_spent(void);
 bool farm_budget_take(void);
 /* Make sure the stop timer runs (farm.stopping was set). */
 void farm_stop_watch(void);
+/* TERM, INT, QUIT, or nothing left (why says which, for the log): no new
+ * job; workers finish their current one within the grace (quit: they are
+ * killed now).  Never fails; a second call only adds quit. */
+void farm_stop_begin(bool quit, const char *why);
+
+/* ---- master_queue.c: the job queue ---------------------------------- */
+
+/* Refill the empty queue from the store when it is due (dirty, or its
+ * timed look came) and set when to look next.  A store error is logged
+ * and retried after a second. */
+void farm_refill(int64_t now);
+/* True when nothing is in flight and nothing is left: no job runnable now
+ * (even one held back by a paused provider), none waiting for its retry
+ * time, no release owed.  Any doubt (a database error) is false. */
+bool farm_finished(void);
+/* Under --watch, --batch-size's budget starts again every check
+ * interval. */
+void farm_budget_tick(int64_t now);
 
 /* ---- master_log.c: the master's log and its workers' ---------------- */
 

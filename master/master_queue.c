@@ -1,0 +1,192 @@
+/*
+ * master_queue.c - the master's job queue: which stages and languages this
+ * run works on (a configured provider, one that can start a job now), the
+ * refill from the store (the jobs no slot holds, oldest first; when none is
+ * runnable, when to look again), --batch-size's budget of job starts, and
+ * whether the farm has nothing left to do.  The store is asked both of its
+ * questions (runnable now, next due) at one wall-clock time, so a retry
+ * that falls due in between is never missed.
+ */
+#include "master_farm.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* When the store cannot be asked (an error) or every provider is held
+ * back, the refill looks again after this long. */
+#define FARM_REFILL_RETRY_MS 1000
+/* With nothing runnable and no retry time due, a farm without --watch
+ * still looks once an hour (a scan may have added work). */
+#define FARM_IDLE_LOOK_MS   (3600 * MS_PER_S)
+
+/* Whether the farm runs a stage's jobs at all (a provider is configured:
+ * none is ever assumed) and, with held, whether its provider can start a
+ * job now (not paused, at its concurrency limit or disabled). */
+static bool
+farm_stage_runs(int stage, const char *lang, bool held)
+{
+	const char *p = config_provider(farm.cfg, stage, lang);
+
+	return p != NULL && !(held && farm_prov_blocked(p));
+}
+
+/* The settings a refill fetches with: this run's stages and languages,
+ * less those without a provider and, with held, those whose provider
+ * cannot start a job now, so that their jobs never crowd the queue while
+ * other work waits.  A shallow copy: only the filters change. */
+static void
+farm_fetch_filter(struct config *fc, bool held)
+{
+	const struct config *cfg = farm.cfg;
+	int n = 0;
+
+	*fc = *cfg;
+	if (!farm_stage_runs(STAGE_TRANSCRIBE, "", held))
+		fc->stage_mask &= ~STAGE_MASK_TRANSCRIBE;
+	for (int i = 0; i < cfg->nlangs; i++) {
+		const char *lang = cfg->langs[i];
+		if (!config_wants(cfg, STAGE_TRANSLATE, lang) ||
+		    !farm_stage_runs(STAGE_TRANSLATE, lang, held))
+			continue;
+		memcpy(fc->run_langs[n++], lang, CONFIG_LANG_MAX);
+	}
+	fc->nrun_langs = n;
+	if (n == 0)
+		fc->stage_mask &= ~STAGE_MASK_TRANSLATE;
+}
+
+/* Refill the queue from the store when it is empty and it may help. */
+void
+farm_refill(int64_t now)
+{
+	struct config fc;
+	int64_t *skip = NULL, wall = time_wall_ms();
+	int nskip = 0, n = 0;
+
+	if (farm.stopping || farm.qlen > 0)
+		return;
+	if (!farm.dirty && now < farm.next_fetch)
+		return;
+	if (farm.st == NULL && farm_store_reopen() < 0)
+		return;
+	farm_prov_fail_disabled();
+	farm_fetch_filter(&fc, true);
+	if (farm_budget_spent())
+		fc.stage_mask = 0;
+	farm.qhead = 0;
+	if (fc.stage_mask == 0) {       /* every provider is held back */
+		farm.dirty = false;
+		farm.next_fetch = now + FARM_REFILL_RETRY_MS;
+		return;
+	}
+	skip = xcalloc((FARM_AHEAD_MAX + 1) * (size_t)farm.nslots + 1,
+	    sizeof(*skip));
+	for (int i = 0; i < farm.nslots; i++) {
+		if (farm_slot_holds_job(farm.slots[i]))
+			skip[nskip++] = farm.slots[i]->job.job_id;
+		for (int k = 0; k < farm.slots[i]->nahead; k++)
+			skip[nskip++] = farm.slots[i]->ahead[k].job_id;
+	}
+	if (store_runnable_fetch(farm.st, &fc, wall, skip, nskip,
+	    farm.queue, farm.qcap, &n) < 0) {
+		farm_store_failed("queue_refill_failed", LOG_ERROR);
+		free(skip);
+		farm.next_fetch = now + FARM_REFILL_RETRY_MS;   /* dirty stays */
+		return;
+	}
+	free(skip);
+	farm_store_ok();
+	farm.qlen = n;
+	farm.dirty = false;
+	if (n == 0) {
+		int64_t due = 0;
+		/* nothing runnable now: look again at the next retry time, or
+		 * at the watch interval */
+		farm.next_fetch = now + (farm.cfg->watch ?
+		    (int64_t)farm.cfg->check_interval * MS_PER_S :
+		    FARM_IDLE_LOOK_MS);
+		if (store_next_due(farm.st, &fc, wall, &due) == 0 && due > 0) {
+			int64_t wait = due - time_wall_ms();
+			if (wait < 0)
+				wait = 0;
+			if (now + wait < farm.next_fetch)
+				farm.next_fetch = now + wait;
+		}
+	}
+}
+
+void
+farm_refill_dispatch_or_stop(void)
+{
+	farm_refill(time_mono_ms());
+	farm_dispatch();
+	/* the last DONE: stop now rather than at the next timed look */
+	if (!farm.stopping && farm.qlen == 0 && farm_busy_count() == 0 &&
+	    farm_finished())
+		farm_stop_begin(false, "done");
+}
+
+/* The loop is done when nothing is in flight and nothing is left: no job
+ * runnable now (even one held back by a paused provider), none waiting
+ * for its retry time, no release still owed.  Any doubt (a database
+ * error) means not done. */
+bool
+farm_finished(void)
+{
+	struct config fc;
+	struct job_ref one;
+	int64_t due = 0, wall;
+	int n = 0;
+
+	if (farm.cfg->watch || farm.qlen > 0 || farm_busy_count() > 0 ||
+	    farm.nowed > 0)
+		return false;
+	/* --batch-size reached: what was started has ended; jobs waiting for
+	 * a retry are the next run's */
+	if (farm_budget_spent())
+		return true;
+	if (farm.dirty || farm.st == NULL)
+		return false;
+	farm_fetch_filter(&fc, false);
+	if (fc.stage_mask == 0)
+		return true;
+	wall = time_wall_ms();  /* one clock for both questions */
+	if (store_runnable_fetch(farm.st, &fc, wall, NULL, 0, &one, 1, &n) < 0 ||
+	    n > 0)
+		return false;
+	if (store_next_due(farm.st, &fc, wall, &due) < 0 || due > 0)
+		return false;
+	return true;
+}
+
+/* --batch-size: at most N jobs started this run (under --watch, per
+ * check interval).  Each start counts, a retry within the run too. */
+bool
+farm_budget_spent(void)
+{
+	return farm.cfg->batch_size > 0 &&
+	    farm.budget_used >= farm.cfg->batch_size;
+}
+
+bool
+farm_budget_take(void)
+{
+	if (farm_budget_spent())
+		return false;
+	farm.budget_used++;
+	return true;
+}
+
+/* --batch-size under --watch: a new budget every check interval. */
+void
+farm_budget_tick(int64_t now)
+{
+	if (!farm.cfg->watch || farm.cfg->batch_size <= 0 ||
+	    now < farm.budget_reset_at)
+		return;
+	if (farm.budget_used > 0)
+		farm.dirty = true;
+	farm.budget_used = 0;
+	farm.budget_reset_at = now + (int64_t)farm.cfg->check_interval *
+	    MS_PER_S;
+}
