@@ -107,6 +107,28 @@ class Tracker:
 def in_progress(farm):
     return farm.query("SELECT COUNT(*) FROM jobs WHERE status='in-progress'")[0][0]
 
+def freeze_with_job_in_flight(farm, workers):
+    """SIGSTOP the workers at a moment the database shows a job in
+    progress (thawing and trying again while it shows none), so a master
+    killed next always leaves something for the restart to recover.
+    Bounded: gives up after about 10 s."""
+    for _ in range(200):
+        for w in workers:
+            try:
+                os.kill(w, signal.SIGSTOP)
+            except ProcessLookupError:
+                pass
+        if in_progress(farm) > 0:
+            return
+        for w in workers:
+            try:
+                os.kill(w, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.05)
+    raise AssertionError("no job in progress to freeze")
+
+
 
 def assert_all_done_once(farm, njobs):
     assert farm.counts() == {"completed": njobs}, farm.counts()
@@ -483,6 +505,7 @@ def test_runit_service(farm, runit):
     wait_for(lambda: len(t.workers(pid)) == 2, 15, what="2 workers")
     wait_for(lambda: in_progress(farm) > 0, 10, what="jobs in progress")
     workers = t.workers(pid)
+    freeze_with_job_in_flight(farm, workers)
     os.kill(pid, signal.SIGKILL)
     wait_for(lambda: workers_gone(workers), 10,
              what="workers to die with their master")
@@ -623,6 +646,7 @@ def test_supervisord_program(farm, supervisor):
     # old workers are gone, the new master recovers and finishes
     wait_for(lambda: in_progress(farm) > 0, 10, what="jobs in progress")
     workers = t.workers(pid)
+    freeze_with_job_in_flight(farm, workers)
     os.kill(pid, signal.SIGKILL)
     wait_for(lambda: workers_gone(workers), 10,
              what="workers to die with their master")
