@@ -18,6 +18,7 @@
 #include <unistd.h>
 #include "common.h"
 #include "common_db.h"
+#include "test_pg.h"
 #include "common_store_limits.h"
 
 #define OK(x) assert_int_equal((x), 0)
@@ -27,27 +28,7 @@ static char target[512];
 static bool
 pg_fresh(const char *name)
 {
-	const char *base = getenv("MPFARM_TEST_PG");
-	char err[256], sql[128];
-	db_t *db;
-
-	if (base == NULL || *base == '\0') {
-		print_message("MPFARM_TEST_PG is not set: PostgreSQL cases skipped "
-		    "(make unit-pg starts a server)\n");
-		return false;
-	}
-	OK(db_open(&db, base, 0, 0, err, sizeof(err)));
-	snprintf(sql, sizeof(sql), "DROP DATABASE IF EXISTS %s_%d", name,
-	    (int)getpid());
-	OK(db_exec(db, sql));
-	snprintf(sql, sizeof(sql), "CREATE DATABASE %s_%d", name, (int)getpid());
-	OK(db_exec(db, sql));
-	db_close(db);
-	const char *p = strstr(base, "/postgres");
-	assert_non_null(p);
-	snprintf(target, sizeof(target), "%.*s/%s_%d%s", (int)(p - base), base,
-	    name, (int)getpid(), p + 9);
-	return true;
+	return test_pg_fresh(name, target, sizeof(target));
 }
 
 struct host {
