@@ -115,7 +115,7 @@ floor_job(store_t *st, const struct config *cfg, int64_t job_id, pid_t self)
 	char err[512] = "";
 	int rc;
 
-	rc = store_job_claim(st, job_id, self, self, &j);
+	rc = store_job_claim(st, job_id, 0, self, self, &j);
 	if (rc != 0) {
 		if (rc < 0)
 			fprintf(stderr, "bench_floor: claim %lld: %s\n",

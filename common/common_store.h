@@ -146,6 +146,7 @@ struct job_ref {                /* what the master queues */
 	int64_t job_id;
 	int     stage;
 	char    lang[CONFIG_LANG_MAX];
+	int64_t lease;          /* claimed by the master (PostgreSQL), or 0 */
 };
 
 /* Up to `max` runnable jobs (not_started, ready, run_after <= now_ms) that
@@ -185,13 +186,31 @@ void job_clear(struct job *j);
  * already holds its next job completes one and claims the other in one
  * write transaction. */
 
-/* Worker: not_started -> in-progress with a new lease, owner = worker pid
- * and master pid, started_at = now: the job row is the running attempt
- * (its attempts-log row is written when it ends).  Returns 0 and fills
- * *j; 1 when the job is not claimable any more (taken, finished, not
- * due); -1 on error. */
-int  store_job_claim(store_t *st, int64_t job_id, pid_t worker,
-		     pid_t master, struct job *j);
+/* Worker: with lease 0, not_started -> in-progress with a new lease,
+ * owner = worker pid and master pid, started_at = now: the job row is the
+ * running attempt (its attempts-log row is written when it ends).  With
+ * the lease of its master's claim (PostgreSQL, store_jobs_claim): adopts
+ * that claim, owner = worker pid, started_at = now.  Returns 0 and fills
+ * *j; 1 when the job is not claimable any more (taken, finished, not due,
+ * given back); -1 on error. */
+int  store_job_claim(store_t *st, int64_t job_id, int64_t lease,
+		     pid_t worker, pid_t master, struct job *j);
+
+/* Master, PostgreSQL (many masters on one database): claims for this host
+ * up to max of the oldest runnable jobs cfg wants, with FOR UPDATE SKIP
+ * LOCKED, so that masters never wait on each other's rows: each becomes
+ * in-progress under a new lease with no owner pid, and out[i].lease is
+ * the lease a worker adopts it with.  Oldest first.  0; 1 when jobs were
+ * runnable but other masters were claiming every one of them (ask again
+ * soon); -1. */
+int  store_jobs_claim(store_t *st, const struct config *cfg, int64_t now_ms,
+		      pid_t master, struct job_ref *out, int max, int *nout);
+/* Master, PostgreSQL: gives back claimed jobs no worker adopted (their
+ * lease still holds, no owner pid), as they were before the claim (the
+ * attempt is not counted, no attempt row).  *given counts them; the
+ * others were adopted or are no longer this claim's.  0 or -1. */
+int  store_job_unclaim(store_t *st, const struct job_ref *refs, int n,
+		       int *given);
 
 /* Worker, on success: in one BEGIN IMMEDIATE transaction, checks that the
  * lease still holds, writes the attempt's row, marks the job completed,
@@ -243,9 +262,12 @@ int  store_job_fail(store_t *st, const struct job *j,
  * attempt, OUT_INTERRUPTED gives it back) and returns the job to
  * not_started at retry_at_ms, or failed when attempts >= max_attempts
  * (last_error then carries the history, e.g. "worker killed by signal 9 in
- * 3 attempts").  Returns 0, 1 if the job was not held by that pid, -1. */
+ * 3 attempts").  A job the master claimed itself (PostgreSQL, lease > 0)
+ * is fenced by that lease instead: the worker may not have adopted it.
+ * Returns 0, 1 if the job was not held by that pid or lease, -1. */
 int  store_job_release(store_t *st, int64_t job_id, pid_t owner,
-		       const struct job_result *r, int max_attempts,
+		       int64_t lease, const struct job_result *r,
+		       int max_attempts,
 		       enum job_status *final_status);
 
 /* Master start-up (holding the farm lock, so every in-progress job belongs

@@ -238,13 +238,14 @@ store_job_fail(store_t *st, const struct job *j, const struct job_result *r,
 }
 
 int
-store_job_release(store_t *st, int64_t job_id, pid_t owner,
+store_job_release(store_t *st, int64_t job_id, pid_t owner, int64_t lease,
 		  const struct job_result *r, int max_attempts,
 		  enum job_status *final_status)
 {
-	struct store_end e = { .job_id = job_id, .owner = owner };
+	struct store_end e = { .job_id = job_id, .lease = lease,
+	    .owner = lease > 0 ? 0 : owner };
 
-	if (owner <= 0)
+	if (owner <= 0 && lease <= 0)
 		return store_fail(st, "job %lld: no owner pid", (long long)job_id);
 	return store_job_end(st, &e, r, max_attempts, final_status);
 }

@@ -306,38 +306,8 @@ out:
 	return store_tx_leave(st, own, rc);
 }
 
-/* ---- claim and complete -------------------------------------------- */
+/* ---- complete --------------------------------------------------- */
 
-/*
- * Per job, a claim is one write and a read, a completion three writes
- * (two for a translation).  The attempt row is written once, at the end,
- * from the job row it ran under.  On PostgreSQL the claim is one
- * statement: UPDATE ... FROM media_files RETURNING (the round trip is
- * what costs there); SQLite's RETURNING fills a temporary table, dearer
- * than the second look, q_claimed.  PostgreSQL takes the lease from the
- * sequence (see common_store_pg.c) and records the master's host, ?5, so
- * a host that goes silent can have its jobs back.
- */
-#define STORE_CLAIMED_COLS "j.file_id, j.stage, j.lang, j.attempts, " \
-	"j.lease, m.abs_path, m.rel_path, coalesce(m.src_root, m.scan_root), " \
-	"coalesce(m.src_rel, m.rel_path), m.size, m.mtime_ns, " \
-	"coalesce(m.dev, 0), coalesce(m.ino, 0)"
-static struct store_sql q_claim = STORE_SQL2(
-	"UPDATE jobs SET status = 'in-progress', attempts = attempts + 1, "
-	"lease = coalesce(lease, 0) + 1, "
-	"owner_pid = ?2, owner_master = ?3, started_at = ?4, finished_at = NULL "
-	"WHERE job_id = ?1 AND status = 'not_started' AND ready = 1 AND "
-	"run_after <= ?4",
-	"UPDATE jobs j SET status = 'in-progress', attempts = j.attempts + 1, "
-	"lease = nextval('mpfarm_lease'), owner_pid = ?2, owner_master = ?3, "
-	"owner_host = nullif(?5, ''), started_at = ?4, finished_at = NULL "
-	"FROM media_files m WHERE j.job_id = ?1 AND m.file_id = j.file_id AND "
-	"j.status = 'not_started' AND j.ready = 1 AND j.run_after <= ?4 "
-	"RETURNING " STORE_CLAIMED_COLS);
-static struct store_sql q_claimed = STORE_SQL(
-	"SELECT " STORE_CLAIMED_COLS " "
-	"FROM jobs j JOIN media_files m ON m.file_id = j.file_id "
-	"WHERE j.job_id = ?1");
 /* The fence of a completion: no row when the lease is not held. */
 static struct store_sql q_attempt_done = STORE_SQL2(
 	"INSERT INTO attempts (job_id, attempt, worker_pid, started_at, "
@@ -366,72 +336,6 @@ job_clear(struct job *j)
 	free(j->open_root);
 	free(j->open_rel);
 	memset(j, 0, sizeof(*j));
-}
-
-int
-store_job_claim(store_t *st, int64_t job_id, pid_t worker, pid_t master,
-		struct job *j)
-{
-	int64_t now = time_wall_ms();
-	db_stmt_t *s;
-	int rc = -1, step;
-
-	bool own;
-
-	memset(j, 0, sizeof(*j));
-	if (store_tx_enter(st, &own) < 0)
-		return -1;
-	if ((s = store_stmt(st, &q_claim)) == NULL)
-		goto out;
-	db_bind_int64(s, 1, job_id);
-	db_bind_int64(s, 2, worker);
-	db_bind_int64(s, 3, master);
-	db_bind_int64(s, 4, now);
-	if (store_is_pg(st)) {
-		db_bind_text(s, 5, store_host_id());
-		if ((step = store_step(st, s)) < 0)
-			goto out;
-	} else {
-		if (store_run(st, s) < 0)
-			goto out;
-		step = db_changes(store_db(st)) > 0 ? DB_ROW : DB_DONE;
-		if (step == DB_ROW) {
-			if ((s = store_stmt(st, &q_claimed)) == NULL)
-				goto out;
-			db_bind_int64(s, 1, job_id);
-			if ((step = store_step(st, s)) < 0)
-				goto out;
-			if (step != DB_ROW) {
-				store_fail(st, "job %lld has no media file",
-				    (long long)job_id);
-				goto out;
-			}
-		}
-	}
-	if (step != DB_ROW) {
-		rc = 1;         /* taken, finished or not due */
-		goto out;
-	}
-	j->job_id = job_id;
-	j->file_id = db_column_int64(s, 0);
-	j->stage = job_stage_parse(db_column_text(s, 1));
-	snprintf(j->lang, sizeof(j->lang), "%s", db_column_text(s, 2));
-	j->attempts = db_column_int(s, 3);
-	j->lease = db_column_int64(s, 4);
-	j->abs_path = store_column_path(s, 5);
-	j->rel_path = store_column_path(s, 6);
-	j->open_root = store_column_path(s, 7);
-	j->open_rel = store_column_path(s, 8);
-	j->size = db_column_int64(s, 9);
-	j->mtime_ns = db_column_int64(s, 10);
-	j->dev = db_column_int64(s, 11);
-	j->ino = db_column_int64(s, 12);
-	rc = store_run(st, s);
-out:
-	rc = store_tx_leave(st, own, rc);
-	if (rc != 0)
-		job_clear(j);
-	return rc;
 }
 
 static bool

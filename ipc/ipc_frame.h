@@ -53,11 +53,14 @@ enum ipc_prov_event {
 	I(m, pid, 1, INT32_MAX)
 /* 2 JOB, m->w: run this job with this provider (an index into the
  * provider table), under config generation gen.  The master decides the
- * provider; the worker never works it out again. */
+ * provider; the worker never works it out again.  lease: the lease of
+ * the master's own claim, which the worker adopts (PostgreSQL), or 0:
+ * the worker claims the job itself (SQLite). */
 #define IPC_JOB_FIELDS(I, S, m) \
 	I(m, job_id, 1, INT64_MAX) \
 	I(m, provider, 0, IPC_PROVIDER_MAX - 1) \
-	I(m, gen, 0, INT64_MAX)
+	I(m, gen, 0, INT64_MAX) \
+	I(m, lease, 0, INT64_MAX)
 /* 3 DONE, w->m: the job ended.  outcome: enum job_outcome or
  * IPC_OUT_SKIPPED; status: enum job_status it ended in; http: the
  * provider's HTTP status (0 none); retry_after_ms: what the provider asked

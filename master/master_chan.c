@@ -25,6 +25,7 @@ farm_job_send(struct slot *s, const struct job_ref *j, int prov)
 	m.u.job.job_id = j->job_id;
 	m.u.job.provider = prov;
 	m.u.job.gen = farm.cfg_gen;
+	m.u.job.lease = j->lease;
 	if (ipc_frame_send(s->fd, &m) < 0) {
 		log_warn("job_send_failed", "slot=%d worker_pid=%d error=%s", s->idx,
 		    (int)s->pid, strerror(errno));
@@ -77,6 +78,8 @@ farm_slot_takes(const struct slot *s, bool ahead)
 static void
 farm_dispatch_one(struct slot *s, bool ahead)
 {
+	int given;
+
 	for (int tries = farm.qlen; tries > 0 && farm.qlen > 0; tries--) {
 		struct job_ref j = farm.queue[farm.qhead];
 		int prov = farm_prov_of(j.stage, j.lang);
@@ -85,7 +88,9 @@ farm_dispatch_one(struct slot *s, bool ahead)
 		farm.qlen--;
 		if (prov < 0) {
 			/* fetched before a HUP took its stage's provider away:
-			 * it stays not_started, and the refill leaves it out */
+			 * it stays (goes back to) not_started, and the refill
+			 * leaves it out */
+			farm_jobs_giveback(&j, 1, &given);
 			farm.dirty = true;
 			continue;
 		}
@@ -96,18 +101,22 @@ farm_dispatch_one(struct slot *s, bool ahead)
 		}
 		if (farm_budget_spent()) {
 			/* --batch-size reached: the rest stays not_started */
-			farm.qlen = 0;
+			farm_jobs_giveback(&j, 1, &given);
+			farm_queue_clear();
 			return;
 		}
 		if (!farm_prov_may_start(prov)) {
 			/* paused, full or disabled: drop it (it stays not_started)
 			 * so it cannot crowd out other work; the refill leaves its
 			 * provider out until it can start jobs again */
+			farm_jobs_giveback(&j, 1, &given);
 			farm.dirty = true;
 			continue;
 		}
 		(void)farm_budget_take();
 		if (farm_job_send(s, &j, prov) < 0) {
+			/* not sent: nobody adopts it */
+			farm_jobs_giveback(&j, 1, &given);
 			farm_slot_kill(s, SIGKILL, SLOT_KILL_BROKEN);
 			farm.dirty = true;
 			return;
@@ -142,6 +151,40 @@ farm_dispatch(void)
 		for (int i = 0; i < farm.nslots && farm.qlen > 0; i++)
 			if (farm_slot_takes(farm.slots[i], true))
 				farm_dispatch_one(farm.slots[i], true);
+}
+
+int
+farm_dispatch_room(bool *worth_it)
+{
+	int idle = 0, ahead = 0, ahead_all = 0;
+	bool waiting = false;
+
+	*worth_it = false;
+	if (farm.stopping)
+		return 0;
+	for (int i = 0; i < farm.nslots; i++) {
+		const struct slot *s = farm.slots[i];
+		if (s->state == SLOT_IDLE || s->state == SLOT_STARTING)
+			waiting = true;
+		if (farm_slot_takes(s, false)) {
+			idle++;
+		} else if (farm_slot_takes(s, true)) {
+			int room = FARM_AHEAD_MAX - s->nahead;
+			if (s->jobs_limit > 0 && s->jobs_limit - s->jobs_done - 1 -
+			    s->nahead < room)
+				room = s->jobs_limit - s->jobs_done - 1 - s->nahead;
+			ahead += room;
+			ahead_all += FARM_AHEAD_MAX;
+		}
+	}
+	if (idle > 0) {
+		*worth_it = true;
+		return idle;
+	}
+	if (waiting)
+		return 0;
+	*worth_it = ahead > 0 && 2 * ahead >= ahead_all;
+	return ahead;
 }
 
 void

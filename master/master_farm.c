@@ -62,7 +62,7 @@ farm_stop_begin(bool quit, const char *why)
 		farm.quitting = true;
 		log_info("farm_quitting", "reason=%s busy=%d", why, farm_busy_count());
 	}
-	farm.qlen = 0;
+	farm_queue_clear();
 	farm_workers_shutdown();
 	farm_stop_watch();
 }

@@ -48,9 +48,8 @@ struct slot {
 /* A job whose release could not be written yet (database busy): retried
  * by the owed timer; the farm does not end while one is owed. */
 struct owed {
-	int64_t job_id;
-	pid_t   pid;
-	int     stage;
+	struct job_ref job;     /* its lease: a claim of the master's own */
+	pid_t   pid;            /* 0: a claim to give back untouched */
 	enum job_outcome outcome;
 	char    msg[300];
 };
@@ -207,11 +206,17 @@ void farm_hung_check(int64_t now);
 
 /* ---- master_release.c: jobs a worker no longer runs ----------------- */
 
-/* Return a job that slot s's worker no longer runs, fenced by its pid:
- * counted, logged, and when the database refuses the write, owed (kept
- * and retried by farm_owed_retry; the farm does not end while owed). */
+/* Return a job that slot s's worker no longer runs, fenced by its pid
+ * (or by the lease of the master's claim, on PostgreSQL): counted,
+ * logged, and when the database refuses the write, owed (kept and
+ * retried by farm_owed_retry; the farm does not end while owed). */
 void farm_job_release(struct slot *s, const struct job_ref *job,
 		      enum job_outcome outcome, const char *msg);
+/* Give back jobs the master claimed (PostgreSQL) and no worker adopted,
+ * untouched: no attempt counted.  Jobs the worker did adopt are left
+ * alone (*given says how many went back).  Owed when the database
+ * refuses.  Without a lease (SQLite) nothing was claimed: no-op. */
+void farm_jobs_giveback(const struct job_ref *jobs, int n, int *given);
 /* The job a dead worker held, released with the outcome its death
  * means: interrupted (farm stopping), timeout (hung), else crashed;
  * cause says how it ended ("exited with code 3"). */
@@ -244,6 +249,9 @@ void farm_stop_begin(bool quit, const char *why);
 /* Refill the empty queue from the store when it is due (dirty, or its
  * timed look came) and set when to look next.  A store error is logged
  * and retried after a second. */
+/* Empty the queue; on PostgreSQL the jobs it held (claims of this
+ * master's own) go back to the store untouched. */
+void farm_queue_clear(void);
 void farm_refill(int64_t now);
 /* True when nothing is in flight and nothing is left: no job runnable now
  * (even one held back by a paused provider), none waiting for its retry
@@ -283,6 +291,12 @@ int  farm_job_send(struct slot *s, const struct job_ref *j, int prov);
 /* Hand queued jobs to idle workers, then (when none is idle or
  * starting) short jobs ahead to busy ones.  Nothing while stopping. */
 void farm_dispatch(void);
+/* How many jobs farm_dispatch would hand out now, were they queued: one
+ * per idle worker, or (none idle or starting) the room sent-ahead jobs
+ * have left.  With worth_it false when that room is only a sliver of the
+ * sent-ahead room (no worker idle), so a claim (PostgreSQL) can wait to
+ * be a batch rather than one job per DONE. */
+int  farm_dispatch_room(bool *worth_it);
 /* The farm stops: every idle or busy worker is told SHUTDOWN (it
  * finishes its current job, skips any sent ahead, and exits); one still
  * starting is killed.  Each worker is told once. */
@@ -331,6 +345,9 @@ void farm_prov_reload(void);
 /* May a job of provider prov start now: not disabled, not paused, below
  * its concurrency limit.  True for unlimited providers and prov < 0. */
 bool farm_prov_may_start(int prov);
+/* How many more jobs of provider prov may start now (farm_prov_may_start
+ * counted out): 0 when none, INT_MAX without a limit. */
+int  farm_prov_room(int prov);
 /* A job of provider prov started / ended (counts jobs in flight; nothing
  * for an unlimited provider or prov < 0). */
 void farm_prov_job_start(int prov);

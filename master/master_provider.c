@@ -20,6 +20,7 @@
 #include "common_store_limits.h"
 
 #include <jansson.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -139,6 +140,23 @@ farm_prov_may_start(int i)
 	if (p->shared && p->max_conc > 0 && p->inflight >= p->held)
 		return false;
 	return p->max_conc == 0 || p->inflight < (int)floor(p->limit);
+}
+
+int
+farm_prov_room(int i)
+{
+	struct prov *p = &provs[i];
+	int room = INT_MAX;
+
+	if (!farm_prov_may_start(i))
+		return 0;
+	if (!farm_prov_limited(i))
+		return INT_MAX;
+	if (p->shared && p->max_conc > 0)
+		room = p->held - p->inflight;
+	if (p->max_conc > 0 && (int)floor(p->limit) - p->inflight < room)
+		room = (int)floor(p->limit) - p->inflight;
+	return room > 0 ? room : 0;
 }
 
 void
@@ -295,7 +313,7 @@ prov_disable(struct prov *p, const char *why)
 	if (n < 0)
 		return;         /* not disabled yet: the next event tries again */
 	p->disabled = true;
-	farm.qlen = 0;          /* the queue may hold its jobs; refetch */
+	farm_queue_clear();     /* the queue may hold its jobs; refetch */
 	farm.dirty = true;
 	log_error("provider_disabled", "provider=%s jobs_failed=%lld reason=%s "
 	    "note=fix-the-key-or-quota-then-mpfarm-retry", p->name, (long long)n,

@@ -9,8 +9,10 @@
  */
 #include "master_farm.h"
 
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* When the store cannot be asked (an error) or every provider is held
  * back, the refill looks again after this long. */
@@ -55,13 +57,71 @@ farm_fetch_filter(struct config *fc, bool held)
 		fc->stage_mask &= ~STAGE_MASK_TRANSLATE;
 }
 
-/* Refill the queue from the store when it is empty and it may help. */
+/* PostgreSQL: how many jobs to claim for this host now.  What its
+ * workers can take (farm_dispatch_room), no more than the providers of
+ * the wanted stages may start or --batch-size has left, so that a claim
+ * is seldom given back; 0 while the room is too small to be worth a
+ * round trip of its own (every worker still has jobs sent ahead). */
+static int
+farm_claim_size(const struct config *fc)
+{
+	bool worth, seen[IPC_PROVIDER_MAX] = { false };
+	int room = farm_dispatch_room(&worth), prov_room = 0;
+	int64_t max;
+
+	if (!worth || room <= 0)
+		return 0;
+	/* the pairs the claim asks for, as the store lists them: the
+	 * transcripts, then the languages configured and those run */
+	for (int i = -1; i < fc->nlangs + fc->nrun_langs; i++) {
+		int stage = i < 0 ? STAGE_TRANSCRIBE : STAGE_TRANSLATE, p, r;
+		const char *lang = i < 0 ? "" : i < fc->nlangs ? fc->langs[i] :
+		    fc->run_langs[i - fc->nlangs];
+		if (!config_wants(fc, stage, lang) ||
+		    (p = farm_prov_of(stage, lang)) < 0 || seen[p])
+			continue;
+		seen[p] = true;
+		r = farm_prov_room(p);
+		prov_room = r > INT_MAX - prov_room ? INT_MAX : prov_room + r;
+	}
+	max = room < prov_room ? room : prov_room;
+	if (max > farm.qcap)
+		max = farm.qcap;
+	if (farm.cfg->batch_size > 0 &&
+	    max > farm.cfg->batch_size - farm.budget_used)
+		max = farm.cfg->batch_size - farm.budget_used;
+	return max > 0 ? (int)max : 0;
+}
+
+/* The jobs the queue held go back (claims of the master's own, on
+ * PostgreSQL) and the queue is empty. */
+void
+farm_queue_clear(void)
+{
+	struct job_ref *q;
+	int n = farm.qlen, given;
+
+	if (n == 0)
+		return;
+	q = xcalloc((size_t)n, sizeof(*q));
+	for (int i = 0; i < n; i++)
+		q[i] = farm.queue[(farm.qhead + i) % farm.qcap];
+	farm.qlen = 0;
+	farm.qhead = 0;
+	farm_jobs_giveback(q, n, &given);
+	free(q);
+}
+
+/* Refill the queue from the store when it is empty and it may help.  On
+ * SQLite (this master alone) it reads the oldest runnable jobs and each
+ * worker claims the one it is handed; on PostgreSQL the master claims
+ * them for its host, as many as its workers can take. */
 void
 farm_refill(int64_t now)
 {
 	struct config fc;
 	int64_t *skip = NULL, wall = time_wall_ms();
-	int nskip = 0, n = 0;
+	int nskip = 0, n = 0, rc;
 
 	if (farm.stopping || farm.qlen > 0)
 		return;
@@ -79,22 +139,33 @@ farm_refill(int64_t now)
 		farm.next_fetch = now + FARM_REFILL_RETRY_MS;
 		return;
 	}
-	skip = xcalloc((FARM_AHEAD_MAX + 1) * (size_t)farm.nslots + 1,
-	    sizeof(*skip));
-	for (int i = 0; i < farm.nslots; i++) {
-		if (farm_slot_holds_job(farm.slots[i]))
-			skip[nskip++] = farm.slots[i]->job.job_id;
-		for (int k = 0; k < farm.slots[i]->nahead; k++)
-			skip[nskip++] = farm.slots[i]->ahead[k].job_id;
-	}
-	if (store_runnable_fetch(farm.st, &fc, wall, skip, nskip,
-	    farm.queue, farm.qcap, &n) < 0) {
-		farm_store_failed("queue_refill_failed", LOG_ERROR);
+	if (store_is_pg(farm.st)) {
+		int max = farm_claim_size(&fc);
+		if (max == 0)
+			return;         /* dirty stays: the next event asks */
+		rc = store_jobs_claim(farm.st, &fc, wall, getpid(), farm.queue,
+		    max, &n);
+	} else {
+		/* the jobs no slot holds */
+		skip = xcalloc((FARM_AHEAD_MAX + 1) * (size_t)farm.nslots + 1,
+		    sizeof(*skip));
+		for (int i = 0; i < farm.nslots; i++) {
+			if (farm_slot_holds_job(farm.slots[i]))
+				skip[nskip++] = farm.slots[i]->job.job_id;
+			for (int k = 0; k < farm.slots[i]->nahead; k++)
+				skip[nskip++] = farm.slots[i]->ahead[k].job_id;
+		}
+		rc = store_runnable_fetch(farm.st, &fc, wall, skip, nskip,
+		    farm.queue, farm.qcap, &n);
 		free(skip);
+	}
+	if (rc < 0) {
+		farm_store_failed("queue_refill_failed", LOG_ERROR);
 		farm.next_fetch = now + FARM_REFILL_RETRY_MS;   /* dirty stays */
 		return;
 	}
-	free(skip);
+	if (rc == 1)            /* other masters held them: dirty stays */
+		return;
 	farm_store_ok();
 	farm.qlen = n;
 	farm.dirty = false;
@@ -145,7 +216,7 @@ farm_finished(void)
 	 * a retry are the next run's */
 	if (farm_budget_spent())
 		return true;
-	if (farm.dirty || farm.st == NULL)
+	if (farm.st == NULL)
 		return false;
 	farm_fetch_filter(&fc, false);
 	if (fc.stage_mask == 0)

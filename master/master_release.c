@@ -2,7 +2,9 @@
  * master_release.c - jobs a worker no longer runs: it died, hung, was
  * stopped, or could not record the outcome itself.  Each is returned to
  * the store fenced by that worker's pid (a job it never claimed or
- * already finished is left alone), counted and logged; a release the
+ * already finished is left alone) or, for a job the master claimed
+ * itself (PostgreSQL), by the claim's lease; counted and logged.  A claim
+ * no worker adopted goes back untouched.  A release or give-back the
  * database refuses now is owed and written again by the owed timer (the
  * farm does not end while one is owed).  A worker killed while writing
  * leaves temp files beside the outputs of the jobs it held: removed
@@ -23,9 +25,10 @@
  * attempt that died is already counted, so the retry backs off from it.
  * 0 written, 1 not held by that pid (nothing to do), -1 database error. */
 static int
-farm_release_write(int64_t job_id, pid_t pid, int stage,
+farm_release_write(const struct job_ref *job, pid_t pid,
 		   enum job_outcome outcome, const char *msg, int fails)
 {
+	int64_t job_id = job->job_id;
 	struct job_result jr = { 0 };
 	enum job_status final = JOB_ST_NOT_STARTED;
 	int rc;
@@ -37,41 +40,84 @@ farm_release_write(int64_t job_id, pid_t pid, int stage,
 	    provider_retry_at(farm.cfg, fails + 1, 0);
 	if (farm_store_reopen() < 0)
 		return -1;
-	rc = store_job_release(farm.st, job_id, pid, &jr, farm.cfg->max_attempts,
-	    &final);
+	rc = store_job_release(farm.st, job_id, pid, job->lease, &jr,
+	    farm.cfg->max_attempts, &final);
 	if (rc != 0)            /* -1: owed; 1: not held by that pid */
 		return rc;
 	farm.dirty = true;
 	if (final == JOB_ST_FAILED)
-		farm_outcome_count(stage, FARM_COUNT_FAILED, 1);
+		farm_outcome_count(job->stage, FARM_COUNT_FAILED, 1);
 	else if (outcome != OUT_INTERRUPTED)
-		farm_outcome_count(stage, FARM_COUNT_RETRIED, 1);
+		farm_outcome_count(job->stage, FARM_COUNT_RETRIED, 1);
 	log_info("job_released", "job=%lld file=%s outcome=%s status=%s "
 	    "reason=%s", (long long)job_id, farm_job_file(job_id),
 	    job_outcome_name(outcome), job_status_name(final), log_quote(msg));
 	return 0;
 }
 
-void
-farm_job_release(struct slot *s, const struct job_ref *job,
-		 enum job_outcome outcome, const char *msg)
+static void
+farm_owe(const struct job_ref *job, pid_t pid, enum job_outcome outcome,
+	 const char *msg)
 {
 	struct owed *o;
 
-	if (farm_release_write(job->job_id, s->pid, job->stage, outcome, msg,
-	    s->fails) >= 0)
-		return;
-	log_error("job_release_owed", "job=%lld worker_pid=%d error=%s",
-	    (long long)job->job_id, (int)s->pid,
+	log_error(pid ? "job_release_owed" : "job_giveback_owed",
+	    "job=%lld worker_pid=%d error=%s", (long long)job->job_id, (int)pid,
 	    log_quote(farm.st ? store_errmsg(farm.st) : "no database"));
 	farm.owed = xrealloc(farm.owed, sizeof(*farm.owed) *
 	    (size_t)(farm.nowed + 1));
 	o = &farm.owed[farm.nowed++];
-	o->job_id = job->job_id;
-	o->pid = s->pid;
-	o->stage = job->stage;
+	o->job = *job;
+	o->pid = pid;
 	o->outcome = outcome;
 	snprintf(o->msg, sizeof(o->msg), "%s", msg);
+}
+
+/* 0 written (*given counted), -1 database error. */
+static int
+farm_giveback_write(const struct job_ref *jobs, int n, int *given)
+{
+	*given = 0;
+	if (farm_store_reopen() < 0 ||
+	    store_job_unclaim(farm.st, jobs, n, given) < 0)
+		return -1;
+	if (*given > 0) {
+		farm.dirty = true;
+		log_debug("jobs_given_back", "jobs=%d of=%d", *given, n);
+	}
+	return 0;
+}
+
+/* A claim of the master's own that the worker never adopted (it died or
+ * skipped it first) goes back untouched; one it adopted is its attempt. */
+void
+farm_job_release(struct slot *s, const struct job_ref *job,
+		 enum job_outcome outcome, const char *msg)
+{
+	int given = 0;
+
+	if (job->lease > 0 && farm_giveback_write(job, 1, &given) == 0 &&
+	    given == 1)
+		return;
+	if (farm_release_write(job, s->pid, outcome, msg, s->fails) < 0)
+		farm_owe(job, s->pid, outcome, msg);
+}
+
+void
+farm_jobs_giveback(const struct job_ref *jobs, int n, int *given)
+{
+	int k = 0;
+
+	*given = 0;
+	for (int i = 0; i < n; i++)     /* only claims of the master's own */
+		k += jobs[i].lease > 0;
+	if (k == 0)
+		return;
+	if (farm_giveback_write(jobs, n, given) == 0)
+		return;
+	for (int i = 0; i < n; i++)
+		if (jobs[i].lease > 0)
+			farm_owe(&jobs[i], 0, OUT_INTERRUPTED, "given back");
 }
 
 void
@@ -79,8 +125,10 @@ farm_owed_retry(void)
 {
 	for (int i = 0; i < farm.nowed; ) {
 		struct owed *o = &farm.owed[i];
-		if (farm_release_write(o->job_id, o->pid, o->stage, o->outcome,
-		    o->msg, 0) < 0) {
+		int given, rc = o->pid == 0 ?
+		    farm_giveback_write(&o->job, 1, &given) :
+		    farm_release_write(&o->job, o->pid, o->outcome, o->msg, 0);
+		if (rc < 0) {
 			i++;
 			continue;
 		}

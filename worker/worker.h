@@ -30,11 +30,13 @@ void worker_main(const struct worker_args *wa) __attribute__((noreturn));
  * (nobody is left to report to). */
 void worker_msg_send(const struct ipc_msg *m);
 
-/* A job the master sent: its id and the provider (registry index) the
- * master chose for it. */
+/* A job the master sent: its id, the provider (registry index) the
+ * master chose for it, and the lease of the master's claim (0: the
+ * worker claims it). */
 struct worker_pending {
 	int64_t job_id;
 	int     prov;
+	int64_t lease;
 };
 
 /* worker_batch.c: short jobs published several to a transaction. */

@@ -219,8 +219,8 @@ batch_try(store_t *st, const struct config *cfg,
 			continue;
 		p = &b.pre[b.npre];
 		memset(p, 0, sizeof(*p));
-		p->rc = store_job_claim(st, pending[i].job_id, getpid(), master,
-		    &p->j);
+		p->rc = store_job_claim(st, pending[i].job_id, pending[i].lease,
+		    getpid(), master, &p->j);
 		if (p->rc < 0)
 			break;          /* it will be claimed on its own later */
 		p->id = pending[i].job_id;

@@ -101,7 +101,7 @@ worker_frame_take(const struct ipc_msg *m)
 			return -1;
 		}
 		w.pending[w.npending++] = (struct worker_pending){ j->job_id,
-		    (int)j->provider };
+		    (int)j->provider, j->lease };
 		return 0;
 	}
 	if (m->type == IPC_MSG_TOKEN_GRANT)
@@ -269,7 +269,7 @@ worker_store_retry(store_t *st, int *tries, int64_t *since)
  * counted).  As store_job_claim: 0, 1 not claimable, -1 (transient or
  * not, store_err_transient). */
 static int
-worker_claim(store_t *st, int64_t job_id, struct job *j)
+worker_claim(store_t *st, int64_t job_id, int64_t lease, struct job *j)
 {
 	for (int again = 0; again < WORKER_CLAIM_TRIES; again++) {
 		int rc, settled = -1, tries = 0;
@@ -277,7 +277,7 @@ worker_claim(store_t *st, int64_t job_id, struct job *j)
 
 		if (store_tx_begin(st) < 0)
 			return -1;
-		rc = store_job_claim(st, job_id, getpid(), w.master, j);
+		rc = store_job_claim(st, job_id, lease, getpid(), w.master, j);
 		if (rc != 0) {
 			store_tx_rollback(st);
 			return rc;
@@ -337,7 +337,7 @@ worker_job_run(store_t *st, const struct worker_pending *pj)
 		int tries = 0;
 		int64_t since = 0;
 		worker_flush();         /* a transaction anyway: publish too */
-		while ((rc = worker_claim(st, job_id, &j)) < 0 &&
+		while ((rc = worker_claim(st, job_id, pj->lease, &j)) < 0 &&
 		    worker_store_retry(st, &tries, &since))
 			;
 		if (rc >= 0 && tries > 0)

@@ -86,7 +86,7 @@ test_layouts(void **state)
 	assert_string_equal(lay, "[3, job_id, provider, outcome, status, http, "
 	    "retry_after_ms, text]");
 	ipc_msg_layout(IPC_MSG_JOB, lay, sizeof(lay));
-	assert_string_equal(lay, "[2, job_id, provider, gen]");
+	assert_string_equal(lay, "[2, job_id, provider, gen, lease]");
 	ipc_msg_layout(IPC_MSG_PROVIDER_EVENT, lay, sizeof(lay));
 	assert_string_equal(lay, "[8, provider, kind, pause_ms, http, text]");
 	ipc_msg_layout(IPC_MSG_SHUTDOWN, lay, sizeof(lay));

@@ -220,7 +220,7 @@ test_store_identity(void **state)
 	/* a followed link: the worker opens its target beneath its root */
 	OK(store_file_add(st, &ln, NULL, 0, &res, NULL));
 	assert_int_equal(res, STORE_ADDED);
-	OK(store_job_claim(st, 2, 9, 8, &j));
+	OK(store_job_claim(st, 2, 0, 9, 8, &j));
 	assert_string_equal(j.rel_path, "l.mp3");
 	assert_string_equal(j.open_root, "/m");
 	assert_string_equal(j.open_rel, "a.mp3");
@@ -229,7 +229,7 @@ test_store_identity(void **state)
 	ln.src_rel = "b.mp3";   /* retargeted: its jobs start over */
 	OK(store_file_add(st, &ln, NULL, 0, &res, NULL));
 	assert_int_equal(res, STORE_CHANGED);
-	OK(store_job_claim(st, 1, 9, 8, &j));
+	OK(store_job_claim(st, 1, 0, 9, 8, &j));
 	assert_string_equal(j.open_rel, "a.mp3");      /* plain file: rel */
 	job_clear(&j);
 	store_close(st);

@@ -201,7 +201,7 @@ run_job(store_t *st, int64_t job_id, enum job_outcome o, int64_t retry_at)
 	struct job_result r = { .outcome = o, .exit_code = -1,
 	    .retry_at_ms = retry_at, .msg = "boom" };
 
-	OK(store_job_claim(st, job_id, 9, 8, &j));
+	OK(store_job_claim(st, job_id, 0, 9, 8, &j));
 	if (o == OUT_COMPLETED)
 		OK(store_job_complete(st, &j, NULL, 0, false));
 	else
@@ -424,7 +424,7 @@ test_migrate_to_v4(void **state)
 		store_file_free(&f);
 
 		/* and the jobs go on: a lease past the old one, a completion */
-		OK(store_job_claim(st, 2, 9, 8, &j));
+		OK(store_job_claim(st, 2, 0, 9, 8, &j));
 		assert_int_equal(j.lease, 5);
 		tmp_file(tmp, fin, "b");
 		OK(store_job_complete(st, &j, tp, 1, false));
@@ -432,7 +432,7 @@ test_migrate_to_v4(void **state)
 		assert_string_equal(status_of(st, 2), "completed");
 		assert_int_equal(q_int(h, "SELECT ready FROM jobs WHERE "
 		    "job_id = 5"), 1);
-		OK(store_job_claim(st, 4, 9, 8, &j));
+		OK(store_job_claim(st, 4, 0, 9, 8, &j));
 		job_clear(&j);
 		assert_int_equal(q_int(h, "SELECT count(*) FROM attempts"), 5);
 		store_close(st);
@@ -586,7 +586,7 @@ test_file_add(void **state)
 	free(other);
 
 	/* byte-exact round trip of the name through a claim */
-	OK(store_job_claim(st, job_of(st, 1, "transcribe", ""), 9, 8, &j));
+	OK(store_job_claim(st, job_of(st, 1, "transcribe", ""), 0, 9, 8, &j));
 	assert_string_equal(j.abs_path, weird);
 	assert_string_equal(j.rel_path, weird + 3);
 	assert_int_equal(j.stage, STAGE_TRANSCRIBE);
@@ -622,14 +622,14 @@ test_claim_complete(void **state)
 	add_files(st, 1, langs2, 2);
 	int64_t tr = job_of(st, 1, "transcribe", "");
 	int64_t en = job_of(st, 1, "translate", "en");
-	assert_int_equal(store_job_claim(st, en, 9, 8, &j), 1);  /* not ready */
-	OK(store_job_claim(st, tr, 9, 8, &j));
+	assert_int_equal(store_job_claim(st, en, 0, 9, 8, &j), 1);  /* not ready */
+	OK(store_job_claim(st, tr, 0, 9, 8, &j));
 	assert_int_equal(j.attempts, 1);
 	assert_true(j.lease > 0);
 	assert_string_equal(status_of(st, tr), "in-progress");
 	assert_int_equal(q_int(h, "SELECT owner_pid * 1000 + owner_master FROM "
 	    "jobs WHERE job_id = %lld", (long long)tr), 9008);
-	assert_int_equal(store_job_claim(st, tr, 10, 8, &j2), 1);  /* taken */
+	assert_int_equal(store_job_claim(st, tr, 0, 10, 8, &j2), 1);  /* taken */
 
 	tmp_file(tmp[0], fin[0], "a");
 	tmp_file(tmp[1], fin[1], "a.json");
@@ -653,7 +653,7 @@ test_claim_complete(void **state)
 	job_clear(&j);
 
 	/* a publish that fails leaves no output and the job in-progress */
-	OK(store_job_claim(st, en, 9, 8, &j));
+	OK(store_job_claim(st, en, 0, 9, 8, &j));
 	tmp_file(tmp[0], fin[0], "c");
 	tmp_file(tmp[1], fin[1], "d");
 	sprintf(fin[1], "%s/no/such/dir/c.json", dir);
@@ -681,12 +681,12 @@ test_lease_fencing(void **state)
 	enum job_status fs;
 
 	add_files(st, 1, langs2, 0);
-	OK(store_job_claim(st, 1, 100, 1, &stale));
+	OK(store_job_claim(st, 1, 0, 100, 1, &stale));
 	/* the master declares it hung and someone else takes it */
-	assert_int_equal(store_job_release(st, 1, 101, &hung, 3, &fs), 1);
-	OK(store_job_release(st, 1, 100, &hung, 3, &fs));
+	assert_int_equal(store_job_release(st, 1, 101, 0, &hung, 3, &fs), 1);
+	OK(store_job_release(st, 1, 100, 0, &hung, 3, &fs));
 	assert_int_equal(fs, JOB_ST_NOT_STARTED);
-	OK(store_job_claim(st, 1, 200, 1, &fresh));
+	OK(store_job_claim(st, 1, 0, 200, 1, &fresh));
 	assert_true(fresh.lease > stale.lease);
 	assert_int_equal(fresh.attempts, 2);
 
@@ -724,14 +724,14 @@ test_fail_outcomes(void **state)
 
 	add_files(st, 2, langs2, 0);
 	for (int i = 0; i < 5; i++) {           /* rate limits never count */
-		OK(store_job_claim(st, 1, 9, 8, &j));
+		OK(store_job_claim(st, 1, 0, 9, 8, &j));
 		assert_int_equal(j.attempts, 1);
 		OK(store_job_fail(st, &j, &rl, 3, &fs));
 		assert_int_equal(fs, JOB_ST_NOT_STARTED);
 		job_clear(&j);
 	}
 	for (int i = 1; i <= 3; i++) {
-		OK(store_job_claim(st, 1, 9, 8, &j));
+		OK(store_job_claim(st, 1, 0, 9, 8, &j));
 		assert_int_equal(j.attempts, i);
 		OK(store_job_fail(st, &j, &tr, 3, &fs));
 		assert_int_equal(fs, i < 3 ? JOB_ST_NOT_STARTED : JOB_ST_FAILED);
@@ -742,7 +742,7 @@ test_fail_outcomes(void **state)
 	assert_int_equal(q_int(h, "SELECT count(*) FROM attempts WHERE job_id = 1 "
 	    "AND outcome = 'rate_limited' AND http_status = 429"), 5);
 
-	OK(store_job_claim(st, 2, 9, 8, &j));
+	OK(store_job_claim(st, 2, 0, 9, 8, &j));
 	OK(store_job_fail(st, &j, &pm, 3, &fs));
 	assert_int_equal(fs, JOB_ST_FAILED);
 	assert_string_equal(q_str(h, "SELECT last_error FROM jobs WHERE "
@@ -766,24 +766,24 @@ test_release_and_recover(void **state)
 
 	add_files(st, 3, langs2, 0);
 	for (int i = 1; i <= 3; i++) {
-		OK(store_job_claim(st, 1, 50 + i, 8, &j));
+		OK(store_job_claim(st, 1, 0, 50 + i, 8, &j));
 		job_clear(&j);
-		OK(store_job_release(st, 1, 50 + i, &kill9, 3, &fs));
+		OK(store_job_release(st, 1, 50 + i, 0, &kill9, 3, &fs));
 	}
 	assert_int_equal(fs, JOB_ST_FAILED);
 	assert_non_null(strstr(q_str(h, "SELECT last_error FROM jobs WHERE "
 	    "job_id = 1"), "worker killed by signal 9 (attempt 3 of 3"));
 
 	/* a stopped farm gives the attempt back */
-	OK(store_job_claim(st, 2, 60, 8, &j));
+	OK(store_job_claim(st, 2, 0, 60, 8, &j));
 	job_clear(&j);
-	OK(store_job_release(st, 2, 60, &stop, 3, &fs));
+	OK(store_job_release(st, 2, 60, 0, &stop, 3, &fs));
 	assert_int_equal(q_int(h, "SELECT attempts FROM jobs WHERE job_id = 2"), 0);
 
 	/* a master that died: its jobs come back, the attempt counted */
-	OK(store_job_claim(st, 2, 61, 4242, &j));
+	OK(store_job_claim(st, 2, 0, 61, 4242, &j));
 	job_clear(&j);
-	OK(store_job_claim(st, 3, 62, 4242, &j));
+	OK(store_job_claim(st, 3, 0, 62, 4242, &j));
 	job_clear(&j);
 	x(h, "UPDATE jobs SET attempts = 3 WHERE job_id = 3");
 	OK(store_recover_orphans(st, 3, &n));
@@ -951,7 +951,7 @@ test_counts_and_retry(void **state)
 	run_job(st, job_of(st, 1, "translate", "de"), OUT_PERMANENT, 0);
 	run_job(st, job_of(st, 2, "transcribe", ""), OUT_PERMANENT, 0);
 	run_job(st, job_of(st, 3, "transcribe", ""), OUT_TRANSIENT, now + 60000);
-	OK(store_job_claim(st, job_of(st, 4, "transcribe", ""), 9, 8, &j));
+	OK(store_job_claim(st, job_of(st, 4, "transcribe", ""), 0, 9, 8, &j));
 	OK(store_counts_get(st, &c));
 	assert_int_equal(c.files, 4);
 	assert_int_equal(c.nstages, 3);
@@ -1002,7 +1002,7 @@ test_query_plans(void **state)
 	cfg_init(&cfg, STAGE_MASK_ALL);
 	fetch(st, &cfg, time_wall_ms(), out, 4);
 	OK(store_next_due(st, &cfg, time_wall_ms(), &due));
-	OK(store_job_claim(st, 2, 9, 8, &j));
+	OK(store_job_claim(st, 2, 0, 9, 8, &j));
 	job_clear(&j);
 	OK(store_counts_get(st, &c));
 	assert_true(c.oldest_in_progress_ms > 0);
@@ -1074,7 +1074,7 @@ child_work(int wfd)
 			usleep(500);
 		for (int i = 0; i < n; i++) {
 			struct job j;
-			int rc = store_job_claim(st, refs[i].job_id, getpid(), 1, &j);
+			int rc = store_job_claim(st, refs[i].job_id, 0, getpid(), 1, &j);
 			if (rc == 1)
 				continue;
 			if (rc < 0)

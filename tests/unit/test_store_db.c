@@ -307,10 +307,10 @@ test_store_pg(void **state)
 	/* host A claims job 1; its stale copy of the lease cannot complete
 	 * once host B has taken the job back from the silent host */
 	OK(store_host_register(st, 1000));
-	OK(store_job_claim(st, 1, 111, 100, &j));
+	OK(store_job_claim(st, 1, 0, 111, 100, &j));
 	assert_true(j.lease > 0);
 	assert_string_equal(j.rel_path, "f0\xff.wav");
-	assert_int_equal(store_job_claim(st, 1, 112, 100, &j2), 1);
+	assert_int_equal(store_job_claim(st, 1, 0, 112, 100, &j2), 1);
 	store_close(st);
 
 	OK(store_open(&st2, target, NULL, err, sizeof(err)));
@@ -321,7 +321,7 @@ test_store_pg(void **state)
 	/* the worker of the silent host comes back: fenced */
 	assert_int_equal(store_job_complete(st2, &j, NULL, 0, false), 1);
 	assert_int_equal(store_job_settle(st2, &j), 2);        /* lost */
-	OK(store_job_claim(st2, 1, 222, 200, &j2));
+	OK(store_job_claim(st2, 1, 0, 222, 200, &j2));
 	assert_true(j2.lease > j.lease);
 	assert_int_equal(j2.attempts, 2);
 	assert_int_equal(store_job_settle(st2, &j2), 1);       /* in-progress */
@@ -357,6 +357,116 @@ test_store_pg(void **state)
 	store_close(st2);
 }
 
+/* The transcribe job of file_id: its status and attempts as stored. */
+static void
+pg_job_is(store_t *st, int64_t file_id, const char *status, int attempts)
+{
+	struct store_file f;
+
+	OK(store_file_get(st, file_id, &f));
+	assert_string_equal(f.jobs[0].status, status);
+	assert_int_equal(f.jobs[0].attempts, attempts);
+	store_file_free(&f);
+}
+
+/* Many masters on one database: a master's claim skips the rows another
+ * is claiming (no wait), takes the oldest first and no more than asked;
+ * only its worker adopts a claim, with its lease; a claim nobody adopted
+ * goes back untouched, and its release is fenced by the lease. */
+static void
+test_store_pg_claim(void **state)
+{
+	static const char langs[][CONFIG_LANG_MAX] = { "en" };
+	char err[512], rel[64], abs[128];
+	store_t *a, *b;
+	enum store_add_result res;
+	struct config cfg;
+	struct job_ref ra[8], rb[8];
+	struct job j = { 0 }, j2 = { 0 };
+	struct job_result crash = { .outcome = OUT_CRASHED, .exit_code = -1,
+	    .signal = 9 };
+	enum job_status fs;
+	int64_t now = time_wall_ms();
+	int na = -1, nb = -1, given = -1;
+
+	(void)state;
+	if (!pg_fresh("t_claim"))
+		skip();
+	OK(store_open(&a, target, NULL, err, sizeof(err)));
+	OK(store_open(&b, target, NULL, err, sizeof(err)));
+	OK(store_langs_sync(a, langs, 1));
+	for (int i = 0; i < 6; i++) {
+		struct media_file mf = { .root = "/r", .rel = rel, .abs = abs,
+		    .size = 10 + i, .mtime_ns = 1, .dev = 1, .ino = 10 + i };
+		snprintf(rel, sizeof(rel), "c%d.wav", i);
+		snprintf(abs, sizeof(abs), "/r/%s", rel);
+		OK(store_file_add(a, &mf, langs, 1, &res, NULL));
+	}
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.stage_mask = STAGE_MASK_TRANSCRIBE;
+
+	/* A's claim of the two oldest is not committed yet: B does not wait
+	 * for it, it takes what is left */
+	OK(store_tx_begin(a));
+	OK(store_jobs_claim(a, &cfg, now, 100, ra, 2, &na));
+	assert_int_equal(na, 2);
+	assert_int_equal(ra[0].job_id, 1);
+	assert_int_equal(ra[1].job_id, 3);      /* 2 is c0's translation */
+	assert_true(ra[0].lease > 0 && ra[1].lease > 0 &&
+	    ra[0].lease != ra[1].lease);
+	OK(store_jobs_claim(b, &cfg, now, 200, rb, 8, &nb));
+	assert_int_equal(nb, 4);
+	for (int i = 0; i < nb; i++) {
+		assert_int_equal(rb[i].stage, STAGE_TRANSCRIBE);
+		assert_true(rb[i].job_id != ra[0].job_id &&
+		    rb[i].job_id != ra[1].job_id);
+		assert_true(i == 0 || rb[i].job_id > rb[i - 1].job_id);
+	}
+	OK(store_tx_commit(a));
+	pg_job_is(a, 1, "in-progress", 1);
+	OK(store_jobs_claim(b, &cfg, now, 200, rb + 4, 4, &nb));
+	assert_int_equal(nb, 0);        /* nothing runnable: 0, not 1 */
+
+	/* only the claim's own worker adopts it */
+	assert_int_equal(store_job_claim(a, 1, ra[0].lease + 1000, 111, 100,
+	    &j), 1);
+	assert_int_equal(store_job_claim(a, 1, ra[0].lease, 111, 999, &j), 1);
+	OK(store_job_claim(a, 1, ra[0].lease, 111, 100, &j));
+	assert_int_equal(j.lease, ra[0].lease);
+	assert_int_equal(j.attempts, 1);
+	assert_string_equal(j.rel_path, "c0.wav");
+	assert_int_equal(store_job_claim(b, 1, ra[0].lease, 112, 100, &j2), 1);
+
+	/* given back: the adopted one stays the worker's, the other is as it
+	 * was before the claim, and could be claimed again */
+	OK(store_job_unclaim(a, ra, 2, &given));
+	assert_int_equal(given, 1);
+	pg_job_is(a, 1, "in-progress", 1);
+	pg_job_is(a, 2, "not_started", 0);
+	assert_int_equal(store_job_claim(a, 3, ra[1].lease, 113, 100, &j2), 1);
+
+	/* while B claims it, A finds it runnable but taken: 1, none */
+	OK(store_tx_begin(b));
+	OK(store_jobs_claim(b, &cfg, now, 200, rb + 4, 1, &nb));
+	assert_int_equal(nb, 1);
+	assert_int_equal(store_jobs_claim(a, &cfg, now, 100, ra, 4, &na), 1);
+	assert_int_equal(na, 0);
+	OK(store_tx_commit(b));
+
+	/* B's worker died before adopting rb[0]: the release is fenced by
+	 * the lease, not the pid (there is none) */
+	assert_int_equal(store_job_release(b, rb[0].job_id, 0,
+	    rb[0].lease + 1000, &crash, 3, &fs), 1);
+	OK(store_job_release(b, rb[0].job_id, 0, rb[0].lease, &crash, 3, &fs));
+	assert_int_equal(fs, JOB_ST_NOT_STARTED);
+
+	OK(store_job_complete(a, &j, NULL, 0, false));
+	pg_job_is(a, 1, "completed", 1);
+	job_clear(&j);
+	store_close(a);
+	store_close(b);
+}
+
 static int
 setup(void **state)
 {
@@ -385,6 +495,7 @@ main(void)
 		cmocka_unit_test(test_driver_pg),
 		cmocka_unit_test(test_driver_pg_reconnect),
 		cmocka_unit_test(test_store_pg),
+		cmocka_unit_test(test_store_pg_claim),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
