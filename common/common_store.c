@@ -215,6 +215,9 @@ static const char *const store_migrations[] = {
 	"END;"
 	"DELETE FROM attempts WHERE ended_at IS NULL AND attempt_id IN"
 	"  (SELECT lease FROM jobs WHERE status = 'in-progress');",
+	/* version 5: PostgreSQL's runnable index ends in job_id, as
+	 * SQLite's does already (its rowid) */
+	"SELECT 1",
 };
 _Static_assert(sizeof(store_migrations) / sizeof(store_migrations[0]) ==
 	       STORE_SCHEMA_VERSION, "one migration per schema version");

@@ -12,7 +12,7 @@
 #include "common.h"
 #include "common_config.h"
 
-#define STORE_SCHEMA_VERSION 4
+#define STORE_SCHEMA_VERSION 5
 
 #define JOB_NOT_STARTED "not_started"
 #define JOB_IN_PROGRESS "in-progress"
@@ -445,6 +445,14 @@ int  store_view_ensure(store_t *st);
 /* The target languages recorded by the last store_langs_sync. */
 int  store_langs_load(store_t *st, char (*langs)[CONFIG_LANG_MAX], int max,
 		      int *n);
+/* The (stage, language) pairs cfg's run works on, transcripts first:
+ * how many (at most STORE_WANTS_MAX). */
+struct store_want {
+	int  stage;
+	char lang[CONFIG_LANG_MAX];
+};
+#define STORE_WANTS_MAX (1 + 2 * CONFIG_LANGS_MAX)
+int  store_wants(const struct config *cfg, struct store_want *w);
 /* Paths are kept as BLOBs (bytea) so that any byte sequence survives. */
 int  store_bind_path(db_stmt_t *s, int idx, const char *path);
 char *store_column_path(db_stmt_t *s, int col);

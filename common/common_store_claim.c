@@ -192,33 +192,45 @@ store_claim_pair(store_t *st, int stage, const char *lang, int n,
 	return step < 0 ? -1 : 0;
 }
 
-/* Which pairs and how many of each: the oldest `max` runnable jobs
- * across the pairs (a read on the ordered index, store_runnable_fetch),
- * then one claim per pair for its share.  A share another master took
- * meanwhile comes back short; the next refill asks again. */
+/* Which pairs and how many of each: with one pair, one statement (the
+ * usual run: one stage, or one language); with several, the oldest `max`
+ * runnable jobs across them (a read on the ordered index,
+ * store_runnable_fetch), then one claim per pair for its share, in one
+ * transaction.  A share another master took meanwhile comes back short;
+ * the next refill asks again. */
 int
 store_jobs_claim(store_t *st, const struct config *cfg, int64_t now_ms,
 		 pid_t master, struct job_ref *out, int max, int *nout)
 {
+	struct store_want w[STORE_WANTS_MAX];
 	struct job_ref *cand = NULL;
 	struct store_claimed *c = NULL;
-	int ncand = 0, nc = 0, rc = -1;
+	int nw, ncand = 0, nc = 0, rc = -1;
 	bool own;
 
 	*nout = 0;
 	if (!store_is_pg(st))
 		return store_fail(st, "a master claims jobs on PostgreSQL only");
-	if (max <= 0)
+	if (max <= 0 || (nw = store_wants(cfg, w)) == 0)
 		return 0;
+	c = xcalloc((size_t)max, sizeof(*c));
+	if (nw == 1) {
+		if (store_claim_pair(st, w[0].stage, w[0].lang, max, now_ms,
+		    master, c, &nc) < 0)
+			goto out_free;
+		/* none: nothing runnable, or all of it in other hands */
+		rc = nc == 0 ? store_runnable_fetch(st, cfg, now_ms, NULL, 0,
+		    out, 1, &ncand) < 0 ? -1 : ncand : 0;
+		goto sorted;
+	}
 	cand = xcalloc((size_t)max, sizeof(*cand));
 	if (store_runnable_fetch(st, cfg, now_ms, NULL, 0, cand, max,
 	    &ncand) < 0 || ncand == 0) {
-		free(cand);
-		return ncand == 0 ? 0 : -1;
+		rc = ncand == 0 ? 0 : -1;
+		goto out_free;
 	}
-	c = xcalloc((size_t)max, sizeof(*c));
 	if (store_tx_enter(st, &own) < 0)
-		goto out;
+		goto out_free;
 	for (int i = 0; i < ncand; i++) {
 		int n = 0;
 		if (cand[i].stage < 0)          /* this pair is counted */
@@ -237,12 +249,14 @@ store_jobs_claim(store_t *st, const struct config *cfg, int64_t now_ms,
 	rc = nc == 0;           /* all of them in other masters' hands */
 out:
 	rc = store_tx_leave(st, own, rc);
+sorted:
 	if (rc >= 0) {
 		qsort(c, (size_t)nc, sizeof(*c), store_claimed_cmp);
 		for (int i = 0; i < nc; i++)
 			out[i] = c[i].ref;
 		*nout = nc;
 	}
+out_free:
 	free(cand);
 	free(c);
 	return rc;

@@ -15,6 +15,7 @@
  * attempt ends (its id still from the sequence), a running attempt is its
  * job row.  SQLite's other changes of version 4 (CHECKs as OR chains, the
  * rebuilt table) were for SQLite's planner and have no use here.
+ * Version 5 is PostgreSQL's alone: the runnable index in claim order.
  */
 #define MPFARM_STORE_INTERNAL 1
 #include "common_store.h"
@@ -111,6 +112,13 @@ const char *const store_pg_migrations[] = {
 	 * whose rows now tell the same (their lease is the row's id) */
 	"DELETE FROM attempts WHERE ended_at IS NULL AND attempt_id IN"
 	"  (SELECT lease FROM jobs WHERE status = 'in-progress');",
+	/* version 5: the runnable jobs in the order they are claimed
+	 * (run_after, job_id), so that a claim walks the index and stops at
+	 * its LIMIT instead of sorting every runnable job (SQLite's index
+	 * ends in the rowid, job_id, already) */
+	"DROP INDEX jobs_status;"
+	"CREATE INDEX jobs_status ON jobs (stage, lang, status, ready, "
+	"  run_after, job_id);",
 };
 
 /* a new schema version needs its PostgreSQL spelling too */

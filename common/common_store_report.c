@@ -280,16 +280,10 @@ out:
 
 /* ---- what to run --------------------------------------------------- */
 
-struct store_want {
-	int  stage;
-	char lang[CONFIG_LANG_MAX];
-};
-#define STORE_WANTS_MAX (1 + 2 * CONFIG_LANGS_MAX)
-
 /* The (stage, language) pairs this run works on.  Translations are taken
  * for the configured target languages (and any --language), filtered by
  * config_wants, so jobs of a language dropped from the config stay put. */
-static int
+int
 store_wants(const struct config *cfg, struct store_want *w)
 {
 	int n = 0;

@@ -153,38 +153,53 @@ farm_dispatch(void)
 				farm_dispatch_one(farm.slots[i], true);
 }
 
+/* What one slot could hold sent ahead once it runs a job: nothing for
+ * long jobs or a limited provider (farm_slot_takes), else up to
+ * FARM_AHEAD_MAX within its job limit. */
+static int
+farm_slot_ahead_room(const struct slot *s, bool idle)
+{
+	int room;
+
+	if (idle ? s->avg_job_ms <= 0 || s->avg_job_ms > FARM_AHEAD_MAX_MS :
+	    !farm_slot_takes(s, true))
+		return 0;
+	room = FARM_AHEAD_MAX - s->nahead;
+	if (s->jobs_limit > 0 && s->jobs_limit - s->jobs_done - 1 - s->nahead <
+	    room)
+		room = s->jobs_limit - s->jobs_done - 1 - s->nahead;
+	return room > 0 ? room : 0;
+}
+
 int
 farm_dispatch_room(bool *worth_it)
 {
 	int idle = 0, ahead = 0, ahead_all = 0;
-	bool waiting = false;
+	bool starting = false;
 
 	*worth_it = false;
 	if (farm.stopping)
 		return 0;
 	for (int i = 0; i < farm.nslots; i++) {
 		const struct slot *s = farm.slots[i];
-		if (s->state == SLOT_IDLE || s->state == SLOT_STARTING)
-			waiting = true;
+		int room;
+		if (s->state == SLOT_STARTING)
+			starting = true;
 		if (farm_slot_takes(s, false)) {
 			idle++;
-		} else if (farm_slot_takes(s, true)) {
-			int room = FARM_AHEAD_MAX - s->nahead;
-			if (s->jobs_limit > 0 && s->jobs_limit - s->jobs_done - 1 -
-			    s->nahead < room)
-				room = s->jobs_limit - s->jobs_done - 1 - s->nahead;
-			ahead += room;
-			ahead_all += FARM_AHEAD_MAX;
+			room = farm_slot_ahead_room(s, true);
+		} else {
+			room = farm_slot_ahead_room(s, false);
 		}
+		ahead += room;
+		ahead_all += room > 0 || s->nahead > 0 ? FARM_AHEAD_MAX : 0;
 	}
-	if (idle > 0) {
-		*worth_it = true;
-		return idle;
-	}
-	if (waiting)
-		return 0;
-	*worth_it = ahead > 0 && 2 * ahead >= ahead_all;
-	return ahead;
+	/* once the idle ones run a job, none is idle: dispatch sends ahead
+	 * unless a worker is still starting */
+	if (starting)
+		ahead = 0;
+	*worth_it = idle > 0 || (ahead > 0 && 4 * ahead >= ahead_all);
+	return idle + ahead;
 }
 
 void

@@ -417,7 +417,7 @@ def test_migration_escapes_old_rows(farm):
     farm.run("retry", "--dry-run").returncode   # read-only: no migration
     assert farm.scalar("PRAGMA user_version") == 2
     farm.scan()
-    assert farm.scalar("PRAGMA user_version") == 4
+    assert farm.scalar("PRAGMA user_version") == 5
     con = sqlite3.connect(str(farm.db))
     con.execute("SELECT * FROM processing_status").fetchall()
     assert con.execute("SELECT last_error FROM jobs WHERE stage = "
@@ -455,7 +455,7 @@ def test_migration_to_v4_keeps_the_running_attempt(farm):
     con.close()
     assert farm.scalar(version) == 3
     farm.scan()
-    assert farm.scalar(version) == 4
+    assert farm.scalar(version) == 5
     assert farm.scalar("SELECT count(*) FROM attempts") == 0
     assert job(farm, ids["a.mp3"])[1:] == ("in-progress", 1)
     p = farm.run("show", "--json", farm.media / "a.mp3", check=True)

@@ -380,7 +380,8 @@ test_migrate_to_v4(void **state)
 		store_t *st = open_ok(0, 0);
 		sqlite3 *h = db_sqlite_handle(store_db(st));
 
-		assert_int_equal(q_int(h, "PRAGMA user_version"), 4);
+		assert_int_equal(q_int(h, "PRAGMA user_version"),
+		    STORE_SCHEMA_VERSION);
 		assert_int_equal(q_int(h, "PRAGMA foreign_keys"), 1);
 		assert_int_equal(q_int(h, "SELECT count(*) FROM "
 		    "pragma_foreign_key_check"), 0);
