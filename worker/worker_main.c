@@ -527,6 +527,9 @@ worker_main(const struct worker_args *wa)
 					worker_job_run(st, &w.pending[i]);
 					continue;
 				}
+				/* after the DONEs of the jobs run before it:
+				 * the master expects them in the order sent */
+				worker_flush();
 				skip.u.done.job_id = w.pending[i].job_id;
 				skip.u.done.provider = w.pending[i].prov;
 				worker_msg_send(&skip);

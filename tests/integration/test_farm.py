@@ -214,6 +214,28 @@ def test_term_grace_kills_and_returns_jobs(farm):
                       "'interrupted'")[0][0] == 3
 
 
+def test_term_with_jobs_sent_ahead_breaks_no_worker(farm):
+    """Short jobs are sent ahead; on TERM a worker runs those it already
+    claimed and skips the rest, and its answers reach the master in the
+    order the jobs were sent: no worker is taken for broken and killed,
+    no attempt is counted as a crash, nothing stays in progress."""
+    farm.write_config(BASE + "[noop]\ndelay_ms = 2\n")
+    farm.make_media(300)
+    farm.run("scan", farm.media, check=True)
+    m = farm.start("run", "--workers", "2", "--stage", "transcribe")
+    wait_for(lambda: farm.counts().get("completed", 0) >= 40, 30,
+             what="the farm under way")
+    m.send_signal(signal.SIGTERM)
+    assert m.wait(timeout=30 * SLOW) == 0
+    log = farm.log()
+    assert "event=worker_broken" not in log
+    assert "event=worker_kill" not in log
+    assert farm.query("SELECT COUNT(*) FROM attempts WHERE outcome <> "
+                      "'completed'")[0][0] == 0
+    c = farm.counts()
+    assert "in-progress" not in c and c.get("not_started", 0) > 0, c
+
+
 def test_quit_stops_at_once_losing_nothing(farm):
     farm.write_config(BASE + "[noop]\ndelay_ms = 20000\n")
     farm.make_media(2)

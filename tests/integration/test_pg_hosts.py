@@ -71,26 +71,92 @@ def host_jobs(farm, host_pid):
         (host_pid,))]
 
 
-def test_three_masters_share_one_database(farm, tmp_path):
-    n = 90
-    farm.write_config(CONF.format(delay=20))
+def start_hosts(farm, tmp_path, n, delay, hosts, *extra):
+    """n files scanned, the reference outputs, and `hosts` masters of
+    --workers 2 started together: (reference, masters, their logs)."""
+    farm.write_config(CONF.format(delay=delay))
     farm.make_media(n)
     ref = reference_outputs(tmp_path, farm, n)
     assert farm.run("scan", farm.media).returncode == 0
-    logs = [farm.path / ("m%d.log" % i) for i in range(3)]
-    ms = [farm.start("run", "--workers", "2", log=logs[i]) for i in range(3)]
+    logs = [farm.path / ("m%d.log" % i) for i in range(hosts)]
+    return ref, [farm.start("run", "--workers", "2", *extra, log=log)
+                 for log in logs], logs
+
+
+def host_completed(log):
+    """What a master's farm_exit line says it completed."""
+    line = [x for x in log.read_text().splitlines()
+            if "event=farm_exit" in x][-1]
+    return int(line.split("completed=")[1].split()[0])
+
+
+def test_three_masters_share_one_database(farm, tmp_path):
+    n = 90
+    ref, ms, logs = start_hosts(farm, tmp_path, n, 20, 3)
     for m in ms:
         assert m.wait(timeout=120 * SLOW) == 0
     assert_done_once(farm, n, ref)
-    done = []
-    for log in logs:
-        text = log.read_text()
-        line = [x for x in text.splitlines() if "event=farm_exit" in x][-1]
-        done.append(int(line.split("completed=")[1].split()[0]))
+    done = [host_completed(log) for log in logs]
     assert sum(done) == n, done
     assert all(d > 0 for d in done), done
     # a clean exit leaves no host row behind
     assert farm.query("SELECT count(*) FROM hosts") == [(0,)]
+
+
+def test_claims_skip_each_other_and_fit_idle_workers(farm, tmp_path):
+    """Two masters claim with SKIP LOCKED: no worker is ever handed a job
+    another host holds (no job_skipped), each host holds no more jobs
+    than it has workers (300 ms jobs are never sent ahead), every job
+    runs once, and both hosts work."""
+    n = 24
+    ref, ms, logs = start_hosts(farm, tmp_path, n, 300, 2, "--log-level",
+                                "debug")
+    most = {}
+    deadline = time.monotonic() + 120 * SLOW
+    while any(m.poll() is None for m in ms):
+        assert time.monotonic() < deadline, "the masters did not finish"
+        for pid, held in farm.query(
+                "SELECT h.pid, count(*) FROM jobs j JOIN hosts h ON "
+                "h.host_id = j.owner_host WHERE j.status = 'in-progress' "
+                "GROUP BY h.pid"):
+            most[pid] = max(most.get(pid, 0), held)
+        time.sleep(0.05)
+    assert [m.returncode for m in ms] == [0, 0]
+    assert_done_once(farm, n, ref)
+    assert most and all(h <= 2 for h in most.values()), most
+    assert farm.query("SELECT count(*) FROM jobs WHERE attempts <> 1") == \
+        [(0,)]
+    for log in logs:
+        text = log.read_text()
+        assert "event=job_skipped" not in text
+        assert "event=jobs_given_back" not in text
+        assert host_completed(log) > 0, log
+
+
+def test_stop_gives_claims_back_untouched(farm, tmp_path):
+    """Short jobs are claimed in batches and sent ahead; a TERM mid-run
+    gives back every claim no worker started, as it was: nothing stays
+    in progress, and a job that never ran has no attempt counted and no
+    attempt row."""
+    n = 400
+    ref, ms, logs = start_hosts(farm, tmp_path, n, 2, 1, "--log-level",
+                                "debug")
+    wait_for(lambda: farm.scalar("SELECT count(*) FROM jobs WHERE status "
+                                 "= 'completed'") >= 40, 60,
+             what="the farm under way")
+    ms[0].send_signal(signal.SIGTERM)
+    assert ms[0].wait(timeout=60 * SLOW) == 0
+    counts = farm.counts()
+    assert "in-progress" not in counts, counts
+    assert 0 < counts.get("not_started", 0) < n, counts
+    assert farm.query(
+        "SELECT count(*) FROM jobs j WHERE status = 'not_started' AND "
+        "(attempts <> 0 OR EXISTS (SELECT 1 FROM attempts a "
+        "WHERE a.job_id = j.job_id))") == [(0,)]
+    assert "event=jobs_given_back" in logs[0].read_text()
+    # and the next run finishes them, each once
+    assert farm.run("run", "--workers", "2").returncode == 0
+    assert_done_once(farm, n, ref)
 
 
 def test_killed_host_jobs_taken_over(farm, tmp_path):
