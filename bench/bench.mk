@@ -26,8 +26,8 @@ bench: $(B)/mpfarm $(B)/bench_floor $(B)/bench_min $(B)/bench_split
 
 # The many-hosts part (bench/bench_pg.py): mpfarm with 1-3 masters on one
 # PostgreSQL database beside pgbench's floor and mpfarm on SQLite, and the
-# API-bound goodput of 3 masters under one farm-wide rate limit.  About 3
-# minutes on 2 busy cores; bigger: make bench-pg PG_BENCH_ARGS="--files 20000 --rounds 3"
+# API-bound goodput of 3 masters under one farm-wide rate limit.  About 1
+# minute on 2 cores; steadier: make bench-pg PG_BENCH_ARGS="--files 15000 --rounds 3"
 PG_BENCH_ARGS ?=
 
 bench-pg: $(B)/mpfarm
