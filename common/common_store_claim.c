@@ -161,103 +161,92 @@ store_claimed_cmp(const void *a, const void *b)
 	return (x->ref.job_id > y->ref.job_id) - (x->ref.job_id < y->ref.job_id);
 }
 
-/* Claim up to n jobs of (stage, lang) into c[*nc..]. */
+/* Claim up to n jobs of pair w into c[*nc..] (room for n more). */
 static int
-store_claim_pair(store_t *st, int stage, const char *lang, int n,
+store_claim_pair(store_t *st, const struct store_want *w, int n,
 		 int64_t now_ms, pid_t master, struct store_claimed *c,
 		 int *nc)
 {
 	db_stmt_t *s = store_stmt(st, &q_claim_batch);
-	int step;
+	int step, end = *nc + n;
 
 	if (s == NULL)
 		return -1;
-	db_bind_text(s, 1, job_stage_name(stage));
-	db_bind_text(s, 2, lang);
+	db_bind_text(s, 1, job_stage_name(w->stage));
+	db_bind_text(s, 2, w->lang);
 	db_bind_int64(s, 3, now_ms);
 	db_bind_int64(s, 4, n);
 	db_bind_int64(s, 5, master);
 	db_bind_text(s, 6, store_host_id());
-	while ((step = store_step(st, s)) == DB_ROW && n-- > 0) {
+	while ((step = store_step(st, s)) == DB_ROW && *nc < end) {
 		struct store_claimed *x = &c[(*nc)++];
 		x->ref.job_id = db_column_int64(s, 0);
 		x->ref.lease = db_column_int64(s, 1);
 		x->run_after = db_column_int64(s, 2);
-		x->ref.stage = stage;
-		snprintf(x->ref.lang, sizeof(x->ref.lang), "%s", lang);
+		x->ref.stage = w->stage;
+		memcpy(x->ref.lang, w->lang, sizeof(x->ref.lang));
 	}
-	if (step == DB_ROW)     /* more rows than asked for: not reached */
-		return store_run(st, s) < 0 ? -1 :
-		    store_fail(st, "claim returned more than %d rows", n);
+	if (step == DB_ROW)     /* LIMIT holds: not reached */
+		db_reset(s);
 	return step < 0 ? -1 : 0;
 }
 
-/* Which pairs and how many of each: with one pair, one statement (the
- * usual run: one stage, or one language); with several, the oldest `max`
- * runnable jobs across them (a read on the ordered index,
- * store_runnable_fetch), then one claim per pair for its share, in one
- * transaction.  A share another master took meanwhile comes back short;
- * the next refill asks again. */
+/* Which pairs and how many of each: with one pair, all of max in one
+ * statement (the usual run: one stage, or one language); with several,
+ * each pair's share of the oldest max runnable jobs across them (a read
+ * on the ordered index, store_runnable_fetch), claimed pair by pair in
+ * one transaction.  A share another master took meanwhile comes back
+ * short; the next refill asks again. */
 int
 store_jobs_claim(store_t *st, const struct config *cfg, int64_t now_ms,
 		 pid_t master, struct job_ref *out, int max, int *nout)
 {
 	struct store_want w[STORE_WANTS_MAX];
-	struct job_ref *cand = NULL;
+	int share[STORE_WANTS_MAX] = { 0 };
 	struct store_claimed *c = NULL;
 	int nw, ncand = 0, nc = 0, rc = -1;
-	bool own;
+	bool own = false;
 
 	*nout = 0;
 	if (!store_is_pg(st))
 		return store_fail(st, "a master claims jobs on PostgreSQL only");
 	if (max <= 0 || (nw = store_wants(cfg, w)) == 0)
 		return 0;
-	c = xcalloc((size_t)max, sizeof(*c));
 	if (nw == 1) {
-		if (store_claim_pair(st, w[0].stage, w[0].lang, max, now_ms,
-		    master, c, &nc) < 0)
-			goto out_free;
-		/* none: nothing runnable, or all of it in other hands */
-		rc = nc == 0 ? store_runnable_fetch(st, cfg, now_ms, NULL, 0,
-		    out, 1, &ncand) < 0 ? -1 : ncand : 0;
-		goto sorted;
+		share[0] = max;
+	} else {
+		if (store_runnable_fetch(st, cfg, now_ms, NULL, 0, out, max,
+		    &ncand) < 0)
+			return -1;
+		for (int i = 0; i < ncand; i++)
+			for (int k = 0; k < nw; k++)
+				if (out[i].stage == w[k].stage &&
+				    strcmp(out[i].lang, w[k].lang) == 0)
+					share[k]++;
+		if (ncand == 0)
+			return 0;
+		if (store_tx_enter(st, &own) < 0)
+			return -1;
 	}
-	cand = xcalloc((size_t)max, sizeof(*cand));
-	if (store_runnable_fetch(st, cfg, now_ms, NULL, 0, cand, max,
-	    &ncand) < 0 || ncand == 0) {
-		rc = ncand == 0 ? 0 : -1;
-		goto out_free;
-	}
-	if (store_tx_enter(st, &own) < 0)
-		goto out_free;
-	for (int i = 0; i < ncand; i++) {
-		int n = 0;
-		if (cand[i].stage < 0)          /* this pair is counted */
-			continue;
-		for (int k = i; k < ncand; k++)
-			if (cand[k].stage == cand[i].stage &&
-			    strcmp(cand[k].lang, cand[i].lang) == 0) {
-				if (k > i)
-					cand[k].stage = -1;
-				n++;
-			}
-		if (store_claim_pair(st, cand[i].stage, cand[i].lang, n, now_ms,
-		    master, c, &nc) < 0)
+	c = xcalloc((size_t)max, sizeof(*c));
+	for (int k = 0; k < nw; k++)
+		if (share[k] > 0 && store_claim_pair(st, &w[k], share[k],
+		    now_ms, master, c, &nc) < 0)
 			goto out;
-	}
-	rc = nc == 0;           /* all of them in other masters' hands */
+	rc = 0;
 out:
-	rc = store_tx_leave(st, own, rc);
-sorted:
+	if (nw > 1)
+		rc = store_tx_leave(st, own, rc);
+	/* none claimed: nothing runnable, or all of it in other hands */
+	if (rc == 0 && nc == 0)
+		rc = ncand > 0 ? 1 : store_runnable_fetch(st, cfg, now_ms, NULL,
+		    0, out, 1, &ncand) < 0 ? -1 : ncand > 0;
 	if (rc >= 0) {
 		qsort(c, (size_t)nc, sizeof(*c), store_claimed_cmp);
 		for (int i = 0; i < nc; i++)
 			out[i] = c[i].ref;
 		*nout = nc;
 	}
-out_free:
-	free(cand);
 	free(c);
 	return rc;
 }

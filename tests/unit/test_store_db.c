@@ -463,6 +463,33 @@ test_store_pg_claim(void **state)
 	OK(store_job_complete(a, &j, NULL, 0, false));
 	pg_job_is(a, 1, "completed", 1);
 	job_clear(&j);
+
+	/* several pairs: c0's translation (ready now) with the transcripts
+	 * still runnable, each claimed once, under the pair it belongs to */
+	cfg.stage_mask = STAGE_MASK_ALL;
+	memcpy(cfg.langs, langs, sizeof(langs));
+	cfg.nlangs = 1;
+	OK(store_jobs_claim(a, &cfg, time_wall_ms(), 100, ra, 8, &na));
+	assert_true(na >= 2);
+	{
+		bool tr = false;
+		for (int i = 0; i < na; i++) {
+			assert_true(ra[i].lease > 0);
+			if (ra[i].job_id == 2) {
+				tr = true;
+				assert_int_equal(ra[i].stage, STAGE_TRANSLATE);
+				assert_string_equal(ra[i].lang, "en");
+			} else {
+				assert_int_equal(ra[i].stage, STAGE_TRANSCRIBE);
+			}
+			for (int k = 0; k < i; k++)
+				assert_true(ra[k].job_id != ra[i].job_id);
+		}
+		assert_true(tr);
+	}
+	assert_int_equal(store_jobs_claim(b, &cfg, time_wall_ms(), 200, rb, 8,
+	    &nb), 0);
+	assert_int_equal(nb, 0);
 	store_close(a);
 	store_close(b);
 }
