@@ -215,6 +215,12 @@ bool proc_alive(pid_t pid);
  * flags: 0, or -1 with errno from fcntl. */
 int fd_set_cloexec(int fd);
 int fd_set_nonblock(int fd, bool on);
+/* In a child before exec or its own work: close every descriptor from
+ * `first` up except `keep` (-1: none), whatever opened it and however
+ * (close_range, or one by one up to FD_CLOSE_SCAN_MAX on kernels without
+ * it).  Async-signal-safe. */
+#define FD_CLOSE_SCAN_MAX 1024
+void fd_close_from(int first, int keep);
 
 /* ---- process hardening and leftovers (common_proc.c) ----------------- */
 /* Make this process (and the workers it forks) not dumpable and set the

@@ -10,11 +10,13 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -300,6 +302,27 @@ fd_set_cloexec(int fd)
 	if (fl < 0 || fcntl(fd, F_SETFD, fl | FD_CLOEXEC) < 0)
 		return -1;
 	return 0;
+}
+
+static void
+fd_close_range(int first, int last)
+{
+	if (first > last)
+		return;
+	if (syscall(SYS_close_range, (unsigned)first, (unsigned)last, 0) == 0)
+		return;
+	for (int fd = first; fd <= last && fd < FD_CLOSE_SCAN_MAX; fd++)
+		close(fd);
+}
+
+void
+fd_close_from(int first, int keep)
+{
+	if (keep >= first) {
+		fd_close_range(first, keep - 1);
+		first = keep + 1;
+	}
+	fd_close_range(first, INT_MAX);
 }
 
 int

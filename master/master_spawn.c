@@ -14,17 +14,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 /* The descriptors a worker starts with: its stderr is the master's log
- * pipe, its channel a fixed number it is told; everything from
- * FARM_CHILD_FD_FIRST_CLOSED up is closed (close_range, or one by one up
- * to FARM_CHILD_FD_SCAN_MAX where the kernel has no close_range). */
+ * pipe, its channel a fixed number it is told; everything above is
+ * closed. */
 #define FARM_CHILD_FD_LOG           2
-#define FARM_CHILD_FD_CHAN          3
-#define FARM_CHILD_FD_FIRST_CLOSED  4
-#define FARM_CHILD_FD_SCAN_MAX      1024
+#define FARM_CHILD_FD_CHAN          FD_AFTER_STDIO
 
 /* Recycling jitter: a worker's job limit is --max-jobs-per-worker
  * +- 1/FARM_JOBS_JITTER_DIV of it. */
@@ -57,11 +53,7 @@ farm_child_setup(int chan, int slot)
 	    dup2(chan, FARM_CHILD_FD_CHAN) < 0 ||
 	    fd_set_cloexec(FARM_CHILD_FD_CHAN) < 0)  /* engines get no channel */
 		_exit(WORKER_EXIT_CONFIG);
-	if (syscall(SYS_close_range, (unsigned)FARM_CHILD_FD_FIRST_CLOSED, ~0U,
-	    0) < 0)
-		for (int fd = FARM_CHILD_FD_FIRST_CLOSED;
-		    fd < FARM_CHILD_FD_SCAN_MAX; fd++)
-			close(fd);
+	fd_close_from(FARM_CHILD_FD_CHAN + 1, -1);
 	log_set_fd(FARM_CHILD_FD_LOG);
 	log_set_hook(NULL);
 	worker_main(&wa);

@@ -180,8 +180,8 @@ exec_term_handler(int sig)
 	raise(sig);
 }
 
-/* keep_fd (>= FD_AFTER_STDIO, or -1): the media descriptor, left open across exec in
- * the engine only, for its /dev/fd/N in {input}. */
+/* keep_fd (>= FD_AFTER_STDIO, or -1): the media descriptor, left open
+ * across exec in the engine only when {input} names it as /dev/fd/N. */
 static pid_t
 exec_spawn(char **argv, int keep_fd, int *in_fd, int *out_fd, int *err_fd)
 {
@@ -213,6 +213,9 @@ exec_spawn(char **argv, int keep_fd, int *in_fd, int *out_fd, int *err_fd)
 		/* an engine holds no key: exec makes it dumpable again, and it
 		 * gets the operator's core limit back */
 		proc_core_restore();
+		/* stdio and the media: nothing the worker or a library
+		 * holds, CLOEXEC or not */
+		fd_close_from(FD_AFTER_STDIO, keep_fd);
 		if (keep_fd >= FD_AFTER_STDIO)
 			(void)fcntl(keep_fd, F_SETFD, 0);
 		execvpe(argv[0], argv, env);
@@ -455,8 +458,8 @@ exec_run(const struct provider_req *req, struct provider_result *res)
 	sigemptyset(&sa.sa_mask);
 	exec_term = 0;
 	(void)sigaction(SIGTERM, &sa, &old_term);
-	pid = exec_spawn(argv, req->stage == STAGE_TRANSCRIBE ? req->input_fd
-	    : -1, &in_fd, &out_fd, &err_fd);
+	pid = exec_spawn(argv, req->stage == STAGE_TRANSCRIBE &&
+	    exec_uses_input(cmd) ? req->input_fd : -1, &in_fd, &out_fd, &err_fd);
 	if (pid < 0) {
 		provider_result_error(res, OUT_TRANSIENT, "cannot start %s: %s",
 		    argv[0], strerror(errno));

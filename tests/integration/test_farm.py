@@ -442,20 +442,38 @@ def test_locked_database_never_strands_a_job(farm):
     assert farm.counts() == {"completed": 2}
 
 
-def test_engines_get_no_channel_fd(farm):
-    farm.write_config(BASE.replace("[translate]\nprovider = noop\nlanguages = en,de\n",
-                                   "") + """
+EXEC_ONLY = BASE.replace("[translate]\nprovider = noop\nlanguages = en,de\n", "")
+
+
+def engine_fds(farm, command):
+    """The transcript of one file whose engine is `command`."""
+    farm.write_config(EXEC_ONLY + """
 [transcribe]
 provider = exec
 [exec]
-transcribe_command = sh -c 'ls /proc/$$/fd | sort -n | tr "\\n" " "'
-""")
+transcribe_command = %s
+""" % command)
     farm.make_media(1)
     farm.run("scan", farm.media, check=True)
     farm.run("run", check=True)
-    fds = (farm.output / "transcripts" / "f00000.wav.txt").read_text().split()
-    # and the media file, for {input} = /dev/fd/N (not used here)
-    assert fds[:3] == ["0", "1", "2"] and len(fds) <= 4, fds
+    return (farm.output / "transcripts" / "f00000.wav.txt").read_text().split()
+
+
+def test_engines_get_no_channel_fd(farm):
+    """An engine starts with stdin, stdout and stderr and nothing else of
+    the worker's (channel, database, sockets), whoever opened them and
+    however.  ls lists its own descriptors, so 3 is the folder it reads."""
+    assert engine_fds(farm, "ls /proc/self/fd") == ["0", "1", "2", "3"]
+
+
+def test_engine_with_input_gets_the_media_fd_only(farm):
+    """With {input} in its command the engine also holds the media
+    descriptor it names, and still nothing else."""
+    first, *fds = engine_fds(
+        farm, """sh -c 'echo "$0"; exec ls /proc/self/fd' {input}""")
+    media = first.rsplit("/", 1)[1]
+    assert first.startswith("/dev/fd/") and int(media) > 3, first
+    assert sorted(fds, key=int) == ["0", "1", "2", "3", media], fds
 
 
 def test_ctrl_c_lets_engines_finish(farm):
