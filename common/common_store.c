@@ -487,6 +487,8 @@ fail:
 	return -1;
 }
 
+/* Check, or create and migrate, the schema: 0, -1 (errmsg), or 1 for a
+ * database without one opened STORE_READONLY | STORE_EMPTY_OK. */
 static int
 store_schema(store_t *st)
 {
@@ -499,6 +501,8 @@ store_schema(store_t *st)
 		    "this mpfarm %s understands (%d)", v, MPFARM_VERSION,
 		    STORE_SCHEMA_VERSION);
 	if (st->flags & STORE_READONLY) {
+		if (v == 0 && (st->flags & STORE_EMPTY_OK))
+			return 1;
 		if (v == 0)
 			return store_fail(st, "no mpfarm schema in this database "
 			    "yet (run mpfarm scan first)");
@@ -530,7 +534,7 @@ store_open(store_t **out, const char *path,
 	   const struct store_open_opts *opts, char *err, size_t errlen)
 {
 	store_t *st = xcalloc(1, sizeof(*st));
-	int flags = opts ? opts->flags : 0, dflags = 0;
+	int flags = opts ? opts->flags : 0, dflags = 0, rc;
 	char why[sizeof(st->errmsg)];
 
 	*out = NULL;
@@ -547,9 +551,14 @@ store_open(store_t **out, const char *path,
 		store_fail(st, "%s", why);
 		goto fail;
 	}
-	if (store_schema(st) < 0)
+	if ((rc = store_schema(st)) < 0)
 		goto fail;
+	if (rc > 0)
+		goto empty;
 	*out = st;
+	return 0;
+empty:
+	store_close(st);
 	return 0;
 fail:
 	snprintf(err, errlen, "%s", st->errmsg);
@@ -583,6 +592,15 @@ bool
 store_is_pg(store_t *st)
 {
 	return db_kind(st->db) == DB_PG;
+}
+
+int
+store_stats_refresh(store_t *st)
+{
+	if (!store_is_pg(st))
+		return 0;
+	return db_exec(st->db, "ANALYZE media_files, jobs") < 0 ?
+	    store_fail_db(st) : 0;
 }
 
 /* ---- language codes ------------------------------------------------- */

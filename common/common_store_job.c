@@ -93,10 +93,11 @@ store_norm_langs(store_t *st, const char (*in)[CONFIG_LANG_MAX], int n,
 }
 
 /* The file's jobs: the transcription and one per language (existing ones
- * are kept as they are). */
+ * are kept as they are).  A file just added has no transcript yet, so
+ * its translations wait without asking. */
 static int
 store_file_jobs(store_t *st, int64_t file_id, char (*langs)[CONFIG_LANG_MAX],
-		int nlangs)
+		int nlangs, bool added)
 {
 	db_stmt_t *s;
 	int ready = 0, rc;
@@ -111,7 +112,7 @@ store_file_jobs(store_t *st, int64_t file_id, char (*langs)[CONFIG_LANG_MAX],
 		db_bind_int64(s, 4, i < 0 ? 1 : ready);
 		if (store_run(st, s) < 0)
 			return -1;
-		if (i >= 0)
+		if (i >= 0 || added)
 			continue;
 		/* translations are ready only behind a completed transcript */
 		if ((s = store_stmt(st, &q_file_transcribed)) == NULL)
@@ -299,7 +300,7 @@ store_file_add(store_t *st, const struct media_file *mf,
 		if (store_file_reset(st, file_id, mf) < 0)
 			goto out;
 	}
-	rc = store_file_jobs(st, file_id, norm, nlangs);
+	rc = store_file_jobs(st, file_id, norm, nlangs, !known);
 out:
 	free(fs.src_root);
 	free(fs.src_rel);

@@ -94,6 +94,10 @@ struct json_t *master_show_json(const struct config *cfg,
  * and the config's durability and busy timeout.  On failure prints
  * "mpfarm: <error>" and returns NULL. */
 store_t *master_store_open(const struct config *cfg, int flags);
+/* The same, for flags with STORE_EMPTY_OK: 0 with *out (NULL for a
+ * database without mpfarm's schema), or -1 (said). */
+int master_store_open_into(const struct config *cfg, int flags,
+			   store_t **out);
 
 /* ---- the farm ------------------------------------------------------- */
 

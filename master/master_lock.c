@@ -98,9 +98,14 @@ master_lock_holder_pg(const char *db)
 	for (int i = 0; i < n; i++) {
 		if (!h[i].live)
 			continue;
-		if (strcmp(h[i].hostname, name) == 0 && proc_alive(h[i].pid)) {
-			pid = h[i].pid;
-			break;
+		if (strcmp(h[i].hostname, name) == 0) {
+			if (proc_alive(h[i].pid)) {
+				pid = h[i].pid;
+				break;
+			}
+			/* a master of this machine that died: its row
+			 * stays live until host_timeout, it does not */
+			continue;
 		}
 		pid = -1;
 	}

@@ -300,7 +300,7 @@ scan_store(struct scan *sc, const struct config *cfg, store_t *st)
 {
 	char *conflict = NULL, *abs = NULL;
 	size_t batch = 0;
-	bool in_tx = false;
+	bool in_tx = false, grew = false;
 	int rc = -1;
 
 	for (size_t i = 0; i < sc->nents; i++) {
@@ -326,6 +326,7 @@ scan_store(struct scan *sc, const struct config *cfg, store_t *st)
 		if (store_file_add(st, &mf, cfg->langs, cfg->nlangs, &res,
 		    &conflict) < 0)
 			goto fail;
+		grew |= res == STORE_ADDED;
 		switch (res) {
 		case STORE_ADDED: r->n_new++; break;
 		case STORE_UNCHANGED: r->n_unchanged++; break;
@@ -348,6 +349,8 @@ scan_store(struct scan *sc, const struct config *cfg, store_t *st)
 	if (in_tx && store_tx_commit(st) < 0)
 		goto fail;
 	in_tx = false;
+	if (grew && store_stats_refresh(st) < 0)
+		goto fail;
 	rc = 0;
 	goto out;
 fail:
@@ -413,9 +416,8 @@ scan_dry_run(struct scan *sc, const struct config *cfg)
 	int ex = EXIT_FATAL;
 
 	if (db_target_is_pg(cfg->db) || stat(cfg->db, &sb) == 0) {
-		st = master_store_open(cfg, STORE_READONLY | STORE_OLD_OK |
-		    STORE_NO_TRACE);
-		if (st == NULL)
+		if (master_store_open_into(cfg, STORE_READONLY | STORE_OLD_OK |
+		    STORE_NO_TRACE | STORE_EMPTY_OK, &st) < 0)
 			return EXIT_FATAL;
 	} else if (errno != ENOENT) {
 		say_err("scan: cannot use database %s: %s", log_quote(cfg->db),
@@ -466,8 +468,9 @@ scan_dry_run(struct scan *sc, const struct config *cfg)
 	if (sc->conflicts > 0)
 		printf("%lld file%s would be skipped (output name taken); ",
 		    (long long)sc->conflicts, sc->conflicts == 1 ? "" : "s");
-	printf("nothing was written%s\n",
-	    st == NULL ? " (no database yet)" : "");
+	printf("nothing was written%s\n", st != NULL ? "" :
+	    db_target_is_pg(cfg->db) ? " (no farm in this database yet)" :
+	    " (no database yet)");
 	ex = sc->unreadable > 0 || sc->conflicts > 0 ? EXIT_FATAL : EXIT_OK;
 out:
 	store_close(st);

@@ -10,20 +10,27 @@
 
 #include <stdlib.h>
 
-store_t *
-master_store_open(const struct config *cfg, int flags)
+int
+master_store_open_into(const struct config *cfg, int flags, store_t **out)
 {
 	struct store_open_opts opts = { 0 };
-	store_t *st = NULL;
 	char err[600];
 
 	opts.flags = flags | (cfg->durable ? STORE_DURABLE : 0);
 	opts.busy_timeout_ms = cfg->busy_timeout_ms;
-	if (store_open(&st, cfg->db, &opts, err, sizeof(err)) < 0) {
+	if (store_open(out, cfg->db, &opts, err, sizeof(err)) < 0) {
 		say_err("%s", err);
-		return NULL;
+		return -1;
 	}
-	return st;
+	return 0;
+}
+
+store_t *
+master_store_open(const struct config *cfg, int flags)
+{
+	store_t *st = NULL;
+
+	return master_store_open_into(cfg, flags, &st) < 0 ? NULL : st;
 }
 
 int

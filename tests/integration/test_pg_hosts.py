@@ -306,3 +306,26 @@ def test_fix_leaves_a_running_host_alone(farm):
                       "'in-progress' ORDER BY 1") == before
     m.send_signal(signal.SIGTERM)
     m.wait(timeout=60 * SLOW)
+
+
+def test_dead_master_of_this_host_is_no_live_master(farm):
+    """A host row of this machine whose master died (kill -9: the row is
+    still fresh, host_timeout has not passed) does not count as a running
+    master for fix, which then repairs as on an idle farm."""
+    farm.write_config(CONF.format(delay=0))
+    farm.make_media(2)
+    assert farm.run("scan", farm.media).returncode == 0
+    gone = subprocess.Popen(["true"])
+    gone.wait()                     # a pid nobody has any more
+    now = int(time.time() * 1000)
+    farm.execute("INSERT INTO hosts (host_id, hostname, pid, started_at, "
+                 "seen_at, figures) VALUES (?, ?, ?, ?, ?, '')",
+                 ("e" * 32, os.uname().nodename, gone.pid, now, now))
+    p = farm.run("fix")
+    assert p.returncode == 0, p.stderr
+    assert "is running" not in p.stdout, p.stdout
+    # the same row with a live pid (this test's) is a running master
+    farm.execute("UPDATE hosts SET pid = ?, seen_at = ?",
+                 (os.getpid(), int(time.time() * 1000)))
+    p = farm.run("fix")
+    assert "master pid %d is running" % os.getpid() in p.stdout, p.stdout

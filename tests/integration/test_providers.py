@@ -315,10 +315,11 @@ def test_bad_files_fail_before_upload(farm, fake):
     gone.unlink()
     p = run(farm)
     assert p.returncode == 3
-    errs = dict(farm.query("SELECT CAST(f.rel_path AS TEXT), j.last_error "
-                           "FROM jobs j JOIN "
-                           "media_files f USING (file_id) WHERE j.stage = "
-                           "'transcribe'"))
+    # rel_path is a BLOB (bytea on PostgreSQL): decoded here, not by CAST
+    errs = {bytes(rel).decode(): err for rel, err in farm.query(
+        "SELECT f.rel_path, j.last_error FROM jobs j JOIN "
+        "media_files f USING (file_id) WHERE j.stage = 'transcribe'")}
+    assert len(errs) == 3
     assert "empty file" in errs["empty.mp3"]
     assert str(gone) in errs["gone.mp3"]
     assert "26214401 bytes" in errs["big.wav"] and "25 MB" in errs["big.wav"]

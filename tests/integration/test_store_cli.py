@@ -10,7 +10,10 @@ them; every test asserts the database and the output tree afterwards.
 import fcntl
 import json
 import os
+import pathlib
+import socket
 import sqlite3
+import subprocess
 import time
 
 from conftest import dead_pid, fsbytes
@@ -59,6 +62,17 @@ def tree(root):
 
 def failed(farm):
     return farm.scalar("SELECT count(*) FROM jobs WHERE status = 'failed'")
+
+
+def snapshot(farm):
+    """The whole store, to compare before and after a command that must
+    change nothing: the SQLite file's bytes (their digest), or on
+    PostgreSQL every row of every table and every sequence's position."""
+    if not PG:
+        return sha(farm.db)
+    return farm.dump() + farm.query(
+        "SELECT sequencename, last_value FROM pg_sequences WHERE "
+        "schemaname = current_schema() ORDER BY 1")
 
 
 def setup_files(farm, rels):
@@ -114,13 +128,13 @@ def test_retry_file_every_form(farm):
 def test_retry_file_not_found_changes_nothing(farm):
     ids = setup_files(farm, ["a.wav"])
     fail(farm, ids["a.wav"])
-    digest = sha(farm.db)
+    digest = snapshot(farm)
     for path in ("nope.wav", "media/nope.wav", "/media/a.wav"):
         p = farm.run("retry", "--file", path)
         assert p.returncode == 1, p
         assert "no media file" in p.stderr and path in p.stderr
         assert p.stdout == ""
-    assert sha(farm.db) == digest
+    assert snapshot(farm) == digest
     assert failed(farm) == 1
 
 
@@ -157,10 +171,10 @@ def test_retry_dry_run_is_byte_identical_then_retry_lists(farm):
     farm.execute("UPDATE jobs SET status = 'completed' WHERE file_id = ? "
                  "AND stage = 'transcribe'", (ids["c.wav"],))
     fail(farm, ids["c.wav"], "translate", "en")
-    digest, before = sha(farm.db), farm.dump()
+    digest, before = snapshot(farm), farm.dump()
 
     p = farm.run("retry", "--dry-run", check=True)
-    assert sha(farm.db) == digest and farm.dump() == before
+    assert snapshot(farm) == digest and farm.dump() == before
     lines = p.stdout.splitlines()
     assert len(lines) == 4, lines
     assert lines[0].startswith("would retry: %s/a.wav: transcribe (failed "
@@ -188,9 +202,11 @@ def test_retry_dry_run_is_byte_identical_then_retry_lists(farm):
 # ---- fix and check agree ----------------------------------------------------
 
 def states(farm):
-    return {r: s for r, s in farm.query(
-        "SELECT CAST(f.rel_path AS TEXT) || ':' || j.stage || j.lang, "
-        "j.status FROM jobs j JOIN media_files f USING (file_id)")}
+    """{"<rel_path>:<stage><lang>": status} of every job."""
+    return {"%s:%s%s" % (bytes(r).decode(), stage, lang): s
+            for r, stage, lang, s in farm.query(
+                "SELECT f.rel_path, j.stage, j.lang, j.status "
+                "FROM jobs j JOIN media_files f USING (file_id)")}
 
 
 def test_fix_then_check_agree(farm):
@@ -252,9 +268,9 @@ def test_fix_then_check_agree(farm):
                 and "problems in" not in l]
 
     # --dry-run: database and tree untouched, the same changes listed
-    digest, dump, files = sha(farm.db), farm.dump(), tree(o)
+    digest, dump, files = snapshot(farm), farm.dump(), tree(o)
     p = farm.run("fix", "--dry-run", check=True)
-    assert sha(farm.db) == digest and farm.dump() == dump
+    assert snapshot(farm) == digest and farm.dump() == dump
     assert tree(o) == files
     dry = [l for l in p.stdout.splitlines() if l.startswith("would fix:")]
 
@@ -296,7 +312,7 @@ def test_fix_then_check_agree(farm):
     assert "no problems" in p.stdout
 
     # a second fix changes nothing at all
-    digest, dump = sha(farm.db), farm.dump()
+    dump = farm.dump()
     p = farm.run("fix", check=True)
     assert "nothing to fix" in p.stdout, p.stdout
     assert farm.dump() == dump and tree(o) == left
@@ -314,20 +330,60 @@ def test_check_and_fix_on_a_file_no_job_writes(farm):
     assert farm.run("check").returncode == 1
 
 
+class LiveMaster:
+    """This test posing as a live master under its own pid: on SQLite it
+    holds the farm lock (DB.lock); on PostgreSQL it is a host row of this
+    machine, heartbeaten before every command (beat) as a master does."""
+
+    HOST_ID = "f" * 32
+
+    def __init__(self, farm):
+        self.farm = farm
+        self.fd = None
+        if PG:
+            now = int(time.time() * 1000)
+            farm.execute("INSERT INTO hosts (host_id, hostname, pid, "
+                         "started_at, seen_at, figures) VALUES "
+                         "(?, ?, ?, ?, ?, '')", (self.HOST_ID,
+                                                 socket.gethostname(),
+                                                 os.getpid(), now, now))
+        else:
+            self.fd = os.open(str(farm.db) + ".lock",
+                              os.O_RDWR | os.O_CREAT, 0o644)
+            os.write(self.fd, b"%d\n" % os.getpid())
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+
+    def beat(self):
+        if PG:
+            assert self.farm.execute(
+                "UPDATE hosts SET seen_at = ? WHERE host_id = ?",
+                (int(time.time() * 1000), self.HOST_ID)) == 1
+
+    def stop(self):
+        """Gone the way a master stops: lock released / host row removed."""
+        if PG:
+            assert self.farm.execute("DELETE FROM hosts WHERE host_id = ?",
+                                     (self.HOST_ID,)) == 1
+        elif self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
 def test_fix_leaves_stale_outputs_to_a_running_farm(farm):
-    """A live master (this test holding the farm lock under its own pid):
-    a worker may be renaming onto a sidecar right now."""
+    """A live master (this test, under its own pid): a worker may be
+    renaming onto a sidecar right now."""
     ids = setup_files(farm, ["a.wav"])
     side = farm.write_output("a.wav", suffix=".json")
-    fd = os.open(str(farm.db) + ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-    os.write(fd, b"%d\n" % os.getpid())
-    fcntl.flock(fd, fcntl.LOCK_EX)
+    master = LiveMaster(farm)
     try:
+        master.beat()
         p = farm.run("fix", check=True)
+        assert "master pid %d is running" % os.getpid() in p.stdout
         assert "stale outputs left alone" in p.stdout
+        master.beat()
         assert farm.run("check").returncode == 0
     finally:
-        os.close(fd)
+        master.stop()
     assert os.path.exists(side)
     assert job(farm, ids["a.wav"])[1] == "not_started"
     p = farm.run("check")
@@ -340,6 +396,19 @@ BAD = b"bad\xff\\name \xc3.wav"             # invalid bytes and a backslash
 BAD_ESC = "bad\\xff\\\\name \\xc3.wav"
 
 
+def shell(farm, sql):
+    """The store's command-line client (sqlite3, or PostgreSQL's psql,
+    unaligned and without headers) running one statement."""
+    if not PG:
+        return farm.sqlite3_cli(sql)
+    bins = sorted(pathlib.Path("/usr/lib/postgresql").glob("*/bin/psql"))
+    return subprocess.run(
+        [str(bins[-1]) if bins else "psql", "-X", "-A", "-t", "-v",
+         "ON_ERROR_STOP=1", "-d", farm.db, "-c", sql], cwd=str(farm.path),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30,
+        encoding="utf-8", errors="backslashreplace")
+
+
 def test_view_valid_utf8_and_exact_bytes(farm):
     farm.write_config(CONF)
     touch(fsbytes(farm.media) + b"/" + BAD)
@@ -348,12 +417,18 @@ def test_view_valid_utf8_and_exact_bytes(farm):
     farm.scan()
     media = os.path.realpath(farm.media)
 
-    con = sqlite3.connect(str(farm.db))
-    rows = con.execute("SELECT * FROM processing_status ORDER BY file_id"
-                       ).fetchall()
-    cols = [d[0] for d in con.execute(
-        "SELECT * FROM processing_status").description]
-    con.close()
+    rows = farm.query("SELECT * FROM processing_status ORDER BY file_id")
+    if PG:
+        cols = [r[0] for r in farm.query(
+            "SELECT column_name FROM information_schema.columns WHERE "
+            "table_schema = current_schema() AND table_name = "
+            "'processing_status' ORDER BY ordinal_position")]
+    else:
+        con = sqlite3.connect(str(farm.db))
+        cols = [d[0] for d in con.execute(
+            "SELECT * FROM processing_status").description]
+        con.close()
+    assert len(rows[0]) == len(cols)
     assert cols == ["file_id", "file_path", "status", "transcription_status",
                     "translation_en_status", "translation_de_status",
                     "file_path_bytes"]
@@ -363,9 +438,9 @@ def test_view_valid_utf8_and_exact_bytes(farm):
     assert [bytes(r[6]) for r in rows] == [
         fsbytes(media) + b"/" + BAD, fsbytes(media + "/caf\u00e9.wav"),
         fsbytes(media) + b"/tab\there.wav"]
-    # the sqlite3 shell reads it too
-    q = farm.sqlite3_cli("SELECT file_path FROM processing_status "
-                         "WHERE file_id = 1")
+    # the store's own shell reads it too: sqlite3, or psql
+    q = shell(farm, "SELECT file_path FROM processing_status "
+              "WHERE file_id = 1")
     assert q.returncode == 0 and q.stdout.strip() == media + "/" + BAD_ESC
 
     # every command still finds the real file: run, outputs named by bytes
