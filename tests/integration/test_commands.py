@@ -10,6 +10,7 @@ Permission tests: the suite usually runs as root, for whom chmod 000 means
 nothing; they then run mpfarm as uid 65534 through setpriv(1) in a
 world-writable working directory (skipped if setpriv is missing).
 """
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -17,6 +18,7 @@ import os
 import pathlib
 import re
 import shutil
+import socket
 import sqlite3
 import subprocess
 import tempfile
@@ -24,6 +26,7 @@ import time
 
 import pytest
 
+import storelib
 from conftest import Farm, dead_pid, fsbytes
 
 CONF = """[transcribe]
@@ -90,6 +93,43 @@ def in_progress(farm, fid, stage="transcribe", lang="", owner=None,
 
 def sha(path):
     return hashlib.sha256(pathlib.Path(path).read_bytes()).hexdigest()
+
+
+def store_relations(db):
+    """How many relations (tables, views, sequences, indexes) the store
+    db holds; on SQLite 0 when the file does not exist (never created)."""
+    if not storelib.PG:
+        if not os.path.exists(str(db)):
+            return 0
+        con = storelib.connect(db)
+        try:
+            return con.execute("SELECT count(*) FROM sqlite_master")\
+                .fetchone()[0]
+        finally:
+            con.close()
+    con = storelib.connect(db)
+    try:
+        return con.execute(
+            "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON "
+            "n.oid = c.relnamespace WHERE n.nspname = current_schema()")\
+            .fetchone()[0]
+    finally:
+        con.close()
+
+
+def no_store(farm):
+    """The commands run so far left no store behind: on SQLite no database
+    file; on PostgreSQL no schema in the test's database (and no SQLite
+    file in the working directory either)."""
+    if storelib.PG:
+        return (store_relations(farm.db) == 0 and
+                not (farm.path / "media_tracking.db").exists())
+    return not farm.db.exists()
+
+
+def db_name(farm):
+    """How mpfarm names the farm's store in its messages."""
+    return farm.db if storelib.PG else "media_tracking.db"
 
 
 @pytest.fixture
@@ -210,8 +250,9 @@ def test_scan_new_language_adds_jobs(cfarm):
     s = summaries(cfarm.scan().stdout)[0]
     assert s["unchanged"] == 20
     assert cfarm.status_counts("translate", "he") == {"not_started": 20}
-    cols = [r[1] for r in cfarm.query("PRAGMA table_info(processing_status)")]
-    assert "translation_he_status" in cols
+    # the view has the new language's column, with its jobs' values
+    assert cfarm.query("SELECT translation_he_status, count(*) FROM "
+                       "processing_status GROUP BY 1") == [("not_started", 20)]
 
 
 def rels(farm):
@@ -303,7 +344,7 @@ def test_scan_missing_folder(cfarm):
     assert p.returncode == 2
     assert "no-such-folder" in p.stderr
     assert len(p.stderr.strip().splitlines()) == 1
-    assert not cfarm.db.exists()
+    assert no_store(cfarm)
 
 
 def test_scan_file_instead_of_folder(cfarm):
@@ -311,7 +352,7 @@ def test_scan_file_instead_of_folder(cfarm):
     p = cfarm.run("scan", cfarm.media / "a.mp3")
     assert p.returncode == 2
     assert "a.mp3" in p.stderr and "not a folder" in p.stderr
-    assert not cfarm.db.exists()
+    assert no_store(cfarm)
 
 
 def test_scan_needs_a_folder(cfarm):
@@ -378,7 +419,7 @@ def test_scan_unreadable_root(nobody_farm):
     p = f.run("scan", f.media, user=65534)
     assert p.returncode == 2
     assert str(f.media) in p.stderr and "Permission denied" in p.stderr
-    assert not f.db.exists()
+    assert no_store(f)
 
 
 # ---- status -------------------------------------------------------------
@@ -438,8 +479,8 @@ def test_status_text_like_current_status_report(cfarm):
 def test_status_empty_db_and_missing_db(cfarm):
     p = cfarm.run("status")
     assert p.returncode == 1
-    assert "media_tracking.db" in p.stderr
-    assert not cfarm.db.exists()
+    assert db_name(cfarm) in p.stderr
+    assert no_store(cfarm)
     cfarm.media.mkdir()
     cfarm.scan()
     j = json.loads(cfarm.run("status", "--json", check=True).stdout)
@@ -449,7 +490,7 @@ def test_status_empty_db_and_missing_db(cfarm):
 
 def test_status_reads_beside_a_writer(cfarm):
     status_fixture(cfarm)
-    con = sqlite3.connect(str(cfarm.db), isolation_level=None)
+    con = cfarm.connect()
     con.execute("BEGIN IMMEDIATE")
     con.execute("UPDATE jobs SET attempts = attempts")
     try:
@@ -487,22 +528,35 @@ def test_status_shows_farm_file(cfarm):
     assert "stale" in cfarm.run("status", check=True).stdout
 
 
+def view_lines(farm, sql):
+    """One query's rows as the shell prints them ("a|b" a line): through
+    the sqlite3 shell on SQLite; on PostgreSQL (no sqlite3 shell there)
+    through the test's own connection."""
+    if storelib.PG:
+        return ["|".join("" if v is None else str(v) for v in row)
+                for row in farm.query(sql)]
+    q = farm.sqlite3_cli(sql)
+    assert q.returncode == 0, q.stderr
+    return q.stdout.splitlines()
+
+
 def test_processing_status_view_with_sqlite3_shell(cfarm):
     status_fixture(cfarm)
-    q = cfarm.sqlite3_cli("SELECT transcription_status, COUNT(*) FROM "
-                          "processing_status GROUP BY 1")
-    assert q.returncode == 0, q.stderr
-    assert q.stdout.split() == ["completed|4", "failed|1", "in-progress|1",
-                                "not_started|4"]
-    q = cfarm.sqlite3_cli("SELECT translation_en_status, COUNT(*) FROM "
-                          "processing_status GROUP BY translation_en_status")
-    assert q.stdout.split() == ["completed|1", "failed|1", "not_started|8"]
-    q = cfarm.sqlite3_cli("SELECT status, COUNT(*) FROM processing_status "
-                          "GROUP BY status")
-    assert q.stdout.split() == ["failed|2", "in-progress|4", "not_started|4"]
-    q = cfarm.sqlite3_cli("SELECT file_id, file_path, translation_de_status "
-                          "FROM processing_status ORDER BY file_id LIMIT 1")
-    fid, path, de = q.stdout.strip().split("|")
+    assert view_lines(cfarm, "SELECT transcription_status, COUNT(*) FROM "
+                      "processing_status GROUP BY 1 ORDER BY 1") == [
+        "completed|4", "failed|1", "in-progress|1", "not_started|4"]
+    assert view_lines(cfarm, "SELECT translation_en_status, COUNT(*) FROM "
+                      "processing_status GROUP BY translation_en_status "
+                      "ORDER BY 1") == [
+        "completed|1", "failed|1", "not_started|8"]
+    assert view_lines(cfarm, "SELECT status, COUNT(*) FROM "
+                      "processing_status GROUP BY status ORDER BY 1") == [
+        "failed|2", "in-progress|4", "not_started|4"]
+    lines = view_lines(cfarm, "SELECT file_id, file_path, "
+                       "translation_de_status FROM processing_status "
+                       "ORDER BY file_id LIMIT 1")
+    assert len(lines) == 1, lines
+    fid, path, de = lines[0].split("|")
     assert path.startswith(os.path.realpath(cfarm.media)) and de == "not_started"
 
 
@@ -620,16 +674,35 @@ def test_fix_reconciles(farm):
     assert p.returncode == 0, p.stdout
 
 
-def test_fix_leaves_a_running_farm_alone(farm):
-    ids = fix_fixture(farm)
-    lock = open(str(farm.db) + ".lock", "w")
-    try:
+@contextlib.contextmanager
+def posing_as_master(farm):
+    """This test process as the farm's live master: on SQLite it holds the
+    farm lock (a flock on DB.lock naming its pid); on PostgreSQL, which
+    has no lock file, it is a host row of this machine with its pid and a
+    fresh heartbeat."""
+    if storelib.PG:
+        now = int(time.time() * 1000)
+        farm.execute("INSERT INTO hosts (host_id, hostname, pid, started_at, "
+                     "seen_at) VALUES (?, ?, ?, ?, ?)",
+                     ("test-posing-master", socket.gethostname(), os.getpid(),
+                      now, now))
+        try:
+            yield
+        finally:
+            farm.execute("DELETE FROM hosts WHERE host_id = ?",
+                         ("test-posing-master",))
+        return
+    with open(str(farm.db) + ".lock", "w") as lock:
         lock.write("%d\n" % os.getpid())
         lock.flush()
         fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def test_fix_leaves_a_running_farm_alone(farm):
+    ids = fix_fixture(farm)
+    with posing_as_master(farm):
         p = farm.run("fix", check=True)
-    finally:
-        lock.close()
     assert "master pid %d is running" % os.getpid() in p.stdout
     assert job_row(farm, job_id(farm, ids["a"]))[0] == "in-progress"
     assert job_row(farm, job_id(farm, ids["b"]))[0] == "in-progress"
@@ -713,7 +786,7 @@ def test_malformed_config(farm, text, line):
         p = farm.run(*cmd)
         assert p.returncode == 2, (cmd, p.stderr)
         assert "mpfarm.conf:%d" % line in p.stderr, p.stderr
-    assert not farm.db.exists()
+    assert no_store(farm)
 
 
 def test_corrupt_database(cfarm):
@@ -739,26 +812,35 @@ def test_locked_database(cfarm):
     touch(cfarm.media / "new.mp3")
     set_job(cfarm, 1, "failed")
     set_job(cfarm, 2, "completed")          # output missing: fix must write
-    con = sqlite3.connect(str(cfarm.db), isolation_level=None)
-    con.execute("BEGIN EXCLUSIVE")
-    con.execute("UPDATE jobs SET attempts = attempts")
-    try:
-        for cmd in (["scan", cfarm.media], ["retry"], ["fix"]):
-            t0 = time.monotonic()
-            p = cfarm.run(*cmd, timeout=20)
-            took = time.monotonic() - t0
-            assert p.returncode == 1, (cmd, p.stdout, p.stderr)
-            assert "locked" in p.stderr and "media_tracking.db" in p.stderr
-            assert took < 5, took
-    finally:
-        con.execute("ROLLBACK")
-        con.close()
+    if not storelib.PG:
+        # SQLite's write lock: a writer gives up after busy_timeout (on
+        # PostgreSQL there is no database-wide write lock, and
+        # busy_timeout is SQLite's)
+        con = sqlite3.connect(str(cfarm.db), isolation_level=None)
+        con.execute("BEGIN EXCLUSIVE")
+        con.execute("UPDATE jobs SET attempts = attempts")
+        try:
+            for cmd in (["scan", cfarm.media], ["retry"], ["fix"]):
+                t0 = time.monotonic()
+                p = cfarm.run(*cmd, timeout=20)
+                took = time.monotonic() - t0
+                assert p.returncode == 1, (cmd, p.stdout, p.stderr)
+                assert "locked" in p.stderr and "media_tracking.db" in p.stderr
+                assert took < 5, took
+        finally:
+            con.execute("ROLLBACK")
+            con.close()
     assert cfarm.scalar("SELECT count(*) FROM media_files") == 3
     assert cfarm.status_counts() == {"failed": 1, "completed": 1,
                                      "not_started": 1}
-    # read-only commands still work while a writer holds the lock (WAL)
-    con = sqlite3.connect(str(cfarm.db), isolation_level=None)
-    con.execute("BEGIN EXCLUSIVE")
+    # read-only commands still work while a writer holds the lock (WAL);
+    # on PostgreSQL while a writer holds every job row locked
+    if storelib.PG:
+        con = cfarm.connect()
+        con.execute("BEGIN")
+    else:
+        con = sqlite3.connect(str(cfarm.db), isolation_level=None)
+        con.execute("BEGIN EXCLUSIVE")
     con.execute("UPDATE jobs SET attempts = attempts")
     try:
         assert cfarm.run("status", timeout=20).returncode == 0
@@ -778,14 +860,18 @@ def test_unknown_command_and_option(farm):
     assert p.returncode == 2 and "extra-arg" in p.stderr
     p = farm.run("retry", "--stage", "sideways")
     assert p.returncode == 2 and "sideways" in p.stderr
-    assert not farm.db.exists()
+    assert no_store(farm)
 
 
 def test_db_from_environment(cfarm):
     touch(cfarm.media / "a.mp3")
-    other = cfarm.path / "elsewhere.db"
-    p = cfarm.run("scan", cfarm.media, env={"MPFARM_DB": str(other)})
-    assert p.returncode == 0 and other.exists() and not cfarm.db.exists()
+    # on PostgreSQL the farm's own database is named by MPFARM_DB already:
+    # the variable given here names another one instead
+    other = storelib.pg_new_db() if storelib.PG else \
+        str(cfarm.path / "elsewhere.db")
+    p = cfarm.run("scan", cfarm.media, env={"MPFARM_DB": other})
+    assert p.returncode == 0, p.stderr
+    assert store_relations(other) > 0 and no_store(cfarm)
     j = json.loads(cfarm.run("status", "--json", "--db", other,
                              check=True).stdout)
     assert j["files"] == 1

@@ -73,11 +73,12 @@ def test_stage_and_language_filters(farm):
     farm.make_media(10)
     farm.run("scan", farm.media, check=True)
     farm.run("run", "--stage", "transcribe", check=True)
-    assert farm.query("SELECT stage, status, COUNT(*) FROM jobs GROUP BY 1, 2") == [
+    assert farm.query("SELECT stage, status, COUNT(*) FROM jobs GROUP BY 1, 2 "
+                      "ORDER BY 1, 2") == [
         ("transcribe", "completed", 10), ("translate", "not_started", 20)]
     farm.run("run", "--stage", "translate", "--language", "de", check=True)
     assert farm.query("SELECT lang, status, COUNT(*) FROM jobs WHERE stage="
-                      "'translate' GROUP BY 1, 2") == [
+                      "'translate' GROUP BY 1, 2 ORDER BY 1, 2") == [
         ("de", "completed", 10), ("en", "not_started", 10)]
     p = farm.run("run", "--language", "fr")
     assert p.returncode == 2 and "fr" in p.stderr
@@ -287,7 +288,8 @@ transcribe_command = sh -c 'kill -9 $PPID; sleep 5'
     p = farm.run("run", "--workers", "2", "--max-attempts", "3",
                  "--stage", "transcribe", timeout=60)
     assert p.returncode == 3, p.stderr
-    row = farm.query("SELECT status, attempts, last_error FROM jobs")[0]
+    row = farm.query("SELECT status, attempts, last_error FROM jobs WHERE "
+                     "stage='transcribe'")[0]
     assert row[0] == "failed" and row[1] == 3, row
     assert "signal 9" in row[2]
     assert farm.query("SELECT COUNT(*) FROM attempts WHERE outcome='crashed'")[0][0] == 3
@@ -410,8 +412,8 @@ def test_progress_line_on_a_terminal(farm):
     farm.run("scan", farm.media, check=True)
     from conftest import MPFARM_BIN as BIN
     p = subprocess.run(["script", "-qec", f"{BIN} run --workers 2",
-                        "/dev/null"], cwd=farm.path, capture_output=True,
-                       timeout=120 * SLOW)
+                        "/dev/null"], cwd=farm.path, env=farm.env,
+                       capture_output=True, timeout=120 * SLOW)
     assert p.returncode == 0, p.stdout
     out = p.stdout.decode(errors="replace")
     assert "/120 jobs" in out

@@ -16,11 +16,13 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import time
 
 import pytest
 
+import storelib
 from conftest import MPFARM_BIN, SLOW, wait_for
 from test_providers import ENV, config, fake, media  # noqa: F401
 from test_provider_faults import worker_pids as children
@@ -164,7 +166,9 @@ def test_process_titles(farm):
     rels = small_tree(farm, 1, 2)
     farm.scan()
     m = farm.popen("run")
-    master = "mpfarm: master media_tracking.db"
+    # the master names its store: the SQLite file, or the PostgreSQL URL
+    master = "mpfarm: master %s" % (farm.db if storelib.PG
+                                    else "media_tracking.db")
     wait_for(lambda: cmdline(m.pid) == master, 15)
     with open("/proc/%d/comm" % m.pid) as f:
         assert f.read().strip() == "mpfarm-master"
@@ -307,13 +311,22 @@ def lock_file(farm):
     return farm.path / "media_tracking.db.lock"
 
 
+def host_pids(farm):
+    """PostgreSQL, which has no lock file: the master pids the host rows
+    name (a master's row lives while it runs)."""
+    return sorted(r[0] for r in farm.query("SELECT pid FROM hosts"))
+
+
 def test_signal_usr1_reaches_the_live_master(farm):
     farm.write_config(NOOP % (2, 300))
     small_tree(farm, 3, 3)
     farm.scan()
     m = farm.popen("run", "--watch")
     wait_for(lambda: "event=farm_ready" in m.log_err.read_text(), 20)
-    assert lock_file(farm).read_text().strip() == str(m.pid)
+    if storelib.PG:
+        assert host_pids(farm) == [m.pid]
+    else:
+        assert lock_file(farm).read_text().strip() == str(m.pid)
     p = farm.run("signal", "USR1")
     assert p.returncode == 0, p.stderr
     assert "pid %d" % m.pid in p.stdout
@@ -329,7 +342,10 @@ def test_signal_usr1_reaches_the_live_master(farm):
     # TERM through the command: a graceful stop, then an empty lock file
     assert farm.run("signal", "TERM").returncode == 0
     assert farm.wait(m, 60) == 0
-    assert lock_file(farm).read_text() == ""
+    if storelib.PG:
+        assert host_pids(farm) == [] and not lock_file(farm).exists()
+    else:
+        assert lock_file(farm).read_text() == ""
     assert "event=farm_exit" in m.log_err.read_text()
 
 
@@ -338,18 +354,45 @@ def test_lock_file_empty_after_a_clean_run(farm):
     small_tree(farm, 2, 0)
     farm.scan()
     assert farm.run("run").returncode == 0
-    assert lock_file(farm).exists() and lock_file(farm).read_text() == ""
+    if storelib.PG:
+        # no lock file beside a URL; the host row naming the master's pid
+        # is gone with it
+        assert host_pids(farm) == [] and not lock_file(farm).exists()
+    else:
+        assert lock_file(farm).exists() and lock_file(farm).read_text() == ""
 
 
 def test_signal_without_a_master(farm):
     farm.write_config(NOOP % (1, 0))
     p = farm.run("signal", "HUP")       # no lock file at all
     assert p.returncode == 1
-    assert "no mpfarm master is running on media_tracking.db" in p.stderr
-    # a stale lock file naming a live process that is not a master
+    if storelib.PG:
+        # a database no farm ever used: no schema (signal creates none)
+        assert farm.db in p.stderr, p.stderr
+        assert len(p.stderr.strip().splitlines()) == 1, p.stderr
+        assert farm.scalar("SELECT count(*) FROM pg_tables WHERE "
+                           "schemaname = current_schema()") == 0
+        farm.media.mkdir()
+        farm.scan()                     # the schema, and no host row
+        p = farm.run("signal", "HUP")
+        assert p.returncode == 1
+        assert "no mpfarm master of %s is running on this host" % farm.db \
+            in p.stderr, p.stderr
+    else:
+        assert "no mpfarm master is running on media_tracking.db" in p.stderr
+    # a stale lock file naming a live process that is not a master; on
+    # PostgreSQL a host row of this machine naming it, whose heartbeat
+    # stopped long ago (a master killed with -9, its pid reused since)
     bystander = subprocess.Popen(["sleep", "60"], start_new_session=True)
     try:
-        lock_file(farm).write_text("%d\n" % bystander.pid)
+        if storelib.PG:
+            now = int(time.time() * 1000)
+            farm.execute("INSERT INTO hosts (host_id, hostname, pid, "
+                         "started_at, seen_at) VALUES (?, ?, ?, ?, ?)",
+                         ("stale", socket.gethostname(), bystander.pid,
+                          now - 3600 * 1000, now - 600 * 1000))
+        else:
+            lock_file(farm).write_text("%d\n" % bystander.pid)
         p = farm.run("signal", "TERM")
         assert p.returncode == 1, p.stderr
         assert "no mpfarm master" in p.stderr
