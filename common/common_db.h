@@ -59,9 +59,12 @@ char *db_target_scrub(const char *target);
  * left alone.  0. */
 int  db_target_secret_move(char **target);
 
-/* Open `target` (a file path or a PostgreSQL URL) with DB_* flags; for
- * SQLite, busy_ms bounds the wait for a lock.  On failure writes a one-line
- * reason (without the target's name) into err and returns -1. */
+/* Open `target` (a file path or a PostgreSQL URL) with DB_* flags;
+ * busy_ms (0: DB_BUSY_DEFAULT_MS) bounds the wait for a lock: SQLite's
+ * write lock, PostgreSQL's row and table locks (lock_timeout).  On
+ * failure writes a one-line reason (without the target's name) into err
+ * and returns -1. */
+#define DB_BUSY_DEFAULT_MS 10000
 int  db_open(db_t **out, const char *target, int flags, int busy_ms,
 	     char *err, size_t errlen);
 /* Finalizes every statement and closes; NULL is fine. */

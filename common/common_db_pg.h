@@ -15,6 +15,7 @@ struct db_pg {
 	struct db base;
 	PGconn   *c;
 	int       flags;
+	int       busy_ms;          /* lock_timeout */
 	int64_t   changes;
 	unsigned  nstmts;           /* names of prepared statements */
 	char      sqlstate[6];

@@ -128,6 +128,8 @@ db_pg_notice(void *arg, const char *msg)
 static int
 db_pg_session_setup(struct db_pg *d)
 {
+	char sql[64];
+
 	PQsetNoticeProcessor(d->c, db_pg_notice, NULL);
 	/* as SQLite's synchronous=NORMAL: a power cut may lose the last
 	 * commits, never consistency; durable waits for the flush */
@@ -138,6 +140,13 @@ db_pg_session_setup(struct db_pg *d)
 	 * must not hold its row locks over the other hosts for long: the
 	 * server ends such a session, and its next statement fails */
 	if (db_pg_raw(d, "SET idle_in_transaction_session_timeout = 10000") < 0)
+		return -1;
+	/* as SQLite's busy timeout: a lock another session holds (a long
+	 * transaction of another program) fails the statement after a
+	 * while, a transient error the caller retries or reports, instead
+	 * of a command that waits for ever */
+	snprintf(sql, sizeof(sql), "SET lock_timeout = %d", d->busy_ms);
+	if (db_pg_raw(d, sql) < 0)
 		return -1;
 	if ((d->flags & DB_READONLY) && db_pg_raw(d,
 	    "SET default_transaction_read_only = on") < 0)
@@ -172,9 +181,9 @@ db_pg_open(db_t **out, const char *target, int flags, int busy_ms, char *err,
 {
 	struct db_pg *d = xcalloc(1, sizeof(*d));
 
-	(void)busy_ms;
 	d->base.ops = &db_pg_ops;
 	d->flags = flags;
+	d->busy_ms = busy_ms > 0 ? busy_ms : DB_BUSY_DEFAULT_MS;
 	d->c = PQconnectdb(target);
 	if (d->c == NULL || PQstatus(d->c) != CONNECTION_OK) {
 		db_pg_fail_res(d, NULL);

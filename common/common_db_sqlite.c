@@ -17,7 +17,6 @@
 #include <sys/stat.h>
 #include <time.h>
 
-#define DB_SQLITE_BUSY_DEFAULT_MS 10000
 #define DB_SQLITE_WAL_FRAMES      8000      /* see db_sqlite_wal_hook */
 #define DB_SQLITE_CKPT_WAIT_US    5000
 #define DB_SQLITE_CKPT_BACKOFF_US 1000000
@@ -568,7 +567,7 @@ db_sqlite_open(db_t **out, const char *path, int flags, int busy_ms,
 
 	d->base.ops = &db_sqlite_ops;
 	d->flags = flags;
-	d->busy_timeout_ms = busy_ms > 0 ? busy_ms : DB_SQLITE_BUSY_DEFAULT_MS;
+	d->busy_timeout_ms = busy_ms > 0 ? busy_ms : DB_BUSY_DEFAULT_MS;
 	if (flags & DB_READONLY) {
 		/* sqlite would only say "unable to open database file" */
 		if (stat(path, &sb) < 0) {

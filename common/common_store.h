@@ -438,6 +438,16 @@ db_stmt_t *store_stmt(store_t *st, struct store_sql *q);
 int  store_step(store_t *st, db_stmt_t *s);
 /* Step to the end and reset: 0 or -1. */
 int  store_run(store_t *st, db_stmt_t *s);
+/* The dispatch order of runnable jobs, for qsort-style comparisons: the
+ * earliest run_after first, then the oldest job id. */
+static inline int
+store_dispatch_cmp(int64_t run_after_a, int64_t id_a, int64_t run_after_b,
+		   int64_t id_b)
+{
+	if (run_after_a != run_after_b)
+		return run_after_a < run_after_b ? -1 : 1;
+	return (id_a > id_b) - (id_a < id_b);
+}
 /* Record "PATH: <driver error>" (e.g. the locked message); returns -1. */
 int  store_fail_db(store_t *st);
 /* Record "PATH: <message>"; returns -1. */

@@ -156,9 +156,8 @@ store_claimed_cmp(const void *a, const void *b)
 {
 	const struct store_claimed *x = a, *y = b;
 
-	if (x->run_after != y->run_after)
-		return x->run_after < y->run_after ? -1 : 1;
-	return (x->ref.job_id > y->ref.job_id) - (x->ref.job_id < y->ref.job_id);
+	return store_dispatch_cmp(x->run_after, x->ref.job_id, y->run_after,
+	    y->ref.job_id);
 }
 
 /* Claim up to n jobs of pair w into c[*nc..] (room for n more). */

@@ -125,6 +125,10 @@ const char *const store_pg_migrations[] = {
 _Static_assert(sizeof(store_pg_migrations) / sizeof(store_pg_migrations[0])
 	       == STORE_SCHEMA_VERSION, "one PostgreSQL migration per version");
 
+/* The wait is not bounded by lock_timeout (busy_timeout): another master
+ * may be building an index over a million jobs. */
+static struct store_sql q_schema_nowait = STORE_SQL2("SELECT 1",
+	"SELECT set_config('lock_timeout', '0', true)");
 static struct store_sql q_schema_lock = STORE_SQL2("SELECT 1",
 	"SELECT pg_advisory_xact_lock(" STORE_PG_LOCK_SCHEMA ")");
 
@@ -135,6 +139,9 @@ store_schema_lock(store_t *st)
 
 	if (!store_is_pg(st))
 		return 0;       /* BEGIN IMMEDIATE holds the write lock */
+	if ((s = store_stmt(st, &q_schema_nowait)) == NULL ||
+	    store_run(st, s) < 0)
+		return -1;
 	if ((s = store_stmt(st, &q_schema_lock)) == NULL)
 		return -1;
 	return store_run(st, s);

@@ -332,9 +332,8 @@ store_cand_cmp(const void *a, const void *b)
 {
 	const struct store_cand *x = a, *y = b;
 
-	if (x->run_after != y->run_after)
-		return x->run_after < y->run_after ? -1 : 1;
-	return (x->job_id > y->job_id) - (x->job_id < y->job_id);
+	return store_dispatch_cmp(x->run_after, x->job_id, y->run_after,
+	    y->job_id);
 }
 
 static int

@@ -445,7 +445,7 @@ master_farm_run(struct config *cfg, int argc, char **argv)
 	if (farm.st == NULL)
 		goto fail;
 	if (store_host_register(farm.st, (int64_t)cfg->host_timeout * 1000) < 0) {
-		say_err("%s: %s", cfg->db, store_errmsg(farm.st));
+		say_err("%s", store_errmsg(farm.st));
 		goto fail;
 	}
 	{
@@ -465,7 +465,7 @@ master_farm_run(struct config *cfg, int argc, char **argv)
 	if (store_langs_sync(farm.st, (const char (*)[CONFIG_LANG_MAX])cfg->langs,
 	    cfg->nlangs) < 0 || store_recover_orphans(farm.st, cfg->max_attempts,
 	    &n) < 0) {
-		say_err("%s: %s", cfg->db, store_errmsg(farm.st));
+		say_err("%s", store_errmsg(farm.st));
 		goto fail;
 	}
 	farm.loop = ev_default_loop(EVFLAG_AUTO);

@@ -309,7 +309,7 @@ fix_begin(struct fix_ctx *fc, struct config *cfg, const char *cmd, int flags)
 		return -1;
 	}
 	if (store_audit_jobs_load(fc->st, &fc->js) < 0) {
-		say_err("%s: %s: %s", cmd, log_quote(cfg->db), store_errmsg(fc->st));
+		say_err("%s: %s", cmd, store_errmsg(fc->st));
 		return -1;
 	}
 	fix_index_build(fc);
@@ -564,7 +564,7 @@ master_check_run(struct config *cfg)
 	if (fix_begin(&fc, cfg, "check", STORE_READONLY) < 0)
 		goto out;
 	if (store_audit_quick_check(fc.st, &msg) < 0) {
-		say_err("check: %s: %s", log_quote(cfg->db), store_errmsg(fc.st));
+		say_err("check: %s", store_errmsg(fc.st));
 		goto out;
 	}
 	if (msg != NULL) {

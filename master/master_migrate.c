@@ -60,7 +60,7 @@ master_migrate_run(struct config *cfg)
 		goto out;
 	}
 	if (store_migrate_empty(dst, &empty) < 0) {
-		say_err("%s: %s", to_shown, store_errmsg(dst));
+		say_err("%s", store_errmsg(dst));
 		goto out;
 	}
 	if (!empty) {
@@ -73,11 +73,11 @@ master_migrate_run(struct config *cfg)
 		goto out;
 	}
 	if (store_migrate_counts(src, nsrc) < 0) {
-		say_err("%s: %s", cfg->db, store_errmsg(src));
+		say_err("%s", store_errmsg(src));
 		goto out;
 	}
 	if (store_migrate_counts(dst, ndst) < 0) {
-		say_err("%s: %s", to_shown, store_errmsg(dst));
+		say_err("%s", store_errmsg(dst));
 		goto out;
 	}
 	printf("migrated %s to %s\n%-12s %10s %10s\n", cfg->db, to_shown,

@@ -267,7 +267,7 @@ scan_conflicts_check(struct scan *sc, const struct config *cfg, store_t *st)
 	rc = 0;
 	goto out;
 fail:
-	say_err("scan: %s: %s", log_quote(cfg->db), store_errmsg(st));
+	say_err("scan: %s", store_errmsg(st));
 out:
 	store_known_file_clear(&kf);
 	store_audit_lookup_close(lk);
@@ -354,7 +354,7 @@ scan_store(struct scan *sc, const struct config *cfg, store_t *st)
 	rc = 0;
 	goto out;
 fail:
-	say_err("scan: %s: %s", log_quote(cfg->db), store_errmsg(st));
+	say_err("scan: %s", store_errmsg(st));
 	if (in_tx)
 		store_tx_rollback(st);
 out:
@@ -510,7 +510,7 @@ master_scan_run(struct config *cfg)
 	    scan_conflicts_check(&sc, cfg, st) < 0)
 		goto out;
 	if (store_langs_sync(st, cfg->langs, cfg->nlangs) < 0) {
-		say_err("scan: %s: %s", log_quote(cfg->db), store_errmsg(st));
+		say_err("scan: %s", store_errmsg(st));
 		goto out;
 	}
 	if (scan_store(&sc, cfg, st) < 0)

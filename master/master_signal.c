@@ -132,7 +132,7 @@ master_signal_pg(struct config *cfg, int k)
 	if ((st = master_store_open(cfg, STORE_READONLY)) == NULL)
 		return EXIT_FATAL;
 	if (store_hosts_list(st, &h, &n) < 0) {
-		say_err("%s: %s", cfg->db, store_errmsg(st));
+		say_err("%s", store_errmsg(st));
 		goto out;
 	}
 	for (int i = 0; i < n; i++) {

@@ -451,7 +451,7 @@ master_status_run(struct config *cfg)
 	if ((st = master_store_open(cfg, STORE_READONLY)) == NULL)
 		goto out;
 	if (store_counts_get(st, &c) < 0) {
-		say_err("status: %s: %s", log_quote(cfg->db), store_errmsg(st));
+		say_err("status: %s", store_errmsg(st));
 		goto out;
 	}
 	farm = master_status_farm(cfg->db);
