@@ -125,12 +125,18 @@ master_signal_pg(struct config *cfg, int k)
 {
 	struct store_host *h = NULL;
 	char name[256] = "";
-	store_t *st;
+	store_t *st = NULL;
 	int n = 0, sent = 0, ex = EXIT_FATAL;
 
 	(void)gethostname(name, sizeof(name) - 1);
-	if ((st = master_store_open(cfg, STORE_READONLY)) == NULL)
+	if (master_store_open_into(cfg, STORE_READONLY | STORE_EMPTY_OK,
+	    &st) < 0)
 		return EXIT_FATAL;
+	if (st == NULL) {
+		say_err("no mpfarm master of %s is running (no farm in this "
+		    "database yet)", cfg->db);
+		return EXIT_FATAL;
+	}
 	if (store_hosts_list(st, &h, &n) < 0) {
 		say_err("%s", store_errmsg(st));
 		goto out;

@@ -368,7 +368,8 @@ def test_signal_without_a_master(farm):
     assert p.returncode == 1
     if storelib.PG:
         # a database no farm ever used: no schema (signal creates none)
-        assert farm.db in p.stderr, p.stderr
+        assert "no mpfarm master of %s is running (no farm in this " \
+            "database yet)" % farm.db in p.stderr, p.stderr
         assert len(p.stderr.strip().splitlines()) == 1, p.stderr
         assert farm.scalar("SELECT count(*) FROM pg_tables WHERE "
                            "schemaname = current_schema()") == 0
