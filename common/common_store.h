@@ -312,6 +312,11 @@ int  store_host_tick(store_t *st, int max_attempts, int *n);
 int  store_host_reap(store_t *st, int max_attempts, bool always, int *n);
 /* A clean exit: remove this host's row.  0 or -1. */
 int  store_host_unregister(store_t *st);
+/* How many in-flight jobs other hosts hold (their row still there): a
+ * master that runs out of work waits for them, since one that fails
+ * transiently, or whose host dies (taken over at the host timeout),
+ * is runnable again.  0 or -1; SQLite: *n = 0. */
+int  store_host_elsewhere(store_t *st, int64_t *n);
 
 struct store_host {
 	char    id[40];

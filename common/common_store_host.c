@@ -60,6 +60,9 @@ static struct store_sql q_host_local = STORE_SQL(
 	"SELECT host_id, pid FROM hosts WHERE hostname = ?1 AND host_id <> ?2");
 static struct store_sql q_host_silence = STORE_SQL(
 	"UPDATE hosts SET seen_at = 0 WHERE host_id = ?1");
+static struct store_sql q_host_elsewhere = STORE_SQL(
+	"SELECT count(*) FROM jobs j JOIN hosts h ON h.host_id = j.owner_host "
+	"WHERE j.status = 'in-progress' AND h.host_id <> ?1");
 static struct store_sql q_hosts_list = STORE_SQL(
 	"SELECT host_id, hostname, pid, started_at, seen_at, "
 	"coalesce(figures, '') FROM hosts ORDER BY hostname, started_at");
@@ -284,6 +287,26 @@ store_host_reap(store_t *st, int max_attempts, bool always, int *n)
 	rc = store_host_reap_locked(st, cutoff, max_attempts, n);
 out:
 	return store_tx_leave(st, own, rc);
+}
+
+int
+store_host_elsewhere(store_t *st, int64_t *n)
+{
+	db_stmt_t *s;
+	int step;
+
+	*n = 0;
+	if (!store_is_pg(st))
+		return 0;
+	if ((s = store_stmt(st, &q_host_elsewhere)) == NULL)
+		return -1;
+	db_bind_text(s, 1, store_host_id());
+	if ((step = store_step(st, s)) < 0)
+		return -1;
+	if (step == DB_ROW)
+		*n = db_column_int64(s, 0);
+	db_reset(s);
+	return 0;
 }
 
 int

@@ -87,6 +87,7 @@ struct farm {
 	struct job_ref *queue;
 	int     qhead, qlen, qcap;
 	bool    dirty;          /* something changed: refill may find work */
+	bool    waited_hosts;   /* waiting_for_hosts logged (PostgreSQL) */
 	int64_t next_fetch;     /* mono ms: earliest next refill when !dirty */
 
 	/* one timer per purpose; their intervals are named in master_farm.c */

@@ -199,14 +199,14 @@ farm_refill_dispatch_or_stop(void)
 
 /* The loop is done when nothing is in flight and nothing is left: no job
  * runnable now (even one held back by a paused provider), none waiting
- * for its retry time, no release still owed.  Any doubt (a database
- * error) means not done. */
+ * for its retry time, none another host runs, no release still owed.
+ * Any doubt (a database error) means not done. */
 bool
 farm_finished(void)
 {
 	struct config fc;
 	struct job_ref one;
-	int64_t due = 0, wall;
+	int64_t due = 0, wall, elsewhere = 0;
 	int n = 0;
 
 	if (farm.cfg->watch || farm.qlen > 0 || farm_busy_count() > 0 ||
@@ -227,6 +227,17 @@ farm_finished(void)
 		return false;
 	if (store_next_due(farm.st, &fc, wall, &due) < 0 || due > 0)
 		return false;
+	/* PostgreSQL: what other hosts run may come back (a transient
+	 * failure, or their death at the host timeout) */
+	if (store_host_elsewhere(farm.st, &elsewhere) < 0)
+		return false;
+	if (elsewhere > 0) {
+		if (!farm.waited_hosts)
+			log_info("waiting_for_hosts", "jobs=%lld",
+			    (long long)elsewhere);
+		farm.waited_hosts = true;
+		return false;
+	}
 	return true;
 }
 

@@ -7,13 +7,16 @@ rate holds for all hosts together, and a 429 answered to one host pauses
 the others within a tick."""
 import os
 import signal
+import sqlite3
+import subprocess
 import time
 
 import pytest
 
 import storelib
-from conftest import SLOW, wait_for
-from test_providers import ENV, fake  # noqa: F401  (the fixture)
+from conftest import MPFARM_BIN, SLOW, wait_for
+from test_providers import (ENV, config, fake,  # noqa: F401  (the fixture)
+                            fake_provider, media, transcript, translation)
 
 pytestmark = pytest.mark.skipif(
     not storelib.PG, reason="PostgreSQL pass only (MPFARM_TEST_STORE=pg)")
@@ -176,3 +179,88 @@ def test_dead_host_share_freed(farm, fake):
     st = fake.stats()
     assert st["max_concurrency"] <= 2, st["max_concurrency"]
     assert st["concurrency_limited"] == 0
+
+
+def sqlite_view_columns(farm, conf):
+    """The processing_status columns a SQLite farm of the same config
+    has (a scan of the same media into a database file of its own)."""
+    ref = farm.path / "sqlite-ref"
+    ref.mkdir()
+    (ref / "mpfarm.conf").write_text(conf)
+    env = dict(farm.env)
+    env.pop("MPFARM_DB", None)
+    p = subprocess.run([MPFARM_BIN, "scan", str(farm.media)], cwd=ref,
+                       env=env, capture_output=True, timeout=60 * SLOW)
+    assert p.returncode == 0, p.stderr
+    con = sqlite3.connect(str(ref / "media_tracking.db"))
+    try:
+        return [r[1] for r in con.execute(
+            "PRAGMA table_info(processing_status)")]
+    finally:
+        con.close()
+
+
+def test_mixed_faults_across_hosts(farm, fake):
+    """Three hosts against one fake provider answering with every
+    transient fault at random (500, 429 with and without Retry-After,
+    malformed and truncated bodies, slow answers), one host killed whole
+    (master and workers) mid-run: every job completed exactly once, every
+    output byte what the fake produced, and the view shaped as SQLite's."""
+    conf = config(fake, langs="de,he",
+                  extra="[farm]\nhost_timeout = 2\n").replace(
+                      "max_attempts = 6\n", "max_attempts = 40\n")
+    farm.write_config(conf)
+    files = {}
+    for i in range(30):
+        data = b"audio-%d-" % i + os.urandom(48)
+        name = "rec%02d.wav" % i
+        media(farm, name, data)
+        files[name] = data
+    assert farm.run("scan", farm.media).returncode == 0
+    fake.control(latency_ms=60, faults=[
+        {"kind": "status", "status": 500, "count": -1, "probability": 0.1},
+        {"kind": "status", "status": 429, "count": -1, "probability": 0.08,
+         "retry_after": "0"},
+        {"kind": "status", "status": 429, "count": -1, "probability": 0.04},
+        {"kind": "malformed", "count": -1, "probability": 0.05},
+        {"kind": "truncated", "count": -1, "probability": 0.05},
+    ])
+    logs = [farm.path / ("m%d.log" % i) for i in range(3)]
+    ms = [farm.start("run", log=lg) for lg in logs]
+    # the first host dies whole once it holds work
+    wait_for(lambda: farm.scalar(
+        "SELECT count(*) FROM jobs j JOIN hosts h ON h.host_id = "
+        "j.owner_host WHERE j.status = 'in-progress' AND h.pid = ?",
+        (ms[0].pid,)) > 0, 60, what="host 0 holding jobs")
+    os.killpg(ms[0].pid, signal.SIGKILL)
+    ms[0].wait(timeout=10)
+    for m in ms[1:]:
+        assert m.wait(timeout=240 * SLOW) == 0
+    assert farm.status_counts() == {"completed": 30}
+    for lang in ("de", "he"):
+        assert farm.status_counts("translate", lang) == {"completed": 30}
+    for name, data in files.items():
+        text = fake_provider.expected_transcript(name, data)
+        assert transcript(farm, name) == text + "\n"
+        assert translation(farm, "de", name) == "[DE] " + text + "\n"
+        assert translation(farm, "he", name) == "[HE] " + text + "\n"
+    twice = farm.query("SELECT job_id, count(*) FROM attempts WHERE "
+                       "outcome = 'completed' GROUP BY job_id "
+                       "HAVING count(*) <> 1")
+    assert twice == [], twice
+    assert farm.scalar("SELECT count(*) FROM attempts WHERE outcome = "
+                       "'completed'") == 90
+    st = fake.stats()
+    assert st["by_status"].get("500", 0) > 0
+    assert st["by_status"].get("429", 0) > 0
+    # the view: the same columns as a SQLite farm's, every value one of
+    # the four statuses
+    cols = [r[0] for r in farm.query(
+        "SELECT column_name FROM information_schema.columns WHERE "
+        "table_schema = current_schema() AND table_name = "
+        "'processing_status' ORDER BY ordinal_position")]
+    assert cols == sqlite_view_columns(farm, conf)
+    rows = farm.query("SELECT status, transcription_status, "
+                      "translation_de_status, translation_he_status "
+                      "FROM processing_status")
+    assert len(rows) == 30 and {v for r in rows for v in r} == {"completed"}
