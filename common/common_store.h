@@ -81,7 +81,7 @@ void store_close(store_t *st);
 /* True when the store is a PostgreSQL database (no files beside it: no
  * flock, no status file; see README). */
 bool store_is_pg(store_t *st);
-/* After a scan that added or changed files: PostgreSQL plans its
+/* After a scan that added files: PostgreSQL plans its
  * prepared statements from table statistics, and those of tables that
  * grew from nothing (autovacuum looks once a minute) make it walk the
  * wrong index, a lookup by file id scanning every transcription
@@ -312,11 +312,13 @@ int  store_host_tick(store_t *st, int max_attempts, int *n);
 int  store_host_reap(store_t *st, int max_attempts, bool always, int *n);
 /* A clean exit: remove this host's row.  0 or -1. */
 int  store_host_unregister(store_t *st);
-/* How many in-flight jobs other hosts hold (their row still there): a
- * master that runs out of work waits for them, since one that fails
- * transiently, or whose host dies (taken over at the host timeout),
- * is runnable again.  0 or -1; SQLite: *n = 0. */
-int  store_host_elsewhere(store_t *st, int64_t *n);
+/* How many in-flight jobs of the stages and languages `want` asks for
+ * (config_wants) other hosts hold (their row still there): a master
+ * that runs out of work waits for them, since one that fails
+ * transiently, or whose host dies (taken over at the host timeout), is
+ * runnable again.  0 or -1; SQLite: *n = 0. */
+int  store_host_elsewhere(store_t *st, const struct config *want,
+			  int64_t *n);
 
 struct store_host {
 	char    id[40];

@@ -61,8 +61,9 @@ static struct store_sql q_host_local = STORE_SQL(
 static struct store_sql q_host_silence = STORE_SQL(
 	"UPDATE hosts SET seen_at = 0 WHERE host_id = ?1");
 static struct store_sql q_host_elsewhere = STORE_SQL(
-	"SELECT count(*) FROM jobs j JOIN hosts h ON h.host_id = j.owner_host "
-	"WHERE j.status = 'in-progress' AND h.host_id <> ?1");
+	"SELECT j.stage, j.lang, count(*) FROM jobs j JOIN hosts h ON "
+	"h.host_id = j.owner_host WHERE j.status = 'in-progress' AND "
+	"h.host_id <> ?1 GROUP BY j.stage, j.lang");
 static struct store_sql q_hosts_list = STORE_SQL(
 	"SELECT host_id, hostname, pid, started_at, seen_at, "
 	"coalesce(figures, '') FROM hosts ORDER BY hostname, started_at");
@@ -290,7 +291,7 @@ out:
 }
 
 int
-store_host_elsewhere(store_t *st, int64_t *n)
+store_host_elsewhere(store_t *st, const struct config *want, int64_t *n)
 {
 	db_stmt_t *s;
 	int step;
@@ -301,12 +302,13 @@ store_host_elsewhere(store_t *st, int64_t *n)
 	if ((s = store_stmt(st, &q_host_elsewhere)) == NULL)
 		return -1;
 	db_bind_text(s, 1, store_host_id());
-	if ((step = store_step(st, s)) < 0)
-		return -1;
-	if (step == DB_ROW)
-		*n = db_column_int64(s, 0);
-	db_reset(s);
-	return 0;
+	while ((step = store_step(st, s)) == DB_ROW) {
+		const char *lang = db_column_text(s, 1);
+		int stage = job_stage_parse(db_column_text(s, 0));
+		if (stage >= 0 && config_wants(want, stage, lang ? lang : ""))
+			*n += db_column_int64(s, 2);
+	}
+	return step < 0 ? -1 : 0;
 }
 
 int

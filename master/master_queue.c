@@ -229,7 +229,7 @@ farm_finished(void)
 		return false;
 	/* PostgreSQL: what other hosts run may come back (a transient
 	 * failure, or their death at the host timeout) */
-	if (store_host_elsewhere(farm.st, &elsewhere) < 0)
+	if (store_host_elsewhere(farm.st, &fc, &elsewhere) < 0)
 		return false;
 	if (elsewhere > 0) {
 		if (!farm.waited_hosts)

@@ -329,3 +329,32 @@ def test_dead_master_of_this_host_is_no_live_master(farm):
                  (os.getpid(), int(time.time() * 1000)))
     p = farm.run("fix")
     assert "master pid %d is running" % os.getpid() in p.stdout, p.stdout
+
+
+def test_master_waits_only_for_work_it_could_run(farm):
+    """Without --watch a master that runs out of work waits for the jobs
+    other hosts still run in its stages (one may come back), and only
+    those: one started with --stage translate leaves while another host
+    still transcribes (translations wait for transcripts, as on SQLite);
+    one running every stage waits, takes its share of the translations
+    once the transcripts are done, and ends with the others."""
+    farm.write_config(CONF.format(delay=3000) +
+                      "[translate]\nprovider = noop\nlanguages = de\n")
+    farm.make_media(2)
+    assert farm.run("scan", farm.media).returncode == 0
+    a = farm.start("run", "--workers", "2", log=farm.path / "a.log")
+    wait_for(lambda: len(host_jobs(farm, a.pid)) == 2, 30,
+             what="host A transcribing both files")
+    t = farm.run("run", "--stage", "translate", "--workers", "1",
+                 "--log-level", "debug")
+    assert t.returncode == 0, t.stderr
+    assert "event=waiting_for_hosts" not in t.stderr
+    assert len(host_jobs(farm, a.pid)) == 2     # it did not wait for A
+    b = farm.start("run", "--workers", "1", log=farm.path / "b.log")
+    wait_for(lambda: "event=waiting_for_hosts jobs=2" in
+             (farm.path / "b.log").read_text(), 30, what="B waiting for A")
+    assert a.wait(timeout=60 * SLOW) == 0
+    assert b.wait(timeout=60 * SLOW) == 0
+    assert farm.counts() == {"completed": 4}
+    done = [host_completed(farm.path / x) for x in ("a.log", "b.log")]
+    assert sum(done) == 4 and done[0] >= 2, done
