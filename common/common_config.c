@@ -2,10 +2,11 @@
  * common_config.c - settings: defaults, then the INI file (inih), then
  * MPFARM_DB, then the command line (common_cli.c), which wins.  The file is
  * checked strictly where a typo or a value out of range would silently
- * change behaviour ([farm] keys, section names, provider names, numbers,
- * language codes, text that is not UTF-8); provider sections accept any
- * other key because each provider reads its own.  Every value remembers
- * where it came from (FILE:LINE), for error messages and `mpfarm config`.
+ * change behaviour (section names, every section's keys, provider names,
+ * numbers, language codes, text that is not UTF-8): a key no code reads
+ * would otherwise leave a default in force unnoticed.  Every value
+ * remembers where it came from (FILE:LINE), for error messages and
+ * `mpfarm config`.
  */
 #include <stdio.h>
 #include "common_config.h"
@@ -28,11 +29,31 @@ struct config_parse {
 	FILE *fp;
 	int line;                   /* of the line inih is handling */
 	int next_line;
+	int err_line;               /* of the error in err, or 0 */
+	bool too_long;              /* the line did not fit inih's buffer */
+	bool indented;              /* it starts with blanks: inih takes it
+				     * for more of the value above */
 };
 
 /* The sections besides one per provider (common_provider.h). */
 static const char *const config_sections[] = {
 	"farm", "transcribe", "translate", "serve", "roots", NULL
+};
+
+/* The keys of the sections besides [farm] (config_farm_set knows its
+ * own), [roots] (any name: roots_line_check) and the providers' (their
+ * descriptors).  Every stage section takes provider (config_provider),
+ * model (the HTTP providers' model) and command (exec's engine), which
+ * config_stage_get reads from [translate.LANG] before [translate];
+ * [transcribe] also takes language (the spoken-language hint the HTTP
+ * providers send), [translate] the target languages. */
+static const char *const config_stage_keys[] = {
+	"provider", "model", "command", NULL
+};
+static const char *const config_transcribe_keys[] = { "language", NULL };
+static const char *const config_translate_keys[] = { "languages", NULL };
+static const char *const config_serve_keys[] = {
+	"listen", "allowed_hosts", NULL
 };
 
 /* Numbers any provider section may hold, with their ranges: a value that
@@ -352,7 +373,7 @@ config_provider_check(const char *section, const char *value, char *msg,
 
 	if (!tr && strcmp(section, "translate") != 0 &&
 	    strncmp(section, "translate.", 10) != 0)
-		return 0;       /* a provider's own section may use the word */
+		return 0;       /* not a stage section: refused as a key */
 	if (p != NULL && (p->stages & mask))
 		return 0;
 	provider_names(mask, PROVIDER_NAMES_ALL, names, sizeof(names));
@@ -361,22 +382,232 @@ config_provider_check(const char *section, const char *value, char *msg,
 	return -1;
 }
 
+/* The key lists of section, at most two (the rest NULL): false for a
+ * section whose keys are not listed here ([farm], [roots], unknown). */
+static bool
+config_section_keys(const char *section, const char *const *lists[2])
+{
+	const struct provider_desc *p = provider_find(section);
+
+	lists[0] = lists[1] = NULL;
+	if (strcmp(section, "serve") == 0) {
+		lists[0] = config_serve_keys;
+	} else if (strcmp(section, "transcribe") == 0) {
+		lists[0] = config_stage_keys;
+		lists[1] = config_transcribe_keys;
+	} else if (strcmp(section, "translate") == 0) {
+		lists[0] = config_stage_keys;
+		lists[1] = config_translate_keys;
+	} else if (strncmp(section, "translate.", 10) == 0) {
+		lists[0] = config_stage_keys;
+	} else if (p != NULL) {
+		provider_key_lists(p, lists);
+	} else {
+		return false;
+	}
+	return true;
+}
+
+/* Whether section takes key.  [farm] is asked through config_farm_set on
+ * a scratch config, so that its keys stay listed in one place. */
+static bool
+config_section_takes(const char *section, const char *key)
+{
+	const char *const *lists[2];
+
+	if (strcmp(section, "farm") == 0) {
+		struct config scratch;
+		char err[200];
+		int rc;
+		config_defaults(&scratch);
+		rc = config_farm_set(&scratch, key, "", "", err, sizeof(err));
+		config_free(&scratch);
+		return rc != -2;
+	}
+	if (strcmp(section, "roots") == 0)
+		return true;
+	if (!config_section_keys(section, lists))
+		return false;
+	return (lists[0] != NULL && word_in(key, lists[0])) ||
+	    (lists[1] != NULL && word_in(key, lists[1]));
+}
+
+/* Edit distance of a and b (insertions, deletions, substitutions), for
+ * "did you mean"; anything past 63 bytes counts as far. */
+static int
+config_key_distance(const char *a, const char *b)
+{
+	size_t la = strlen(a), lb = strlen(b);
+	int row[64];
+
+	if (la >= 64 || lb >= 64)
+		return 64;
+	for (size_t j = 0; j <= lb; j++)
+		row[j] = (int)j;
+	for (size_t i = 1; i <= la; i++) {
+		int diag = row[0];
+		row[0] = (int)i;
+		for (size_t j = 1; j <= lb; j++) {
+			int up = row[j];
+			int best = diag + (a[i - 1] != b[j - 1]);
+			if (up + 1 < best)
+				best = up + 1;
+			if (row[j - 1] + 1 < best)
+				best = row[j - 1] + 1;
+			row[j] = best;
+			diag = up;
+		}
+	}
+	return row[lb];
+}
+
+/* The separator before item i of n in "a, b or c". */
+static const char *
+config_list_sep(int i, int n)
+{
+	return i == 0 ? "" : i == n - 1 ? " or " : ", ";
+}
+
+/* Append to msg[cap] the sections other than section that take key, as
+ * "[farm] key" or "[a] key, [b] key or [c] key"; how many.  [roots] takes
+ * any name, so it is never one of them. */
+static int
+config_key_elsewhere(const char *section, const char *key, char *msg,
+		     size_t cap)
+{
+	const char *found[32];
+	int n = 0, nfixed = 0;
+
+	while (config_sections[nfixed] != NULL)
+		nfixed++;
+	for (int i = 0; i < nfixed + provider_count() && n < 32; i++) {
+		const char *s = i < nfixed ? config_sections[i] :
+		    provider_at(i - nfixed)->name;
+		if (strcmp(s, section) != 0 && strcmp(s, "roots") != 0 &&
+		    config_section_takes(s, key))
+			found[n++] = s;
+	}
+	for (int i = 0; i < n; i++) {
+		size_t len = strlen(msg);
+		snprintf(msg + len, cap - len, "%s[%s] %.64s",
+		    config_list_sep(i, n), found[i], key);
+	}
+	return n;
+}
+
+/* section (a known one) does not take key: msg[cap] says so, with a hint
+ * that puts the fix one look away: the section(s) the key belongs in,
+ * else the section's own key it is a typo of, else the keys it takes
+ * ([farm]'s are not listed: config_farm_set owns them). */
+static void
+config_key_unknown(const char *section, const char *key, char *msg,
+		   size_t cap)
+{
+	const char *const *lists[2];
+	const char *keys[64], *near = NULL;
+	int n = 0, best = 3;    /* at most 2 edits, and a third of the key */
+	size_t len;
+
+	snprintf(msg, cap, "unknown key \"%.64s\" in [%.40s]", key, section);
+	len = strlen(msg);
+	snprintf(msg + len, cap - len, "; did you mean ");
+	if (config_key_elsewhere(section, key, msg, cap) > 0) {
+		len = strlen(msg);
+		snprintf(msg + len, cap - len, "?");
+		return;
+	}
+	msg[len] = '\0';
+	if (!config_section_keys(section, lists))
+		return;
+	for (int l = 0; l < 2; l++)
+		for (int i = 0; lists[l] != NULL && lists[l][i] != NULL && n < 64;
+		    i++)
+			keys[n++] = lists[l][i];
+	for (int i = 0; i < n; i++) {
+		int d = config_key_distance(key, keys[i]);
+		if (d < best && (size_t)d * 3 <= strlen(key)) {
+			best = d;
+			near = keys[i];
+		}
+	}
+	if (near != NULL) {
+		snprintf(msg + len, cap - len, "; did you mean %s?", near);
+		return;
+	}
+	snprintf(msg + len, cap - len, " (it takes %s", n == 0 ? "no keys" : "");
+	for (int i = 0; i < n; i++) {
+		len = strlen(msg);
+		snprintf(msg + len, cap - len, "%s%s", config_list_sep(i, n),
+		    keys[i]);
+	}
+	len = strlen(msg);
+	snprintf(msg + len, cap - len, ")");
+}
+
+static const struct config_entry *
+config_entry_find(const struct config *cfg, const char *section,
+		  const char *key)
+{
+	for (int i = 0; i < cfg->nentries; i++)
+		if (strcmp(cfg->entries[i].section, section) == 0 &&
+		    strcmp(cfg->entries[i].key, key) == 0)
+			return &cfg->entries[i];
+	return NULL;
+}
+
+static void
+config_entry_free(struct config_entry *e)
+{
+	free(e->section);
+	free(e->key);
+	free(e->value);
+	free(e->where);
+}
+
 static int
 config_ini_handler(void *user, const char *section, const char *key,
 		   const char *value)
 {
 	struct config_parse *cp = user;
 	struct config *cfg = cp->cfg;
-	char msg[400] = "";
+	const struct config_entry *prev;
+	char msg[600] = "", *joined = NULL;
 	char where[600];
 	bool lang_section = strncmp(section, "translate.", 10) == 0;
 
+	/* inih reads on after an error: the first one is the one to report
+	 * (the line ini_parse_stream returns), and nothing after it counts */
+	if (cp->err[0] != '\0')
+		return 0;
 	snprintf(where, sizeof(where), "%s:%d", cp->file, cp->line);
+	if (cp->too_long) {
+		snprintf(msg, sizeof(msg), "line longer than %d bytes (a "
+		    "long value goes on over indented lines)", INI_MAX_LINE - 1);
+		goto fail;
+	}
 	if (key == NULL)        /* a bare [section] line */
 		return 1;
+	if (cp->indented && cfg->nentries > 0 &&
+	    strcmp(cfg->entries[cfg->nentries - 1].section, section) == 0 &&
+	    strcmp(cfg->entries[cfg->nentries - 1].key, key) == 0) {
+		/* a long value goes on over indented lines, joined with a
+		 * space, and is checked whole, from its first line */
+		struct config_entry *e = &cfg->entries[--cfg->nentries];
+		value = joined = xasprintf("%s %s", e->value, value);
+		snprintf(where, sizeof(where), "%s", e->where);
+		config_entry_free(e);
+	} else if ((prev = config_entry_find(cfg, section, key)) != NULL) {
+		snprintf(msg, sizeof(msg), "[%.40s] %.64s given twice (first "
+		    "at %s)", section, key, prev->where);
+		goto fail;
+	}
 	if (!word_in(section, config_sections) && !lang_section &&
 	    provider_find(section) == NULL) {
 		snprintf(msg, sizeof(msg), "unknown section [%s]", section);
+		goto fail;
+	}
+	if (strcmp(section, "farm") != 0 && !config_section_takes(section, key)) {
+		config_key_unknown(section, key, msg, sizeof(msg));
 		goto fail;
 	}
 	if (!utf8_valid(value)) {
@@ -393,22 +624,28 @@ config_ini_handler(void *user, const char *section, const char *key,
 			goto fail;
 		}
 	}
-	if (strcmp(section, "farm") == 0 &&
-	    config_farm_set(cfg, key, value, where, msg, sizeof(msg)) < 0)
-		goto fail;
-	if (strcmp(section, "serve") == 0) {
-		if (strcmp(key, "allowed_hosts") == 0) {
-			if (config_hosts_check(value, msg, sizeof(msg)) < 0)
-				goto fail;
-			set_str(&cfg->allowed_hosts, value);
-		} else if (strcmp(key, "listen") == 0) {
-			set_str(&cfg->listen, value);
-		} else {
-			snprintf(msg, sizeof(msg), "unknown key \"%s\" in [serve]",
-			    key);
-			goto fail;
+	if (strcmp(section, "farm") == 0) {
+		int rc = config_farm_set(cfg, key, value, where, msg, sizeof(msg));
+		size_t len = strlen(msg);
+		/* the value's message, or "unknown key": then where it belongs */
+		if (rc == -2) {
+			snprintf(msg + len, sizeof(msg) - len, "; did you mean ");
+			if (config_key_elsewhere(section, key, msg, sizeof(msg)) > 0)
+				snprintf(msg + strlen(msg), sizeof(msg) - strlen(msg),
+				    "?");
+			else
+				msg[len] = '\0';
 		}
+		if (rc < 0)
+			goto fail;
 	}
+	if (strcmp(section, "serve") == 0 && strcmp(key, "allowed_hosts") == 0) {
+		if (config_hosts_check(value, msg, sizeof(msg)) < 0)
+			goto fail;
+		set_str(&cfg->allowed_hosts, value);
+	}
+	if (strcmp(section, "serve") == 0 && strcmp(key, "listen") == 0)
+		set_str(&cfg->listen, value);
 	if (strcmp(key, "provider") == 0 &&
 	    config_provider_check(section, value, msg, sizeof(msg)) < 0)
 		goto fail;
@@ -430,27 +667,42 @@ config_ini_handler(void *user, const char *section, const char *key,
 	    sizeof(*cfg->entries) * (size_t)(cfg->nentries + 1));
 	cfg->entries[cfg->nentries++] = (struct config_entry){
 		xstrdup(section), xstrdup(key), xstrdup(value), xstrdup(where) };
+	free(joined);
 	return 1;
 fail:
 	snprintf(cp->err, cp->errlen, "%s: %s", where, msg);
+	cp->err_line = cp->line;
+	free(joined);
 	return 0;
 }
 
 /* inih's reader: fgets that counts lines, so that every value knows its
- * line (Debian's inih is built without INI_HANDLER_LINENO). */
+ * line (Debian's inih is built without INI_HANDLER_LINENO).  A line too
+ * long for inih's buffer would come back as two, the rest taken for a
+ * line of its own (a stray key, or an error on a line the file does not
+ * have): it is read whole and handed on as "=", which makes inih call the
+ * handler, which reports it.  So inih's line numbers are the file's. */
 static char *
 config_reader(char *str, int num, void *stream)
 {
 	struct config_parse *cp = stream;
 	char *r = fgets(str, num, cp->fp);
 	size_t n;
+	int c;
 
 	if (r == NULL)
 		return NULL;
-	cp->line = cp->next_line;
+	cp->line = cp->next_line++;
+	cp->indented = (r[0] == ' ' || r[0] == '\t') &&
+	    r[strspn(r, " \t\r\n")] != '\0' &&
+	    strchr(";#", r[strspn(r, " \t")]) == NULL;
 	n = strlen(r);
 	if (n > 0 && r[n - 1] == '\n')
-		cp->next_line++;
+		return r;
+	while ((c = getc(cp->fp)) != EOF && c != '\n')
+		cp->too_long = true;
+	if (cp->too_long && num >= 3)
+		snprintf(str, (size_t)num, "=\n");
 	return r;
 }
 
@@ -458,7 +710,8 @@ int
 config_file_read(struct config *cfg, const char *file, char *err,
 		 size_t errlen)
 {
-	struct config_parse cp = { cfg, err, errlen, file, NULL, 1, 1 };
+	struct config_parse cp = { cfg, err, errlen, file, NULL, 1, 1, 0, false,
+	    false };
 	int rc;
 
 	cp.fp = fopen(file, "re");
@@ -471,7 +724,9 @@ config_file_read(struct config *cfg, const char *file, char *err,
 	rc = ini_parse_stream(config_reader, &cp, config_ini_handler, &cp);
 	fclose(cp.fp);
 	if (rc != 0) {
-		if (err[0] == '\0' && rc > 0)
+		/* rc is the first bad line: a syntax error there, unless the
+		 * handler's error is that line's */
+		if (rc > 0 && cp.err_line != rc)
 			snprintf(err, errlen, "%s:%d: syntax error", file, rc);
 		else if (err[0] == '\0')
 			snprintf(err, errlen, "%s: cannot parse", file);
@@ -513,12 +768,8 @@ config_reload(struct config *cfg, int argc, char **argv,
 void
 config_free(struct config *cfg)
 {
-	for (int i = 0; i < cfg->nentries; i++) {
-		free(cfg->entries[i].section);
-		free(cfg->entries[i].key);
-		free(cfg->entries[i].value);
-		free(cfg->entries[i].where);
-	}
+	for (int i = 0; i < cfg->nentries; i++)
+		config_entry_free(&cfg->entries[i]);
 	free(cfg->entries);
 	for (int i = 0; i < cfg->norigins; i++) {
 		free(cfg->origins[i].key);

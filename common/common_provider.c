@@ -1,9 +1,10 @@
 /*
  * common_provider.c - the provider registry: the list of built-in
  * providers (one word each; the descriptor itself is in the provider's own
- * file under worker/), lookups by index and by name, the name lists that
- * error messages quote, and the retry policy after a failed attempt that
- * the master and the workers share.
+ * file under worker/), lookups by index and by name, the keys a
+ * provider's section takes, the name lists that error messages quote, and
+ * the retry policy after a failed attempt that the master and the workers
+ * share.
  *
  * Adding a provider: write worker/worker_NAME.c defining
  * `const struct provider_desc provider_NAME`, and add NAME to
@@ -28,6 +29,18 @@ static const struct provider_desc *const provider_table[] = {
 /* the index travels in JOB, DONE, TOKEN_REQ and PROVIDER_EVENT frames */
 _Static_assert(PROVIDER_N <= IPC_PROVIDER_MAX,
 	       "more providers than a frame's provider field allows");
+
+const char *const provider_http_keys[] = {
+	"base_url", "api_key_file", "max_concurrency", "rate", "quota_pause",
+	"connect_timeout", "low_speed_time", "max_response_bytes", NULL
+};
+
+void
+provider_key_lists(const struct provider_desc *p, const char *const *lists[2])
+{
+	lists[0] = p->limited ? provider_http_keys : NULL;
+	lists[1] = p->keys;
+}
 
 int
 provider_count(void)

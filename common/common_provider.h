@@ -1,18 +1,18 @@
 /*
  * common_provider.h - the provider descriptor: the one place a provider is
  * named and described (its name, the stages it serves, whether the farm's
- * limits apply, its key's environment variable, the HTTP status codes
- * that mean something special to it, its config check and its run
- * function), and the registry of all of them.  Config validation, the
- * master's limits, error classification and the worker read it; the
- * master sends a provider's index in the registry to the worker, never a
- * name.
+ * limits apply, the keys its config section takes, its key's environment
+ * variable, the HTTP status codes that mean something special to it, its
+ * config check and its run function), and the registry of all of them.
+ * Config validation, the master's limits, error classification and the
+ * worker read it; the master sends a provider's index in the registry to
+ * the worker, never a name.
  *
  * The type and the registry live in common/ because config validation
- * (common_config.c) needs the names and stages, the master the limits and
- * the worker the run function; each descriptor is defined in its
- * provider's own file under worker/, which includes this header (never
- * the reverse), and plugs in with one word in PROVIDER_LIST below.
+ * (common_config.c) needs the names, stages and keys, the master the
+ * limits and the worker the run function; each descriptor is defined in
+ * its provider's own file under worker/, which includes this header
+ * (never the reverse), and plugs in with one word in PROVIDER_LIST below.
  */
 #ifndef MPFARM_COMMON_PROVIDER_H
 #define MPFARM_COMMON_PROVIDER_H
@@ -31,8 +31,14 @@ struct provider_desc {
 	int     stages;             /* STAGE_MASK_* it serves */
 	/* whether the farm-wide limits apply ([name] max_concurrency, rate,
 	 * quota_pause; 429 pauses; a refused key disabling it): the master
-	 * then meters its requests with tokens */
+	 * then meters its requests with tokens.  Every limited provider is an
+	 * HTTP service, so its section also takes provider_http_keys. */
 	bool    limited;
+	/* The keys its own section [name] takes (NULL-terminated; NULL for
+	 * none) besides provider_http_keys: what its check and run functions
+	 * read there.  Any other key in [name] is a config error, so that a
+	 * typo never silently leaves a default in force. */
+	const char *const *keys;
 	/* it does no real work (dry runs, tests, benchmarks): listed as a
 	 * choice, never suggested as the fix for missing work */
 	bool    fake;
@@ -71,6 +77,17 @@ struct provider_desc {
 #define PROVIDER_EXTERN_(n) extern const struct provider_desc provider_##n;
 PROVIDER_LIST(PROVIDER_EXTERN_)
 #undef PROVIDER_EXTERN_
+
+/* The keys the section of every limited provider takes besides its own
+ * (NULL-terminated): its endpoint, key file and transfer bounds, which
+ * worker_http_conf.c reads for each HTTP provider, and the farm's limits
+ * on it, which master_provider.c reads.  One list, so that a key the HTTP
+ * layer learns is accepted for every such provider at once. */
+extern const char *const provider_http_keys[];
+/* The keys [p->name] takes, as two NULL-terminated lists, either of
+ * them NULL: provider_http_keys when p is limited, and p->keys. */
+void provider_key_lists(const struct provider_desc *p,
+			const char *const *lists[2]);
 
 /* How many providers are built in (the registry's indexes are 0 to
  * provider_count() - 1, stable for the life of the binary). */

@@ -412,6 +412,8 @@ const struct provider_desc provider_deepl = {
 	.name = "deepl",
 	.stages = STAGE_MASK_TRANSLATE,
 	.limited = true,
+	.keys = (const char *const[]){ "english_variant",
+		"portuguese_variant", "formality", NULL },
 	.key_env = "DEEPL_AUTH_KEY",
 	/* DeepL's own codes: 529 too many requests, 456 quota exceeded */
 	.http_rate_limited = { 529 },

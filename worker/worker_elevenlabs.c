@@ -207,6 +207,10 @@ const struct provider_desc provider_elevenlabs = {
 	.name = "elevenlabs",
 	.stages = STAGE_MASK_TRANSCRIBE,
 	.limited = true,
+	/* model_id, then el_opts' keys (passed through to the API) */
+	.keys = (const char *const[]){ "model_id", "diarize",
+		"tag_audio_events", "timestamps_granularity", "num_speakers",
+		NULL },
 	.key_env = "ELEVENLABS_API_KEY",
 	.code_refused = { "quota_exceeded" },
 	.code_concurrency = { "too_many_concurrent_requests" },

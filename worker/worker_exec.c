@@ -541,6 +541,8 @@ const struct provider_desc provider_exec = {
 	.name = "exec",
 	.stages = STAGE_MASK_TRANSCRIBE | STAGE_MASK_TRANSLATE,
 	.limited = false,
+	.keys = (const char *const[]){ "transcribe_command",
+		"translate_command", NULL },
 	.check = exec_check,
 	.run = exec_run,
 };

@@ -53,6 +53,7 @@ const struct provider_desc provider_noop = {
 	.stages = STAGE_MASK_TRANSCRIBE | STAGE_MASK_TRANSLATE,
 	.limited = false,
 	.fake = true,
+	.keys = (const char *const[]){ "delay_ms", NULL },
 	.check = NULL,
 	.run = noop_run,
 };

@@ -393,6 +393,8 @@ const struct provider_desc provider_openai = {
 	.name = "openai",
 	.stages = STAGE_MASK_TRANSCRIBE | STAGE_MASK_TRANSLATE,
 	.limited = true,
+	.keys = (const char *const[]){ "model", "transcribe_model", "prompt",
+		"word_timestamps", "max_upload_bytes", "chunk_bytes", NULL },
 	.key_env = "OPENAI_API_KEY",
 	/* a 429 with this code is a spent quota, not a rate limit */
 	.code_refused = { "insufficient_quota" },

@@ -147,6 +147,25 @@ test_malformed(void **state)
 	expect_bad("[translate]\nlanguages = 1en\n", "invalid language", 2);
 	expect_bad("[translate.-x]\nprovider = deepl\n", "bad language", 2);
 	expect_bad("[farm]\nbatch_size = -1\n", "batch_size", 2);
+	/* every section checks its keys, and says where a key belongs */
+	expect_bad("[noop]\n\nbogus = 1\n", "unknown key \"bogus\" in [noop] "
+	    "(it takes delay_ms)", 3);
+	expect_bad("[openai]\nmax_concurency = 2\n",
+	    "did you mean max_concurrency?", 2);
+	expect_bad("[deepl]\nhost_timeout = 2\n",
+	    "did you mean [farm] host_timeout?", 2);
+	expect_bad("[farm]\nformality = more\n", "did you mean [deepl] formality?",
+	    2);
+	expect_bad("[translate.de]\nlanguages = en\n",
+	    "did you mean [translate] languages?", 2);
+	/* the first error is the one named, whatever follows */
+	expect_bad("[noop]\nx = 1\n[deepl]\ny = 2\n", "\"x\" in [noop]", 2);
+	expect_bad("[farm\n[noop]\nx = 1\n", "syntax", 1);
+	/* a line too long for inih is refused whole, not cut in two */
+	char longline[300];
+	snprintf(longline, sizeof(longline), "[exec]\ntranscribe_command = %0200d\n"
+	    "[noop]\ndelay_ms = 1\n", 0);
+	expect_bad(longline, "line longer than", 2);
 }
 
 /* Options before and after the command word mean the same; an option the

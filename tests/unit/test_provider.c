@@ -2,8 +2,9 @@
  * test_provider.c - the provider registry (common_provider.c): every
  * descriptor is complete and its name unique, lookups by name and index
  * agree, the name lists error messages quote follow the stages each
- * provider serves, config validation takes its sections and stage choices
- * from the registry, and the retry policy stays within its bounds.
+ * provider serves, config validation takes its sections, their keys and
+ * the stage choices from the registry, and the retry policy stays within
+ * its bounds.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -109,12 +110,35 @@ test_config_reads_registry(void **state)
 	char err[600];
 	(void)state;
 
-	/* every provider's section is known */
+	/* every provider's section is known and takes its descriptor's keys
+	 * (and the HTTP ones when limited), and no other */
 	for (int i = 0; i < provider_count(); i++) {
-		char text[200];
-		snprintf(text, sizeof(text), "[%s]\nsome_key = 1\n",
-		    provider_at(i)->name);
-		assert_int_equal(parse(text, err, sizeof(err)), 0);
+		const struct provider_desc *p = provider_at(i);
+		char text[200], want[120];
+		const char *const *lists[2];
+		provider_key_lists(p, lists);
+		assert_ptr_equal(lists[1], p->keys);
+		assert_true(p->limited == (lists[0] == provider_http_keys));
+		for (int k = 0; p->keys != NULL && p->keys[k] != NULL; k++) {
+			/* each key listed once: its own, or shared */
+			for (int h = 0; p->limited && provider_http_keys[h]; h++)
+				assert_string_not_equal(p->keys[k],
+				    provider_http_keys[h]);
+			snprintf(text, sizeof(text), "[%s]\n%s = 1\n", p->name,
+			    p->keys[k]);
+			assert_int_equal(parse(text, err, sizeof(err)), 0);
+		}
+		for (int k = 0; provider_http_keys[k] != NULL; k++) {
+			snprintf(text, sizeof(text), "[%s]\n%s = 1\n", p->name,
+			    provider_http_keys[k]);
+			assert_int_equal(parse(text, err, sizeof(err)),
+			    p->limited ? 0 : -1);
+		}
+		snprintf(text, sizeof(text), "[%s]\nsome_key = 1\n", p->name);
+		assert_int_equal(parse(text, err, sizeof(err)), -1);
+		snprintf(want, sizeof(want), "unknown key \"some_key\" in [%s]",
+		    p->name);
+		assert_non_null(strstr(err, want));
 	}
 	assert_int_equal(parse("[nosuch]\nx = 1\n", err, sizeof(err)), -1);
 	assert_non_null(strstr(err, "unknown section"));
@@ -129,9 +153,11 @@ test_config_reads_registry(void **state)
 	assert_non_null(strstr(err, "(elevenlabs, openai, exec or noop)"));
 	assert_int_equal(parse("[transcribe]\nprovider = openai\n[translate]\n"
 	    "provider = openai\n", err, sizeof(err)), 0);
-	/* a provider's own section may have a key called provider */
+	/* provider is a stage's key, not a provider section's */
 	assert_int_equal(parse("[exec]\nprovider = whatever\n", err,
-	    sizeof(err)), 0);
+	    sizeof(err)), -1);
+	assert_non_null(strstr(err, "did you mean [transcribe] provider or "
+	    "[translate] provider?"));
 }
 
 static void
