@@ -39,6 +39,45 @@ def fsbytes(p):
     return os.fsencode(p)
 
 
+def ini_override(text):
+    """The INI text with each key of a section kept at its last setting
+    only (earlier lines of it dropped, with their indented continuation
+    lines), as tests that append overrides to a base config mean it."""
+    def parse(lines):
+        sec, out = "", []
+        for line in lines:
+            s = line.strip()
+            if s.startswith("[") and s.endswith("]"):
+                sec = s[1:-1]
+                out.append(None)
+            elif line[:1] in (" ", "\t") or not s or s[0] in "#;" \
+                    or "=" not in s:
+                out.append("cont" if line[:1] in (" ", "\t") and s else
+                           None)
+            else:
+                out.append((sec, s.split("=", 1)[0].strip()))
+        return out
+    lines = text.splitlines(keepends=True)
+    keys = parse(lines)
+    last = {}
+    for i, k in enumerate(keys):
+        if isinstance(k, tuple):
+            last[k] = i
+    kept, owner = [], None
+    for i, (line, k) in enumerate(zip(lines, keys)):
+        if isinstance(k, tuple):
+            owner = k
+            if last[k] != i:
+                owner = "dropped"
+                continue
+        elif k == "cont" and owner == "dropped":
+            continue
+        elif k is None:
+            owner = None if line.strip().startswith("[") else owner
+        kept.append(line)
+    return "".join(kept)
+
+
 class Farm:
     """One working directory and the helpers to drive mpfarm in it."""
 
@@ -219,11 +258,14 @@ class Farm:
             con.close()
 
     # ---- files -----------------------------------------------------------
-    def write_config(self, text, name="mpfarm.conf"):
+    def write_config(self, text, name="mpfarm.conf", raw=False):
         """Write a config file in the working directory (./mpfarm.conf is
-        read without --config)."""
+        read without --config).  Tests build configs as a base plus
+        overrides (BASE + "[farm]\nworkers = 4\n"); mpfarm refuses a key
+        given twice, so unless raw, a key set again drops its earlier
+        line (ini_override)."""
         p = self.path / name
-        p.write_text(text)
+        p.write_text(text if raw else ini_override(text))
         return p
 
     def make_media(self, n, prefix="f", sub=""):

@@ -275,7 +275,7 @@ def test_a_key_given_twice_is_refused(farm):
              "[farm]\nworkers = 3\n", BASE_LINES + 6, BASE_LINES + 2),
             (BASE.replace("languages = en\n", "languages = en\n"
                           "languages = de\n"), 6, 5)):
-        farm.write_config(text)
+        farm.write_config(text, raw=True)
         for cmd in (["config"], ["run", "--dry-run"]):
             p = farm.run(*cmd)
             assert p.returncode == 2, (text, p.stdout, p.stderr)
