@@ -15,8 +15,9 @@ import pytest
 
 import storelib
 from conftest import MPFARM_BIN, SLOW, wait_for
-from test_providers import (ENV, config, fake,  # noqa: F401  (the fixture)
-                            fake_provider, media, transcript, translation)
+from test_providers import (ENV, MIXED_FAULTS,  # noqa: F401  (fake)
+                            config, fake, fake_provider, random_media,
+                            transcript, translation)
 
 pytestmark = pytest.mark.skipif(
     not storelib.PG, reason="PostgreSQL pass only (MPFARM_TEST_STORE=pg)")
@@ -210,21 +211,9 @@ def test_mixed_faults_across_hosts(farm, fake):
                   extra="[farm]\nhost_timeout = 2\n").replace(
                       "max_attempts = 6\n", "max_attempts = 40\n")
     farm.write_config(conf)
-    files = {}
-    for i in range(30):
-        data = b"audio-%d-" % i + os.urandom(48)
-        name = "rec%02d.wav" % i
-        media(farm, name, data)
-        files[name] = data
+    files = random_media(farm, 30)
     assert farm.run("scan", farm.media).returncode == 0
-    fake.control(latency_ms=60, faults=[
-        {"kind": "status", "status": 500, "count": -1, "probability": 0.1},
-        {"kind": "status", "status": 429, "count": -1, "probability": 0.08,
-         "retry_after": "0"},
-        {"kind": "status", "status": 429, "count": -1, "probability": 0.04},
-        {"kind": "malformed", "count": -1, "probability": 0.05},
-        {"kind": "truncated", "count": -1, "probability": 0.05},
-    ])
+    fake.control(latency_ms=60, faults=MIXED_FAULTS)
     logs = [farm.path / ("m%d.log" % i) for i in range(3)]
     ms = [farm.start("run", log=lg) for lg in logs]
     # the first host dies whole once it holds work

@@ -9,8 +9,9 @@ import signal
 import time
 
 from conftest import SLOW, wait_for
-from test_providers import (ENV, KEYS, assert_no_key_anywhere, config, fake,
-                            fake_provider, media, transcript, translation)
+from test_providers import (ENV, KEYS, MIXED_FAULTS, assert_no_key_anywhere,
+                            config, fake, fake_provider, media,
+                            random_media, transcript, translation)
 
 __all__ = ["fake"]   # the fixture, imported for pytest
 
@@ -34,21 +35,9 @@ def test_mixed_faults_and_killed_workers(farm, fake):
     farm.write_config(config(fake, langs="de", extra="[farm]\nworkers = 4\n"
                              "max_attempts = 40\n").replace(
                                  "max_attempts = 6\n", ""))
-    files = {}
-    for i in range(40):
-        data = b"audio-%d-" % i + os.urandom(64)
-        name = "rec%02d.wav" % i
-        media(farm, name, data)
-        files[name] = data
+    files = random_media(farm, 40)
     farm.scan()
-    fake.control(latency_ms=40, faults=[
-        {"kind": "status", "status": 500, "count": -1, "probability": 0.12},
-        {"kind": "status", "status": 429, "count": -1, "probability": 0.08,
-         "retry_after": "0"},
-        {"kind": "status", "status": 429, "count": -1, "probability": 0.05},
-        {"kind": "malformed", "count": -1, "probability": 0.05},
-        {"kind": "truncated", "count": -1, "probability": 0.05},
-    ])
+    fake.control(latency_ms=40, faults=MIXED_FAULTS)
     p = farm.popen("run", env=ENV)
     rng = random.Random(11)
     deadline = time.monotonic() + 3

@@ -103,6 +103,29 @@ def media(farm, name, data):
     return p
 
 
+# Every transient fault at once, each request drawing at random: what
+# the chaos tests run against.
+MIXED_FAULTS = [
+    {"kind": "status", "status": 500, "count": -1, "probability": 0.12},
+    {"kind": "status", "status": 429, "count": -1, "probability": 0.08,
+     "retry_after": "0"},
+    {"kind": "status", "status": 429, "count": -1, "probability": 0.05},
+    {"kind": "malformed", "count": -1, "probability": 0.05},
+    {"kind": "truncated", "count": -1, "probability": 0.05},
+]
+
+
+def random_media(farm, n, size=64):
+    """n recordings recNN.wav of random bytes: {name: data}."""
+    files = {}
+    for i in range(n):
+        data = b"audio-%d-" % i + os.urandom(size)
+        name = "rec%02d.wav" % i
+        media(farm, name, data)
+        files[name] = data
+    return files
+
+
 def transcript(farm, rel, suffix=".txt"):
     return (farm.output / "transcripts" / (rel + suffix)).read_text()
 
