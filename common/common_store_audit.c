@@ -35,40 +35,32 @@ store_audit_db_missing(const char *path, const char *cmd)
 
 struct store_audit_lookup {
 	store_t      *st;
-	db_stmt_t    *by_rel;
-	db_stmt_t    *by_abs;
+	bool          v1;       /* schema 1: no dev/ino yet */
 };
+
+/* Prepared once per connection (a statement a file, so on PostgreSQL no
+ * parse per file); a database from schema 1, which scan --dry-run reads
+ * without migrating it, has no dev/ino. */
+#define STORE_AUDIT_BY_REL(seen) STORE_SQL("SELECT size, mtime_ns, " seen \
+	", abs_path FROM media_files WHERE rel_path = ?1")
+#define STORE_AUDIT_BY_ABS(seen) STORE_SQL("SELECT size, mtime_ns, " seen \
+	" FROM media_files WHERE abs_path = ?1")
+#define STORE_AUDIT_SEEN "coalesce(dev, 0), coalesce(ino, 0)"
+static struct store_sql q_audit_by_rel = STORE_AUDIT_BY_REL(STORE_AUDIT_SEEN);
+static struct store_sql q_audit_by_abs = STORE_AUDIT_BY_ABS(STORE_AUDIT_SEEN);
+static struct store_sql q_audit_by_rel_v1 = STORE_AUDIT_BY_REL("0, 0");
+static struct store_sql q_audit_by_abs_v1 = STORE_AUDIT_BY_ABS("0, 0");
 
 int
 store_audit_lookup_open(store_t *st, store_audit_lookup_t **out)
 {
 	store_audit_lookup_t *lk = xcalloc(1, sizeof(*lk));
-	db_t *db = store_db(st);
+	int v = 0;
 
-	char *by_rel, *by_abs;
-	int v = 0, rc;
-	/* scan --dry-run reads a database it must not migrate: one from
-	 * schema 1 has no dev/ino yet */
-
-	*out = NULL;
 	lk->st = st;
-	if (db_version_get(db, &v) < 0)
+	if (db_version_get(store_db(st), &v) < 0)
 		v = 0;
-	const char *seen = v >= 2 ? "coalesce(dev, 0), coalesce(ino, 0)"
-	    : "0, 0";
-	by_rel = xasprintf("SELECT size, mtime_ns, %s, abs_path "
-	    "FROM media_files WHERE rel_path = ?1", seen);
-	by_abs = xasprintf("SELECT size, mtime_ns, %s "
-	    "FROM media_files WHERE abs_path = ?1", seen);
-	rc = (lk->by_rel = db_prepare(db, by_rel)) == NULL ||
-	    (lk->by_abs = db_prepare(db, by_abs)) == NULL;
-	free(by_rel);
-	free(by_abs);
-	if (rc) {
-		store_fail_db(st);
-		store_audit_lookup_close(lk);
-		return -1;
-	}
+	lk->v1 = v < 2;
 	*out = lk;
 	return 0;
 }
@@ -83,13 +75,15 @@ store_known_file_clear(struct store_known_file *kf)
 /* One row of by_rel or by_abs into *kf: 1 found, 0 not, -1 error.  *abs
  * (by_rel only) gets the registered absolute path. */
 static int
-store_audit_lookup_one(store_audit_lookup_t *lk, db_stmt_t *s,
+store_audit_lookup_one(store_audit_lookup_t *lk, struct store_sql *q,
 		       const char *key, struct store_known_file *kf,
 		       char **abs)
 {
+	db_stmt_t *s;
 	int rc;
 
-	db_reset(s);
+	if ((s = store_stmt(lk->st, q)) == NULL)
+		return -1;
 	store_bind_path(s, 1, key);
 	if ((rc = store_step(lk->st, s)) < 0)
 		return -1;
@@ -113,7 +107,8 @@ store_audit_lookup_file(store_audit_lookup_t *lk, const char *rel,
 	int rc;
 
 	store_known_file_clear(kf);
-	rc = store_audit_lookup_one(lk, lk->by_rel, rel, kf, &known_abs);
+	rc = store_audit_lookup_one(lk, lk->v1 ? &q_audit_by_rel_v1 :
+	    &q_audit_by_rel, rel, kf, &known_abs);
 	if (rc < 0)
 		return -1;
 	if (rc == 1 && strcmp(known_abs, abs) == 0) {
@@ -128,7 +123,8 @@ store_audit_lookup_file(store_audit_lookup_t *lk, const char *rel,
 		kf->conflict_abs = known_abs;
 		return 0;
 	}
-	rc = store_audit_lookup_one(lk, lk->by_abs, abs, kf, NULL);
+	rc = store_audit_lookup_one(lk, lk->v1 ? &q_audit_by_abs_v1 :
+	    &q_audit_by_abs, abs, kf, NULL);
 	if (rc < 0)
 		return -1;
 	kf->found = rc == 1;
@@ -138,10 +134,6 @@ store_audit_lookup_file(store_audit_lookup_t *lk, const char *rel,
 void
 store_audit_lookup_close(store_audit_lookup_t *lk)
 {
-	if (lk == NULL)
-		return;
-	db_finalize(lk->by_rel);
-	db_finalize(lk->by_abs);
 	free(lk);
 }
 

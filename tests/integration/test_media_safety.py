@@ -47,10 +47,12 @@ def assert_secret_never_sent(farm, fake):
 
 
 def jobs(farm):
-    return farm.query(
-        "SELECT CAST(f.rel_path AS TEXT), j.status, j.attempts, j.last_error "
+    """(rel path, status, attempts, last error) of each transcription, by
+    path (the path a BLOB/bytea on either store: decoded here)."""
+    return sorted((bytes(r).decode(), *rest) for r, *rest in farm.query(
+        "SELECT f.rel_path, j.status, j.attempts, j.last_error "
         "FROM jobs j JOIN media_files f USING (file_id) "
-        "WHERE j.stage = 'transcribe' ORDER BY 1")
+        "WHERE j.stage = 'transcribe'"))
 
 
 def test_scan_skips_planted_links_and_nothing_is_uploaded(farm, fake):
