@@ -544,6 +544,24 @@ config_key_unknown(const char *section, const char *key, char *msg,
 	snprintf(msg + len, cap - len, ")");
 }
 
+/* "key = ..." or "key: ...": what an indented line of INI files that
+ * indent their keys looks like, and a value's continuation does not. */
+static bool
+config_looks_like_key(const char *line)
+{
+	const char *p = line;
+
+	if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || *p == '_'))
+		return false;
+	while ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+	    (*p >= '0' && *p <= '9') || *p == '_')
+		p++;
+	while (*p == ' ' || *p == '\t')
+		p++;
+	return *p == '=' || (*p == ':' && (p[1] == ' ' || p[1] == '\t' ||
+	    p[1] == '\0'));
+}
+
 static const struct config_entry *
 config_entry_find(const struct config *cfg, const char *section,
 		  const char *key)
@@ -592,10 +610,31 @@ config_ini_handler(void *user, const char *section, const char *key,
 	    strcmp(cfg->entries[cfg->nentries - 1].key, key) == 0) {
 		/* a long value goes on over indented lines, joined with a
 		 * space, and is checked whole, from its first line */
-		struct config_entry *e = &cfg->entries[--cfg->nentries];
-		value = joined = xasprintf("%s %s", e->value, value);
+		struct config_entry *e = &cfg->entries[cfg->nentries - 1];
+		size_t n;
+		if (config_looks_like_key(value)) {
+			/* "    model = x" under [openai] would silently
+			 * become part of the value above */
+			snprintf(msg, sizeof(msg), "indented key line \"%.64s\": "
+			    "a key starts its line (an indented line goes on "
+			    "with the value above)", value);
+			goto fail;
+		}
+		/* inih drops a "; comment" from a value's first line only */
+		n = strlen(value);
+		for (const char *c = strchr(value, ';'); c != NULL;
+		    c = strchr(c + 1, ';'))
+			if (c > value && (c[-1] == ' ' || c[-1] == '\t')) {
+				n = (size_t)(c - value);
+				break;
+			}
+		while (n > 0 && (value[n - 1] == ' ' || value[n - 1] == '\t'))
+			n--;
+		value = joined = xasprintf("%s%s%.*s", e->value,
+		    e->value[0] && n ? " " : "", (int)n, value);
 		snprintf(where, sizeof(where), "%s", e->where);
 		config_entry_free(e);
+		cfg->nentries--;
 	} else if ((prev = config_entry_find(cfg, section, key)) != NULL) {
 		snprintf(msg, sizeof(msg), "[%.40s] %.64s given twice (first "
 		    "at %s)", section, key, prev->where);

@@ -501,8 +501,9 @@ store_schema(store_t *st)
 		    "this mpfarm %s understands (%d)", v, MPFARM_VERSION,
 		    STORE_SCHEMA_VERSION);
 	if (st->flags & STORE_READONLY) {
+		/* empty only if a first scan could make it a farm */
 		if (v == 0 && (st->flags & STORE_EMPTY_OK))
-			return 1;
+			return store_check_foreign(st) < 0 ? -1 : 1;
 		if (v == 0)
 			return store_fail(st, "no mpfarm schema in this database "
 			    "yet (run mpfarm scan first)");
@@ -599,8 +600,17 @@ store_stats_refresh(store_t *st)
 {
 	if (!store_is_pg(st))
 		return 0;
-	return db_exec(st->db, "ANALYZE media_files, jobs") < 0 ?
-	    store_fail_db(st) : 0;
+	/* behind a VACUUM or another scan's ANALYZE it is not worth a wait:
+	 * autovacuum comes round anyway */
+	if (store_tx_begin(st) < 0)
+		return -1;
+	if (db_exec(st->db, "SET LOCAL lock_timeout = 1000") < 0 ||
+	    db_exec(st->db, "ANALYZE media_files, jobs") < 0) {
+		store_fail_db(st);
+		store_tx_rollback(st);
+		return -1;
+	}
+	return store_tx_commit(st);
 }
 
 /* ---- language codes ------------------------------------------------- */

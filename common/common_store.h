@@ -86,8 +86,9 @@ bool store_is_pg(store_t *st);
  * grew from nothing (autovacuum looks once a minute) make it walk the
  * wrong index, a lookup by file id scanning every transcription
  * (measured: 3 ms per file at 10 000 files).  ANALYZE media_files and
- * jobs so the claims and lookups that follow see their size.  Nothing
- * on SQLite.  0, or -1 (store_errmsg). */
+ * jobs so the claims and lookups that follow see their size, waiting at
+ * most a second for a lock.  Nothing on SQLite.  0, or -1 (store_errmsg:
+ * worth a warning, the scan itself is committed). */
 int  store_stats_refresh(store_t *st);
 /* The id of this master's boot, recorded on the jobs its workers claim
  * (PostgreSQL; "" = none).  Process-wide: set it before forking. */
@@ -312,13 +313,14 @@ int  store_host_tick(store_t *st, int max_attempts, int *n);
 int  store_host_reap(store_t *st, int max_attempts, bool always, int *n);
 /* A clean exit: remove this host's row.  0 or -1. */
 int  store_host_unregister(store_t *st);
-/* How many in-flight jobs of the stages and languages `want` asks for
- * (config_wants) other hosts hold (their row still there): a master
- * that runs out of work waits for them, since one that fails
- * transiently, or whose host dies (taken over at the host timeout), is
- * runnable again.  0 or -1; SQLite: *n = 0. */
+/* How many in-flight jobs of the stages and languages `want` runs
+ * (store_wants) other hosts hold (their row still there) that started by
+ * since_ms (wall): a master that runs out of work waits for them, since
+ * one that fails transiently, or whose host dies (taken over at the host
+ * timeout), is runnable again; jobs started later (a --watch host busy
+ * for ever) would make the wait endless.  0 or -1; SQLite: *n = 0. */
 int  store_host_elsewhere(store_t *st, const struct config *want,
-			  int64_t *n);
+			  int64_t since_ms, int64_t *n);
 
 struct store_host {
 	char    id[40];

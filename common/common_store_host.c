@@ -60,10 +60,12 @@ static struct store_sql q_host_local = STORE_SQL(
 	"SELECT host_id, pid FROM hosts WHERE hostname = ?1 AND host_id <> ?2");
 static struct store_sql q_host_silence = STORE_SQL(
 	"UPDATE hosts SET seen_at = 0 WHERE host_id = ?1");
+/* per (stage, lang), so that jobs_status (stage, lang, status, ...)
+ * finds the in-progress rows without reading the table */
 static struct store_sql q_host_elsewhere = STORE_SQL(
-	"SELECT j.stage, j.lang, count(*) FROM jobs j JOIN hosts h ON "
-	"h.host_id = j.owner_host WHERE j.status = 'in-progress' AND "
-	"h.host_id <> ?1 GROUP BY j.stage, j.lang");
+	"SELECT count(*) FROM jobs j JOIN hosts h ON h.host_id = j.owner_host "
+	"WHERE j.stage = ?1 AND j.lang = ?2 AND j.status = 'in-progress' AND "
+	"j.started_at <= ?3 AND h.host_id <> ?4");
 static struct store_sql q_hosts_list = STORE_SQL(
 	"SELECT host_id, hostname, pid, started_at, seen_at, "
 	"coalesce(figures, '') FROM hosts ORDER BY hostname, started_at");
@@ -291,24 +293,31 @@ out:
 }
 
 int
-store_host_elsewhere(store_t *st, const struct config *want, int64_t *n)
+store_host_elsewhere(store_t *st, const struct config *want, int64_t since_ms,
+		     int64_t *n)
 {
+	struct store_want w[STORE_WANTS_MAX];
+	int nw, step = DB_DONE;
 	db_stmt_t *s;
-	int step;
 
 	*n = 0;
 	if (!store_is_pg(st))
 		return 0;
-	if ((s = store_stmt(st, &q_host_elsewhere)) == NULL)
-		return -1;
-	db_bind_text(s, 1, store_host_id());
-	while ((step = store_step(st, s)) == DB_ROW) {
-		const char *lang = db_column_text(s, 1);
-		int stage = job_stage_parse(db_column_text(s, 0));
-		if (stage >= 0 && config_wants(want, stage, lang ? lang : ""))
-			*n += db_column_int64(s, 2);
+	nw = store_wants(want, w);
+	for (int i = 0; i < nw; i++) {
+		if ((s = store_stmt(st, &q_host_elsewhere)) == NULL)
+			return -1;
+		db_bind_text(s, 1, job_stage_name(w[i].stage));
+		db_bind_text(s, 2, w[i].lang);
+		db_bind_int64(s, 3, since_ms);
+		db_bind_text(s, 4, store_host_id());
+		if ((step = store_step(st, s)) < 0)
+			return -1;
+		if (step == DB_ROW)
+			*n += db_column_int64(s, 0);
+		db_reset(s);
 	}
-	return step < 0 ? -1 : 0;
+	return 0;
 }
 
 int

@@ -438,10 +438,16 @@ master_config_run(struct config *cfg)
 	(void)master_config_check(cfg, MASTER_CHECK_FILES, config_report_print,
 	    &r);
 	if (db_target_is_pg(cfg->db) || access(cfg->db, F_OK) == 0) {
-		struct store_open_opts o = { .flags = STORE_READONLY };
+		/* a database without mpfarm's tables yet is where a first
+		 * scan starts, as a missing SQLite file is */
+		struct store_open_opts o = { .flags = STORE_READONLY |
+		    STORE_EMPTY_OK };
 		char err[600];
 		if (store_open(&st, cfg->db, &o, err, sizeof(err)) < 0)
 			config_report_print(&r, "database", err, false);
+		else if (st == NULL)
+			config_report_print(&r, "database", "no farm in it yet "
+			    "(mpfarm scan DIR makes one)", true);
 		else
 			(void)master_config_unprovided(cfg, st, config_report_print,
 			    &r);

@@ -10,6 +10,7 @@
 #include "master_notify.h"
 #include "common_store_audit.h"
 #include "common_tree.h"
+#include "common_db.h"
 
 #include <stddef.h>
 #include <signal.h>
@@ -514,7 +515,9 @@ master_farm_run(struct config *cfg, int argc, char **argv)
 		farm_explain_idle();
 	if (farm.nowed > 0) {
 		say_err("%d jobs could not be returned to the database (%s); the "
-		    "next mpfarm run recovers them", farm.nowed, cfg->db);
+		    "next mpfarm run recovers them%s", farm.nowed, cfg->db,
+		    db_target_is_pg(cfg->db) ? ", or another host after "
+		    "host_timeout" : "");
 		farm.exit_code = EXIT_FATAL;
 	}
 	if (farm.exit_code == EXIT_OK && farm.any_failed)
@@ -530,7 +533,10 @@ out:
 		free(sp);
 	}
 	if (farm.st != NULL) {
-		(void)store_host_unregister(farm.st);
+		/* with releases still owed, the row stays: it goes silent and
+		 * another master (or the next one here) returns those jobs */
+		if (farm.nowed == 0)
+			(void)store_host_unregister(farm.st);
 		store_close(farm.st);
 	}
 	for (int i = 0; i < farm.nslots; i++) {

@@ -87,7 +87,12 @@ struct farm {
 	struct job_ref *queue;
 	int     qhead, qlen, qcap;
 	bool    dirty;          /* something changed: refill may find work */
-	bool    waited_hosts;   /* waiting_for_hosts logged (PostgreSQL) */
+	/* PostgreSQL, out of work: waiting for other hosts' jobs
+	 * (farm_finished) */
+	bool    waited_hosts;   /* waiting_for_hosts logged */
+	int64_t wait_since;     /* wall ms the wait began, 0 before */
+	int64_t elsewhere;      /* their jobs at the last look */
+	int64_t elsewhere_next; /* mono ms of the next look */
 	int64_t next_fetch;     /* mono ms: earliest next refill when !dirty */
 
 	/* one timer per purpose; their intervals are named in master_farm.c */

@@ -92,7 +92,7 @@ plan_sample(store_t *st, const struct config *cfg, int64_t limit)
 int
 master_plan_run(struct config *cfg)
 {
-	struct store_open_opts o = { .flags = STORE_READONLY,
+	struct store_open_opts o = { .flags = STORE_READONLY | STORE_EMPTY_OK,
 		.busy_timeout_ms = cfg->busy_timeout_ms };
 	struct store_counts c;
 	store_t *st = NULL;
@@ -113,6 +113,11 @@ master_plan_run(struct config *cfg)
 	if (store_open(&st, cfg->db, &o, err, sizeof(err)) < 0) {
 		say_err("%s", err);
 		return EXIT_FATAL;
+	}
+	if (st == NULL) {
+		printf("database %s holds no farm yet: nothing registered yet "
+		    "(mpfarm scan DIR adds files)\n", cfg->db);
+		return EXIT_OK;
 	}
 	if (master_config_unprovided(cfg, st, plan_problem, &problems) > 0) {
 		rc = EXIT_USAGE;

@@ -20,6 +20,9 @@
 /* With nothing runnable and no retry time due, a farm without --watch
  * still looks once an hour (a scan may have added work). */
 #define FARM_IDLE_LOOK_MS   (3600 * MS_PER_S)
+/* How often a master out of work asks whether other hosts still run
+ * jobs it could take over (PostgreSQL). */
+#define FARM_ELSEWHERE_MS   MS_PER_S
 
 /* Whether the farm runs a stage's jobs at all (a provider is configured:
  * none is ever assumed) and, with held, whether its provider can start a
@@ -206,7 +209,7 @@ farm_finished(void)
 {
 	struct config fc;
 	struct job_ref one;
-	int64_t due = 0, wall, elsewhere = 0;
+	int64_t due = 0, wall, elsewhere = 0, now = time_mono_ms();
 	int n = 0;
 
 	if (farm.cfg->watch || farm.qlen > 0 || farm_busy_count() > 0 ||
@@ -227,10 +230,17 @@ farm_finished(void)
 		return false;
 	if (store_next_due(farm.st, &fc, wall, &due) < 0 || due > 0)
 		return false;
-	/* PostgreSQL: what other hosts run may come back (a transient
-	 * failure, or their death at the host timeout) */
-	if (store_host_elsewhere(farm.st, &fc, &elsewhere) < 0)
+	/* PostgreSQL: what other hosts had started when this master ran out
+	 * of work may come back (a transient failure, or their death at the
+	 * host timeout); asked once a second, the loop asks ten times */
+	if (farm.wait_since == 0)
+		farm.wait_since = wall;
+	if (now < farm.elsewhere_next)
+		return farm.elsewhere == 0;
+	if (store_host_elsewhere(farm.st, &fc, farm.wait_since, &elsewhere) < 0)
 		return false;
+	farm.elsewhere = elsewhere;
+	farm.elsewhere_next = now + FARM_ELSEWHERE_MS;
 	if (elsewhere > 0) {
 		if (!farm.waited_hosts)
 			log_info("waiting_for_hosts", "jobs=%lld",

@@ -350,7 +350,8 @@ scan_store(struct scan *sc, const struct config *cfg, store_t *st)
 		goto fail;
 	in_tx = false;
 	if (grew && store_stats_refresh(st) < 0)
-		goto fail;
+		say_err("scan: warning: table statistics not refreshed (%s); "
+		    "autovacuum will", store_errmsg(st));
 	rc = 0;
 	goto out;
 fail:
@@ -414,8 +415,9 @@ scan_dry_run(struct scan *sc, const struct config *cfg)
 	struct stat sb;
 	store_t *st = NULL;
 	int ex = EXIT_FATAL;
+	bool exists = db_target_is_pg(cfg->db) || stat(cfg->db, &sb) == 0;
 
-	if (db_target_is_pg(cfg->db) || stat(cfg->db, &sb) == 0) {
+	if (exists) {
 		if (master_store_open_into(cfg, STORE_READONLY | STORE_OLD_OK |
 		    STORE_NO_TRACE | STORE_EMPTY_OK, &st) < 0)
 			return EXIT_FATAL;
@@ -449,8 +451,7 @@ scan_dry_run(struct scan *sc, const struct config *cfg)
 	njobs = nnew * (1 + cfg->nlangs);
 	for (int i = 0; st != NULL && i < cfg->nlangs; i++) {
 		if (store_audit_lang_missing(st, cfg->langs[i], &missing) < 0) {
-			say_err("scan: %s: %s", log_quote(cfg->db),
-			    store_errmsg(st));
+			say_err("scan: %s", store_errmsg(st));
 			goto out;
 		}
 		if (missing > 0)
@@ -468,9 +469,8 @@ scan_dry_run(struct scan *sc, const struct config *cfg)
 	if (sc->conflicts > 0)
 		printf("%lld file%s would be skipped (output name taken); ",
 		    (long long)sc->conflicts, sc->conflicts == 1 ? "" : "s");
-	printf("nothing was written%s\n", st != NULL ? "" :
-	    db_target_is_pg(cfg->db) ? " (no farm in this database yet)" :
-	    " (no database yet)");
+	printf("nothing was written%s\n", st != NULL ? "" : exists ?
+	    " (no farm in this database yet)" : " (no database yet)");
 	ex = sc->unreadable > 0 || sc->conflicts > 0 ? EXIT_FATAL : EXIT_OK;
 out:
 	store_close(st);

@@ -282,3 +282,30 @@ def test_a_key_given_twice_is_refused(farm):
             assert "mpfarm.conf:%d:" % line in p.stderr, p.stderr
             assert "given twice (first at mpfarm.conf:%d)" % first \
                 in p.stderr, p.stderr
+
+
+def test_continuation_lines_read_like_first_lines(farm):
+    """An indented line's "; comment" goes as on a first line; a value
+    may start on the line after its key; an indented key line (a style
+    of other INI files) is refused, not glued to the value above."""
+    farm.write_config("""[transcribe]
+provider = exec
+[exec]
+transcribe_command =
+    echo one ; the engine
+    two;three ; more
+""")
+    p = farm.run("config")
+    assert p.returncode == 0, p.stderr
+    assert re.search(r"^transcribe_command = echo one two;three +; "
+                     r"mpfarm.conf:4$", p.stdout, re.M), p.stdout
+    farm.write_config("""[transcribe]
+provider = noop
+[noop]
+    delay_ms = 5
+    bogus = 1
+""")
+    p = farm.run("config")
+    assert p.returncode == 2
+    assert "mpfarm.conf:5: indented key line \"bogus = 1\": a key starts " \
+        "its line" in p.stderr, p.stderr

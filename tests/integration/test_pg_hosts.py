@@ -358,3 +358,28 @@ def test_master_waits_only_for_work_it_could_run(farm):
     assert farm.counts() == {"completed": 4}
     done = [host_completed(farm.path / x) for x in ("a.log", "b.log")]
     assert sum(done) == 4 and done[0] >= 2, done
+
+
+def test_empty_database_is_where_a_farm_starts(farm):
+    """A new PostgreSQL database (no mpfarm tables yet) is what a missing
+    SQLite file is: config's checks pass, the dry runs preview and create
+    nothing; one holding another program's media_files is refused."""
+    farm.write_config(CONF.format(delay=0))
+    farm.make_media(2)
+    tables = "SELECT count(*) FROM pg_tables WHERE schemaname = " \
+        "current_schema()"
+    p = farm.run("config")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "no farm in it yet" in p.stdout
+    p = farm.run("run", "--dry-run")
+    assert p.returncode == 0, p.stderr
+    assert "holds no farm yet" in p.stdout
+    p = farm.run("scan", "--dry-run", farm.media)
+    assert p.returncode == 0, p.stderr
+    assert "new: " in p.stdout and \
+        "nothing was written (no farm in this database yet)" in p.stdout
+    assert farm.query(tables) == [(0,)]
+    farm.execute("CREATE TABLE media_files (a int)")
+    p = farm.run("scan", "--dry-run", farm.media)
+    assert p.returncode == 1 and "not an mpfarm database" in p.stderr, \
+        p.stdout + p.stderr
