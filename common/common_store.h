@@ -221,6 +221,14 @@ int  store_jobs_claim(store_t *st, const struct config *cfg, int64_t now_ms,
  * lease still holds, no owner pid), as they were before the claim (the
  * attempt is not counted, no attempt row).  *given counts them; the
  * others were adopted or are no longer this claim's.  0 or -1. */
+/* PostgreSQL: every claim of this host (store_host_id) that no worker
+ * adopted and that is not among the nheld job ids its master holds goes
+ * back to not_started as it was: claims whose COMMIT succeeded though
+ * the master saw an error (the connection dropped before the answer),
+ * and at a clean exit whatever is left.  *given: how many.  0 or -1;
+ * SQLite: nothing. */
+int  store_claims_sweep(store_t *st, const int64_t *held, int nheld,
+			int *given);
 int  store_job_unclaim(store_t *st, const struct job_ref *refs, int n,
 		       int *given);
 

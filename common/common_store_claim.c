@@ -72,7 +72,13 @@ static struct store_sql q_unclaim = STORE_SQL(
 	"owner_master = NULL, owner_host = NULL, started_at = NULL "
 	"WHERE job_id = ?1 AND lease = ?2 AND status = 'in-progress' AND "
 	"owner_pid IS NULL");
-
+/* PostgreSQL: this host's claims no worker adopted and its master does
+ * not hold (?2: the ids it holds, as an array) go back as they were. */
+static struct store_sql q_claims_sweep = STORE_SQL2("SELECT NULL",
+	"UPDATE jobs SET status = 'not_started', attempts = attempts - 1, "
+	"owner_master = NULL, owner_host = NULL, started_at = NULL "
+	"WHERE owner_host = ?1 AND status = 'in-progress' AND "
+	"owner_pid IS NULL AND NOT (job_id = ANY (?2::bigint[]))");
 
 int
 store_job_claim(store_t *st, int64_t job_id, int64_t lease, pid_t worker,
@@ -278,5 +284,34 @@ out:
 	rc = store_tx_leave(st, own, rc);
 	if (rc != 0)
 		*given = 0;
+	return rc;
+}
+
+int
+store_claims_sweep(store_t *st, const int64_t *held, int nheld, int *given)
+{
+	struct buf b;
+	db_stmt_t *s;
+	int rc = -1;
+
+	*given = 0;
+	if (!store_is_pg(st) || store_host_id()[0] == '\0')
+		return 0;
+	buf_init(&b);
+	buf_append(&b, "{", 1);
+	for (int i = 0; i < nheld; i++)
+		buf_printf(&b, "%s%lld", i ? "," : "", (long long)held[i]);
+	buf_append(&b, "}", 1);
+	buf_terminate(&b);
+	if ((s = store_stmt(st, &q_claims_sweep)) == NULL)
+		goto out;
+	db_bind_text(s, 1, store_host_id());
+	db_bind_text(s, 2, b.data);
+	if (store_run(st, s) < 0)
+		goto out;
+	*given = (int)db_changes(store_db(st));
+	rc = 0;
+out:
+	buf_free(&b);
 	return rc;
 }

@@ -535,7 +535,7 @@ out:
 	if (farm.st != NULL) {
 		/* with releases still owed, the row stays: it goes silent and
 		 * another master (or the next one here) returns those jobs */
-		if (farm.nowed == 0)
+		if (farm.nowed == 0 && farm_claims_sweep() == 0)
 			(void)store_host_unregister(farm.st);
 		store_close(farm.st);
 	}

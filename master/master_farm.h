@@ -90,6 +90,7 @@ struct farm {
 	/* PostgreSQL, out of work: waiting for other hosts' jobs
 	 * (farm_finished) */
 	bool    waited_hosts;   /* waiting_for_hosts logged */
+	bool    claims_unsure;  /* a claim failed: it may have committed */
 	int64_t wait_since;     /* wall ms the wait began, 0 before */
 	int64_t elsewhere;      /* their jobs at the last look */
 	int64_t elsewhere_next; /* mono ms of the next look */
@@ -223,6 +224,8 @@ void farm_job_release(struct slot *s, const struct job_ref *job,
  * alone (*given says how many went back).  Owed when the database
  * refuses.  Without a lease (SQLite) nothing was claimed: no-op. */
 void farm_jobs_giveback(const struct job_ref *jobs, int n, int *given);
+int  farm_held_ids(int64_t **ids);
+int  farm_claims_sweep(void);
 /* The job a dead worker held, released with the outcome its death
  * means: interrupted (farm stopping), timeout (hung), else crashed;
  * cause says how it ended ("exited with code 3"). */

@@ -96,6 +96,47 @@ farm_claim_size(const struct config *fc)
 	return max > 0 ? (int)max : 0;
 }
 
+/* The ids of the jobs the slots hold (running or sent ahead) and the
+ * queue: *ids malloc'd, the count returned. */
+int
+farm_held_ids(int64_t **ids)
+{
+	int n = 0;
+
+	*ids = xcalloc((FARM_AHEAD_MAX + 1) * (size_t)farm.nslots +
+	    (size_t)farm.qlen + 1, sizeof(**ids));
+	for (int i = 0; i < farm.nslots; i++) {
+		if (farm_slot_holds_job(farm.slots[i]))
+			(*ids)[n++] = farm.slots[i]->job.job_id;
+		for (int k = 0; k < farm.slots[i]->nahead; k++)
+			(*ids)[n++] = farm.slots[i]->ahead[k].job_id;
+	}
+	for (int i = 0; i < farm.qlen; i++)
+		(*ids)[n++] = farm.queue[(farm.qhead + i) % farm.qcap].job_id;
+	return n;
+}
+
+/* PostgreSQL: give back this host's claims that nobody holds (after a
+ * claim whose outcome an error hid, and at the end).  0 or -1. */
+int
+farm_claims_sweep(void)
+{
+	int64_t *held;
+	int nheld = farm_held_ids(&held), given = 0, rc;
+
+	rc = store_claims_sweep(farm.st, held, nheld, &given);
+	free(held);
+	if (rc < 0)
+		return -1;
+	farm.claims_unsure = false;
+	if (given > 0) {
+		log_info("claims_swept", "jobs=%d note=claimed-but-never-handed-"
+		    "out", given);
+		farm.dirty = true;
+	}
+	return 0;
+}
+
 /* The jobs the queue held go back (claims of the master's own, on
  * PostgreSQL) and the queue is empty. */
 void
@@ -146,18 +187,16 @@ farm_refill(int64_t now)
 		int max = farm_claim_size(&fc);
 		if (max == 0)
 			return;         /* dirty stays: the next event asks */
-		rc = store_jobs_claim(farm.st, &fc, wall, getpid(), farm.queue,
-		    max, &n);
+		if (farm.claims_unsure && farm_claims_sweep() < 0)
+			rc = -1;
+		else
+			rc = store_jobs_claim(farm.st, &fc, wall, getpid(),
+			    farm.queue, max, &n);
+		/* an error may hide a claim that did commit */
+		farm.claims_unsure |= rc < 0;
 	} else {
 		/* the jobs no slot holds */
-		skip = xcalloc((FARM_AHEAD_MAX + 1) * (size_t)farm.nslots + 1,
-		    sizeof(*skip));
-		for (int i = 0; i < farm.nslots; i++) {
-			if (farm_slot_holds_job(farm.slots[i]))
-				skip[nskip++] = farm.slots[i]->job.job_id;
-			for (int k = 0; k < farm.slots[i]->nahead; k++)
-				skip[nskip++] = farm.slots[i]->ahead[k].job_id;
-		}
+		nskip = farm_held_ids(&skip);
 		rc = store_runnable_fetch(farm.st, &fc, wall, skip, nskip,
 		    farm.queue, farm.qcap, &n);
 		free(skip);

@@ -494,6 +494,54 @@ test_store_pg_claim(void **state)
 	store_close(b);
 }
 
+/* A claim whose COMMIT went through though its master saw an error:
+ * the sweep gives back what this host claimed and nobody holds, and
+ * leaves what a worker adopted or the master still holds. */
+static void
+test_store_pg_sweep(void **state)
+{
+	char err[512], rel[64], abs[128];
+	store_t *a;
+	enum store_add_result res;
+	struct config cfg;
+	struct job_ref r[4];
+	struct job j = { 0 };
+	int n = -1, given = -1;
+	int64_t held;
+
+	(void)state;
+	if (!pg_fresh("t_sweep"))
+		skip();
+	OK(store_open(&a, target, NULL, err, sizeof(err)));
+	for (int i = 0; i < 3; i++) {
+		struct media_file mf = { .root = "/r", .rel = rel, .abs = abs,
+		    .size = 10 + i, .mtime_ns = 1, .dev = 1, .ino = 10 + i };
+		snprintf(rel, sizeof(rel), "s%d.wav", i);
+		snprintf(abs, sizeof(abs), "/r/%s", rel);
+		OK(store_file_add(a, &mf, NULL, 0, &res, NULL));
+	}
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.stage_mask = STAGE_MASK_TRANSCRIBE;
+	store_host_id_set("sweep0");
+	OK(store_jobs_claim(a, &cfg, time_wall_ms(), 100, r, 4, &n));
+	assert_int_equal(n, 3);
+	OK(store_job_claim(a, r[0].job_id, r[0].lease, 111, 100, &j));
+	job_clear(&j);
+	/* another host's sweep touches none of them */
+	store_host_id_set("sweep1");
+	OK(store_claims_sweep(a, NULL, 0, &given));
+	assert_int_equal(given, 0);
+	store_host_id_set("sweep0");
+	held = r[1].job_id;
+	OK(store_claims_sweep(a, &held, 1, &given));
+	assert_int_equal(given, 1);
+	pg_job_is(a, 1, "in-progress", 1);     /* adopted */
+	pg_job_is(a, 2, "in-progress", 1);     /* held */
+	pg_job_is(a, 3, "not_started", 0);     /* as before the claim */
+	store_host_id_set("");
+	store_close(a);
+}
+
 static int
 setup(void **state)
 {
@@ -523,6 +571,7 @@ main(void)
 		cmocka_unit_test(test_driver_pg_reconnect),
 		cmocka_unit_test(test_store_pg),
 		cmocka_unit_test(test_store_pg_claim),
+		cmocka_unit_test(test_store_pg_sweep),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
