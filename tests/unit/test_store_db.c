@@ -373,13 +373,29 @@ pg_job_is(store_t *st, int64_t file_id, const char *status, int attempts)
  * is claiming (no wait), takes the oldest first and no more than asked;
  * only its worker adopts a claim, with its lease; a claim nobody adopted
  * goes back untouched, and its release is fenced by the lease. */
+/* n files /r/PREFIXi.wav registered, with jobs for langs. */
+static void
+pg_files_add(store_t *st, const char *prefix, int n,
+	     const char (*langs)[CONFIG_LANG_MAX], int nlangs)
+{
+	char rel[64], abs[128];
+	enum store_add_result res;
+
+	for (int i = 0; i < n; i++) {
+		struct media_file mf = { .root = "/r", .rel = rel, .abs = abs,
+		    .size = 10 + i, .mtime_ns = 1, .dev = 1, .ino = 10 + i };
+		snprintf(rel, sizeof(rel), "%s%d.wav", prefix, i);
+		snprintf(abs, sizeof(abs), "/r/%s", rel);
+		OK(store_file_add(st, &mf, langs, nlangs, &res, NULL));
+	}
+}
+
 static void
 test_store_pg_claim(void **state)
 {
 	static const char langs[][CONFIG_LANG_MAX] = { "en" };
-	char err[512], rel[64], abs[128];
+	char err[512];
 	store_t *a, *b;
-	enum store_add_result res;
 	struct config cfg;
 	struct job_ref ra[8], rb[8];
 	struct job j = { 0 }, j2 = { 0 };
@@ -395,13 +411,7 @@ test_store_pg_claim(void **state)
 	OK(store_open(&a, target, NULL, err, sizeof(err)));
 	OK(store_open(&b, target, NULL, err, sizeof(err)));
 	OK(store_langs_sync(a, langs, 1));
-	for (int i = 0; i < 6; i++) {
-		struct media_file mf = { .root = "/r", .rel = rel, .abs = abs,
-		    .size = 10 + i, .mtime_ns = 1, .dev = 1, .ino = 10 + i };
-		snprintf(rel, sizeof(rel), "c%d.wav", i);
-		snprintf(abs, sizeof(abs), "/r/%s", rel);
-		OK(store_file_add(a, &mf, langs, 1, &res, NULL));
-	}
+	pg_files_add(a, "c", 6, langs, 1);
 	memset(&cfg, 0, sizeof(cfg));
 	cfg.stage_mask = STAGE_MASK_TRANSCRIBE;
 
@@ -500,9 +510,8 @@ test_store_pg_claim(void **state)
 static void
 test_store_pg_sweep(void **state)
 {
-	char err[512], rel[64], abs[128];
+	char err[512];
 	store_t *a;
-	enum store_add_result res;
 	struct config cfg;
 	struct job_ref r[4];
 	struct job j = { 0 };
@@ -513,13 +522,7 @@ test_store_pg_sweep(void **state)
 	if (!pg_fresh("t_sweep"))
 		skip();
 	OK(store_open(&a, target, NULL, err, sizeof(err)));
-	for (int i = 0; i < 3; i++) {
-		struct media_file mf = { .root = "/r", .rel = rel, .abs = abs,
-		    .size = 10 + i, .mtime_ns = 1, .dev = 1, .ino = 10 + i };
-		snprintf(rel, sizeof(rel), "s%d.wav", i);
-		snprintf(abs, sizeof(abs), "/r/%s", rel);
-		OK(store_file_add(a, &mf, NULL, 0, &res, NULL));
-	}
+	pg_files_add(a, "s", 3, NULL, 0);
 	memset(&cfg, 0, sizeof(cfg));
 	cfg.stage_mask = STAGE_MASK_TRANSCRIBE;
 	store_host_id_set("sweep0");
