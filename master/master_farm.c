@@ -499,6 +499,10 @@ master_farm_run(struct config *cfg, int argc, char **argv)
 		if (farm_finished())
 			farm_stop_begin(false, "done");
 	}
+	/* the total counted before a worker can finish a job: a job done in
+	 * the database whose DONE the loop has not read yet counts nowhere */
+	if (!farm.stopping)
+		farm_progress_show(false);
 	farm_slots_adjust();
 	ev_run(farm.loop, 0);
 	(void)proc_children_end(FARM_LEFTOVERS_END_MS, NULL);

@@ -145,7 +145,7 @@ static void
 farm_progress_total(void)
 {
 	struct store_counts c;
-	int64_t last = 0;
+	int64_t last = 0, total;
 
 	if (farm.st == NULL || store_audit_jobs_last(farm.st, &last) < 0 ||
 	    (last == farm.jobs_last && farm.total_jobs > 0))
@@ -153,12 +153,16 @@ farm_progress_total(void)
 	if (store_counts_get(farm.st, &c) < 0)
 		return;
 	farm.jobs_last = last;
-	farm.total_jobs = farm.total.done + farm.total.failed;
+	total = farm.total.done + farm.total.failed;
 	for (int i = 0; i < c.nstages; i++)
 		if (config_wants(farm.cfg, c.stages[i].stage, c.stages[i].lang))
-			farm.total_jobs += c.stages[i].n[JOB_ST_NOT_STARTED] +
+			total += c.stages[i].n[JOB_ST_NOT_STARTED] +
 			    c.stages[i].n[JOB_ST_IN_PROGRESS];
 	store_counts_free(&c);
+	/* never down: a job done that the loop has not heard of yet is in
+	 * neither part of the sum */
+	if (total > farm.total_jobs)
+		farm.total_jobs = total;
 }
 
 /* "1h02m", "3m20s", "42s" */
