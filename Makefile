@@ -50,7 +50,8 @@ PG_AGNOSTIC = test_farm.py test_commands.py test_failed_show.py \
 	test_providers.py test_provider_faults.py test_scan_conflicts.py \
 	test_review_master.py test_review_worker.py test_owned_trees.py \
 	test_secrets.py test_store_cli.py test_ops_cli.py test_http_bounds.py \
-	test_hup_provider.py test_media_safety.py test_roots.py
+	test_hup_provider.py test_media_safety.py test_roots.py test_cli.py \
+	test_ops.py
 
 DEMO_PKGS = pocketsphinx pocketsphinx-en-us pocketsphinx-testdata apertium-eng-spa
 DEMO_DIR  = demo-work

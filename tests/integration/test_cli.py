@@ -11,7 +11,9 @@ import time
 
 import pytest
 
+import storelib
 from conftest import wait_for
+from test_commands import no_store, store_relations
 from test_providers import ENV, KEYS, config, fake  # noqa: F401 (fixture)
 
 NOOP = """[transcribe]
@@ -22,13 +24,17 @@ languages = en
 """
 
 
-def digest(path):
-    """The bytes of a database and of its write-ahead log (a missing log and
-    an empty one are the same: SQLite makes an empty one, and the -shm
-    index, for every reader of a WAL database)."""
+def digest(farm):
+    """What the farm's store holds, to compare before and after a command.
+    On SQLite the bytes of the database and of its write-ahead log (a
+    missing log and an empty one are the same: SQLite makes an empty one,
+    and the -shm index, for every reader of a WAL database); on PostgreSQL
+    (no file) every row of every table (farm.dump)."""
+    if storelib.PG:
+        return farm.dump()
     h = hashlib.sha256()
     for suffix in ("", "-wal"):
-        p = str(path) + suffix
+        p = str(farm.db) + suffix
         if os.path.exists(p):
             with open(p, "rb") as f:
                 h.update(f.read())
@@ -46,7 +52,14 @@ def calls(fake):
 def test_config_is_read_wherever_it_stands(farm, order):
     farm.make_tree(3)
     (farm.path / "etc").mkdir()
-    conf = farm.write_config(NOOP + "[farm]\ndb = elsewhere.db\n",
+    if storelib.PG:
+        # the config names another PostgreSQL database; MPFARM_DB (which
+        # names the farm's own and would beat the file) is left unset
+        elsewhere = storelib.pg_new_db()
+        del farm.env["MPFARM_DB"]
+    else:
+        elsewhere = "elsewhere.db"
+    conf = farm.write_config(NOOP + "[farm]\ndb = %s\n" % elsewhere,
                              name="etc/my.conf")
     def cmd(*words):
         if order == "before":
@@ -54,14 +67,17 @@ def test_config_is_read_wherever_it_stands(farm, order):
         return farm.run(*words, "--config", conf)
     p = cmd("scan", farm.media)
     assert p.returncode == 0, p.stderr
-    assert (farm.path / "elsewhere.db").exists()
-    assert not farm.db.exists(), "the default database was created"
+    if storelib.PG:
+        assert store_relations(elsewhere) > 0
+    else:
+        assert (farm.path / "elsewhere.db").exists()
+    assert no_store(farm), "the default database was created"
     p = cmd("status", "--json")
     assert p.returncode == 0, p.stderr
     assert '"files": 3' in p.stdout
     p = cmd("run")
     assert p.returncode == 0, p.stderr
-    assert not farm.db.exists()
+    assert no_store(farm)
 
 
 @pytest.mark.parametrize("argv,cmd,opt", [
@@ -77,11 +93,11 @@ def test_option_the_command_does_not_take_is_refused(farm, argv, cmd, opt):
     farm.write_config(NOOP)
     farm.make_tree(2)
     farm.scan()
-    before = digest(farm.db)
+    before = digest(farm)
     p = farm.run(*argv)
     assert p.returncode == 2, (p.returncode, p.stderr)
     assert cmd in p.stderr and opt in p.stderr, p.stderr
-    assert digest(farm.db) == before
+    assert digest(farm) == before
 
 
 def test_help_in_every_form(farm):
@@ -102,7 +118,7 @@ def test_help_in_every_form(farm):
     assert farm.run("--version").stdout == farm.run("-V").stdout
     p = farm.run("help", "frobnicate")
     assert p.returncode == 2 and "frobnicate" in p.stderr
-    assert not farm.db.exists()
+    assert no_store(farm)
 
 
 def test_help_that_cannot_be_written_fails(farm):
@@ -123,7 +139,7 @@ def test_unknown_command_and_stray_arguments(farm):
     assert p.returncode == 2 and "folder" in p.stderr
     p = farm.run("--workers")
     assert p.returncode == 2 and "needs a value" in p.stderr
-    assert not farm.db.exists()
+    assert no_store(farm)
 
 
 # ---- no fake work by default ------------------------------------------------
@@ -131,7 +147,7 @@ def test_unknown_command_and_stray_arguments(farm):
 def test_no_provider_means_no_run(farm):
     farm.make_tree(4)
     farm.scan()
-    before = digest(farm.db)
+    before = digest(farm)
     p = farm.run()                      # a bare mpfarm, no config at all
     assert p.returncode == 2, p.stderr
     assert "transcribe" in p.stderr and "provider" in p.stderr
@@ -178,7 +194,7 @@ def test_run_dry_run_calls_forks_and_writes_nothing(farm, fake):
     farm.write_config(config(fake, langs="de"))
     farm.make_tree(12)
     farm.scan()
-    before = digest(farm.db)
+    before = digest(farm)
     n0 = calls(fake)
     for argv in (["--dry-run"], ["run", "--dry-run"], ["--dry-run", "run"],
                  ["run", "--dry-run", "--batch-size", "5"]):
@@ -192,29 +208,32 @@ def test_run_dry_run_calls_forks_and_writes_nothing(farm, fake):
     assert "would start 5 of the 12" in p.stdout
     assert len(re.findall(r"^  transcribe ", p.stdout, re.M)) == 5
     assert calls(fake) == n0 == 0
-    assert digest(farm.db) == before
+    assert digest(farm) == before
     assert not farm.output.exists()
-    assert not os.path.exists(str(farm.db) + ".lock")
+    if not storelib.PG:
+        assert not os.path.exists(str(farm.db) + ".lock")
 
 
 def test_run_dry_run_without_a_database_creates_none(farm):
     farm.write_config(NOOP)
     p = farm.run("--dry-run")
     assert p.returncode == 0, p.stderr
-    assert "does not exist" in p.stdout
-    assert not farm.db.exists()
+    # on PostgreSQL the (empty) database exists but holds no farm yet
+    assert ("holds no farm yet" if storelib.PG else "does not exist") \
+        in p.stdout, p.stdout
+    assert no_store(farm)
 
 
 def test_run_dry_run_refuses_what_run_refuses(farm):
     farm.make_tree(2)
     farm.scan()
-    before = digest(farm.db)
+    before = digest(farm)
     p = farm.run("--dry-run")
     assert p.returncode == 2 and "provider" in p.stderr
     farm.write_config("[transcribe]\nprovider = openai\n")
     p = farm.run("--dry-run")       # no OPENAI_API_KEY
     assert p.returncode == 2 and "OPENAI_API_KEY" in p.stderr
-    assert digest(farm.db) == before
+    assert digest(farm) == before
 
 
 # ---- --batch-size -----------------------------------------------------------

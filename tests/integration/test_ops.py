@@ -28,6 +28,7 @@ from pathlib import Path
 
 import pytest
 
+import storelib
 from conftest import MPFARM_BIN as BIN, REPO, SLOW, alive, wait_for
 
 MAN1 = REPO / "mpfarm.1"
@@ -559,6 +560,11 @@ class Supervisor:
             directory=str(farm.path), stdout_logfile=str(self.log),
             startsecs="1")
         prog.pop("user", None)
+        if storelib.PG:
+            # a farm on PostgreSQL: its URL as the shipped file suggests
+            # (supervisord passes its own environment, not the farm's)
+            assert '"' not in farm.db and "%" not in farm.db
+            prog["environment"] = 'MPFARM_DB="%s"' % farm.db
         sock = self.dir / "s.sock"
         lines = [
             "[unix_http_server]", "file=%s" % sock, "",
